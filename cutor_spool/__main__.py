@@ -1,0 +1,3 @@
+from cutor_spool.cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""Writes into the spool that a reader never sees half-done.
+
+Every write opens its file by path at that moment and closes it: nothing holds a spool entry open,
+because an entry keeps its inode when it is renamed, and a file kept open in a claim that has been
+requeued would go on writing into the *next* claim. No write creates missing directories either:
+if a claim's directory is gone (the lease was lost), the write fails with ENOENT, which is the
+point.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from cutor_spool.errors import LeaseLost, SpoolIOError
+
+
+def _raise(path: Path, exc: OSError) -> None:
+    if exc.errno == errno.ENOENT:
+        raise LeaseLost(f"{path.parent} is gone") from exc
+    raise SpoolIOError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Temporary file in the same directory, fsync, rename: the old version or the new, never half."""
+    tmp = path.parent / f".tmp-{path.name}-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        _raise(path, exc)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        _raise(path, exc)
+
+
+def write_json(path: Path, value: Any, *, fsync: bool = True) -> None:
+    write_bytes(path, (json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode(), fsync=fsync)
+
+
+def append_line(path: Path, value: Any) -> None:
+    """Appends one JSON line (O_APPEND, one write, closed at once). Lines under PIPE_BUF-ish sizes
+    land whole; readers skip a torn last line left by a crash."""
+    line = (json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        _raise(path, exc)
+    try:
+        os.write(fd, line)
+    except OSError as exc:
+        _raise(path, exc)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> Any:
+    with open(path, "rb") as fh:
+        return json.loads(fh.read())
+
+
+def read_lines(path: Path) -> list[Any]:
+    """Reads a JSON-lines file, skipping a torn or garbled line instead of failing."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in raw.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out

@@ -1,0 +1,85 @@
+"""All command output goes through here: JSON for machines, short lines for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+EXIT_OK = 0  # done, and the outcome is ok or accepted
+EXIT_FAILED = 1  # done, and the submission's code failed (compile error, limits, wrong answer, ...)
+EXIT_USAGE = 2  # bad command line (click's own)
+EXIT_INVALID = 3  # the submission is invalid
+EXIT_ERROR = 4  # the system gave up on it (state error)
+EXIT_TIMEOUT = 5  # --wait/--timeout ran out first
+EXIT_NOT_FOUND = 6
+
+GOOD_OUTCOMES = frozenset({"ok", "accepted"})
+
+
+def exit_code(status: dict[str, Any] | None) -> int:
+    if status is None:
+        return EXIT_TIMEOUT
+    state = status.get("state")
+    if state == "invalid":
+        return EXIT_INVALID
+    if state == "error":
+        return EXIT_ERROR
+    return EXIT_OK if status.get("outcome") in GOOD_OUTCOMES else EXIT_FAILED
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def say(message: str, *, err: bool = False) -> None:
+    click.echo(message, err=err)
+
+
+def color(text: str, good: bool | None) -> str:
+    if not sys.stdout.isatty() or good is None:
+        return text
+    return click.style(text, fg="green" if good else "red", bold=True)
+
+
+def human_size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n}"
+
+
+def describe_event(ev: dict[str, Any]) -> str:
+    kind = ev.get("event", "?")
+    parts = [kind]
+    if "success" in ev:
+        parts.append("ok" if ev["success"] else "failed")
+    for key in ("test", "verdict", "outcome", "message", "reason"):
+        if ev.get(key) not in (None, ""):
+            parts.append(f"{key}={ev[key]}" if key in ("test",) else str(ev[key]))
+    return " ".join(parts)
+
+
+def summary(status: dict[str, Any]) -> str:
+    state, outcome = status.get("state"), status.get("outcome")
+    head = f"{status.get('id')}: {state}"
+    if outcome:
+        head += f" ({color(outcome, outcome in GOOD_OUTCOMES)})"
+    if status.get("score") is not None:
+        head += f" score {status['score']:g}/{status.get('max_score', 0):g}"
+    stages = status.get("stages") or {}
+    details = [
+        f"{name} {s.get('status')} {s.get('cpu_time', 0):.3f}s cpu {human_size(s.get('memory'))}"
+        for name, s in stages.items()
+    ]
+    lines = [head] + [f"  {d}" for d in details]
+    for err in status.get("errors") or []:
+        lines.append(f"  - {err.get('where')}: {err.get('message')}")
+    if status.get("reason"):
+        lines.append(f"  reason: {status['reason']}")
+    return "\n".join(lines)

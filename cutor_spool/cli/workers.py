@@ -1,0 +1,78 @@
+"""Worker commands: executor (and, as their issues land, builder, status-page, packages, gc)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import click
+
+from cutor_spool.config import BackendName
+from cutor_spool.runner.slots import DEFAULT_STATE_DIR
+
+
+@click.command()
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Submissions run at once by this worker.",
+)
+@click.option(
+    "--poll/--inotify",
+    default=None,
+    help="Find work by polling alone (default: automatic, polling on NFS and other network filesystems).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice([b.value for b in BackendName]),
+    default=None,
+    help="Sandbox backend (default: spool.yaml's `backend`).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_STATE_DIR,
+    show_default=True,
+    help="Per-host state: slot locks and work areas (local disk, not the spool).",
+)
+@click.option("--host", default=None, help="Host name recorded in leases (default: this host's).")
+@click.option(
+    "--grace",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM, seconds to let current work finish before handing it back.",
+)
+@click.pass_context
+def executor(
+    ctx: click.Context,
+    concurrency: int,
+    poll: bool | None,
+    backend: str | None,
+    state_dir: Path,
+    host: str | None,
+    grace: float,
+) -> None:
+    """Claim submissions and run them, until SIGTERM (must run as root; jobs never do).
+
+    SIGTERM finishes current work (or hands it back after --grace); a second SIGTERM hands it back
+    at once. SIGKILL loses nothing: the lease expires and another worker takes the submission.
+    """
+    from cutor_spool.executor import Executor
+
+    worker = Executor(
+        ctx.obj.spool,
+        concurrency=concurrency,
+        poll=poll,
+        backend=BackendName(backend) if backend else None,
+        state_dir=state_dir,
+        host=host or socket.gethostname(),
+        grace=grace,
+    )
+    worker.run()
+
+
+worker_commands = [executor]

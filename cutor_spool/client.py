@@ -1,0 +1,200 @@
+"""The client side of the spool: submitting, finding a submission, following it to its end.
+
+Submitting is one atomic step for the executors: the copy is made in `tmp/`, fsynced, marked
+`.ready`, and renamed into `incoming/<id>`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cutor_spool.atomic import read_lines
+from cutor_spool.errors import CutorError
+from cutor_spool.layout import SpoolPaths
+from cutor_spool.results import TERMINAL, read_status
+from cutor_spool.watcher.ids import new_id, split_active, valid_id
+from cutor_spool.watcher.notify import Waiter, needs_polling
+from cutor_spool.watcher.queue import READY
+
+
+class SubmitError(CutorError):
+    pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_tree(src: Path, dst: Path, *, top: bool = True) -> None:
+    """Copies regular files and directories; symlinks are copied as links (the executor reports
+    them); FIFOs, sockets and devices are refused here rather than read (a FIFO would block)."""
+    os.mkdir(dst, 0o755)
+    for entry in os.scandir(src):
+        if top and entry.name in (READY, ".lease"):
+            continue
+        target = dst / entry.name
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(entry.path), target)
+        elif stat.S_ISDIR(st.st_mode):
+            _copy_tree(Path(entry.path), target, top=False)
+        elif stat.S_ISREG(st.st_mode):
+            shutil.copyfile(entry.path, target, follow_symlinks=False)
+            os.chmod(target, 0o755 if st.st_mode & 0o111 else 0o644)
+            fd = os.open(target, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        else:
+            raise SubmitError(f"{entry.path}: only regular files and directories can be submitted")
+    _fsync_dir(dst)
+
+
+def submit(paths: SpoolPaths, directory: Path, entry_id: str | None = None) -> str:
+    if not directory.is_dir():
+        raise SubmitError(f"{directory} is not a directory")
+    entry_id = entry_id or new_id()
+    if not valid_id(entry_id):
+        raise SubmitError(f"{entry_id!r} is not a valid id ([A-Za-z0-9][A-Za-z0-9_-]{{0,127}})")
+    if locate(paths, entry_id) is not None:
+        raise SubmitError(f"id {entry_id!r} is already in the spool")
+    staging = paths.tmp / f"submit-{entry_id}-{secrets.token_hex(4)}"
+    try:
+        _copy_tree(directory, staging)
+        fd = os.open(staging / READY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, f"{time.time():.6f}\n".encode())
+        os.fsync(fd)
+        os.close(fd)
+        _fsync_dir(staging)
+        try:
+            os.rename(staging, paths.submissions.incoming / entry_id)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise SubmitError(f"id {entry_id!r} is already queued") from exc
+            raise
+        _fsync_dir(paths.submissions.incoming)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return entry_id
+
+
+@dataclass(frozen=True)
+class Located:
+    where: str  # "queued", "active", "done"
+    path: Path
+
+
+def locate(paths: SpoolPaths, entry_id: str) -> Located | None:
+    subs = paths.submissions
+    done = subs.done / entry_id
+    if done.exists():
+        return Located("done", done)
+    prefix = entry_id + "."
+    try:
+        for entry in os.scandir(subs.active):
+            parsed = split_active(entry.name)
+            if entry.name.startswith(prefix) and parsed and parsed[0] == entry_id:
+                return Located("active", Path(entry.path))
+    except FileNotFoundError:
+        pass
+    queued = subs.incoming / entry_id
+    if queued.exists():
+        return Located("queued", queued)
+    if done.exists():  # it moved from active/ to done/ while we looked
+        return Located("done", done)
+    return None
+
+
+def current_status(paths: SpoolPaths, entry_id: str) -> dict[str, Any] | None:
+    """The submission's status.json, or a synthetic one while it is queued."""
+    for _ in range(3):  # an entry can move between listing and reading
+        found = locate(paths, entry_id)
+        if found is None:
+            return None
+        status = read_status(found.path)
+        if status is not None and (found.where != "queued"):
+            return status
+        if found.where == "queued":
+            return {"id": entry_id, "state": "queued", "outcome": None, "attempts": (status or {}).get("attempts", 0)}
+    return None
+
+
+def events(paths: SpoolPaths, entry_id: str) -> list[dict[str, Any]]:
+    found = locate(paths, entry_id)
+    return read_lines(found.path / "result" / "events.jsonl") if found else []
+
+
+def follow(
+    paths: SpoolPaths,
+    entry_id: str,
+    *,
+    timeout: float | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any] | None:
+    """Waits for the terminal status; calls `on_event` for each new event as it happens.
+    Returns None on timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen = 0
+    subs = paths.submissions
+    with Waiter([subs.active, subs.done], poll=needs_polling(paths.root)) as waiter:
+        while True:
+            status = current_status(paths, entry_id)
+            if on_event is not None:
+                evs = events(paths, entry_id)
+                for ev in evs[seen:]:
+                    on_event(ev)
+                seen = max(seen, len(evs))
+            if status is not None and status.get("state") in TERMINAL:
+                found = locate(paths, entry_id)
+                if found is not None and found.where == "done":
+                    return status
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            waiter.wait(0.05 if on_event is not None else 0.2)
+
+
+def listing(paths: SpoolPaths, *, limit: int = 50) -> dict[str, list[dict[str, Any]]]:
+    subs = paths.submissions
+
+    def names(directory: Path) -> Iterator[os.DirEntry[str]]:
+        try:
+            yield from (e for e in os.scandir(directory) if not e.name.startswith("."))
+        except FileNotFoundError:
+            return
+
+    queued = [{"id": e.name} for e in names(subs.incoming)]
+    active = []
+    for e in names(subs.active):
+        parsed = split_active(e.name)
+        if parsed:
+            status = read_status(Path(e.path)) or {}
+            active.append({"id": parsed[0], "state": status.get("state", "claimed"), "worker": status.get("worker")})
+    done_entries = sorted(names(subs.done), key=lambda e: e.stat().st_mtime, reverse=True)[:limit]
+    done = []
+    for e in done_entries:
+        status = read_status(Path(e.path)) or {}
+        done.append(
+            {
+                "id": e.name,
+                "state": status.get("state"),
+                "outcome": status.get("outcome"),
+                "score": status.get("score"),
+                "max_score": status.get("max_score"),
+            }
+        )
+    return {"queued": queued, "active": active, "done": done}

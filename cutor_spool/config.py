@@ -1,0 +1,198 @@
+"""`spool.yaml`: the spool-wide configuration every worker and client reads.
+
+One file for all hosts that mount the spool. What is per host (where slot locks and work
+directories live) comes from the worker's command line, not from here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cutor_spool.errors import ConfigError
+from cutor_spool.limits import Duration, Limits, LimitsSpec, Size
+from cutor_spool.yamlload import YamlProblem, load_yaml
+
+CONFIG_NAME = "spool.yaml"
+FORMAT_VERSION = 1
+
+
+class BackendName(StrEnum):
+    BUBBLEWRAP = "bubblewrap"
+    DOCKER = "docker"
+
+
+class StageKind(StrEnum):
+    DEPENDENCIES = "dependencies"
+    COMPILE = "compile"
+    RUN = "run"
+    TEST = "test"
+    CHECKER = "checker"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+DEFAULT_LIMITS = LimitsSpec(
+    cpu_time=5,
+    wall_time=10,
+    memory=512 * 2**20,
+    processes=64,
+    file_size=64 * 2**20,
+    open_files=256,
+    stack=64 * 2**20,
+    output=1 * 2**20,
+)
+MAXIMUM_LIMITS = LimitsSpec(
+    cpu_time=600,
+    wall_time=1800,
+    memory=8 * 2**30,
+    processes=512,
+    file_size=1 * 2**30,
+    open_files=4096,
+    stack=1 * 2**30,
+    output=64 * 2**20,
+)
+STAGE_DEFAULTS = {
+    StageKind.COMPILE: LimitsSpec(cpu_time=30, wall_time=60, memory=1 * 2**30),
+    StageKind.DEPENDENCIES: LimitsSpec(cpu_time=600, wall_time=900, memory=4 * 2**30, output=4 * 2**20),
+    StageKind.CHECKER: LimitsSpec(cpu_time=10, wall_time=20),
+}
+
+
+class LimitsConfig(_Strict):
+    default: LimitsSpec = DEFAULT_LIMITS
+    maximum: LimitsSpec = MAXIMUM_LIMITS
+    stages: dict[StageKind, LimitsSpec] = Field(default_factory=lambda: dict(STAGE_DEFAULTS))
+
+    def resolved_maximum(self) -> Limits:
+        return Limits.from_spec(MAXIMUM_LIMITS).over(self.maximum)
+
+    def stage_default(self, stage: StageKind) -> Limits:
+        base = Limits.from_spec(DEFAULT_LIMITS).over(self.default)
+        if stage == StageKind.TEST:  # tests default to the run stage's limits
+            return base.over(self.stages.get(StageKind.RUN), self.stages.get(StageKind.TEST))
+        return base.over(self.stages.get(stage))
+
+    @model_validator(mode="after")
+    def _defaults_within_maximum(self) -> LimitsConfig:
+        maximum = self.resolved_maximum()
+        for stage in StageKind:
+            default = self.stage_default(stage)
+            for key, value in default.to_json().items():
+                if value > getattr(maximum, key):
+                    raise ValueError(f"the {stage} default {key} is above limits.maximum.{key}")
+        return self
+
+
+class SandboxConfig(_Strict):
+    uid_base: int = Field(default=61000, ge=1000, le=2**31 - 70000)
+    slots: int = Field(default=64, ge=1, le=65536)
+    work_size: Size = 512 * 2**20
+    tmp_size: Size = 64 * 2**20
+    ro_binds: list[str] = Field(default_factory=list, description="extra host paths mounted read-only")
+
+
+class DockerConfig(_Strict):
+    image: str = "cutor-spool-sandbox:latest"
+    bind_host_usr: bool = Field(
+        default=False, description="mount the host's /usr read-only (for host-built toolchains)"
+    )
+
+
+class StatusPageConfig(_Strict):
+    enabled: bool = True
+    interval: Duration = 2.0
+    recent: int = Field(default=200, ge=1)
+
+
+class NixConfig(_Strict):
+    nixpkgs: str | None = Field(default=None, description="a path or a pinned flake reference")
+    system: str | None = None
+    build_timeout: Duration = 600
+    build_memory: Size = 4 * 2**30
+    build_log: Size = 4 * 2**20
+    binary_cache: bool = True
+
+
+class SpoolConfig(_Strict):
+    version: Literal[1] = 1
+    backend: BackendName = BackendName.BUBBLEWRAP
+    settle: Duration = 2.0
+    heartbeat: Duration = 2.0
+    lease_timeout: Duration = 30.0
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    rescan: Duration = 5.0
+    poll_interval: Duration = 0.5
+    allow_network: bool = False
+    max_submission_size: Size = 64 * 2**20
+    max_files: int = Field(default=10_000, ge=1)
+    limits: LimitsConfig = LimitsConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    docker: DockerConfig = DockerConfig()
+    nix: NixConfig = NixConfig()
+    status_page: StatusPageConfig = StatusPageConfig()
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> SpoolConfig:
+        if self.heartbeat <= 0:
+            raise ValueError("heartbeat must be positive")
+        if self.lease_timeout < 3 * self.heartbeat:
+            raise ValueError("lease_timeout must be at least three heartbeats, or live workers get reaped")
+        return self
+
+
+def load_config(spool: Path) -> SpoolConfig:
+    path = spool / CONFIG_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return SpoolConfig()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        data = load_yaml(text) or {}
+        return SpoolConfig.model_validate(data)
+    except YamlProblem as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from exc
+
+
+DEFAULT_CONFIG_TEXT = """\
+# cutor-spool configuration, shared by every worker and client of this spool.
+# Durations: 2s, 500ms, 1.5m. Sizes: 256MiB, 1GiB. Every key is optional.
+version: 1
+backend: bubblewrap          # or docker
+settle: 2s                   # quiet time before an entry without .ready is claimed
+heartbeat: 2s                # how often a worker touches its lease
+lease_timeout: 30s           # a lease older than this (filesystem clock) is reaped; keep it well
+                             # above the NFS attribute-cache time
+max_attempts: 3              # claims before a submission ends in `error`
+rescan: 5s                   # full rescan even with inotify (it can miss events)
+poll_interval: 500ms         # scan period with --poll (automatic on NFS)
+allow_network: false         # may submissions ask for `network: true`?
+limits:
+  default:   {cpu_time: 5s, wall_time: 10s, memory: 512MiB, processes: 64,
+              file_size: 64MiB, open_files: 256, stack: 64MiB, output: 1MiB}
+  maximum:   {cpu_time: 600s, wall_time: 1800s, memory: 8GiB, processes: 512,
+              file_size: 1GiB, open_files: 4096, stack: 1GiB, output: 64MiB}
+  stages:
+    compile: {cpu_time: 30s, wall_time: 60s, memory: 1GiB}
+    dependencies: {cpu_time: 600s, wall_time: 900s, memory: 4GiB, output: 4MiB}
+    checker: {cpu_time: 10s, wall_time: 20s}
+sandbox:
+  uid_base: 61000            # slot n runs as uid uid_base + n
+  slots: 64
+  work_size: 512MiB          # the submission's /work (a tmpfs; counts towards memory)
+  tmp_size: 64MiB            # its /tmp
+docker:
+  image: cutor-spool-sandbox:latest
+nix:
+  nixpkgs: null              # a path or a pinned flake reference
+"""

@@ -1,0 +1,226 @@
+"""`cutor-spool executor`: claims submissions and runs them, until SIGTERM.
+
+System failures (`SystemFailure`: the sandbox, the builder, the spool itself) are mapped to
+"hand back and retry, then `error`" here, in `_process`, and nowhere else. A submission that kills
+its worker every time is stopped the same way: each claim is logged in its attempt log, and past
+`max_attempts` it ends in `error` instead of poisoning the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from cutor_spool.config import BackendName, SpoolConfig, load_config
+from cutor_spool.errors import LeaseLost, Shutdown, SystemFailure
+from cutor_spool.pipeline import Environments, Judge, Pipeline
+from cutor_spool.results import ATTEMPTS_LOG, TERMINAL, Reporter, State, read_status
+from cutor_spool.runner.backend import Backend, make_backend
+from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool
+from cutor_spool.watcher.finder import Finder
+from cutor_spool.watcher.ids import duplicate_name
+from cutor_spool.watcher.notify import needs_polling
+from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity
+from cutor_spool.watcher.readiness import seconds_until_ready
+from cutor_spool.worker import Active, Maintenance, Signals, spool_paths
+
+log = logging.getLogger(__name__)
+
+
+class Executor:
+    def __init__(
+        self,
+        spool: Path,
+        *,
+        concurrency: int = 1,
+        poll: bool | None = None,
+        backend: BackendName | None = None,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        host: str | None = None,
+        grace: float = 30.0,
+        config: SpoolConfig | None = None,
+    ) -> None:
+        self.paths = spool_paths(spool)
+        self.config = config or load_config(spool)
+        self.identity = WorkerIdentity.make("executor", host)
+        self.concurrency = concurrency
+        self.poll = needs_polling(spool) if poll is None else poll
+        self.backend_name = backend or self.config.backend
+        self.state_dir = state_dir
+        self.grace = grace
+        self.queue = SpoolQueue(self.paths.submissions, self.identity, log_name=ATTEMPTS_LOG)
+        self.finder = Finder(
+            self.queue, poll=self.poll, interval=self.config.poll_interval if self.poll else self.config.rescan
+        )
+        self.signals = Signals()
+        self.maintenance = Maintenance(
+            self.paths,
+            self.config,
+            self.identity,
+            "executor",
+            [self.queue, SpoolQueue(self.paths.builds, self.identity, log_name="attempts.jsonl")],
+            {"concurrency": concurrency, "backend": str(self.backend_name), "poll": self.poll},
+        )
+        self.backend: Backend | None = None
+        self.pipeline: Pipeline | None = None
+        self.environments: Environments | None = None
+        self.judge: Judge | None = None
+
+    # -- life cycle --------------------------------------------------------------------------
+    def setup(self) -> None:
+        box = self.config.sandbox
+        slots = SlotPool(uid_base=box.uid_base, count=box.slots, work_size=box.work_size, state_dir=self.state_dir)
+        self.backend = make_backend(self.backend_name, self.config, self.state_dir)
+        self.pipeline = Pipeline(self.config, self.backend, slots, environments=self.environments, judge=self.judge)
+
+    def run(self, *, install_signals: bool = True) -> None:
+        if install_signals:
+            self.signals.install()
+        if self.pipeline is None:
+            self.setup()
+        log.info(
+            "executor %s: spool %s, %d slot(s), backend %s, %s",
+            self.identity.worker_id,
+            self.paths.root,
+            self.concurrency,
+            self.backend_name,
+            "polling" if self.poll else "inotify + rescans",
+        )
+        self.maintenance.start()
+        self.finder.start()
+        threads = [
+            threading.Thread(target=self._work_loop, name=f"executor-{i}", daemon=True) for i in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        self.signals.stopping.wait()
+        self.finder.stop()
+        deadline = time.monotonic() + self.grace
+        while any(t.is_alive() for t in threads):
+            if self.signals.hurry.is_set() or time.monotonic() > deadline:
+                with self.maintenance.lock:
+                    for active in self.maintenance.active.values():
+                        active.cancel.set("shutdown")
+            for thread in threads:
+                thread.join(timeout=0.1)
+        self.maintenance.shutdown()
+        if self.backend is not None:
+            self.backend.close()
+        log.info("executor %s stopped", self.identity.worker_id)
+
+    def stop(self) -> None:
+        self.signals.stopping.set()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _work_loop(self) -> None:
+        while not self.signals.stopping.is_set():
+            name = self.finder.take(timeout=0.5)
+            if name is None or self.signals.stopping.is_set():
+                continue
+            try:
+                wait = seconds_until_ready(self.finder.incoming / name, self._fs_now, self.config.settle)
+            except FileNotFoundError:
+                continue  # claimed by someone else meanwhile
+            if wait > 0:
+                self.finder.defer(name, wait)
+                continue
+            try:
+                claim = self.queue.claim(name)
+            except SystemFailure as exc:
+                log.error("%s: cannot claim: %s", name, exc)
+                self.finder.defer(name, 1.0)
+                continue
+            if claim is not None:
+                self._process(claim)
+
+    def _fs_now(self) -> float:
+        return self.maintenance.clock.now()
+
+    def _process(self, claim: Claim) -> None:
+        """The one place where failures of the system become "hand back, retry, then error"."""
+        active = self.maintenance.track(claim)
+        reporter = Reporter(
+            claim, self.identity, backend=str(self.backend_name), on_state=lambda state: setattr(active, "state", state)
+        )
+        try:
+            self._handle(claim, reporter, active)
+        except LeaseLost as exc:
+            log.error("%s: %s; its work is discarded (another worker owns it now)", claim.entry_id, exc)
+        except Shutdown:
+            log.warning("%s: handed back on shutdown", claim.entry_id)
+            claim.release("worker shutting down")
+        except SystemFailure as exc:
+            log.error("%s: attempt %d failed: %s", claim.entry_id, claim.attempt, exc)
+            self._system_failure(claim, reporter, str(exc))
+        except Exception as exc:  # a bug is a system failure too: never let it take the worker down
+            log.exception("%s: unexpected failure", claim.entry_id)
+            self._system_failure(claim, reporter, f"unexpected {type(exc).__name__}: {exc}")
+        finally:
+            self.maintenance.untrack(claim)
+
+    def _handle(self, claim: Claim, reporter: Reporter, active: Active) -> None:
+        if claim.original_name != claim.entry_id:
+            reporter.start()
+            reporter.finish(
+                State.INVALID,
+                original_name=claim.original_name,
+                errors=[
+                    {
+                        "where": "id",
+                        "message": f"{claim.original_name!r} is not a valid id: use "
+                        "letters, digits, '_' and '-', at most 128, starting with a letter or digit, "
+                        "and a directory",
+                    }
+                ],
+            )
+            claim.commit()
+            return
+        if self.queue.known_elsewhere(claim):
+            final = duplicate_name(claim.entry_id, claim.token)
+            reporter.start()
+            reporter.finish(
+                State.INVALID,
+                duplicate_of=claim.entry_id,
+                id=final,
+                errors=[
+                    {
+                        "where": "id",
+                        "message": f"{claim.entry_id!r} is already active or done; this duplicate was "
+                        f"not run and is kept as done/{final}",
+                    }
+                ],
+            )
+            claim.commit(final)
+            return
+        previous = read_status(claim.path)
+        if previous and previous.get("state") in TERMINAL:
+            # A worker finished it and died before its commit rename: commit, never run it twice.
+            reporter.event("recommitted", message=f"finished by {previous.get('worker')}; committed now")
+            claim.commit()
+            return
+        if claim.counted_attempts > self.config.max_attempts:
+            reporter.start()
+            reporter.finish(
+                State.ERROR,
+                reason=f"gave up after {claim.counted_attempts - 1} attempt(s) that did "
+                "not finish (a worker died, lost its lease, or the system failed each time)",
+            )
+            claim.commit()
+            return
+        reporter.start()
+        assert self.pipeline is not None
+        self.pipeline.process(claim.path, reporter, active.cancel)
+        claim.commit()
+
+    def _system_failure(self, claim: Claim, reporter: Reporter, reason: str) -> None:
+        try:
+            reporter.event("system_failure", reason=reason)
+            if claim.counted_attempts >= self.config.max_attempts:
+                reporter.finish(State.ERROR, reason=f"attempt {claim.attempt}: {reason}")
+                claim.commit()
+            elif not claim.release(reason):
+                log.error("%s: could not hand back; the lease will expire", claim.entry_id)
+        except (LeaseLost, SystemFailure) as exc:
+            log.error("%s: cannot record the failure (%s); the lease will expire", claim.entry_id, exc)

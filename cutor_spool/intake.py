@@ -1,0 +1,263 @@
+"""From a submission directory to a `Plan`, or to the complete list of what is wrong with it.
+
+Every problem is collected, not just the first: the YAML's fields (with their paths), the files
+of the directory, the limits against the spool's maximum, the files the YAML refers to. A bad
+submission never raises: it yields problems, and the executor finalises it as `invalid`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from cutor_spool.config import SpoolConfig, StageKind
+from cutor_spool.limits import Limits
+from cutor_spool.submission import InlineFile, NixExpression, ScriptFile, Submission
+from cutor_spool.tree import Problem, Tree, read_file, walk
+from cutor_spool.yamlload import YamlProblem, load_yaml
+
+YAML_NAME = "submission.yaml"
+MAX_YAML = 16 * 1024 * 1024
+CONVENTIONAL = {"compile": "compile.sh", "run": "run.sh"}
+# pydantic names the member of a union in an error's location (`compile.str`, `compile.ScriptFile`);
+# a reader wants the field's path only.
+_UNION_TAG = re.compile(
+    r"^(str|int|float|bool|list\[.*|dict\[.*|function-.*|constrained-.*|literal\[.*|enum|"
+    r"ScriptFile|NixExpression|CheckerSpec|CheckerKind|LimitsSpec|TestCase|Subtask|InlineFile)$"
+)
+
+
+@dataclass(frozen=True)
+class Script:
+    """A stage's script: inline text, or a file of the submission (run from /work). `shebang` is
+    decided here, from the spool entry, so that nothing later has to look inside /work (which the
+    job controls once a stage has run) with root's privileges."""
+
+    text: str | None = None
+    file: str | None = None
+    shebang: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    submission: Submission
+    tree: Tree
+    workdir_files: tuple[str, ...]  # directory files copied into /work
+    inline_files: tuple[tuple[str, bytes, bool], ...]  # (name, content, executable)
+    compile: Script | None
+    run: Script | None
+    stdin: bytes
+    limits: dict[StageKind, Limits]
+    test_limits: tuple[Limits, ...] = ()
+    hidden: frozenset[str] = field(default_factory=frozenset)  # spool-side files: never in /work
+
+    def executable(self, name: str) -> bool:
+        """Scripts with `#!` get the exec bit when copied in (never chmod inside /work later)."""
+        return any(s is not None and s.file == name and s.shebang for s in (self.compile, self.run))
+
+    @property
+    def judged(self) -> bool:
+        return self.submission.tests is not None
+
+
+@dataclass(frozen=True)
+class Intake:
+    plan: Plan | None
+    problems: tuple[Problem, ...]
+    raw: dict[str, object] | None = None
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        if isinstance(item, str) and _UNION_TAG.match(item) and not (i and loc[i - 1] == "env"):
+            continue
+        parts.append(str(item))
+    return ".".join(parts) or "(top level)"
+
+
+def _validation_problems(exc: ValidationError) -> list[Problem]:
+    grouped: dict[str, list[str]] = {}
+    for err in exc.errors(include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not part of submission.yaml)"
+        grouped.setdefault(_loc(err["loc"]), []).append(msg)
+    problems = []
+    for where, messages in grouped.items():
+        unique = list(dict.fromkeys(messages))
+        text = unique[0] if len(unique) == 1 else "expected one of the accepted forms: " + "; or ".join(unique)
+        problems.append(Problem(where, text))
+    return problems
+
+
+def _decode(item: InlineFile) -> bytes:
+    if item.encoding == "base64":
+        return base64.b64decode(item.content.encode("ascii"), validate=True)
+    if item.encoding == "hex":
+        return binascii.unhexlify("".join(item.content.split()))
+    return item.content.encode("utf-8", "surrogatepass")
+
+
+def _script(value: str | ScriptFile | None, stage: str, names: set[str], problems: list[Problem]) -> Script | None:
+    if isinstance(value, ScriptFile):
+        if value.file not in names:
+            problems.append(Problem(f"{stage}.file", f"{value.file!r} is not a file of the submission"))
+        return Script(file=value.file)
+    if value is None:
+        conventional = CONVENTIONAL.get(stage)
+        return Script(file=conventional) if conventional in names else None
+    stripped = value.strip()
+    if "\n" not in stripped and stripped in names:
+        return Script(file=stripped)  # `run: run.sh` names a file of the submission
+    return Script(text=value)
+
+
+def _with_shebang(script: Script | None, head: Callable[[str], bytes]) -> Script | None:
+    if script is None or script.file is None:
+        return script
+    return Script(file=script.file, shebang=head(script.file) == b"#!")
+
+
+def _resolved_limits(sub: Submission, config: SpoolConfig) -> tuple[dict[StageKind, Limits], tuple[Limits, ...]]:
+    lim = config.limits
+    maximum = lim.resolved_maximum()
+
+    def widened(limits: Limits, *layers: object) -> Limits:
+        # An explicit cpu_time with no explicit wall_time gets room to finish: 2x + 1s.
+        asks_cpu = any(getattr(layer, "cpu_time", None) is not None for layer in layers)
+        asks_wall = any(getattr(layer, "wall_time", None) is not None for layer in layers)
+        if asks_cpu and not asks_wall and limits.wall_time < 2 * limits.cpu_time + 1:
+            wall = min(2 * limits.cpu_time + 1, maximum.wall_time)
+            return Limits(**{**limits.to_json(), "wall_time": max(wall, limits.wall_time)})  # type: ignore[arg-type]
+        return limits
+
+    s = sub.limits
+    stages = {
+        StageKind.DEPENDENCIES: widened(lim.stage_default(StageKind.DEPENDENCIES).over(s.dependencies), s.dependencies),
+        StageKind.COMPILE: widened(lim.stage_default(StageKind.COMPILE).over(s.compile), s.compile),
+        StageKind.RUN: widened(lim.stage_default(StageKind.RUN).over(s.run), s.run),
+        StageKind.CHECKER: widened(lim.stage_default(StageKind.CHECKER).over(s.checker), s.checker),
+    }
+    tests = tuple(
+        widened(lim.stage_default(StageKind.TEST).over(s.run, s.tests, t.limits), s.run, s.tests, t.limits)
+        for t in sub.tests or []
+    )
+    return stages, tests
+
+
+def read_submission(root: Path, config: SpoolConfig) -> Intake:
+    problems: list[Problem] = []
+    tree = walk(root, max_files=config.max_files, max_size=config.max_submission_size, problems=problems)
+    names = set(tree.files)
+    raw: object = None
+    if YAML_NAME not in names:
+        problems.append(Problem(YAML_NAME, "is missing: every submission needs one"))
+        return Intake(None, tuple(problems))
+    try:
+        text = read_file(root, YAML_NAME, MAX_YAML).decode("utf-8")
+        raw = load_yaml(text)
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(YAML_NAME, f"is not valid UTF-8 (byte {exc.start})"))
+    except YamlProblem as exc:
+        problems.append(Problem(YAML_NAME, f"is not valid YAML: {exc}"))
+    except OSError as exc:
+        problems.append(Problem(YAML_NAME, f"cannot be read: {exc}"))
+    if problems and raw is None:
+        return Intake(None, tuple(problems))
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(Problem(YAML_NAME, f"must be a mapping of keys to values, not a {type(raw).__name__}"))
+        return Intake(None, tuple(problems))
+    try:
+        sub = Submission.model_validate(raw, context={"maximum": config.limits.resolved_maximum()})
+    except ValidationError as exc:
+        problems.extend(_validation_problems(exc))
+        return Intake(None, tuple(problems), raw)
+    plan = _plan(root, sub, tree, config, problems)
+    return Intake(None if problems else plan, tuple(problems), raw)
+
+
+def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems: list[Problem]) -> Plan:
+    names = set(tree.files)
+    hidden = {YAML_NAME}
+
+    def must_exist(where: str, name: str | None, *, hide: bool = True) -> None:
+        if name is None:
+            return
+        if name not in names:
+            problems.append(Problem(where, f"{name!r} is not a file of the submission"))
+        elif hide:
+            hidden.add(name)
+
+    inline: list[tuple[str, bytes, bool]] = []
+    for i, item in enumerate(sub.files):
+        try:
+            data = _decode(item)
+        except (ValueError, binascii.Error) as exc:
+            problems.append(Problem(f"files.{i}.content", f"is not valid {item.encoding}: {exc}"))
+            continue
+        if item.name in names or any(item.name == n for n, _, _ in inline):
+            problems.append(Problem(f"files.{i}.name", f"{item.name!r} is given twice"))
+        elif any(item.name.startswith(d + "/") for d in names) or item.name in tree.dirs:
+            problems.append(Problem(f"files.{i}.name", f"{item.name!r} collides with a file or directory"))
+        inline.append((item.name, data, item.executable))
+    inline_names = {n for n, _, _ in inline}
+
+    if isinstance(sub.dependencies, NixExpression):
+        must_exist("dependencies.nix", sub.dependencies.nix)
+    must_exist("stdin_file", sub.stdin_file, hide=False)
+    for i, test in enumerate(sub.tests or []):
+        must_exist(f"tests.{i}.input_file", test.input_file)
+        must_exist(f"tests.{i}.output_file", test.output_file)
+        if test.output is None and test.output_file is None and sub.checker_spec().type != "program":
+            problems.append(Problem(f"tests.{i}", "needs `output` or `output_file` (or a program checker)"))
+    checker = sub.checker_spec()
+    for i, name in enumerate(checker.files):
+        must_exist(f"checker.files.{i}", name)
+    for stage in ("compile", "run"):
+        value = getattr(checker, stage)
+        if isinstance(value, ScriptFile):
+            must_exist(f"checker.{stage}.file", value.file)
+
+    every = names | inline_names
+    heads = {n: d[:2] for n, d, _ in inline}
+
+    def head(name: str) -> bytes:
+        if name in heads:
+            return heads[name]
+        try:
+            return read_file(root, name, tree.files[name].size)[:2]
+        except (OSError, KeyError):
+            return b""
+
+    compile_script = _with_shebang(_script(sub.compile, "compile", every, problems), head)
+    run_script = _with_shebang(_script(sub.run, "run", every, problems), head)
+    if run_script is None:
+        problems.append(Problem("run", "nothing to run: give `run` (a script or a file name) or add run.sh"))
+    if sub.network and not config.allow_network:
+        problems.append(Problem("network", "this spool does not allow network access"))
+
+    stdin = b""
+    if sub.stdin is not None:
+        stdin = sub.stdin.encode("utf-8", "surrogatepass")
+    stages, test_limits = _resolved_limits(sub, config)
+    return Plan(
+        submission=sub,
+        tree=tree,
+        workdir_files=tuple(sorted(n for n in names if n not in hidden)),
+        inline_files=tuple(inline),
+        compile=compile_script,
+        run=run_script,
+        stdin=stdin,
+        limits=stages,
+        test_limits=test_limits,
+        hidden=frozenset(hidden),
+    )

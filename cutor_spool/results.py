@@ -1,0 +1,155 @@
+"""`result/` inside a submission: status.json at every transition, events.jsonl, one JSON per stage.
+
+The state machine (DESIGN section 4, the seeds' status flow and the judge diagram of seed 003):
+
+    queued -> claimed -> [installing_dependencies -> dependencies_installed]
+           -> [compiling -> compiled] -> running | testing -> done | invalid | error
+
+`status.json` is rewritten atomically at each transition, with a timestamp per state reached;
+`events.jsonl` is append-only (transitions and messages, every attempt's). All writes go through
+paths that contain the claim's token, so a worker that lost its lease cannot write into the next
+claim (see `atomic.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from cutor_spool.atomic import append_line, read_json, write_json
+from cutor_spool.runner.stage import StageOutput, StageStatus
+from cutor_spool.watcher.queue import Claim, WorkerIdentity, iso
+
+RESULT_DIR = "result"
+ATTEMPTS_LOG = f"{RESULT_DIR}/attempts.jsonl"
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    INSTALLING_DEPENDENCIES = "installing_dependencies"
+    DEPENDENCIES_INSTALLED = "dependencies_installed"
+    COMPILING = "compiling"
+    COMPILED = "compiled"
+    RUNNING = "running"
+    TESTING = "testing"
+    DONE = "done"
+    INVALID = "invalid"
+    ERROR = "error"
+
+
+TERMINAL = frozenset({State.DONE, State.INVALID, State.ERROR})
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    COMPILE_ERROR = "compile_error"
+    DEPENDENCY_FAILURE = "dependency_failure"
+    RUNTIME_ERROR = "runtime_error"
+    TIME_LIMIT = "time_limit"
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    ACCEPTED = "accepted"
+    PARTIAL = "partial"
+    REJECTED = "rejected"
+
+
+STAGE_OUTCOME = {
+    StageStatus.OK: Outcome.OK,
+    StageStatus.RUNTIME_ERROR: Outcome.RUNTIME_ERROR,
+    StageStatus.SIGNALED: Outcome.RUNTIME_ERROR,
+    StageStatus.TIME_LIMIT: Outcome.TIME_LIMIT,
+    StageStatus.WALL_TIME_LIMIT: Outcome.TIME_LIMIT,
+    StageStatus.MEMORY_LIMIT: Outcome.MEMORY_LIMIT,
+    StageStatus.OUTPUT_LIMIT: Outcome.OUTPUT_LIMIT,
+}
+
+
+def stage_summary(output: StageOutput) -> dict[str, Any]:
+    return {
+        "status": str(output.status),
+        "exit_code": output.exit_code,
+        "cpu_time": round(output.cpu_time, 6),
+        "wall_time": round(output.wall_time, 6),
+        "memory": output.memory,
+    }
+
+
+def read_status(entry: Path) -> dict[str, Any] | None:
+    try:
+        data = read_json(entry / RESULT_DIR / "status.json")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class Reporter:
+    """Writes one claim's results. `on_state` lets the worker show what it is doing."""
+
+    def __init__(
+        self, claim: Claim, worker: WorkerIdentity, *, backend: str = "", on_state: Callable[[str], None] | None = None
+    ) -> None:
+        self.claim = claim
+        self.dir = claim.path / RESULT_DIR
+        self._on_state = on_state
+        queued_at = claim.queued_at
+        self.status: dict[str, Any] = {
+            "id": claim.entry_id,
+            "state": State.QUEUED.value,
+            "outcome": None,
+            "attempts": claim.attempt,
+            "worker": worker.worker_id,
+            "host": worker.host,
+            "backend": backend,
+            "states": {State.QUEUED.value: iso(queued_at)} if queued_at else {},
+            "stages": {},
+        }
+
+    def start(self) -> None:
+        """A fresh attempt: stage results of an earlier, unfinished attempt are removed."""
+        for path in self.dir.glob("*.json"):
+            if path.name != "status.json":
+                path.unlink(missing_ok=True)
+        tests = self.dir / "tests"
+        if tests.is_dir():
+            for path in tests.iterdir():
+                path.unlink(missing_ok=True)
+        self.transition(State.CLAIMED, message=f"attempt {self.claim.attempt}")
+
+    def event(self, kind: str, **fields: Any) -> None:
+        append_line(
+            self.dir / "events.jsonl", {"at": iso(time.time()), "event": kind, "attempt": self.claim.attempt, **fields}
+        )
+
+    def transition(self, state: State, *, message: str | None = None, **fields: Any) -> None:
+        now = time.time()
+        self.status["state"] = state.value
+        self.status["states"][state.value] = iso(now)
+        self.status["updated_at"] = iso(now)
+        self.status.update({k: v for k, v in fields.items() if v is not None})
+        write_json(self.dir / "status.json", self.status)
+        extra = {
+            k: v
+            for k, v in fields.items()
+            if k in ("success", "outcome", "test", "verdict", "reason") and v is not None
+        }
+        self.event(state.value, **({"message": message} if message else {}), **extra)
+        if self._on_state is not None:
+            self._on_state(state.value)
+
+    def stage(self, name: str, output: StageOutput) -> None:
+        path = self.dir / f"{name}.json"
+        if "/" in name:
+            path.parent.mkdir(exist_ok=True)
+        write_json(path, output.to_json())
+        if "/" not in name:
+            self.status["stages"][name] = stage_summary(output)
+
+    def write(self, name: str, data: Any) -> None:
+        write_json(self.dir / name, data)
+
+    def finish(self, state: State, outcome: Outcome | None = None, **fields: Any) -> None:
+        self.transition(state, outcome=outcome.value if outcome else None, **fields)

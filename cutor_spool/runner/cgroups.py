@@ -1,0 +1,324 @@
+"""Control groups for stages: v2 where the host has a unified memory controller, v1 otherwise.
+
+Each stage gets a fresh cgroup under the worker's own (per `/proc/self/cgroup`, so that jobs stay
+inside whatever accounts for the worker). It holds every process of the stage, whatever they do
+(setsid and double-forks included; a non-root process cannot leave it), which gives:
+
+- memory: a hard limit; the OOM-kill counter, not an exit code, decides *memory limit*; the peak
+  (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`) is the job's memory, never `ru_maxrss`,
+  which a Python parent pollutes with its own size;
+- pids: a cap that stops a fork bomb;
+- CPU time of all processes summed (v1 `cpuacct.usage`, v2 `cpu.stat`), so a job that forks N busy
+  children cannot get N times its CPU limit: the supervisor watches the total;
+- a kill that leaves nothing behind: v2 `cgroup.kill`, or freeze, SIGKILL every member, thaw.
+
+v1 is what this development host has; the v2 path follows the kernel's cgroup-v2 documentation
+and could not be run here (the unified hierarchy has no memory controller on this host).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from cutor_spool.errors import SandboxError
+
+log = logging.getLogger(__name__)
+
+V1_CONTROLLERS = ("memory", "pids", "cpuacct", "freezer")
+PARENT = "cutor-spool"
+
+
+def _read(path: Path) -> str:
+    with open(path, encoding="ascii") as fh:
+        return fh.read()
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write(value)
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    out = {}
+    for line in _read(path).splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
+
+
+class Cgroup(ABC):
+    """One stage's control group."""
+
+    name: str
+
+    @property
+    @abstractmethod
+    def procs_files(self) -> list[Path]:
+        """The files a launcher writes its own pid into (one per v1 hierarchy)."""
+
+    @abstractmethod
+    def set_limits(self, *, memory: int, pids: int) -> None: ...
+
+    @abstractmethod
+    def cpu_seconds(self) -> float: ...
+
+    @abstractmethod
+    def memory_peak(self) -> int: ...
+
+    @abstractmethod
+    def oom_kills(self) -> int: ...
+
+    @abstractmethod
+    def pids(self) -> list[int]: ...
+
+    @abstractmethod
+    def _freeze(self, frozen: bool) -> None: ...
+
+    @abstractmethod
+    def _dirs(self) -> list[Path]: ...
+
+    def kill(self, timeout: float = 5.0, spare: int | None = None) -> None:
+        """Kills every process in the cgroup, including ones forking as fast as they can.
+
+        `spare` is left alive: bwrap's monitor, whose child is the sandbox's pid 1. Killing that
+        init tears down the whole pid namespace and the monitor reaps it; killing the monitor as
+        well would orphan the init's zombie to the host's pid 1, to be reaped whenever that gets
+        round to it, while it still counts against the slot uid's process limit."""
+        deadline = time.monotonic() + timeout
+        while True:
+            members = [p for p in self.pids() if p != spare]
+            if not members:
+                return
+            self._freeze(True)
+            try:
+                for pid in self.pids():
+                    if pid == spare:
+                        continue
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            finally:
+                self._freeze(False)
+            if time.monotonic() > deadline:
+                raise SandboxError(f"cgroup {self.name}: processes {members} survive SIGKILL")
+            time.sleep(0.001)
+
+    def remove(self) -> None:
+        """Kills what is left and removes the cgroup; tolerant of a half-created one."""
+        deadline = time.monotonic() + 5.0
+        try:
+            self.kill()
+        except FileNotFoundError:
+            pass
+        for directory in reversed(self._dirs()):
+            while True:
+                try:
+                    os.rmdir(directory)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise SandboxError(f"cannot remove cgroup {directory}: {exc.strerror}") from exc
+                    time.sleep(0.005)  # exiting processes still being reaped by the kernel
+
+
+@dataclass
+class CgroupV1(Cgroup):
+    name: str
+    dirs: dict[str, Path]
+
+    @property
+    def procs_files(self) -> list[Path]:
+        return [d / "cgroup.procs" for d in self.dirs.values()]
+
+    def _dirs(self) -> list[Path]:
+        return list(self.dirs.values())
+
+    def set_limits(self, *, memory: int, pids: int) -> None:
+        mem = self.dirs["memory"]
+        _write(mem / "memory.limit_in_bytes", str(memory))
+        if (mem / "memory.memsw.limit_in_bytes").exists():  # no swapping past the limit either
+            _write(mem / "memory.memsw.limit_in_bytes", str(memory))
+        _write(self.dirs["pids"] / "pids.max", str(pids))
+
+    def cpu_seconds(self) -> float:
+        return int(_read(self.dirs["cpuacct"] / "cpuacct.usage")) / 1e9
+
+    def memory_peak(self) -> int:
+        return int(_read(self.dirs["memory"] / "memory.max_usage_in_bytes"))
+
+    def oom_kills(self) -> int:
+        return _keyed(self.dirs["memory"] / "memory.oom_control").get("oom_kill", 0)
+
+    def pids(self) -> list[int]:
+        return [int(p) for p in _read(self.dirs["pids"] / "cgroup.procs").split()]
+
+    def _freeze(self, frozen: bool) -> None:
+        state = self.dirs["freezer"] / "freezer.state"
+        _write(state, "FROZEN" if frozen else "THAWED")
+        if frozen:
+            deadline = time.monotonic() + 1.0
+            while _read(state).strip() != "FROZEN" and time.monotonic() < deadline:
+                time.sleep(0.0005)
+
+
+@dataclass
+class CgroupV2(Cgroup):
+    name: str
+    path: Path
+
+    @property
+    def procs_files(self) -> list[Path]:
+        return [self.path / "cgroup.procs"]
+
+    def _dirs(self) -> list[Path]:
+        return [self.path]
+
+    def set_limits(self, *, memory: int, pids: int) -> None:
+        _write(self.path / "memory.max", str(memory))
+        if (self.path / "memory.swap.max").exists():
+            _write(self.path / "memory.swap.max", "0")
+        _write(self.path / "pids.max", str(pids))
+
+    def cpu_seconds(self) -> float:
+        return _keyed(self.path / "cpu.stat").get("usage_usec", 0) / 1e6
+
+    def memory_peak(self) -> int:
+        peak = self.path / "memory.peak"  # kernel >= 5.19
+        return int(_read(peak if peak.exists() else self.path / "memory.current"))
+
+    def oom_kills(self) -> int:
+        return _keyed(self.path / "memory.events").get("oom_kill", 0)
+
+    def pids(self) -> list[int]:
+        return [int(p) for p in _read(self.path / "cgroup.procs").split()]
+
+    def _freeze(self, frozen: bool) -> None:
+        _write(self.path / "cgroup.freeze", "1" if frozen else "0")
+
+    def kill(self, timeout: float = 5.0, spare: int | None = None) -> None:
+        if spare is None and (self.path / "cgroup.kill").exists():  # kernel >= 5.14: atomic, fork-proof
+            deadline = time.monotonic() + timeout
+            while self.pids():
+                _write(self.path / "cgroup.kill", "1")
+                if time.monotonic() > deadline:
+                    raise SandboxError(f"cgroup {self.name}: processes survive cgroup.kill")
+                time.sleep(0.001)
+            return
+        super().kill(timeout, spare)
+
+
+def _mounts() -> list[tuple[str, str, str, str]]:
+    """(root, mount point, fstype, super options) of every cgroup mount."""
+    out = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        for line in fh:
+            left, _, right = line.partition(" - ")
+            fields, rest = left.split(), right.split()
+            if len(fields) >= 5 and len(rest) >= 3 and rest[0] in ("cgroup", "cgroup2"):
+                out.append((fields[3], fields[4].replace("\\040", " "), rest[0], rest[2]))
+    return out
+
+
+def _own_paths() -> dict[str, str]:
+    """controller (or "" for v2) -> this process's cgroup path, from /proc/self/cgroup."""
+    out = {}
+    with open("/proc/self/cgroup", encoding="utf-8") as fh:
+        for line in fh:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                out[controller] = path
+    return out
+
+
+def _under(mount_root: str, mount_point: str, own: str) -> Path:
+    relative = own[len(mount_root) :] if own.startswith(mount_root) and mount_root != "/" else own
+    return Path(mount_point) / relative.lstrip("/")
+
+
+class CgroupHost:
+    """Creates stage cgroups on this host, under the worker's own cgroup."""
+
+    def __init__(self, version: int, bases: dict[str, Path]) -> None:
+        self.version = version
+        self.bases = bases  # controller -> <own cgroup>/cutor-spool (v2: key "")
+
+    @classmethod
+    def detect(cls) -> CgroupHost:
+        mounts, own = _mounts(), _own_paths()
+        for root, point, fstype, _ in mounts:
+            controllers = Path(point, "cgroup.controllers")
+            if fstype == "cgroup2" and controllers.exists() and {"memory", "pids"} <= set(_read(controllers).split()):
+                return cls._setup_v2(_under(root, point, own.get("", "/")))
+        bases = {}
+        for controller in V1_CONTROLLERS:
+            for root, point, fstype, options in mounts:
+                if fstype == "cgroup" and controller in options.split(","):
+                    bases[controller] = _under(root, point, own.get(controller, "/")) / PARENT
+                    break
+            else:
+                raise SandboxError(f"no cgroup v1 '{controller}' hierarchy and no cgroup v2 memory controller")
+        for base in bases.values():
+            base.mkdir(exist_ok=True)
+        return cls(1, bases)
+
+    @classmethod
+    def _setup_v2(cls, own: Path) -> CgroupHost:
+        """v2 forbids processes in a cgroup whose controllers are delegated to children, so the
+        worker moves itself into a `supervisor` leaf first (systemd: run it with Delegate=yes)."""
+        base = own / PARENT
+        wanted = {"memory", "pids", "cpu"}
+        enabled = set(_read(own / "cgroup.subtree_control").split())
+        if not wanted <= enabled:
+            if _read(own / "cgroup.procs").split():
+                leaf = own / "supervisor"
+                leaf.mkdir(exist_ok=True)
+                _write(leaf / "cgroup.procs", "0")
+            try:
+                _write(own / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted - enabled)))
+            except OSError as exc:
+                raise SandboxError(
+                    f"cannot enable {sorted(wanted)} in {own}: {exc.strerror}; run the worker in a cgroup "
+                    "of its own (systemd: Delegate=yes)"
+                ) from exc
+        base.mkdir(exist_ok=True)
+        _write(base / "cgroup.subtree_control", "+memory +pids +cpu")
+        return cls(2, {"": base})
+
+    def create(self, name: str) -> Cgroup:
+        cgroup: Cgroup
+        if self.version == 2:
+            cgroup = CgroupV2(name, self.bases[""] / name)
+        else:
+            cgroup = CgroupV1(name, {c: base / name for c, base in self.bases.items()})
+        try:
+            for directory in cgroup._dirs():
+                os.mkdir(directory)
+        except OSError as exc:
+            try:
+                cgroup.remove()
+            except SandboxError:
+                pass
+            raise SandboxError(f"cannot create cgroup {name}: {exc.strerror}") from exc
+        return cgroup
+
+    def existing(self, prefix: str) -> list[Cgroup]:
+        """Cgroups left behind (by a worker that was killed) whose name starts with `prefix`."""
+        first = next(iter(self.bases.values()))
+        try:
+            names = [p.name for p in first.iterdir() if p.is_dir() and p.name.startswith(prefix)]
+        except FileNotFoundError:
+            return []
+        if self.version == 2:
+            return [CgroupV2(n, self.bases[""] / n) for n in names]
+        return [CgroupV1(n, {c: base / n for c, base in self.bases.items()}) for n in names]

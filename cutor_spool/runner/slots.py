@@ -1,0 +1,172 @@
+"""Per-host sandbox slots: an unprivileged uid each, never shared by two running submissions.
+
+A slot is a uid (uid_base + n) with a private work area on the host's local disk. Executors on one
+host coordinate through lock files (`flock`, released by the kernel when the holder dies), so two
+executors never run jobs as the same uid: RLIMIT_NPROC and the kernel's per-uid accounting then
+only ever see one job's processes. Before a slot is reused it is checked empty of processes.
+
+The slot's `work` and `aux` directories are tmpfs mounts capped at `work_size`: filling /work
+cannot fill the host's disk, and its pages are charged to the memory cgroup of the writer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import random
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cutor_spool.errors import SandboxError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = Path(os.environ.get("CUTOR_SPOOL_STATE_DIR", "/run/cutor-spool"))
+MS_NOSUID, MS_NODEV = 2, 4
+MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _mount_tmpfs(target: Path, size: int, uid: int, gid: int) -> None:
+    options = f"size={size},mode=0755,uid={uid},gid={gid},nr_inodes=200000".encode()
+    if _libc.mount(b"tmpfs", str(target).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
+        err = ctypes.get_errno()
+        raise SandboxError(f"cannot mount a tmpfs on {target}: {os.strerror(err)}")
+
+
+def _umount(target: Path) -> None:
+    if _libc.umount2(str(target).encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point
+            raise SandboxError(f"cannot unmount {target}: {os.strerror(err)}")
+
+
+def processes_of(uid: int) -> list[int]:
+    """Pids whose effective uid is `uid` (the owner of /proc/<pid>)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid == uid:
+                    found.append(int(name))
+            except FileNotFoundError:
+                continue
+    return found
+
+
+@dataclass
+class Slot:
+    uid: int
+    gid: int
+    root: Path
+    lock_fd: int
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def aux(self) -> Path:
+        return self.root / "aux"
+
+    @property
+    def io(self) -> Path:
+        return self.root / "io"
+
+    @property
+    def name(self) -> str:
+        return f"u{self.uid}"
+
+    def writable(self, which: str) -> Path:
+        if which not in ("work", "aux"):
+            raise ValueError(which)
+        return self.root / which
+
+    def reset_io(self) -> None:
+        """Empties the per-stage read-only directory (/run/cutor inside)."""
+        for child in self.io.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+
+class SlotPool:
+    def __init__(self, *, uid_base: int, count: int, work_size: int, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+        if os.geteuid() != 0:
+            raise SandboxError(
+                "the sandbox needs root to run jobs as per-slot uids and create cgroups; "
+                "start the executor as root (jobs never run as root)"
+            )
+        self.uid_base, self.count, self.work_size = uid_base, count, work_size
+        self.state_dir = state_dir
+        (state_dir / "locks").mkdir(parents=True, exist_ok=True, mode=0o700)
+        (state_dir / "slots").mkdir(parents=True, exist_ok=True, mode=0o711)
+
+    def acquire(self) -> Slot:
+        start = random.randrange(self.count)  # noqa: S311 - spreads executors over the range, not a secret
+        for i in range(self.count):
+            uid = self.uid_base + (start + i) % self.count
+            fd = os.open(self.state_dir / "locks" / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                if not self._evict(uid):
+                    log.error("slot uid %d still has processes; skipping it", uid)
+                    os.close(fd)
+                    continue
+                slot = Slot(uid=uid, gid=uid, root=self.state_dir / "slots" / str(uid), lock_fd=fd)
+                self._prepare(slot)
+            except BaseException:
+                os.close(fd)
+                raise
+            return slot
+        raise SandboxError(f"all {self.count} sandbox slots on this host are busy")
+
+    def _evict(self, uid: int) -> bool:
+        """Kills leftovers of a previous holder (a worker killed mid-stage). True when empty."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            pids = processes_of(uid)
+            if not pids:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            log.warning("slot uid %d: killing leftover processes %s", uid, pids)
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.01)
+
+    def _prepare(self, slot: Slot) -> None:
+        slot.root.mkdir(mode=0o711, exist_ok=True)
+        for which in ("work", "aux"):
+            path = slot.writable(which)
+            path.mkdir(exist_ok=True)
+            _umount(path)  # a mount left by a killed worker
+            _mount_tmpfs(path, self.work_size, slot.uid, slot.gid)
+        if slot.io.exists():
+            shutil.rmtree(slot.io)
+        slot.io.mkdir(mode=0o755)
+
+    def release(self, slot: Slot) -> None:
+        try:
+            if not self._evict(slot.uid):  # the next acquire checks again before reusing it
+                log.error("slot uid %d: processes survive SIGKILL", slot.uid)
+            for which in ("work", "aux"):
+                _umount(slot.writable(which))
+            if slot.io.exists():
+                shutil.rmtree(slot.io)
+        finally:
+            os.close(slot.lock_fd)

@@ -1,0 +1,168 @@
+"""What goes into a stage and what comes out of it (DESIGN section 4: one shape for every stage)."""
+
+from __future__ import annotations
+
+import base64
+import signal as signals
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from cutor_spool.limits import Limits
+
+
+class StageStatus(StrEnum):
+    OK = "ok"
+    RUNTIME_ERROR = "runtime_error"
+    SIGNALED = "signaled"
+    TIME_LIMIT = "time_limit"
+    WALL_TIME_LIMIT = "wall_time_limit"
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage to run in a submission's sandbox.
+
+    `command` is the argv inside the sandbox, run in /work as the slot's uid. `files` are placed
+    read-only under /run/cutor/ for this stage only (scripts, checker inputs). `stdin` is fed from
+    a file outside the sandbox. `ro_binds` are host paths (Nix store paths) mounted read-only at
+    the same place. `env_script` (a path inside the sandbox) is sourced by `env_shell` first.
+    `workdir` picks which of the slot's writable directories is /work ("work" for the submission,
+    "aux" for a checker, so that a checker never runs among files the submission could plant).
+    """
+
+    name: str
+    command: tuple[str, ...]
+    limits: Limits
+    env: Mapping[str, str] = field(default_factory=dict)
+    stdin: bytes = b""
+    files: Mapping[str, bytes] = field(default_factory=dict)
+    network: bool = False
+    ro_binds: tuple[str, ...] = ()
+    env_script: str | None = None
+    env_shell: str = "/bin/bash"
+    workdir: str = "work"
+
+    def sandbox_command(self) -> tuple[str, ...]:
+        if self.env_script is None:
+            return self.command
+        # print-dev-env scripts are bash; sourcing one costs milliseconds, unlike nix-shell.
+        return (self.env_shell, "-c", '. "$0" >/dev/null 2>&1 || exit 126; exec "$@"', self.env_script, *self.command)
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signals.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+def _text_fields(key: str, data: bytes) -> dict[str, Any]:
+    text = data.decode("utf-8", "replace")
+    out: dict[str, Any] = {key: text}
+    if text.encode("utf-8") != data:  # not valid UTF-8: keep the exact bytes too
+        out[f"{key}_base64"] = base64.b64encode(data).decode("ascii")
+    return out
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    stage: str
+    status: StageStatus
+    exit_code: int | None
+    signal: int | None
+    stdout: bytes
+    stderr: bytes
+    output: bytes  # stdout and stderr interleaved as they were read
+    stdout_truncated: bool
+    stderr_truncated: bool
+    cpu_time: float
+    wall_time: float
+    memory: int
+    limits: Limits
+    message: str | None = None
+    backend: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == StageStatus.OK
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"stage": self.stage, "status": str(self.status)}
+        for key in ("stdout", "stderr", "output"):
+            data.update(_text_fields(key, getattr(self, key)))
+        data.update(
+            {
+                "exit_code": self.exit_code,
+                "signal": signal_name(self.signal) if self.signal else None,
+                "truncated": {"stdout": self.stdout_truncated, "stderr": self.stderr_truncated},
+                "cpu_time": round(self.cpu_time, 6),
+                "wall_time": round(self.wall_time, 6),
+                "memory": self.memory,
+                "limits": self.limits.to_json(),
+                "backend": self.backend,
+            }
+        )
+        if self.message:
+            data["message"] = self.message
+        return data
+
+
+def internal_error(spec: StageSpec, message: str, backend: str) -> StageOutput:
+    return StageOutput(
+        stage=spec.name,
+        status=StageStatus.INTERNAL_ERROR,
+        exit_code=None,
+        signal=None,
+        stdout=b"",
+        stderr=b"",
+        output=b"",
+        stdout_truncated=False,
+        stderr_truncated=False,
+        cpu_time=0.0,
+        wall_time=0.0,
+        memory=0,
+        limits=spec.limits,
+        message=message,
+        backend=backend,
+    )
+
+
+def classify(
+    *, started: bool, killed_for: str | None, returncode: int | None, oom_kills: int, cpu_time: float, limits: Limits
+) -> tuple[StageStatus, int | None, int | None]:
+    """(status, exit_code, signal) from what was observed. The order matters: a stage we stopped
+    for its output is an output limit even if it was also killed; the OOM counter, not the exit
+    code, says *memory limit*; CPU over the limit (all processes summed) is a time limit even
+    when the kernel's per-process SIGXCPU did not fire."""
+    exit_code: int | None = None
+    sig: int | None = None
+    if returncode is not None:
+        if returncode < 0:
+            sig = -returncode
+        else:
+            exit_code = returncode
+            # tini (pid 1) and shells report a child killed by signal N as exit status 128+N.
+            if 128 < returncode <= 128 + 64:
+                sig = returncode - 128
+    if not started:
+        return StageStatus.INTERNAL_ERROR, exit_code, sig
+    if killed_for == "output":
+        return StageStatus.OUTPUT_LIMIT, exit_code, sig
+    if killed_for == "cancel":
+        return StageStatus.INTERNAL_ERROR, exit_code, sig
+    if oom_kills > 0:
+        return StageStatus.MEMORY_LIMIT, exit_code, sig
+    if killed_for == "cpu" or cpu_time >= limits.cpu_time or sig == signals.SIGXCPU:
+        return StageStatus.TIME_LIMIT, exit_code, sig
+    if killed_for == "wall":
+        return StageStatus.WALL_TIME_LIMIT, exit_code, sig
+    if sig is not None:
+        return StageStatus.SIGNALED, exit_code, sig
+    if exit_code:
+        return StageStatus.RUNTIME_ERROR, exit_code, sig
+    return StageStatus.OK, exit_code, sig

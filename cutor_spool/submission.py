@@ -1,0 +1,222 @@
+"""`submission.yaml`: the schema of a submission, in one place.
+
+Every field is optional unless said; unknown keys are an error. `cutor-spool schema` prints this
+model as JSON Schema so that editors can check submission files as they are written. What the
+fields *mean* for a directory on disk (which files exist, what is copied into the sandbox) is
+decided in `intake.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from cutor_spool.limits import LimitsSpec
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+ID_RE = re.compile(ID_PATTERN)
+# A nixpkgs attribute path: dot-separated identifiers, as Nix spells them (`python3Packages.numpy`,
+# `gcc13`, `haskellPackages.QuickCheck_2_14`). Never spliced into Nix code: the builder passes the
+# path as data and looks each part up with `builtins.getAttr`.
+ATTR_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_'-]*(\.[A-Za-z_][A-Za-z0-9_'-]*){0,7}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_TEXT = 16 * 1024 * 1024
+
+
+def _id(value: str) -> str:
+    if not ID_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid name: use letters, digits, '_' and '-' (at most 128)")
+    return value
+
+
+def _attr_path(value: str) -> str:
+    if not ATTR_PATH_RE.match(value):
+        raise ValueError(f"{value!r} is not a nixpkgs attribute path (like gcc or python3Packages.numpy)")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not ENV_NAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid environment variable name")
+    return value
+
+
+def relative_name(value: str) -> str:
+    """A file name relative to the submission: normalised, never absolute, never escaping."""
+    if not value or "\x00" in value:
+        raise ValueError("a file name must be non-empty and contain no NUL")
+    if value.startswith("/"):
+        raise ValueError(f"{value!r} is absolute: names are relative to the submission directory")
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if not parts:
+        raise ValueError(f"{value!r} names the directory itself")
+    if ".." in parts:
+        raise ValueError(f"{value!r} escapes the submission directory")
+    if any(len(p.encode("utf-8", "surrogatepass")) > 255 for p in parts) or len(value) > 4096:
+        raise ValueError(f"{value!r} is too long")
+    return "/".join(parts)
+
+
+Id = Annotated[str, AfterValidator(_id)]
+AttrPath = Annotated[str, AfterValidator(_attr_path)]
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_nul)]
+RelName = Annotated[str, AfterValidator(relative_name)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Encoding(StrEnum):
+    UTF8 = "utf8"
+    BASE64 = "base64"
+    HEX = "hex"
+
+
+class InlineFile(_Strict):
+    name: RelName
+    content: Annotated[str, Field(max_length=MAX_TEXT)]
+    encoding: Encoding = Encoding.UTF8
+    executable: bool = False
+
+
+class NixExpression(_Strict):
+    nix: RelName = Field(description="a Nix file in the directory (for example cutor.nix)")
+
+
+class ScriptFile(_Strict):
+    file: RelName
+
+
+class StageLimitsSpec(_Strict):
+    dependencies: LimitsSpec | None = None
+    compile: LimitsSpec | None = None
+    run: LimitsSpec | None = None
+    tests: LimitsSpec | None = Field(default=None, description="every test's limits, over the run limits")
+    checker: LimitsSpec | None = None
+
+
+class CheckerKind(StrEnum):
+    EXACT = "exact"
+    TOKENS = "tokens"
+    LINES = "lines"
+    FLOAT = "float"
+    PROGRAM = "program"
+
+
+class CheckerSpec(_Strict):
+    type: CheckerKind = CheckerKind.EXACT
+    abs_tol: float = Field(default=1e-9, ge=0, description="float checker: absolute tolerance")
+    rel_tol: float = Field(default=1e-9, ge=0, description="float checker: relative tolerance")
+    compile: Text | ScriptFile | None = Field(default=None, description="program checker: how to build it")
+    run: Text | ScriptFile | None = Field(default=None, description="program checker: how to run it")
+    files: list[RelName] = Field(default_factory=list, description="program checker: its files")
+
+    @model_validator(mode="after")
+    def _program_has_run(self) -> CheckerSpec:
+        if self.type == CheckerKind.PROGRAM and self.run is None:
+            raise ValueError("a program checker needs `run`")
+        if self.type != CheckerKind.PROGRAM and (self.run or self.compile or self.files):
+            raise ValueError("`run`, `compile` and `files` belong to a program checker only")
+        return self
+
+
+class TestCase(_Strict):
+    name: Id | None = None
+    input: Text | None = None
+    input_file: RelName | None = None
+    output: Text | None = None
+    output_file: RelName | None = None
+    points: float = Field(default=1.0, ge=0)
+    limits: LimitsSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> TestCase:
+        if self.input is not None and self.input_file is not None:
+            raise ValueError("give `input` or `input_file`, not both")
+        if self.output is not None and self.output_file is not None:
+            raise ValueError("give `output` or `output_file`, not both")
+        return self
+
+
+class Scoring(StrEnum):
+    SUM = "sum"
+    GROUP_MIN = "group_min"
+
+
+class Subtask(_Strict):
+    name: Id
+    points: float = Field(ge=0)
+    tests: list[Id] = Field(min_length=1, description="names of the tests in this subtask")
+    scoring: Scoring | None = Field(default=None, description="defaults to the submission's `scoring`")
+
+
+class Submission(_Strict):
+    """A submission directory's `submission.yaml`."""
+
+    dependencies: list[AttrPath] | NixExpression = Field(
+        default_factory=list, description="nixpkgs attribute paths, or {nix: FILE}"
+    )
+    compile: Text | ScriptFile | None = Field(
+        default=None, description="a shell script, or the name of a file (compile.sh by convention)"
+    )
+    run: Text | ScriptFile | None = Field(
+        default=None, description="a shell script, or the name of a file (run.sh by convention)"
+    )
+    files: list[InlineFile] = Field(default_factory=list, max_length=10_000)
+    stdin: Text | None = None
+    stdin_file: RelName | None = None
+    args: list[Annotated[str, Field(max_length=65536), AfterValidator(_no_nul)]] = Field(
+        default_factory=list, max_length=4096
+    )
+    env: dict[EnvName, Annotated[str, Field(max_length=65536), AfterValidator(_no_nul)]] = Field(default_factory=dict)
+    limits: StageLimitsSpec = StageLimitsSpec()
+    network: bool = False
+    tests: list[TestCase] | None = Field(default=None, max_length=10_000)
+    checker: CheckerKind | CheckerSpec | None = None
+    subtasks: list[Subtask] | None = None
+    scoring: Scoring = Scoring.SUM
+    short_circuit: bool = Field(default=False, description="stop judging at the first failed test")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Submission:
+        if self.stdin is not None and self.stdin_file is not None:
+            raise ValueError("give `stdin` or `stdin_file`, not both")
+        if self.tests is None:
+            if self.subtasks is not None or self.checker is not None:
+                raise ValueError("`subtasks` and `checker` need `tests`")
+            return self
+        names = self.test_names()
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"test names must be unique: {', '.join(duplicates)}")
+        for subtask in self.subtasks or []:
+            unknown = [t for t in subtask.tests if t not in names]
+            if unknown:
+                raise ValueError(f"subtask {subtask.name!r} names unknown tests: {', '.join(unknown)}")
+        return self
+
+    def test_names(self) -> list[str]:
+        return [t.name or str(i + 1) for i, t in enumerate(self.tests or [])]
+
+    def checker_spec(self) -> CheckerSpec:
+        if isinstance(self.checker, CheckerSpec):
+            return self.checker
+        return CheckerSpec(type=self.checker or CheckerKind.EXACT)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Submission.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "cutor-spool submission.yaml"
+    return schema

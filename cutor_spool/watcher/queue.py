@@ -1,0 +1,307 @@
+"""The spool protocol: claim, lease, commit, reap. Written once; submissions and builds both use it.
+
+    incoming/<id>            ready to be claimed
+    active/<id>.<token>      claimed; `.lease` inside, touched every heartbeat (its mtime is the
+                             invisibility timestamp); the attempt log travels with the entry
+    done/<id>                final
+
+- Claiming is one rename with a fresh random token. Exactly one rename wins; losers get ENOENT.
+  Because the token is in the path, a worker that lost its lease (paused, partitioned, presumed
+  dead) can never write into or commit a *later* claim: its paths no longer exist.
+- Reaping (any worker): a lease older than `lease_timeout` on the filesystem's clock is unlinked
+  (the owner's next heartbeat then fails with ENOENT: it knows at once) and the entry is renamed
+  back to incoming/<id>. If the owner died before writing its lease, the entry's own ctime (set by
+  the claiming rename) stands in for the lease's mtime.
+- Committing renames active/<id>.<token> to done/<id> once every result file is written.
+- On NFS a rename that reports failure may still have happened (a retransmitted request whose
+  reply was lost): before concluding, look for the destination.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cutor_spool.atomic import append_line, read_lines
+from cutor_spool.errors import LeaseLost, SpoolIOError
+from cutor_spool.layout import QueueDirs
+from cutor_spool.watcher.ids import active_name, duplicate_name, misnamed_name, new_token, split_active, valid_id
+
+log = logging.getLogger(__name__)
+
+LEASE = ".lease"
+READY = ".ready"
+
+
+def iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    worker_id: str
+    host: str
+    pid: int
+
+    @classmethod
+    def make(cls, kind: str, host: str | None = None) -> WorkerIdentity:
+        host = host or socket.gethostname()
+        return cls(f"{kind}-{host}-{os.getpid()}", host, os.getpid())
+
+
+@dataclass
+class Claim:
+    """One claim of one entry. Every path in it contains the claim's token."""
+
+    dirs: QueueDirs
+    entry_id: str
+    token: str
+    attempt: int  # counting every claim, released ones included
+    counted_attempts: int  # claims that count towards max_attempts (not handed back on shutdown)
+    original_name: str
+    log_path: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    queued_at: float | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dirs.active / active_name(self.entry_id, self.token)
+
+    @property
+    def lease(self) -> Path:
+        return self.path / LEASE
+
+    def heartbeat(self) -> None:
+        """Touches the lease (server time on NFS); ENOENT means another worker reaped it."""
+        try:
+            os.utime(self.lease, None)
+        except FileNotFoundError as exc:
+            raise LeaseLost(f"{self.entry_id}: lease {self.lease} is gone") from exc
+        except OSError as exc:
+            raise SpoolIOError(f"{self.entry_id}: cannot touch lease: {exc.strerror}") from exc
+
+    def commit(self, final_name: str | None = None) -> Path:
+        """Renames the claim into done/. A name already taken in done/ makes this a duplicate."""
+        name = final_name or self.entry_id
+        target = self.dirs.done / name
+        try:
+            os.rename(self.path, target)
+        except FileNotFoundError as exc:
+            if _lease_token(target) == self.token:  # our own rename happened after all (NFS)
+                return target
+            raise LeaseLost(f"{self.entry_id}: claim {self.path} is gone; discarding its work") from exc
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return self.commit(duplicate_name(self.entry_id, self.token))
+            raise SpoolIOError(f"{self.entry_id}: cannot commit: {exc.strerror}") from exc
+        return target
+
+    def release(self, reason: str) -> bool:
+        """Hands the entry back to incoming/ (shutdown or a system failure). Returns False if the
+        entry is no longer ours or incoming/<id> is taken; the lease then expires as usual."""
+        try:
+            append_line(
+                self.log_path, {"event": "released", "token": self.token, "reason": reason, "at": iso(time.time())}
+            )
+            os.unlink(self.lease)
+            os.rename(self.path, self.dirs.incoming / self.entry_id)
+        except (OSError, LeaseLost, SpoolIOError) as exc:
+            log.warning("%s: could not hand back (%s); its lease will expire", self.entry_id, exc)
+            return False
+        return True
+
+
+def _lease_token(entry: Path) -> str | None:
+    try:
+        with open(entry / LEASE, "rb") as fh:
+            return str(json.loads(fh.read()).get("token"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class SpoolQueue:
+    """Claim/lease/commit/reap over one `QueueDirs`. `log_name` is where the attempt log lives
+    inside an entry (it travels with the entry through every rename)."""
+
+    def __init__(self, dirs: QueueDirs, worker: WorkerIdentity, *, log_name: str) -> None:
+        self.dirs = dirs
+        self.worker = worker
+        self.log_name = log_name
+
+    # -- finding ----------------------------------------------------------------------------
+    def scan_incoming(self) -> list[str]:
+        """Names in incoming/, oldest arrival first (ctime: the rename into incoming/ sets it).
+        Dot-names are skipped: they are rsync's and other tools' temporary names."""
+        found: list[tuple[float, str]] = []
+        try:
+            with os.scandir(self.dirs.incoming) as it:
+                for entry in it:
+                    if entry.name.startswith("."):
+                        continue
+                    try:
+                        found.append((entry.stat(follow_symlinks=False).st_ctime, entry.name))
+                    except FileNotFoundError:
+                        continue
+        except FileNotFoundError:
+            return []
+        found.sort()
+        return [name for _, name in found]
+
+    # -- claiming ---------------------------------------------------------------------------
+    def claim(self, name: str) -> Claim | None:
+        """Claims incoming/<name>. None if another worker won. Names that are not ids, and
+        entries that are not directories, are claimed under a fresh id so they can be finalised
+        as invalid instead of being skipped forever."""
+        token = new_token()
+        source = self.dirs.incoming / name
+        try:
+            st = os.lstat(source)
+        except FileNotFoundError:
+            return None
+        entry_id = name if valid_id(name) else misnamed_name(token)
+        target = self.dirs.active / active_name(entry_id, token)
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                os.rename(source, target)
+            else:
+                self._claim_wrapped(source, target, name)
+        except FileNotFoundError:
+            if not target.exists():  # on NFS our rename may have happened although it "failed"
+                return None
+        except OSError as exc:
+            raise SpoolIOError(f"{name}: cannot claim: {exc.strerror}") from exc
+        return self._start(entry_id, token, name, st.st_ctime)
+
+    def _claim_wrapped(self, source: Path, target: Path, name: str) -> None:
+        # The first rename (into a private directory of ours) is the atomic claim.
+        holder = self.dirs.active / f".claiming-{target.name}"
+        os.mkdir(holder)
+        try:
+            os.rename(source, holder / name)
+        except OSError:
+            os.rmdir(holder)
+            raise
+        os.rename(holder, target)
+
+    def _start(self, entry_id: str, token: str, name: str, queued_at: float) -> Claim:
+        path = self.dirs.active / active_name(entry_id, token)
+        now = time.time()
+        log_path = path / self.log_name
+        history = read_lines(log_path)
+        claims = sum(1 for rec in history if rec.get("event") == "claimed")
+        released = sum(1 for rec in history if rec.get("event") == "released")
+        attempt = claims + 1
+        lease = {
+            "worker": self.worker.worker_id,
+            "host": self.worker.host,
+            "pid": self.worker.pid,
+            "attempt": attempt,
+            "token": token,
+            "claimed_at": iso(now),
+        }
+        try:
+            # Written in place, not atomically: only its mtime matters to the protocol.
+            fd = os.open(path / LEASE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, json.dumps(lease).encode())
+            finally:
+                os.close(fd)
+            log_path.parent.mkdir(exist_ok=True)
+            append_line(log_path, {"event": "claimed", **lease})
+        except FileNotFoundError as exc:
+            raise LeaseLost(f"{entry_id}: claim vanished while starting") from exc
+        except OSError as exc:
+            raise SpoolIOError(f"{entry_id}: cannot write lease: {exc.strerror}") from exc
+        return Claim(
+            dirs=self.dirs,
+            entry_id=entry_id,
+            token=token,
+            attempt=attempt,
+            counted_attempts=attempt - released,
+            original_name=name,
+            log_path=log_path,
+            history=history,
+            queued_at=queued_at,
+        )
+
+    def known_elsewhere(self, claim: Claim) -> bool:
+        """Is this id already active under another claim, or done? Checked after our own rename,
+        so of two entries with one id the later claimer always sees the earlier one."""
+        prefix = claim.entry_id + "."
+        with os.scandir(self.dirs.active) as it:
+            for entry in it:
+                if entry.name.startswith(prefix) and entry.name != claim.path.name:
+                    return True
+        return os.path.lexists(self.dirs.done / claim.entry_id)
+
+    # -- reaping ----------------------------------------------------------------------------
+    def leases(self) -> list[tuple[str, str, float]]:
+        """(id, token, invisibility timestamp) of every active entry."""
+        out: list[tuple[str, str, float]] = []
+        try:
+            it = os.scandir(self.dirs.active)
+        except FileNotFoundError:
+            return out
+        with it:
+            for entry in it:
+                parsed = split_active(entry.name)
+                if parsed is None:
+                    continue
+                try:
+                    stamp = os.stat(Path(entry.path) / LEASE).st_mtime
+                except FileNotFoundError:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    stamp = max(st.st_mtime, st.st_ctime)
+                out.append((parsed[0], parsed[1], stamp))
+        return out
+
+    def reap(self, now: float, lease_timeout: float) -> list[str]:
+        """Requeues every entry whose lease is older than `lease_timeout` (filesystem clock)."""
+        requeued = []
+        for entry_id, token, stamp in self.leases():
+            if now - stamp <= lease_timeout:
+                continue
+            path = self.dirs.active / active_name(entry_id, token)
+            try:
+                os.unlink(path / LEASE)
+            except FileNotFoundError:
+                if not path.exists():
+                    continue  # another reaper got there first
+            except OSError as exc:
+                log.warning("%s: cannot expire lease: %s", entry_id, exc)
+                continue
+            try:  # best effort: a claimer that died early may not have made the log's directory
+                append_line(
+                    path / self.log_name,
+                    {
+                        "event": "expired",
+                        "token": token,
+                        "by": self.worker.worker_id,
+                        "at": iso(time.time()),
+                        "lease_age": round(now - stamp, 3),
+                    },
+                )
+            except (LeaseLost, SpoolIOError):
+                pass
+            try:
+                os.rename(path, self.dirs.incoming / entry_id)
+            except OSError as exc:
+                # incoming/<id> may hold a newcomer with the same id; try again on a later pass.
+                log.info("%s: requeue postponed: %s", entry_id, exc)
+                continue
+            log.warning(
+                "%s: lease of claim %s expired %.1fs ago; requeued", entry_id, token, now - stamp - lease_timeout
+            )
+            requeued.append(entry_id)
+        return requeued
