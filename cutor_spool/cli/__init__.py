@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 
 from cutor_spool import __version__
-from cutor_spool.cli.client import client_commands
-from cutor_spool.cli.workers import worker_commands
+from cutor_spool.cli import client, workers
 from cutor_spool.errors import ConfigError, CutorError
 
 
@@ -56,8 +55,11 @@ def cli(ctx: click.Context, spool: Path, verbose: int, quiet: bool) -> None:
     ctx.obj = Context(spool, verbose)
 
 
-for command in (*client_commands, *worker_commands):
-    cli.add_command(command)
+# Each area keeps its commands in its own module, listed in `commands`; add a module here.
+COMMAND_MODULES = (client, workers)
+for module in COMMAND_MODULES:
+    for command in module.commands:
+        cli.add_command(command)
 
 
 def main() -> None:

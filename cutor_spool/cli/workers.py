@@ -75,4 +75,4 @@ def executor(
     worker.run()
 
 
-worker_commands = [executor]
+commands = [executor]

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what cutor-spool needs on Debian 12, idempotently: system tools, the virtualenv, and
+# (with --tests) what the test suite needs too. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Runtime: the sandbox (bubblewrap, tini, util-linux's prlimit/setpriv), Nix, Docker's engine.
+APT_RUNTIME=(bubblewrap tini util-linux nix-bin docker.io ca-certificates python3 python3-venv gcc libc6-dev)
+# Tests: a static busybox for Docker test images, libfaketime for clock-skew tests, Chromium for the page.
+APT_TESTS=(busybox-static libfaketime chromium procps iproute2 xz-utils)
+
+want=("${APT_RUNTIME[@]}")
+if [[ "${1:-}" == "--tests" ]]; then want+=("${APT_TESTS[@]}"); fi
+
+missing=()
+for pkg in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+extras=""
+if [[ "${1:-}" == "--tests" ]]; then extras="[test]"; fi
+.venv/bin/pip install -q --disable-pip-version-check -e ".${extras}"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need and runs them: style (ruff), types (mypy), then pytest against
+# real components (bubblewrap, cgroups, Nix, Docker, Chromium). Run as root on Debian 12.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --tests
+bash scripts/dockerd.sh
+.venv/bin/ruff check cutor_spool tests benchmarks
+.venv/bin/ruff format --check cutor_spool tests benchmarks
+.venv/bin/mypy cutor_spool
+exec .venv/bin/pytest "$@"

@@ -1,0 +1,177 @@
+"""Shared fixtures: real spools on disk, real executor processes, real sandboxes.
+
+Nothing here fakes the component under test. Where a test needs a system service (Docker, Nix)
+that is missing, it is skipped locally but fails when CUTOR_SPOOL_CI=1 (as `.ci/run` sets), so a
+broken CI machine cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CUTOR_SPOOL_CI") == "1"
+CLI = [sys.executable, "-m", "cutor_spool"]
+
+# Short timings so that protocol tests run in seconds; lease_timeout stays 3x the heartbeat.
+FAST_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "settle": "0.5s",
+    "heartbeat": "0.3s",
+    "lease_timeout": "1.5s",
+    "max_attempts": 3,
+    "rescan": "1s",
+    "poll_interval": "0.1s",
+    "sandbox": {"slots": 32, "work_size": "128MiB", "tmp_size": "32MiB"},
+}
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip locally when a service is missing; fail in CI."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def write_config(spool: Path, **overrides: Any) -> None:
+    config = json.loads(json.dumps(FAST_CONFIG))
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    (spool / "spool.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    root = tmp_path / "spool"
+    subprocess.run([*CLI, "--spool", str(root), "init"], check=True, capture_output=True)
+    write_config(root)
+    return root
+
+
+def make_submission(
+    parent: Path, name: str, yaml_text: str | dict[str, Any], files: dict[str, str | bytes] | None = None
+) -> Path:
+    """A submission directory built outside the spool (as a client would)."""
+    directory = parent / name
+    directory.mkdir(parents=True)
+    text = yaml_text if isinstance(yaml_text, str) else yaml.safe_dump(yaml_text)
+    (directory / "submission.yaml").write_text(text)
+    for rel, content in (files or {}).items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    return directory
+
+
+def drop(spool: Path, directory: Path, entry_id: str) -> None:
+    """The atomic drop `cutor-spool submit` does: copy into tmp/, .ready, rename into incoming/."""
+    staging = spool / "tmp" / f"drop-{entry_id}"
+    shutil.copytree(directory, staging, symlinks=True)
+    (staging / ".ready").write_text("")
+    os.rename(staging, spool / "incoming" / entry_id)
+
+
+def result(spool: Path, entry_id: str) -> dict[str, Any]:
+    return json.loads((spool / "done" / entry_id / "result" / "status.json").read_text())
+
+
+def stage(spool: Path, entry_id: str, name: str) -> dict[str, Any]:
+    return json.loads((spool / "done" / entry_id / "result" / f"{name}.json").read_text())
+
+
+def wait_done(spool: Path, ids: list[str] | str, timeout: float = 60.0) -> None:
+    wanted = [ids] if isinstance(ids, str) else list(ids)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        missing = [i for i in wanted if not (spool / "done" / i / "result" / "status.json").exists()]
+        if not missing:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not done after {timeout}s: {missing[:10]} (of {len(wanted)})")
+
+
+class ExecutorProcess:
+    def __init__(self, spool: Path, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.spool, self.args, self.log = spool, args, log
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.logfile = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*CLI, "--spool", str(self.spool), "-v", *self.args],
+            stdout=self.logfile,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logfile.close()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.logfile.close()
+        self.proc = None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def executors(tmp_path: Path) -> Iterator[Any]:
+    """Factory: `executors(spool, "--concurrency", "2")` starts a real executor process."""
+    started: list[ExecutorProcess] = []
+
+    def start(spool: Path, *args: str, env: dict[str, str] | None = None) -> ExecutorProcess:
+        log = tmp_path / f"executor-{len(started)}.log"
+        proc = ExecutorProcess(spool, ["executor", *args], log, env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
