@@ -74,6 +74,9 @@ class Executor:
         slots = SlotPool(uid_base=box.uid_base, count=box.slots, work_size=box.work_size, state_dir=self.state_dir)
         self.backend = make_backend(self.backend_name, self.config, self.state_dir)
         self.pipeline = Pipeline(self.config, self.backend, slots, environments=self.environments, judge=self.judge)
+        backend = self.backend
+        backend.sweep(slots)
+        self.maintenance.periodic.append(lambda: backend.sweep(slots) and None)
 
     def run(self, *, install_signals: bool = True) -> None:
         if install_signals:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cutor_spool.config import BackendName, SpoolConfig
-from cutor_spool.runner.slots import Slot
+from cutor_spool.runner.slots import Slot, SlotPool
 from cutor_spool.runner.stage import StageOutput, StageSpec
 
 
@@ -28,6 +28,10 @@ class Backend(Protocol):
     name: str
 
     def open(self, slot: Slot, label: str) -> Sandbox: ...
+
+    def sweep(self, pool: SlotPool) -> int:
+        """Cleans up what dead workers on this host left behind (for slots nobody holds)."""
+        ...
 
     def close(self) -> None: ...
 

@@ -36,7 +36,7 @@ from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
-from cutor_spool.runner.slots import Slot
+from cutor_spool.runner.slots import Slot, SlotPool
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus, classify, internal_error
 from cutor_spool.runner.supervise import LimitWatch
 
@@ -271,6 +271,24 @@ class BubblewrapBackend:
                     self.layout.etc.with_name("etc-net" if network else "etc"), network=network, **self._etc_args
                 )
             self._etc_stamp = stamp
+
+    def sweep(self, pool: SlotPool) -> int:
+        """Removes stage cgroups left by a worker that died (SIGKILL mid-stage, host trouble), with
+        whatever they still hold: a sandbox killed while bwrap was still setting it up can wait
+        forever for a monitor that is gone. Only slots nobody holds are touched. Returns how many."""
+        swept = 0
+        for cgroup in self.cgroups.existing("u"):
+            uid_text = cgroup.name[1:].partition("-")[0]
+            if not uid_text.isdigit():
+                continue
+            with pool.idle(int(uid_text)) as free:
+                if free:
+                    log.warning(
+                        "removing cgroup %s left by a dead worker (processes: %s)", cgroup.name, cgroup.pids() or "none"
+                    )
+                    cgroup.remove()
+                    swept += 1
+        return swept
 
     def open(self, slot: Slot, label: str) -> BwrapSandbox:
         self._refresh_etc()

@@ -20,6 +20,8 @@ import random
 import shutil
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +161,20 @@ class SlotPool:
         if slot.io.exists():
             shutil.rmtree(slot.io)
         slot.io.mkdir(mode=0o755)
+
+    @contextmanager
+    def idle(self, uid: int) -> Iterator[bool]:
+        """Holds uid's slot lock for the block if nobody does (yields True), else yields False."""
+        fd = os.open(self.state_dir / "locks" / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
 
     def release(self, slot: Slot) -> None:
         try:

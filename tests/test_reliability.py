@@ -1,0 +1,187 @@
+"""The spool's promises under real worker processes: nothing lost, nothing finished twice, a dead
+or paused worker's submission finished by another, a poison submission stopped after its attempts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import drop, make_submission, result, stage, wait_done
+
+from cutor_spool.atomic import read_lines
+
+
+def active_claim(spool: Path, entry_id: str, timeout: float = 20.0, state: str | None = None) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in (spool / "active").glob(f"{entry_id}.*"):
+            status = path / "result" / "status.json"
+            if state is None or (status.exists() and json.loads(status.read_text()).get("state") == state):
+                return path
+        time.sleep(0.02)
+    raise AssertionError(f"{entry_id} never became active ({state or 'any state'})")
+
+
+def attempts_log(spool: Path, entry_id: str) -> list[dict[str, Any]]:
+    return read_lines(spool / "done" / entry_id / "result" / "attempts.jsonl")
+
+
+def processes_of(uid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.stat(f"/proc/{name}").st_uid == uid:
+                    found.append(int(name))
+            except FileNotFoundError:
+                continue
+    return found
+
+
+def test_two_executors_race_over_200_submissions_and_each_finishes_exactly_once(
+    spool: Path, tmp_path: Path, executors: Any
+) -> None:
+    source = make_submission(tmp_path, "echo", {"run": 'printf "%s" "$ID"'})
+    a = executors(spool, "--concurrency", "2")
+    b = executors(spool, "--concurrency", "2")
+    ids = [f"race-{i:03d}" for i in range(200)]
+    for entry_id in ids:
+        (source / "submission.yaml").write_text(json.dumps({"run": 'printf "%s" "$ID"', "env": {"ID": entry_id}}))
+        drop(spool, source, entry_id)
+    wait_done(spool, ids, timeout=180)
+    assert sorted(p.name for p in (spool / "done").iterdir()) == ids  # no duplicate, none missing
+    assert list((spool / "active").iterdir()) == [] and list((spool / "incoming").iterdir()) == []
+    workers = set()
+    for entry_id in ids:
+        status = result(spool, entry_id)
+        assert (status["state"], status["outcome"], status["attempts"]) == ("done", "ok", 1), entry_id
+        assert stage(spool, entry_id, "run")["stdout"] == entry_id  # every output is its own
+        claims = [r for r in attempts_log(spool, entry_id) if r["event"] == "claimed"]
+        assert len(claims) == 1
+        workers.add(status["worker"])
+    assert len(workers) == 2, "both executors should have taken part"
+    assert a.proc is not None and a.proc.poll() is None and b.proc is not None and b.proc.poll() is None
+
+
+def test_sigkill_mid_stage_is_reclaimed_after_the_lease_and_finished_by_another(
+    spool: Path, tmp_path: Path, executors: Any
+) -> None:
+    drop(spool, make_submission(tmp_path, "slow", {"run": "sleep 2; echo finished"}), "victim")
+    doomed = executors(spool)
+    claim = active_claim(spool, "victim", state="running")
+    doomed_uid = json.loads((claim / "result" / "status.json").read_text())["sandbox_uid"]
+    doomed.kill()  # SIGKILL: no chance to hand anything back
+    killed_at = time.monotonic()
+    time.sleep(0.3)
+    assert claim.exists(), "nothing may move the claim before its lease expires"
+    executors(spool)
+    wait_done(spool, "victim", timeout=60)
+    assert time.monotonic() - killed_at >= 1.5 - 0.3  # not before lease_timeout (1.5 s in tests)
+    status = result(spool, "victim")
+    assert (status["state"], status["outcome"], status["attempts"]) == ("done", "ok", 2)
+    assert stage(spool, "victim", "run")["stdout"] == "finished\n"
+    events = [r["event"] for r in attempts_log(spool, "victim")]
+    assert events == ["claimed", "expired", "claimed"]
+    # Whatever the killed worker's sandbox held (even one caught half set up) is gone within a few
+    # heartbeats of a live executor on the host.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and processes_of(doomed_uid):
+        time.sleep(0.1)
+    assert processes_of(doomed_uid) == [], "the killed worker's sandbox must not outlive it"
+
+
+def test_a_paused_worker_past_its_lease_cannot_commit_or_write_into_the_new_claim(
+    spool: Path, tmp_path: Path, executors: Any
+) -> None:
+    drop(spool, make_submission(tmp_path, "slow", {"run": "sleep 1.5; echo $$ done"}), "paused")
+    sleeper = executors(spool)
+    first = active_claim(spool, "paused", state="running")
+    sleeper.signal(signal.SIGSTOP)
+    try:
+        executors(spool)
+        second = active_claim(spool, "paused", timeout=30)
+        while second == first:
+            second = active_claim(spool, "paused", timeout=30)
+    finally:
+        sleeper.signal(signal.SIGCONT)  # it wakes up holding a claim that is no longer its own
+    wait_done(spool, "paused", timeout=60)
+    time.sleep(1.0)  # give the resumed worker time to try everything it would
+    status = result(spool, "paused")
+    assert (status["state"], status["attempts"]) == ("done", 2)
+    assert status["worker"] != f"executor-{os.uname().nodename}-{sleeper.pid}"
+    events = read_lines(spool / "done" / "paused" / "result" / "events.jsonl")
+    expired_at = next(i for i, e in enumerate(events) if e["event"] == "claimed" and e["attempt"] == 2)
+    assert all(e["attempt"] == 2 for e in events[expired_at:]), "the stale worker wrote into the new claim"
+    assert not first.exists() and not (spool / "done" / "paused.stale").exists()
+    assert [p.name for p in (spool / "done").iterdir()] == ["paused"]
+    assert "lease" in sleeper.output().lower()
+    # The resumed worker carries on with new work.
+    drop(spool, make_submission(tmp_path, "after", {"run": "echo after"}), "after")
+    wait_done(spool, "after", timeout=30)
+    assert sleeper.proc is not None and sleeper.proc.poll() is None
+
+
+def test_a_submission_that_kills_its_worker_every_time_ends_in_error_and_the_queue_flows(
+    spool: Path, tmp_path: Path, executors: Any
+) -> None:
+    # Fault injection: the test plays the part of a submission that takes its worker down (a real
+    # sandbox escape is what the hostile suite proves impossible), by SIGKILLing whichever worker
+    # holds its lease, as often as it is claimed.
+    drop(spool, make_submission(tmp_path, "poison", {"run": "sleep 30"}), "poison")
+    for i in range(8):
+        drop(spool, make_submission(tmp_path, f"ok{i}", {"run": f"echo {i}"}), f"ok-{i}")
+    workers = [executors(spool), executors(spool)]
+    kills = 0
+    deadline = time.monotonic() + 90
+    while not (spool / "done" / "poison").exists() and time.monotonic() < deadline:
+        for claim in (spool / "active").glob("poison.*"):
+            try:
+                owner = json.loads((claim / ".lease").read_text())["pid"]
+            except (OSError, ValueError, KeyError):
+                continue
+            for i, worker in enumerate(workers):
+                if worker.proc is not None and worker.pid == owner:
+                    worker.kill()
+                    kills += 1
+                    workers[i] = executors(spool)
+        time.sleep(0.05)
+    wait_done(spool, ["poison"] + [f"ok-{i}" for i in range(8)], timeout=60)
+    status = result(spool, "poison")
+    assert status["state"] == "error"
+    assert "3 attempt" in status["reason"]
+    assert kills == 3
+    claims = [r for r in attempts_log(spool, "poison") if r["event"] == "claimed"]
+    assert len(claims) == 4  # three that died, and the one that gave up
+    for i in range(8):
+        assert stage(spool, f"ok-{i}", "run")["stdout"] == f"{i}\n"
+
+
+def test_sigterm_lets_current_work_finish(spool: Path, tmp_path: Path, executors: Any) -> None:
+    drop(spool, make_submission(tmp_path, "slow", {"run": "sleep 1; echo finished"}), "graceful")
+    worker = executors(spool)
+    active_claim(spool, "graceful", state="running")
+    worker.signal(signal.SIGTERM)
+    assert worker.proc is not None and worker.proc.wait(30) == 0
+    status = result(spool, "graceful")
+    assert (status["state"], status["outcome"], status["attempts"]) == ("done", "ok", 1)
+
+
+def test_sigterm_past_the_grace_hands_work_back_without_using_an_attempt(
+    spool: Path, tmp_path: Path, executors: Any
+) -> None:
+    drop(spool, make_submission(tmp_path, "slow", {"run": "sleep 4; echo finished"}), "handback")
+    worker = executors(spool, "--grace", "0.5")
+    active_claim(spool, "handback", state="running")
+    worker.signal(signal.SIGTERM)
+    assert worker.proc is not None and worker.proc.wait(30) == 0
+    assert (spool / "incoming" / "handback").is_dir(), "handed back at once, not left to expire"
+    executors(spool)
+    wait_done(spool, "handback", timeout=30)
+    status = result(spool, "handback")
+    assert (status["state"], status["outcome"], status["attempts"]) == ("done", "ok", 2)
+    events = [r["event"] for r in attempts_log(spool, "handback")]
+    assert events == ["claimed", "released", "claimed"]
