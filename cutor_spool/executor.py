@@ -76,7 +76,11 @@ class Executor:
         self.pipeline = Pipeline(self.config, self.backend, slots, environments=self.environments, judge=self.judge)
         backend = self.backend
         backend.sweep(slots)
-        self.maintenance.periodic.append(lambda: backend.sweep(slots) and None)
+
+        def sweep() -> None:
+            backend.sweep(slots)
+
+        self.maintenance.periodic.append(sweep)
 
     def run(self, *, install_signals: bool = True) -> None:
         if install_signals:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from cutor_spool.atomic import write_json
 from cutor_spool.errors import LeaseLost
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.atomic import write_json
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
 from cutor_spool.watcher.readiness import seconds_until_ready

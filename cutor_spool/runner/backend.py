@@ -40,7 +40,8 @@ def make_backend(name: BackendName, config: SpoolConfig, state_dir: Path) -> Bac
     if name == BackendName.DOCKER:
         from cutor_spool.runner.docker import DockerBackend
 
-        return DockerBackend(config, state_dir)
+        backend: Backend = DockerBackend(config, state_dir)
+        return backend
     from cutor_spool.runner.bwrap import BubblewrapBackend
 
     box = config.sandbox
