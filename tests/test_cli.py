@@ -1,0 +1,81 @@
+"""The client commands as a user or a CI pipeline runs them: exit codes, JSON, progress."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from conftest import CLI, make_submission
+
+
+def cli(spool: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "--spool", str(spool), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_submit_wait_exit_codes_follow_the_outcome(spool: Path, tmp_path: Path, executors: Any) -> None:
+    executors(spool, "--concurrency", "2")
+    ok = make_submission(tmp_path, "ok", {"run": "echo hello; echo warn >&2"})
+    proc = cli(spool, "submit", str(ok), "--wait", "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert (status["state"], status["outcome"]) == ("done", "ok")
+    run = json.loads((spool / "done" / status["id"] / "result" / "run.json").read_text())
+    assert (run["stdout"], run["stderr"]) == ("hello\n", "warn\n")
+
+    failing = make_submission(tmp_path, "fails", {"run": "exit 7"})
+    proc = cli(spool, "submit", str(failing), "--id", "fails", "--wait")
+    assert proc.returncode == 1
+    assert "runtime_error" in proc.stdout
+
+    broken = make_submission(tmp_path, "broken", {"compile": "cc -o x missing.c", "run": "./x"})
+    proc = cli(spool, "submit", str(broken), "--id", "broken", "--wait", "--json")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["outcome"] == "compile_error"
+
+    invalid = make_submission(tmp_path, "invalid", "run: echo hi\nbogus: 1\n")
+    proc = cli(spool, "submit", str(invalid))  # refused locally, nothing dropped
+    assert proc.returncode == 3 and "bogus" in proc.stderr
+    assert not any((spool / "incoming").iterdir())
+    proc = cli(spool, "submit", str(invalid), "--no-check", "--id", "invalid", "--wait", "--json")
+    assert proc.returncode == 3
+    assert json.loads(proc.stdout)["errors"][0]["where"] == "bogus"
+
+
+def test_status_wait_list_and_ids(spool: Path, tmp_path: Path, executors: Any) -> None:
+    job = make_submission(tmp_path, "job", {"run": "echo listed"})
+    proc = cli(spool, "submit", str(job), "--id", "job-1")
+    assert proc.returncode == 0 and proc.stdout.strip() == "job-1"
+    queued = json.loads(cli(spool, "status", "job-1", "--json").stdout)
+    assert queued["state"] == "queued"
+    assert json.loads(cli(spool, "list", "--json").stdout)["queued"] == [{"id": "job-1"}]
+    executors(spool)
+    assert cli(spool, "wait", "job-1", "--timeout", "60").returncode == 0
+    assert json.loads(cli(spool, "status", "job-1", "--json").stdout)["outcome"] == "ok"
+    listing = json.loads(cli(spool, "list", "--json").stdout)
+    assert listing["done"][0]["id"] == "job-1" and listing["queued"] == [] and listing["active"] == []
+    again = cli(spool, "submit", str(job), "--id", "job-1")
+    assert again.returncode != 0 and "already" in again.stderr
+    assert cli(spool, "status", "no-such-id").returncode == 6
+    assert cli(spool, "submit", str(job), "--id", "bad.id").returncode != 0
+
+
+def test_wait_times_out_with_its_own_exit_code(spool: Path, tmp_path: Path) -> None:
+    job = make_submission(tmp_path, "job", {"run": "echo never run"})
+    assert cli(spool, "submit", str(job), "--id", "lonely").returncode == 0
+    assert cli(spool, "wait", "lonely", "--timeout", "0.5").returncode == 5
+
+
+def test_schema_and_init(tmp_path: Path) -> None:
+    schema = json.loads(subprocess.run([*CLI, "schema"], capture_output=True, text=True, check=True).stdout)
+    assert schema["additionalProperties"] is False
+    assert {"run", "compile", "dependencies", "limits", "tests", "files"} <= set(schema["properties"])
+    spool_schema = json.loads(
+        subprocess.run([*CLI, "schema", "--spool-config"], capture_output=True, text=True, check=True).stdout
+    )
+    assert "lease_timeout" in spool_schema["properties"]
+    target = tmp_path / "new-spool"
+    subprocess.run([*CLI, "init", str(target)], check=True, capture_output=True)
+    for sub in ("tmp", "incoming", "active", "done", "builds/incoming", "builds/done", "workers", "status"):
+        assert (target / sub).is_dir()
+    assert "lease_timeout" in (target / "spool.yaml").read_text()
