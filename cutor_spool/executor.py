@@ -18,6 +18,7 @@ from cutor_spool.errors import LeaseLost, Shutdown, SystemFailure
 from cutor_spool.pipeline import Environments, Judge, Pipeline
 from cutor_spool.results import ATTEMPTS_LOG, TERMINAL, Reporter, State, read_status
 from cutor_spool.runner.backend import Backend, make_backend
+from cutor_spool.runner.judge import judge_submission
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool
 from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.ids import duplicate_name
@@ -66,7 +67,7 @@ class Executor:
         self.backend: Backend | None = None
         self.pipeline: Pipeline | None = None
         self.environments: Environments | None = None
-        self.judge: Judge | None = None
+        self.judge: Judge | None = judge_submission
 
     # -- life cycle --------------------------------------------------------------------------
     def setup(self) -> None:

@@ -56,6 +56,11 @@ class Plan:
     limits: dict[StageKind, Limits]
     test_limits: tuple[Limits, ...] = ()
     hidden: frozenset[str] = field(default_factory=frozenset)  # spool-side files: never in /work
+    # A program checker: its scripts and every file it needs (copied into the slot's aux directory
+    # from the spool entry, never through /work).
+    checker_compile: Script | None = None
+    checker_run: Script | None = None
+    checker_files: tuple[str, ...] = ()
 
     def executable(self, name: str) -> bool:
         """Scripts with `#!` get the exec bit when copied in (never chmod inside /work later)."""
@@ -220,12 +225,15 @@ def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems
         if test.output is None and test.output_file is None and sub.checker_spec().type != "program":
             problems.append(Problem(f"tests.{i}", "needs `output` or `output_file` (or a program checker)"))
     checker = sub.checker_spec()
+    checker_files: set[str] = set()
     for i, name in enumerate(checker.files):
-        must_exist(f"checker.files.{i}", name)
-    for stage in ("compile", "run"):
-        value = getattr(checker, stage)
-        if isinstance(value, ScriptFile):
-            must_exist(f"checker.{stage}.file", value.file)
+        if name in tree.dirs:  # a directory stands for every file under it
+            inside = {n for n in names if n.startswith(name + "/")}
+            hidden.update(inside)
+            checker_files.update(inside)
+        else:
+            must_exist(f"checker.files.{i}", name)
+            checker_files.add(name)
 
     every = names | inline_names
     heads = {n: d[:2] for n, d, _ in inline}
@@ -242,6 +250,16 @@ def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems
     run_script = _with_shebang(_script(sub.run, "run", every, problems), head)
     if run_script is None:
         problems.append(Problem("run", "nothing to run: give `run` (a script or a file name) or add run.sh"))
+    # The checker's scripts may only name files of the directory: inline `files` go to /work.
+    checker_compile = _with_shebang(_script(checker.compile, "checker.compile", names, problems), head)
+    checker_run = _with_shebang(_script(checker.run, "checker.run", names, problems), head)
+    for script in (checker_compile, checker_run):
+        if script is not None and script.file is not None and script.file in names:
+            hidden.add(script.file)
+            checker_files.add(script.file)
+    for stage, script in (("compile", compile_script), ("run", run_script)):
+        if script is not None and script.file in hidden:
+            problems.append(Problem(stage, f"{script.file!r} is test data or the checker's: it never enters /work"))
     if sub.network and not config.allow_network:
         problems.append(Problem("network", "this spool does not allow network access"))
 
@@ -260,4 +278,7 @@ def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems
         limits=stages,
         test_limits=test_limits,
         hidden=frozenset(hidden),
+        checker_compile=checker_compile,
+        checker_run=checker_run,
+        checker_files=tuple(sorted(checker_files)),
     )

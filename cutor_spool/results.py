@@ -110,7 +110,7 @@ class Reporter:
 
     def start(self) -> None:
         """A fresh attempt: stage results of an earlier, unfinished attempt are removed."""
-        for path in self.dir.glob("*.json"):
+        for path in [*self.dir.glob("*.json"), self.dir / "junit.xml"]:
             if path.name != "status.json":
                 path.unlink(missing_ok=True)
         tests = self.dir / "tests"
@@ -140,11 +140,12 @@ class Reporter:
         if self._on_state is not None:
             self._on_state(state.value)
 
-    def stage(self, name: str, output: StageOutput) -> None:
+    def stage(self, name: str, output: StageOutput, **extra: Any) -> None:
+        """Writes a stage's output; `extra` adds fields (a test's verdict, its checker's message)."""
         path = self.dir / f"{name}.json"
         if "/" in name:
             path.parent.mkdir(exist_ok=True)
-        write_json(path, output.to_json())
+        write_json(path, {**output.to_json(), **extra})
         if "/" not in name:
             self.status["stages"][name] = stage_summary(output)
 
@@ -152,4 +153,5 @@ class Reporter:
         write_json(self.dir / name, data)
 
     def finish(self, state: State, outcome: Outcome | None = None, **fields: Any) -> None:
+        self.status.pop("test", None)  # the test being judged: nothing once finished
         self.transition(state, outcome=outcome.value if outcome else None, **fields)

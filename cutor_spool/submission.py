@@ -9,6 +9,7 @@ decided in `intake.py`.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -114,10 +115,16 @@ class CheckerKind(StrEnum):
     PROGRAM = "program"
 
 
+# The default checker is `lines` (trailing whitespace and trailing blank lines ignored, as CMS's
+# white-diff): `output: "3"` in YAML must accept a program that prints "3\n". `exact` is there for
+# problems where every byte counts. Float tolerances default to 1e-6, DMOJ's default precision.
+DEFAULT_CHECKER = CheckerKind.LINES
+
+
 class CheckerSpec(_Strict):
-    type: CheckerKind = CheckerKind.EXACT
-    abs_tol: float = Field(default=1e-9, ge=0, description="float checker: absolute tolerance")
-    rel_tol: float = Field(default=1e-9, ge=0, description="float checker: relative tolerance")
+    type: CheckerKind = DEFAULT_CHECKER
+    abs_tol: float = Field(default=1e-6, ge=0, description="float checker: absolute tolerance")
+    rel_tol: float = Field(default=1e-6, ge=0, description="float checker: relative tolerance")
     compile: Text | ScriptFile | None = Field(default=None, description="program checker: how to build it")
     run: Text | ScriptFile | None = Field(default=None, description="program checker: how to run it")
     files: list[RelName] = Field(default_factory=list, description="program checker: its files")
@@ -137,7 +144,9 @@ class TestCase(_Strict):
     input_file: RelName | None = None
     output: Text | None = None
     output_file: RelName | None = None
-    points: float = Field(default=1.0, ge=0)
+    points: float = Field(
+        default=1.0, ge=0, description="its points outside subtasks; its weight inside a `sum` subtask"
+    )
     limits: LimitsSpec | None = None
 
     @model_validator(mode="after")
@@ -182,10 +191,14 @@ class Submission(_Strict):
     env: dict[EnvName, Annotated[str, Field(max_length=65536), AfterValidator(_no_nul)]] = Field(default_factory=dict)
     limits: StageLimitsSpec = StageLimitsSpec()
     network: bool = False
-    tests: list[TestCase] | None = Field(default=None, max_length=10_000)
+    tests: list[TestCase] | None = Field(
+        default=None, min_length=1, max_length=10_000, description="judge mode: each test's input and expected output"
+    )
     checker: CheckerKind | CheckerSpec | None = None
-    subtasks: list[Subtask] | None = None
-    scoring: Scoring = Scoring.SUM
+    subtasks: list[Subtask] | None = Field(default=None, max_length=10_000)
+    scoring: Scoring = Field(
+        default=Scoring.SUM, description="sum: partial credit per test; group_min: a group scores its worst test"
+    )
     short_circuit: bool = Field(default=False, description="stop judging at the first failed test")
 
     @model_validator(mode="after")
@@ -196,14 +209,24 @@ class Submission(_Strict):
             if self.subtasks is not None or self.checker is not None:
                 raise ValueError("`subtasks` and `checker` need `tests`")
             return self
+        if self.stdin is not None or self.stdin_file is not None:
+            raise ValueError("`stdin` and `stdin_file` are for plain runs: each test has its own `input`")
+        # Counters and sets: 10,000 tests must not cost a quadratic scan at intake.
         names = self.test_names()
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        duplicates = sorted(n for n, k in Counter(names).items() if k > 1)
         if duplicates:
             raise ValueError(f"test names must be unique: {', '.join(duplicates)}")
+        duplicates = sorted(n for n, k in Counter(s.name for s in self.subtasks or []).items() if k > 1)
+        if duplicates:
+            raise ValueError(f"subtask names must be unique: {', '.join(duplicates)}")
+        known = set(names)
         for subtask in self.subtasks or []:
-            unknown = [t for t in subtask.tests if t not in names]
+            unknown = [t for t in subtask.tests if t not in known]
             if unknown:
                 raise ValueError(f"subtask {subtask.name!r} names unknown tests: {', '.join(unknown)}")
+            twice = sorted(n for n, k in Counter(subtask.tests).items() if k > 1)
+            if twice:
+                raise ValueError(f"subtask {subtask.name!r} names tests twice: {', '.join(twice)}")
         return self
 
     def test_names(self) -> list[str]:
@@ -212,7 +235,7 @@ class Submission(_Strict):
     def checker_spec(self) -> CheckerSpec:
         if isinstance(self.checker, CheckerSpec):
             return self.checker
-        return CheckerSpec(type=self.checker or CheckerKind.EXACT)
+        return CheckerSpec(type=self.checker or DEFAULT_CHECKER)
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,0 +1,94 @@
+"""Grading: runs the tests and yields what happened, as events; `report.py` consumes them.
+
+Computing and reporting stay apart (as in DMOJ's judge): this module never writes a result file,
+so what it decides can be followed, and tested, as a sequence of values.
+
+Per test: the program runs in its own sandboxed stage (the compiled /work, the test's input on
+stdin, the test's limits); a run that did not end `ok` gets its verdict from the stage's status
+without being compared; otherwise the checker decides. Tests run in order; /work carries over from
+one test to the next (as in DMOJ), /tmp does not. With `short_circuit`, the tests after the first
+one that is not accepted are `skipped`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from cutor_spool.pipeline import StageRunner
+from cutor_spool.runner.judge.cases import TestData
+from cutor_spool.runner.judge.checkers import BUILTIN
+from cutor_spool.runner.judge.checkers.program import ProgramChecker
+from cutor_spool.runner.judge.verdicts import STAGE_VERDICT, Case, CaseResult, Verdict, stage_feedback
+from cutor_spool.runner.stage import StageOutput
+from cutor_spool.submission import CheckerKind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckerCompiled:
+    output: StageOutput
+
+
+@dataclass(frozen=True)
+class TestStarted:
+    __test__ = False  # not a pytest class, whatever its name
+
+    case: Case
+    total: int
+
+
+@dataclass(frozen=True)
+class TestJudged:
+    __test__ = False
+
+    result: CaseResult
+
+
+Event = CheckerCompiled | TestStarted | TestJudged
+
+
+def grade(runner: StageRunner, data: TestData) -> Iterator[Event]:
+    plan, sub = runner.plan, runner.plan.submission
+    entry_id = runner.reporter.claim.entry_id
+    spec = sub.checker_spec()
+    cases = data.cases()
+    program: ProgramChecker | None = None
+    unusable: str | None = None  # why no test can be judged at all
+    if spec.type == CheckerKind.PROGRAM:
+        program = ProgramChecker(runner, data.entry)
+        compiled = program.prepare()
+        if compiled is not None:
+            yield CheckerCompiled(compiled)
+            if not compiled.ok:
+                unusable = f"the checker did not compile ({stage_feedback(compiled)})"
+                log.warning("%s: %s", entry_id, unusable)
+    assert plan.run is not None
+    command, files = runner.script_command(plan.run, tuple(sub.args))
+    stopped: str | None = None
+    for case in cases:
+        if unusable is not None:
+            yield TestJudged(CaseResult(case, Verdict.INTERNAL_ERROR, 0.0, unusable))
+            continue
+        if stopped is not None:
+            yield TestJudged(CaseResult(case, Verdict.SKIPPED, 0.0, stopped))
+            continue
+        yield TestStarted(case, len(cases))
+        stdin = data.input(case)
+        output = runner.run(runner.spec(f"tests/{case.name}", command, case.limits, stdin=stdin, files=files))
+        if not output.ok:
+            result = CaseResult(case, STAGE_VERDICT[output.status], 0.0, stage_feedback(output), output)
+        else:
+            expected = data.expected(case) or b""
+            checker_output = None
+            if program is not None:
+                check, checker_output = program.check(case.name, stdin, expected, output.stdout)
+            else:
+                check = BUILTIN[spec.type](expected, output.stdout, spec)
+            result = CaseResult(case, check.verdict, check.fraction, check.message, output, checker_output)
+        log.debug("%s: test %s: %s %s", entry_id, case.name, result.verdict, result.feedback)
+        yield TestJudged(result)
+        if sub.short_circuit and not result.passed:
+            stopped = f"not run: test {case.name} was not accepted ({result.verdict}) and short_circuit is on"
