@@ -123,6 +123,22 @@ class BwrapLayout:
     extra_ro: tuple[str, ...] = ()
 
 
+def ro_bind(src: str | Path, dest: str | None = None) -> list[str]:
+    return ["--ro-bind", str(src), dest or str(src)]
+
+
+def bind(src: str | Path, dest: str) -> list[str]:
+    return ["--bind", str(src), dest]
+
+
+def tmpfs(dest: str, size: int) -> list[str]:
+    return ["--size", str(size), "--tmpfs", dest]
+
+
+def setenv(env: Mapping[str, str]) -> list[str]:
+    return [arg for key, value in env.items() for arg in ("--setenv", key, value)]
+
+
 def bwrap_argv(
     layout: BwrapLayout,
     *,
@@ -134,53 +150,25 @@ def bwrap_argv(
     status_fd: int,
     command: tuple[str, ...],
 ) -> list[str]:
-    args = [
-        "bwrap",
-        "--unshare-user",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--disable-userns",
-        "--die-with-parent",
-        "--new-session",
-        "--hostname",
-        "sandbox",
-    ]
+    """The whole bwrap command line for one stage. Pure, so it can be read and tested as data.
+    Writable: /work (the slot's tmpfs), /tmp and /dev/shm (size-capped tmpfs); nothing else."""
+    namespaces = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not network:
-        args.append("--unshare-net")
-    args += list(layout.system)
-    args += ["--ro-bind", str(layout.etc.with_name("etc-net") if network else layout.etc), "/etc"]
-    args += [
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--size",
-        str(layout.tmp_size),
-        "--tmpfs",
-        "/tmp",
-        "--size",
-        str(layout.tmp_size),
-        "--tmpfs",
-        "/dev/shm",
-        "--bind",
-        str(slot_root / workdir),
-        "/work",
-        "--ro-bind",
-        str(slot_root / "io"),
-        "/run/cutor",
-        "--ro-bind",
-        layout.init,
-        "/init",
-    ]
-    for path in (*layout.extra_ro, *ro_binds):
-        args += ["--ro-bind", path, path]
-    args += ["--remount-ro", "/", "--chdir", "/work", "--clearenv"]
-    for key, value in {**BASE_ENV, **env}.items():
-        args += ["--setenv", key, value]
-    args += ["--json-status-fd", str(status_fd), "--as-pid-1", "--", "/init", "--", *command]
-    return args
+        namespaces.append("--unshare-net")
+    return [
+        "bwrap", *namespaces, "--disable-userns", "--die-with-parent", "--new-session", "--hostname", "sandbox",
+        *layout.system,
+        *ro_bind(layout.etc.with_name("etc-net") if network else layout.etc, "/etc"),
+        "--proc", "/proc",
+        "--dev", "/dev", *tmpfs("/dev/shm", layout.tmp_size), "--remount-ro", "/dev",
+        *tmpfs("/tmp", layout.tmp_size),
+        *bind(slot_root / workdir, "/work"),
+        *ro_bind(slot_root / "io", "/run/cutor"),
+        *ro_bind(layout.init, "/init"),
+        *[arg for path in (*layout.extra_ro, *ro_binds) for arg in ro_bind(path)],
+        "--remount-ro", "/", "--chdir", "/work", "--clearenv", *setenv({**BASE_ENV, **env}),
+        "--json-status-fd", str(status_fd), "--as-pid-1", "--", "/init", "--", *command,
+    ]  # fmt: skip
 
 
 def _stop(proc: subprocess.Popen[bytes], cgroup: Cgroup, *, started: bool) -> None:
