@@ -111,12 +111,23 @@ class StatusPageConfig(_Strict):
 
 
 class NixConfig(_Strict):
+    """Dependency environments (cutor_spool/builder, docs/nix.md)."""
+
     nixpkgs: str | None = Field(default=None, description="a path or a pinned flake reference")
-    system: str | None = None
+    system: str | None = Field(default=None, description="default: this host's, as x86_64-linux")
     build_timeout: Duration = 600
     build_memory: Size = 4 * 2**30
     build_log: Size = 4 * 2**20
-    binary_cache: bool = True
+    build_processes: int = Field(default=4096, ge=16, description="pids limit of a build's process tree")
+    binary_cache: bool = Field(default=True, description="export every environment to builds/cache (signed)")
+    sandbox: bool = Field(default=True, description="Nix's build sandbox; false only where the host cannot")
+    sandbox_paths: list[str] = Field(
+        default_factory=list, description="host paths builds may see (the tests' stand-in channel needs /usr)"
+    )
+    substituters: list[str] = Field(default_factory=list, description="builders' substituters; none by default")
+    trusted_public_keys: list[str] = Field(
+        default_factory=list, description="keys of substituters and of the spool's cache (default: builds/cache/keys)"
+    )
 
 
 class SpoolConfig(_Strict):
@@ -194,5 +205,9 @@ sandbox:
 docker:
   image: cutor-spool-sandbox:latest
 nix:
-  nixpkgs: null              # a path or a pinned flake reference
+  nixpkgs: null              # a path or a pinned flake reference (github:NixOS/nixpkgs/<rev>)
+  build_timeout: 600s        # a build's wall time, memory and log (builds are submitter code)
+  build_memory: 4GiB
+  build_log: 4MiB
+  binary_cache: true         # export environments to builds/cache, signed, for other stores
 """
