@@ -1,0 +1,4 @@
+#include <stdio.h>
+int main(void) {
+    printf("%d\n", 3)   /* missing semicolon */
+}
