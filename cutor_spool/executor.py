@@ -25,6 +25,7 @@ from cutor_spool.watcher.ids import duplicate_name
 from cutor_spool.watcher.notify import needs_polling
 from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity
 from cutor_spool.watcher.readiness import seconds_until_ready
+from cutor_spool.web_status.job import StatusPageJob
 from cutor_spool.worker import Active, Maintenance, Signals, spool_paths
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,11 @@ class Executor:
             [self.queue, SpoolQueue(self.paths.builds, self.identity, log_name="attempts.jsonl")],
             {"concurrency": concurrency, "backend": str(self.backend_name), "poll": self.poll},
         )
+        # The status page, throttled across all workers, regenerated off the maintenance thread.
+        self.status_page = StatusPageJob(
+            self.paths, self.config.status_page, self.maintenance.clock.now, generator=self.identity.worker_id
+        )
+        self.maintenance.periodic.append(self.status_page)
         self.backend: Backend | None = None
         self.pipeline: Pipeline | None = None
         self.environments: Environments | None = None

@@ -1,0 +1,323 @@
+"""Regenerating `status/` from the spool: one call, safe to run from any number of workers at once.
+
+    status/index.html            counts, workers, running, queue, recent results, environments
+    status/s/<name>.html         one page per finished submission (rendered once, when it lands)
+    status/live/<id>.html        one page per running submission, refreshing itself; once it has
+                                 finished, a redirect to its s/ page for a while, then removed
+    status/history/<n>.html      every result, PAGE_SIZE a page, oldest first
+    status/status.json           the same figures for machines
+    status/metrics.prom          the counts for Prometheus (node_exporter's textfile collector)
+    status/_index.json           the incremental index (see index.py)
+    status/static/               stylesheet and script
+
+Cost per regeneration: a `scandir` and an `lstat` per finished submission, reading and rendering
+only what changed, the live parts (queue, active entries, heartbeats), and the front page. Writes
+are atomic renames; no lock is taken, so two workers on two hosts may regenerate at the same
+moment (see index.py for why that is safe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cutor_spool import __version__
+from cutor_spool.atomic import write_bytes
+from cutor_spool.config import StatusPageConfig
+from cutor_spool.layout import SpoolPaths
+from cutor_spool.web_status import live
+from cutor_spool.web_status.index import INDEX_NAME, Index, finish_order, paginate, scan
+from cutor_spool.web_status.metrics import STATES, prometheus
+from cutor_spool.web_status.model import detail
+from cutor_spool.web_status.reading import read_entry
+from cutor_spool.web_status.render import RENDER_VERSION, install_static, iso_now, render, write_page
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 500
+SAVE_EVERY = 2000  # a cold build of a large spool saves its progress now and then
+LIVE_REDIRECT_KEEP = 600.0  # seconds a finished submission's live page keeps redirecting
+
+
+@dataclass(frozen=True)
+class Report:
+    seconds: float
+    done: int  # finished submissions on the page
+    rendered: int  # their pages rendered this time
+    removed: int
+    live: int
+    history_rendered: int
+    full: bool
+
+
+def _pages(out: Path) -> None:
+    for sub in ("s", "live", "history"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Generator:
+    def __init__(self, paths: SpoolPaths, config: StatusPageConfig, *, generator: str, now: float) -> None:
+        self.paths, self.config, self.generator = paths, config, generator
+        self.out = paths.status
+        self.now = now  # the filesystem's clock: ages of queue entries and heartbeats
+        self.wall = time.time()
+        self.common: dict[str, Any] = {
+            "spool": os.path.abspath(paths.root),
+            "generated": iso_now(self.wall),
+            # The browser warns when the page is older than this: a few missed regenerations.
+            "stale_after": max(30.0, 10 * config.interval),
+            "version": __version__,
+        }
+        self.refresh = max(5, round(config.interval))
+
+    def _submission(self, name: str, entry: Path, *, live_page: bool) -> tuple[bytes, dict[str, Any]]:
+        files = read_entry(entry)
+        view = detail(name, files.status, files.stages, files.tests, files.events, live=live_page)
+        html = render(
+            "submission.html",
+            d=view,
+            root="../",
+            refresh=self.refresh if live_page else None,
+            entry_path=os.path.abspath(entry),
+            **self.common,
+        )
+        return html, view.summary
+
+    def done(self, index: Index) -> tuple[int, int]:
+        done_dir = self.paths.submissions.done
+        scanned = scan(done_dir)
+        changed, removed = index.done.changes(scanned)
+        for count, name in enumerate(changed, 1):
+            html, summary = self._submission(name, done_dir / name, live_page=False)
+            write_page(self.out / "s" / f"{name}.html", html)
+            index.done.put(name, scanned[name], summary)
+            if count % SAVE_EVERY == 0:
+                index.save(self.out / INDEX_NAME)
+        for name in removed:
+            _unlink(self.out / "s" / f"{name}.html")
+            del index.done.records[name]
+        return len(changed), len(removed)
+
+    def builds(self, index: Index) -> None:
+        done_dir = self.paths.builds.done
+        scanned = scan(done_dir)
+        changed, removed = index.builds.changes(scanned)
+        for name in changed:
+            index.builds.put(name, scanned[name], live.build_summary(name, live.read_build(done_dir / name)))
+        for name in removed:
+            del index.builds.records[name]
+
+    def live_pages(self, index: Index, active: list[live.ActiveEntry]) -> set[str]:
+        """Renders a page per running submission; a page whose submission has finished becomes a
+        redirect to its result (people have it open), removed after LIVE_REDIRECT_KEEP."""
+        shown = set()
+        for entry in active:
+            if entry.id in index.done.records:
+                continue  # a duplicate of a finished id: its page name is taken by the result
+            html, _ = self._submission(entry.id, entry.path, live_page=True)
+            write_page(self.out / "live" / f"{entry.id}.html", html)
+            shown.add(entry.id)
+        live_dir = self.out / "live"
+        with os.scandir(live_dir) as it:
+            stale = [e for e in it if e.name.endswith(".html") and not e.name.startswith(".")]
+        for item in stale:
+            name = item.name[: -len(".html")]
+            if name in shown:
+                continue
+            path = live_dir / item.name
+            if name not in index.done.records:
+                _unlink(path)  # requeued or gone: it has no page now
+                continue
+            redirect = render("moved.html", name=name, target=f"../s/{name}.html")
+            try:
+                current = path.read_bytes()
+                age = self.wall - item.stat(follow_symlinks=False).st_mtime
+            except OSError:
+                continue
+            if current != redirect:
+                write_page(path, redirect)
+            elif age > LIVE_REDIRECT_KEEP:
+                _unlink(path)
+        return shown
+
+    def history(self, index: Index, ordered: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        pages = paginate(ordered, index.done, PAGE_SIZE)
+        rendered = 0
+        listing = []
+        for number, (members, signature) in enumerate(pages, 1):
+            path = self.out / "history" / f"{number}.html"
+            known = index.history[number - 1] if number <= len(index.history) else None
+            if known != signature or not path.exists():
+                html = render(
+                    "history.html",
+                    number=number,
+                    last=number == len(pages),
+                    rows=list(reversed(members)),
+                    root="../",
+                    refresh=None,
+                    **self.common,
+                )
+                write_page(path, html)
+                rendered += 1
+            first, last = members[0]["finished"], members[-1]["finished"]
+            listing.append({"number": number, "first": first, "last": last, "count": len(members)})
+        for number in range(len(pages) + 1, len(index.history) + 1):
+            _unlink(self.out / "history" / f"{number}.html")
+        index.history = [signature for _, signature in pages]
+        return listing, rendered
+
+
+def machine_status(
+    generator: Generator,
+    index: Index,
+    queue: live.Queue,
+    active: list[live.ActiveEntry],
+    workers: list[live.Worker],
+    recent: list[dict[str, Any]],
+    builds: dict[str, Any],
+) -> dict[str, Any]:
+    finished = index.done.summaries()
+    by_state: Counter[str] = Counter({s: 0 for s in STATES})
+    by_state["queued"] = queue.length
+    by_state.update(a.state for a in active)
+    by_state.update(s["state"] for s in finished)
+    by_outcome = Counter(s["outcome"] for s in finished if s["state"] == "done" and s["outcome"])
+    return {
+        "format": 1,
+        "generated_at": generator.common["generated"],
+        "generated_unix": round(generator.wall, 3),
+        "generated_by": generator.generator,
+        "generation_seconds": 0.0,
+        "spool": generator.common["spool"],
+        "counts": {
+            "queued": queue.length,
+            "active": len(active),
+            "finished": len(finished),
+            "by_state": dict(by_state),
+            "by_outcome": dict(sorted(by_outcome.items())),
+        },
+        "queue": {
+            "length": queue.length,
+            "oldest_age_seconds": None if queue.oldest_age is None else round(queue.oldest_age, 3),
+            "first": [name for name, _ in queue.first],
+        },
+        "active": [
+            {"id": a.id, "state": a.state, "since": a.since, "attempt": a.attempt, "worker": a.worker, "host": a.host}
+            for a in active
+        ],
+        "workers": [
+            {
+                "worker": w.id,
+                "kind": w.kind,
+                "host": w.host,
+                "pid": w.pid,
+                "alive": w.alive,
+                "heartbeat_age_seconds": round(w.age, 3),
+                "heartbeat_interval": w.interval,
+                "processed": w.processed,
+                "version": w.version,
+                "current": w.current,
+            }
+            for w in workers
+        ],
+        "recent": recent,
+        "builds": builds,
+    }
+
+
+def _cards(status: dict[str, Any]) -> list[dict[str, Any]]:
+    by_state = status["counts"]["by_state"]
+    return [
+        {"key": "queued", "label": "queued", "n": by_state["queued"], "tone": "busy"},
+        {"key": "active", "label": "running", "n": status["counts"]["active"], "tone": "busy"},
+        {"key": "done", "label": "done", "n": by_state["done"], "tone": "good"},
+        {"key": "invalid", "label": "invalid", "n": by_state["invalid"], "tone": "bad" if by_state["invalid"] else ""},
+        {"key": "error", "label": "error", "n": by_state["error"], "tone": "bad" if by_state["error"] else ""},
+    ]
+
+
+def regenerate(
+    paths: SpoolPaths,
+    config: StatusPageConfig,
+    *,
+    now: Callable[[], float] = time.time,
+    full: bool = False,
+    generator: str = "cutor-spool status-page",
+) -> Report:
+    """Brings `status/` up to date. `now` is the filesystem's clock (`FsClock.now`) where
+    heartbeats and queue ages must be judged against it; `full` re-reads and re-renders everything."""
+    started = time.perf_counter()
+    out = paths.status
+    _pages(out)
+    install_static(out)
+    gen = Generator(paths, config, generator=generator, now=now())
+    index = Index(RENDER_VERSION) if full else Index.load(out / INDEX_NAME, RENDER_VERSION)
+    rendered, removed = gen.done(index)
+    gen.builds(index)
+    active = live.active(paths.submissions)
+    shown = gen.live_pages(index, active)
+    queue = live.queue(paths.submissions.incoming, gen.now)
+    workers = live.workers(paths.workers, gen.now)
+    ordered = sorted(index.done.summaries(), key=finish_order)
+    history, history_rendered = gen.history(index, ordered)
+    recent = list(reversed(ordered[-config.recent :]))
+    environments = sorted(index.builds.summaries(), key=lambda e: (e["built_at"] or "", e["name"]), reverse=True)
+    builds = {
+        "queued": live.count_entries(paths.builds.incoming),
+        "active": live.count_entries(paths.builds.active),
+        "done": len(environments),
+        "environments": environments,
+    }
+    status = machine_status(gen, index, queue, active, workers, recent, builds)
+    page = render(
+        "index.html",
+        root="",
+        refresh=gen.refresh,
+        cards=_cards(status),
+        outcomes=sorted(status["counts"]["by_outcome"].items(), key=lambda kv: -kv[1]),
+        workers=workers,
+        alive=sum(1 for w in workers if w.alive),
+        active=[{**a.__dict__, "page": a.id in shown} for a in active],
+        queue=queue,
+        recent=recent,
+        total_done=len(ordered),
+        history=list(reversed(history)),
+        page_size=PAGE_SIZE,
+        builds=builds,
+        **gen.common,
+    )
+    write_page(out / "index.html", page)
+    status["generation_seconds"] = round(time.perf_counter() - started, 4)
+    write_bytes(out / "metrics.prom", prometheus(status).encode(), fsync=False)
+    # status.json last among the outputs: its mtime tells other workers when the page was fresh.
+    write_bytes(out / "status.json", _json(status), fsync=False)
+    index.save(out / INDEX_NAME)
+    report = Report(
+        seconds=time.perf_counter() - started,
+        done=len(ordered),
+        rendered=rendered,
+        removed=removed,
+        live=len(shown),
+        history_rendered=history_rendered,
+        full=full,
+    )
+    log.debug("status page: %s", report)
+    return report
+
+
+def _json(value: Any) -> bytes:
+    return (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode()

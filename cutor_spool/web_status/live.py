@@ -1,0 +1,233 @@
+"""What is happening now: the queue, active submissions, workers and builds.
+
+These parts are small (a queue of names, a few active claims, a heartbeat file per worker) and
+change every second, so each regeneration reads them afresh; the done submissions, which grow
+without bound, come from the index instead (`index.py`).
+
+Liveness is judged on the filesystem's clock: a worker is alive while its heartbeat file's mtime
+(stamped by the file server) is recent against `now` from the same clock, never against the
+`heartbeat_at` the worker wrote with its own, possibly drifting, clock.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cutor_spool.layout import QueueDirs
+from cutor_spool.watcher.ids import split_active
+from cutor_spool.web_status.model import integer, mapping, number, text
+from cutor_spool.web_status.reading import STATUS_LIMIT, json_object, open_dir, open_subdir, read_json
+
+QUEUE_SHOWN = 50
+HEARTBEAT_LIMIT = 1 * 2**20
+BUILD_RECORD_LIMIT = 16 * 2**20  # a build record may list a long closure
+
+
+@dataclass(frozen=True)
+class Queue:
+    length: int
+    oldest_age: float | None
+    first: list[tuple[str, float]]  # (name, age) of the oldest entries, oldest first
+
+
+def queue(incoming: Path, now: float, shown: int = QUEUE_SHOWN) -> Queue:
+    """The entries waiting in incoming/, oldest arrival (ctime) first, like the executors take them."""
+    found: list[tuple[float, str]] = []
+    try:
+        with os.scandir(incoming) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    found.append((entry.stat(follow_symlinks=False).st_ctime, entry.name))
+                except OSError:
+                    continue
+    except OSError:
+        return Queue(0, None, [])
+    found.sort()
+    return Queue(
+        length=len(found),
+        oldest_age=max(0.0, now - found[0][0]) if found else None,
+        first=[(name, max(0.0, now - ctime)) for ctime, name in found[:shown]],
+    )
+
+
+@dataclass(frozen=True)
+class ActiveEntry:
+    id: str
+    token: str
+    path: Path
+    state: str
+    worker: str | None
+    host: str | None
+    attempt: int | None
+    since: str | None  # when it reached its current state
+    status: dict[str, Any] | None
+
+
+def active(dirs: QueueDirs) -> list[ActiveEntry]:
+    out: list[ActiveEntry] = []
+    try:
+        names = sorted(e.name for e in os.scandir(dirs.active) if not e.name.startswith("."))
+    except OSError:
+        return out
+    for name in names:
+        parsed = split_active(name)
+        if parsed is None:
+            continue
+        path = dirs.active / name
+        with open_dir(path) as entry_fd:
+            lease = read_json(entry_fd, ".lease", HEARTBEAT_LIMIT)
+            with open_subdir(entry_fd, "result") as result_fd:
+                status = read_json(result_fd, "status.json", STATUS_LIMIT)
+        if entry_fd is None:
+            continue  # committed or requeued while we looked
+        status = status if isinstance(status, dict) else None
+        lease = lease if isinstance(lease, dict) else {}
+        state = text((status or {}).get("state"), 40) or "claimed"
+        out.append(
+            ActiveEntry(
+                id=parsed[0],
+                token=parsed[1],
+                path=path,
+                state=state,
+                worker=text((status or {}).get("worker") or lease.get("worker"), 200),
+                host=text((status or {}).get("host") or lease.get("host"), 200),
+                attempt=integer((status or {}).get("attempts") or lease.get("attempt")),
+                since=text(mapping((status or {}).get("states")).get(state) or lease.get("claimed_at"), 40),
+                status=status,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Worker:
+    id: str
+    kind: str
+    host: str
+    pid: int | None
+    alive: bool
+    age: float  # seconds since its last heartbeat, on the filesystem's clock
+    interval: float | None
+    processed: int | None
+    version: str | None
+    started_at: str | None
+    current: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, str] = field(default_factory=dict)
+
+
+STALE_AFTER_HEARTBEATS = 3
+STALE_MIN_SECONDS = 10.0
+
+
+def workers(directory: Path, now: float) -> list[Worker]:
+    """Every heartbeat file; alive ones first. A worker killed with SIGKILL leaves its file behind:
+    it shows as stale (what an operator wants to see), not as gone."""
+    out: list[Worker] = []
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.endswith(".json") and not e.name.startswith(".")]
+    except OSError:
+        return out
+    for entry in entries:
+        try:
+            mtime = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        data = json_object(Path(entry.path), HEARTBEAT_LIMIT)
+        if data is None:
+            continue
+        interval = number(data.get("heartbeat_interval"))
+        age = max(0.0, now - mtime)
+        limit = max(STALE_MIN_SECONDS, STALE_AFTER_HEARTBEATS * (interval or 0.0))
+        current = data.get("current")
+        info: dict[str, str] = {
+            key: text(data[key], 100) or ""
+            for key in ("backend", "concurrency", "poll", "store", "nix")
+            if key in data and not isinstance(data[key], (dict, list))
+        }
+        out.append(
+            Worker(
+                id=text(data.get("worker"), 200) or entry.name[: -len(".json")],
+                kind=text(data.get("kind"), 40) or "?",
+                host=text(data.get("host"), 200) or "?",
+                pid=integer(data.get("pid")),
+                alive=age <= limit,
+                age=age,
+                interval=interval,
+                processed=integer(data.get("processed")),
+                version=text(data.get("version"), 40),
+                started_at=text(data.get("started_at"), 40),
+                current=[mapping(c) for c in current if isinstance(c, dict)] if isinstance(current, list) else [],
+                info=info,
+            )
+        )
+    out.sort(key=lambda w: (not w.alive, w.kind, w.host, w.id))
+    return out
+
+
+def count_entries(directory: Path) -> int:
+    try:
+        with os.scandir(directory) as it:
+            return sum(1 for e in it if not e.name.startswith("."))
+    except OSError:
+        return 0
+
+
+# Keys a build record may use for the same thing, as the builder's format settles (read defensively).
+_BUILD_KEYS = {
+    "status": ("status", "state", "outcome"),
+    "packages": ("packages", "attrs", "dependencies", "attributes"),
+    "size": ("closure_size", "size", "nar_size", "closure_bytes"),
+    "built_at": ("built_at", "finished_at", "finished", "created_at", "at"),
+    "last_used": ("last_used", "last_used_at", "used_at"),
+    "uses": ("uses", "used_by", "submissions", "use_count"),
+    "build_time": ("build_time", "duration", "time", "seconds"),
+    "nixpkgs": ("nixpkgs", "nixpkgs_identity", "pin"),
+    "system": ("system",),
+}
+
+
+def _first(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if data.get(key) is not None:
+            return data[key]
+    return None
+
+
+def build_summary(key: str, record: dict[str, Any] | None) -> dict[str, Any]:
+    """One cached environment as the page shows it, from `builds/done/<key>/result.json`."""
+    data = record or {}
+    packages = _first(data, _BUILD_KEYS["packages"])
+    if isinstance(packages, list):
+        names = [
+            text(p if not isinstance(p, dict) else p.get("name") or p.get("attr") or p.get("pname"), 100) or "?"
+            for p in packages[:50]
+        ]
+        package_text: str | None = ", ".join(names) + (" …" if len(packages) > 50 else "")
+    elif isinstance(packages, dict):
+        package_text = text(packages.get("nix") or packages.get("file") or ", ".join(map(str, packages)), 300)
+    else:
+        package_text = text(packages, 300)
+    uses = _first(data, _BUILD_KEYS["uses"])
+    return {
+        "name": key,
+        "status": text(_first(data, _BUILD_KEYS["status"]), 40) or ("unknown" if record is None else None),
+        "packages": package_text,
+        "size": integer(_first(data, _BUILD_KEYS["size"])),
+        "built_at": text(_first(data, _BUILD_KEYS["built_at"]), 40),
+        "last_used": text(_first(data, _BUILD_KEYS["last_used"]), 40),
+        "uses": len(uses) if isinstance(uses, list) else integer(uses),
+        "build_time": number(_first(data, _BUILD_KEYS["build_time"])),
+        "nixpkgs": text(_first(data, _BUILD_KEYS["nixpkgs"]), 120),
+        "system": text(_first(data, _BUILD_KEYS["system"]), 40),
+    }
+
+
+def read_build(entry: Path) -> dict[str, Any] | None:
+    with open_dir(entry) as fd:
+        record = read_json(fd, "result.json", BUILD_RECORD_LIMIT)
+    return record if isinstance(record, dict) else None

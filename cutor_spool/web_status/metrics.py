@@ -1,0 +1,153 @@
+"""`status/status.json` for machines and `status/metrics.prom` for Prometheus.
+
+metrics.prom is written from the very dict that becomes status.json, so the two never disagree. It
+is in Prometheus' text exposition format (version 0.0.4) for node_exporter's textfile collector:
+point `--collector.textfile.directory` at the spool's `status/` (the collector reads only `*.prom`
+files, and ours is replaced atomically, as the collector's documentation asks; the temporary names
+of `atomic.py` do not end in `.prom`). Every state has a series, zeros included, so that a rate or
+an alert never sees a series vanish when a count drops to nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+# Every state a submission can be in, in flow order (results.State), queued first.
+STATES = (
+    "queued",
+    "claimed",
+    "installing_dependencies",
+    "dependencies_installed",
+    "compiling",
+    "compiled",
+    "running",
+    "testing",
+    "done",
+    "invalid",
+    "error",
+)
+OUTCOMES = (
+    "ok",
+    "compile_error",
+    "dependency_failure",
+    "runtime_error",
+    "time_limit",
+    "memory_limit",
+    "output_limit",
+    "accepted",
+    "partial",
+    "rejected",
+)
+
+
+def _label(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float | int | bool) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+class Exposition:
+    """Builds the text format: each family once, HELP and TYPE first, then its samples."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(
+        self, name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[str, Any], float | int | bool]]
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            if labels:
+                inner = ",".join(f'{key}="{_label(val)}"' for key, val in labels.items())
+                self.lines.append(f"{name}{{{inner}}} {_number(value)}")
+            else:
+                self.lines.append(f"{name} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def prometheus(status: dict[str, Any]) -> str:
+    counts = status["counts"]
+    by_state: dict[str, int] = counts["by_state"]
+    out = Exposition()
+    states = list(STATES) + sorted(s for s in by_state if s not in STATES)
+    out.family(
+        "cutor_spool_submissions",
+        "gauge",
+        "Submissions in the spool by state: queued, each active state, and the final states in done/.",
+        (({"state": s}, by_state.get(s, 0)) for s in states),
+    )
+    finished: dict[str, int] = counts["by_outcome"]
+    outcomes = list(OUTCOMES) + sorted(o for o in finished if o not in OUTCOMES)
+    out.family(
+        "cutor_spool_outcomes",
+        "gauge",
+        "Submissions in done/ in state done, by outcome.",
+        (({"outcome": o}, finished.get(o, 0)) for o in outcomes),
+    )
+    queue = status["queue"]
+    out.family(
+        "cutor_spool_queue_oldest_age_seconds",
+        "gauge",
+        "How long the oldest queued submission has waited (0 when the queue is empty).",
+        [({}, queue["oldest_age_seconds"] or 0.0)],
+    )
+    workers = status["workers"]
+    kinds = sorted({w["kind"] for w in workers} | {"executor", "builder"})
+    out.family(
+        "cutor_spool_workers",
+        "gauge",
+        "Workers with a heartbeat file in workers/, by kind and liveness.",
+        (
+            ({"kind": k, "alive": alive}, sum(1 for w in workers if w["kind"] == k and w["alive"] == (alive == "true")))
+            for k in kinds
+            for alive in ("true", "false")
+        ),
+    )
+    out.family(
+        "cutor_spool_worker_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since each worker's last heartbeat, on the spool's filesystem clock.",
+        (({"worker": w["worker"], "kind": w["kind"], "host": w["host"]}, w["heartbeat_age_seconds"]) for w in workers),
+    )
+    out.family(
+        "cutor_spool_worker_busy",
+        "gauge",
+        "Submissions or builds each worker is working on.",
+        (({"worker": w["worker"], "kind": w["kind"], "host": w["host"]}, len(w["current"])) for w in workers),
+    )
+    builds = status["builds"]
+    out.family(
+        "cutor_spool_builds",
+        "gauge",
+        "Environment builds by state (done: cached environments).",
+        (({"state": s}, builds[s]) for s in ("queued", "active", "done")),
+    )
+    out.family(
+        "cutor_spool_environments_bytes",
+        "gauge",
+        "Total closure size of the cached environments, as their build records state it.",
+        [({}, sum(e["size"] or 0 for e in builds["environments"]))],
+    )
+    out.family(
+        "cutor_spool_status_generated_timestamp_seconds",
+        "gauge",
+        "When this file was generated (Unix time).",
+        [({}, status["generated_unix"])],
+    )
+    out.family(
+        "cutor_spool_status_generation_seconds",
+        "gauge",
+        "How long generating the status page took.",
+        [({}, status["generation_seconds"])],
+    )
+    return out.text()
