@@ -28,6 +28,8 @@ def close(expected: float, actual: float, abs_tol: float, rel_tol: float) -> boo
         return math.isnan(expected) and math.isnan(actual)
     if expected == actual:  # infinities of the same sign, and exact hits
         return True
+    if math.isinf(expected) or math.isinf(actual):  # else rel_tol * inf would accept anything
+        return False
     diff = abs(actual - expected)
     return diff <= abs_tol or diff <= rel_tol * abs(expected)
 

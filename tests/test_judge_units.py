@@ -1,0 +1,301 @@
+"""The judge's pure parts, over values: built-in checkers, the checker program's protocol, scoring,
+junit.xml, and what intake makes of judge-mode fields. The sandboxed parts are in
+test_judge_cases.py and test_judge_flow.py."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from cutor_spool.config import SpoolConfig
+from cutor_spool.intake import read_submission
+from cutor_spool.limits import Limits
+from cutor_spool.results import Outcome
+from cutor_spool.runner.judge.checkers import BUILTIN
+from cutor_spool.runner.judge.checkers.program import interpret
+from cutor_spool.runner.judge.checkers.show import first_difference
+from cutor_spool.runner.judge.junit import junit_xml
+from cutor_spool.runner.judge.scoring import score
+from cutor_spool.runner.judge.verdicts import Case, CaseResult, Verdict
+from cutor_spool.runner.stage import StageOutput, StageStatus
+from cutor_spool.submission import CheckerKind, CheckerSpec, Submission
+
+LIMITS = Limits(cpu_time=1, wall_time=2, memory=64 << 20, processes=8, file_size=1 << 20, open_files=16,
+                stack=8 << 20, output=1 << 20)  # fmt: skip
+
+
+def verdict(kind: CheckerKind, expected: bytes, actual: bytes, **spec: Any) -> str:
+    return str(BUILTIN[kind](expected, actual, CheckerSpec(type=kind, **spec)).verdict)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected", "actual", "want"),
+    [
+        (CheckerKind.EXACT, b"3\n", b"3\n", "accepted"),
+        (CheckerKind.EXACT, b"3\n", b"3", "wrong_answer"),
+        (CheckerKind.EXACT, b"3\n", b"3\n\n", "wrong_answer"),
+        (CheckerKind.EXACT, b"", b"", "accepted"),
+        (CheckerKind.LINES, b"3", b"3\n", "accepted"),
+        (CheckerKind.LINES, b"a b\nc\n", b"a b \t\r\nc\r\n\n\n", "accepted"),
+        (CheckerKind.LINES, b"a b\nc\n", b" a b\nc\n", "wrong_answer"),
+        (CheckerKind.LINES, b"a\n\nb\n", b"a\nb\n", "wrong_answer"),
+        (CheckerKind.LINES, b"a b\n", b"a  b\n", "wrong_answer"),
+        (CheckerKind.LINES, b"", b"\n\n", "accepted"),
+        (CheckerKind.TOKENS, b"1 2 3", b"1\n2\t 3\n", "accepted"),
+        (CheckerKind.TOKENS, b"1 2 3", b"1 2", "wrong_answer"),
+        (CheckerKind.TOKENS, b"1 2 3", b"1 2 3 4", "wrong_answer"),
+        (CheckerKind.TOKENS, b"1 2 3", b"1 2 03", "wrong_answer"),
+        (CheckerKind.FLOAT, b"1 2 3", b"1.0 2.0000000001 3e0", "accepted"),
+        (CheckerKind.FLOAT, b"yes 0.5", b"yes 0.5000009", "accepted"),
+        (CheckerKind.FLOAT, b"yes 0.5", b"YES 0.5", "wrong_answer"),
+        (CheckerKind.FLOAT, b"0.5", b"0.5000011", "wrong_answer"),
+        (CheckerKind.FLOAT, b"1e12", b"1.0000009e12", "accepted"),  # relative
+        (CheckerKind.FLOAT, b"1e12", b"1.0000011e12", "wrong_answer"),
+        (CheckerKind.FLOAT, b"inf -inf nan", b"Infinity -INF NaN", "accepted"),
+        (CheckerKind.FLOAT, b"inf", b"1e308", "wrong_answer"),
+        (CheckerKind.FLOAT, b"2.5", b"nan", "wrong_answer"),
+        (CheckerKind.FLOAT, b"1000", b"1_000", "wrong_answer"),  # Python's float() would take it
+        (CheckerKind.FLOAT, b"16", b"0x10", "wrong_answer"),
+        (CheckerKind.FLOAT, b".5 5.", b"0.5 5", "accepted"),
+    ],
+)
+def test_builtin_checkers(kind: CheckerKind, expected: bytes, actual: bytes, want: str) -> None:
+    assert verdict(kind, expected, actual) == want
+
+
+def test_float_tolerances_are_the_submissions() -> None:
+    assert verdict(CheckerKind.FLOAT, b"2", b"2.0009", abs_tol=1e-3, rel_tol=0) == "accepted"
+    assert verdict(CheckerKind.FLOAT, b"2", b"2.0011", abs_tol=1e-3, rel_tol=0) == "wrong_answer"
+    assert verdict(CheckerKind.FLOAT, b"2000", b"2001", abs_tol=0, rel_tol=1e-3) == "accepted"
+    assert verdict(CheckerKind.FLOAT, b"2000", b"2003", abs_tol=0, rel_tol=1e-3) == "wrong_answer"
+    assert verdict(CheckerKind.FLOAT, b"0", b"1e-300", abs_tol=0, rel_tol=0) == "wrong_answer"
+
+
+def test_messages_say_where_and_never_quote_the_expected_output() -> None:
+    expected = b"line one\nTHE-SECRET-ANSWER 42\n"
+    for kind in (CheckerKind.EXACT, CheckerKind.LINES, CheckerKind.TOKENS, CheckerKind.FLOAT):
+        result = BUILTIN[kind](expected, b"line one\nguess 41\n", CheckerSpec(type=kind))
+        assert result.verdict == Verdict.WRONG_ANSWER
+        assert "SECRET" not in result.message and "42" not in result.message, (kind, result.message)
+        assert "guess" in result.message or "line 2" in result.message, (kind, result.message)
+    lines = BUILTIN[CheckerKind.LINES](b"a\nb\nc\n", b"a\nb\nX\x1b[2J\n", CheckerSpec()).message
+    assert lines == "line 3 differs: 'X\\\\x1b[2J'"  # escaped: safe to print on a terminal
+
+
+def test_first_difference_across_blocks() -> None:
+    a = bytes(200_000)
+    for at in (0, 65_535, 65_536, 131_073, 199_999):
+        b = bytearray(a)
+        b[at] = 1
+        assert first_difference(a, bytes(b)) == at
+    assert first_difference(a, a) == len(a)
+    assert first_difference(a, a[:70_000]) == 70_000
+    message = BUILTIN[CheckerKind.EXACT](b"x" * 70_000 + b"\nab", b"x" * 70_000 + b"\naX", CheckerSpec()).message
+    assert message.startswith("differs at line 2, column 2")
+
+
+def checker_output(status: StageStatus, exit_code: int | None, stdout: bytes = b"", stderr: bytes = b"") -> StageOutput:
+    return StageOutput(
+        stage="tests/1/checker", status=status, exit_code=exit_code, signal=11 if status == "signaled" else None,
+        stdout=stdout, stderr=stderr, output=stdout + stderr, stdout_truncated=False, stderr_truncated=False,
+        cpu_time=0.01, wall_time=0.01, memory=1 << 20, limits=LIMITS,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "stdout", "want", "fraction"),
+    [
+        (StageStatus.OK, 0, b"", Verdict.ACCEPTED, 1.0),
+        (StageStatus.OK, 0, b"1\n", Verdict.ACCEPTED, 1.0),
+        (StageStatus.OK, 0, b"0.25\nnotes\n", Verdict.PARTIAL, 0.25),
+        (StageStatus.OK, 0, b"0", Verdict.WRONG_ANSWER, 0.0),
+        (StageStatus.OK, 0, b"1.5", Verdict.INTERNAL_ERROR, 0.0),
+        (StageStatus.OK, 0, b"nan", Verdict.INTERNAL_ERROR, 0.0),
+        (StageStatus.OK, 0, b"ok", Verdict.INTERNAL_ERROR, 0.0),
+        (StageStatus.RUNTIME_ERROR, 1, b"1", Verdict.WRONG_ANSWER, 0.0),
+        (StageStatus.RUNTIME_ERROR, 2, b"", Verdict.WRONG_ANSWER, 0.0),
+        (StageStatus.RUNTIME_ERROR, 7, b"0.5", Verdict.PARTIAL, 0.5),
+        (StageStatus.RUNTIME_ERROR, 7, b"1", Verdict.ACCEPTED, 1.0),
+        (StageStatus.RUNTIME_ERROR, 7, b"", Verdict.INTERNAL_ERROR, 0.0),
+        (StageStatus.RUNTIME_ERROR, 3, b"", Verdict.INTERNAL_ERROR, 0.0),
+        (StageStatus.RUNTIME_ERROR, 127, b"", Verdict.INTERNAL_ERROR, 0.0),
+        (StageStatus.SIGNALED, None, b"", Verdict.INTERNAL_ERROR, 0.0),
+        (StageStatus.TIME_LIMIT, None, b"1", Verdict.INTERNAL_ERROR, 0.0),
+        (StageStatus.MEMORY_LIMIT, None, b"1", Verdict.INTERNAL_ERROR, 0.0),
+        (StageStatus.OUTPUT_LIMIT, 0, b"1", Verdict.INTERNAL_ERROR, 0.0),
+    ],
+)
+def test_checker_program_protocol(
+    status: StageStatus, code: int | None, stdout: bytes, want: Verdict, fraction: float
+) -> None:
+    result = interpret(checker_output(status, code, stdout, b"  the message \n"))
+    assert (result.verdict, result.fraction) == (want, fraction)
+    if want != Verdict.INTERNAL_ERROR:
+        assert result.message == "the message"
+    else:
+        assert "checker" in result.message
+
+
+def submission(data: dict[str, Any]) -> Submission:
+    return Submission.model_validate({"run": "cat", **data})
+
+
+def results(sub: Submission, fractions: dict[str, float]) -> dict[str, CaseResult]:
+    out = {}
+    for i, (name, test) in enumerate(zip(sub.test_names(), sub.tests or [], strict=True)):
+        f = fractions.get(name, 1.0)
+        verdict = Verdict.ACCEPTED if f == 1 else Verdict.WRONG_ANSWER if f == 0 else Verdict.PARTIAL
+        out[name] = CaseResult(Case(i, name, test.points, LIMITS), verdict, f, "")
+    return out
+
+
+def make_tests(*points: float) -> list[dict[str, Any]]:
+    return [{"name": f"t{i}", "output": "", "points": p} for i, p in enumerate(points, start=1)]
+
+
+def test_scoring_sum_without_subtasks() -> None:
+    sub = submission({"tests": make_tests(1, 2, 3)})
+    s = score(sub, results(sub, {"t2": 0.5, "t3": 0}))
+    assert (s.score, s.max_score, s.outcome, s.subtasks, s.failed_subtasks) == (2.0, 6.0, Outcome.PARTIAL, (), [])
+    s = score(sub, results(sub, {}))
+    assert (s.score, s.outcome) == (6.0, Outcome.ACCEPTED)
+    s = score(sub, results(sub, {"t1": 0, "t2": 0, "t3": 0}))
+    assert (s.score, s.outcome) == (0.0, Outcome.REJECTED)
+
+
+def test_scoring_group_min_without_subtasks_is_all_or_nothing() -> None:
+    sub = submission({"tests": make_tests(1, 2, 3), "scoring": "group_min"})
+    assert score(sub, results(sub, {"t3": 0})).score == 0.0
+    assert score(sub, results(sub, {"t2": 0.5})).score == 3.0  # CMS: points x the worst fraction
+    assert score(sub, results(sub, {})).score == 6.0
+
+
+def test_scoring_with_subtasks() -> None:
+    sub = submission(
+        {
+            "tests": make_tests(1, 1, 2, 0, 5),
+            "scoring": "group_min",
+            "subtasks": [
+                {"name": "easy", "points": 30, "tests": ["t1", "t2", "t3"], "scoring": "sum"},
+                {"name": "hard", "points": 70, "tests": ["t3", "t4"]},  # t3 in both
+                {"name": "free", "points": 0, "tests": ["t4"]},
+            ],
+        }
+    )
+    s = score(sub, results(sub, {"t2": 0, "t3": 0.5}))
+    easy, hard, free = s.subtasks
+    assert easy.score == pytest.approx(30 * (1 + 0 + 2 * 0.5) / 4)
+    assert hard.score == 35.0 and hard.scoring == "group_min"
+    assert free.score == 0.0 and free.passed
+    assert s.failed_subtasks == ["easy", "hard"]
+    assert s.loose == ("t5",)  # in no subtask: scores its own 5 points
+    assert (s.score, s.max_score) == (15.0 + 35.0 + 5.0, 105.0)
+    assert s.outcome == Outcome.PARTIAL
+
+
+def test_scoring_zero_weights_and_rounding() -> None:
+    sub = submission({"tests": make_tests(0, 0), "subtasks": [{"name": "s", "points": 10, "tests": ["t1", "t2"]}]})
+    assert score(sub, results(sub, {"t1": 0})).score == 5.0  # equal weights rather than 0/0
+    sub = submission({"tests": make_tests(0.1, 0.2)})
+    assert score(sub, results(sub, {})).score == 0.3
+
+
+def test_a_failed_zero_point_test_is_not_accepted() -> None:
+    sub = submission({"tests": make_tests(0, 1)})
+    s = score(sub, results(sub, {"t1": 0}))
+    assert (s.score, s.max_score, s.outcome) == (1.0, 1.0, Outcome.PARTIAL)
+
+
+def run_output(stdout: bytes, stderr: bytes = b"") -> StageOutput:
+    return checker_output(StageStatus.OK, 0, stdout, stderr)
+
+
+def test_junit_is_valid_xml_whatever_the_program_printed() -> None:
+    sub = submission({"tests": make_tests(1, 1, 1, 1), "subtasks": [{"name": "s", "points": 2, "tests": ["t1", "t2"]}]})
+    ugly = b"\x00\x01\x1b[31mred\xff\xfe <tag> & ]]> \xed\xa0\x80 \xf0\x9f\x98\x80"
+    cases = [Case(i, f"t{i + 1}", 1.0, LIMITS) for i in range(4)]
+    rs = [
+        CaseResult(cases[0], Verdict.ACCEPTED, 1.0, "", run_output(b"fine")),
+        CaseResult(cases[1], Verdict.WRONG_ANSWER, 0.0, "line 1 differs: '\\x00'", run_output(ugly, ugly)),
+        CaseResult(cases[2], Verdict.INTERNAL_ERROR, 0.0, "the checker failed \x07", run_output(b"")),
+        CaseResult(cases[3], Verdict.SKIPPED, 0.0, "not run"),
+    ]
+    data = junit_xml("id-1", sub, rs, None)
+    root = ET.fromstring(data)
+    assert (root.get("tests"), root.get("failures"), root.get("errors"), root.get("skipped")) == ("4", "1", "1", "1")
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    assert set(suites) == {"id-1", "id-1/s"}
+    assert [t.get("name") for t in suites["id-1/s"].iter("testcase")] == ["t1", "t2"]
+    wrong = next(t for t in root.iter("testcase") if t.get("name") == "t2")
+    failure = wrong.find("failure")
+    assert failure is not None and failure.get("type") == "wrong_answer"
+    out = wrong.find("system-out")
+    assert out is not None and out.text is not None and "red" in out.text and "<tag> & ]]>" in out.text
+    assert "\\x00" in out.text and "\\x1b" in out.text
+    err = next(t for t in root.iter("testcase") if t.get("name") == "t3").find("error")
+    assert err is not None and "\\x07" in (err.get("message") or "")
+
+
+def write_dir(root: Path, spec: dict[str, Any], files: dict[str, str]) -> Path:
+    root.mkdir()
+    (root / "submission.yaml").write_text(yaml.safe_dump(spec))
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_intake_keeps_checker_and_test_files_out_of_work(tmp_path: Path) -> None:
+    spec = {
+        "run": "run.sh",
+        "tests": [{"input_file": "data/1.in", "output_file": "data/1.out"}],
+        "checker": {"type": "program", "files": ["chk"], "compile": "build.sh", "run": "chk/check"},
+    }
+    files = {"run.sh": "cat", "data/1.in": "1", "data/1.out": "1", "build.sh": "#!/bin/sh\n", "chk/check": "x",
+             "chk/lib/helper.py": "", "notes.txt": ""}  # fmt: skip
+    intake = read_submission(write_dir(tmp_path / "sub", spec, files), SpoolConfig())
+    assert intake.plan is not None, intake.problems
+    plan = intake.plan
+    assert plan.workdir_files == ("notes.txt", "run.sh")
+    assert plan.checker_files == ("build.sh", "chk/check", "chk/lib/helper.py")
+    assert plan.checker_compile is not None and plan.checker_compile.file == "build.sh"
+    assert plan.checker_compile.shebang
+    assert plan.checker_run is not None and plan.checker_run.file == "chk/check"
+
+
+def test_intake_refuses_a_submission_script_that_is_test_data(tmp_path: Path) -> None:
+    spec = {"run": "answer.txt", "tests": [{"input": "", "output_file": "answer.txt"}]}
+    intake = read_submission(write_dir(tmp_path / "sub", spec, {"answer.txt": "42"}), SpoolConfig())
+    assert intake.plan is None
+    assert [p.where for p in intake.problems] == ["run"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"tests": []}, "at least 1"),
+        ({"tests": [{"output": ""}], "stdin": "x"}, "each test has its own `input`"),
+        ({"tests": [{"output": ""}], "subtasks": [{"name": "a", "points": 1, "tests": ["1", "1"]}]}, "twice"),
+        (
+            {"tests": [{"output": ""}], "subtasks": [{"name": "a", "points": 1, "tests": ["1"]}] * 2},
+            "subtask names must be unique",
+        ),
+        ({"tests": [{"output": ""}, {"name": "1", "output": ""}]}, "test names must be unique"),
+        ({"tests": [{"output": ""}], "checker": {"type": "program"}}, "needs `run`"),
+        ({"tests": [{"output": ""}], "checker": {"type": "lines", "run": "x"}}, "program checker only"),
+        ({"checker": "exact"}, "need `tests`"),
+    ],
+)
+def test_schema_refuses_judge_mistakes(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message.replace("`", ".")):
+        submission(data)
+
+
+def test_schema_defaults() -> None:
+    spec = submission({"tests": [{"output": ""}]}).checker_spec()
+    assert (spec.type, spec.abs_tol, spec.rel_tol) == (CheckerKind.LINES, 1e-6, 1e-6)
