@@ -102,6 +102,13 @@ class DockerConfig(_Strict):
     bind_host_usr: bool = Field(
         default=False, description="mount the host's /usr read-only (for host-built toolchains)"
     )
+    url: str | None = Field(
+        default=None,
+        description="the local engine's socket, unix://PATH (default: $DOCKER_HOST, else /var/run/docker.sock); "
+        "a remote engine cannot work: stages are accounted through this host's cgroups",
+    )
+    network: str = Field(default="bridge", description="the Docker network of stages that may use the network")
+    remove_timeout: Duration = Field(default=120.0, gt=0, description="per attempt at removing a container")
 
 
 class StatusPageConfig(_Strict):

@@ -1,0 +1,478 @@
+"""The Docker backend: one long-lived container per submission, an exec per stage.
+
+Stages mean the same as with bubblewrap (`runner/bwrap.py`): the same statuses from
+`stage.classify`, the same `LimitWatch` for wall time, CPU of all processes and cancellation, the
+same byte cap on output, stdin and the stage's files in the slot's `io` directory (read-only at
+/run/cutor), /work the slot's writable directory, Nix store paths read-only at their own paths.
+
+The container (created lazily, at a submission's first stage that needs it):
+
+- `init=True` (docker-init, i.e. tini, is pid 1: pid 1 ignores default-action signals such as
+  SIGXCPU, and orphans need a reaper) whose only child is the *keeper*, `cutor-launch pause`;
+- the slot's uid and gid (never root), all capabilities dropped, no-new-privileges, read-only
+  root, a size-capped tmpfs /tmp and /dev/shm, no network (`network_mode="none"`) unless the
+  stage may use it, logging off (json-file cannot keep up with a flood: output comes through the
+  exec's attach stream, cut at the stage's cap), pids and memory (+ swap) limits that each stage
+  then narrows through the container's host cgroup (`docker_cgroup.py`);
+- the host's prepared /etc/passwd and /etc/group (the slot users, as with bubblewrap), and for
+  stages without network an /etc/hosts and an empty /etc/resolv.conf;
+- the static `cutor-launch` (`docker_launch.py`), through which every exec sets its rlimits and
+  stdin.
+
+A checker (`workdir="aux"`) never shares a container with the submission's own stages: it would
+run among processes and files the submission could have planted. Containers are keyed by
+(workdir, network, Nix store paths), since mounts cannot change once a container exists; within
+one submission that is one container for its stages and one for a checker. Between stages every
+process but docker-init and the keeper is killed, so nothing of one stage runs on in the next;
+files in /work and /tmp stay (like /work with bubblewrap). A stage that kills the keeper (`kill -9
+-1` reaches it: it runs as the same uid) takes the container down with it; the next stage gets a
+new one. All of a submission's containers are removed when its sandbox closes (the engine has
+been seen to time out removing a container after a flood: removal is retried, with a long timeout);
+containers left by a dead worker are removed by `sweep` and when their slot is next opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import LogConfig, Mount, Ulimit
+
+from cutor_spool.atomic import write_bytes
+from cutor_spool.config import SpoolConfig
+from cutor_spool.errors import SandboxError
+from cutor_spool.runner.bwrap import BASE_ENV
+from cutor_spool.runner.capture import Capture
+from cutor_spool.runner.docker_cgroup import ContainerCgroup, Process, cgroup_of
+from cutor_spool.runner.docker_exec import ExecWatch
+from cutor_spool.runner.docker_launch import LAUNCH_FAILED, MOUNT_POINT, STDIN_NAME, build_launcher, launch_argv
+from cutor_spool.runner.docker_stream import start_exec
+from cutor_spool.runner.slots import Slot, SlotPool
+from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus, classify, internal_error
+from cutor_spool.runner.supervise import LimitWatch
+
+log = logging.getLogger(__name__)
+
+NAME = "docker"
+OVERHEAD_PROCESSES = 2  # docker-init and the keeper count in every container's pids
+LABEL = "cutor-spool"
+API_TIMEOUT = 60.0
+REMOVE_ATTEMPTS = 3
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+# What a sandbox stage may fail with that is the system's fault, not the submission's.
+FAILURES = (docker.errors.DockerException, OSError, SandboxError)
+
+
+def engine_socket(url: str | None) -> str:
+    """The engine's unix socket path. A remote engine is refused: stages are limited and
+    accounted through the containers' cgroups, which must be on this host."""
+    url = url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+    if not url.startswith("unix://"):
+        raise SandboxError(f"the Docker backend needs this host's engine through its unix socket, not {url}")
+    return url.removeprefix("unix://")
+
+
+@dataclass(frozen=True)
+class ContainerKey:
+    workdir: str  # "work" (the submission's stages) or "aux" (a checker's)
+    network: bool
+    ro_binds: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything about containers that does not change between submissions."""
+
+    image: str
+    launcher: Path
+    etc: Path  # passwd, group, hosts, resolv.conf
+    tmp_size: int
+    network: str
+    extra_ro: tuple[str, ...]
+    bind_host_usr: bool
+    maximum_memory: int
+    maximum_processes: int
+    ulimits: tuple[tuple[str, int], ...]  # the ceilings a stage's launcher lowers its rlimits from
+
+
+def mounts(layout: Layout, slot: Slot, key: ContainerKey) -> list[Mount]:
+    """The container's mounts. Pure."""
+    out = [
+        Mount("/work", str(slot.writable(key.workdir)), type="bind"),
+        Mount("/run/cutor", str(slot.io), type="bind", read_only=True),
+        Mount(MOUNT_POINT, str(layout.launcher), type="bind", read_only=True),
+        Mount("/etc/passwd", str(layout.etc / "passwd"), type="bind", read_only=True),
+        Mount("/etc/group", str(layout.etc / "group"), type="bind", read_only=True),
+    ]
+    if not key.network:  # otherwise the engine's own, for its network
+        out.append(Mount("/etc/hosts", str(layout.etc / "hosts"), type="bind", read_only=True))
+        out.append(Mount("/etc/resolv.conf", str(layout.etc / "resolv.conf"), type="bind", read_only=True))
+    if layout.bind_host_usr:
+        out.append(Mount("/usr", "/usr", type="bind", read_only=True))
+    for path in dict.fromkeys((*layout.extra_ro, *key.ro_binds)):
+        out.append(Mount(path, path, type="bind", read_only=True))
+    return out
+
+
+def host_config(layout: Layout, slot: Slot, key: ContainerKey) -> dict[str, Any]:
+    """Arguments of `create_host_config`. Pure."""
+    tmpfs = f"rw,exec,nosuid,nodev,size={layout.tmp_size},mode=1777"
+    return {
+        "init": True,
+        "network_mode": layout.network if key.network else "none",
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": layout.maximum_processes + OVERHEAD_PROCESSES,
+        "mem_limit": layout.maximum_memory,
+        "memswap_limit": layout.maximum_memory,
+        "tmpfs": {"/tmp": tmpfs},
+        "shm_size": layout.tmp_size,
+        "ipc_mode": "private",
+        "log_config": LogConfig(type="none"),
+        "mounts": mounts(layout, slot, key),
+        "ulimits": [Ulimit(name=name, soft=value, hard=value) for name, value in layout.ulimits],
+    }
+
+
+def write_etc(directory: Path, *, uid_base: int, slots: int) -> None:
+    """The slot users, as the bubblewrap backend's /etc has them; hosts and an empty resolv.conf
+    for stages without network."""
+    directory.mkdir(parents=True, exist_ok=True)
+    users = "".join(f"sandbox:x:{uid}:{uid}:sandbox:/work:/bin/sh\n" for uid in range(uid_base, uid_base + slots))
+    groups = "".join(f"sandbox:x:{uid}:\n" for uid in range(uid_base, uid_base + slots))
+    files = {
+        "passwd": "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+        + users
+        + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "group": "root:x:0:\n" + groups + "nogroup:x:65534:\n",
+        "hosts": "127.0.0.1 localhost sandbox\n::1 localhost\n",
+        "resolv.conf": "",
+    }
+    for name, text in files.items():
+        path = directory / name
+        if not path.is_file() or path.read_text() != text:
+            write_bytes(path, text.encode())
+            path.chmod(0o644)
+
+
+class DockerBackend:
+    name = NAME
+
+    def __init__(self, config: SpoolConfig, state_dir: Path) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.socket = engine_socket(config.docker.url)
+        try:
+            probe = docker.APIClient(base_url=f"unix://{self.socket}", version="auto", timeout=API_TIMEOUT)
+        except FAILURES as exc:
+            raise SandboxError(f"cannot reach the Docker engine at {self.socket} (is dockerd running?): {exc}") from exc
+        self.api_version: str = probe.api_version
+        try:
+            probe.inspect_image(config.docker.image)
+        except docker.errors.ImageNotFound as exc:
+            image = config.docker.image
+            raise SandboxError(
+                f"the Docker image {image} (spool.yaml docker.image) is not on this host: load it"
+            ) from exc
+        except FAILURES as exc:
+            raise SandboxError(f"the Docker engine at {self.socket} failed: {exc}") from exc
+        finally:
+            probe.close()
+        own = state_dir / "docker"
+        box, maximum = config.sandbox, config.limits.resolved_maximum()
+        write_etc(own / "etc", uid_base=box.uid_base, slots=box.slots)
+        for path in box.ro_binds:
+            if not Path(path).exists():
+                raise SandboxError(f"sandbox.ro_binds: {path} does not exist on this host")
+        self.layout = Layout(
+            image=config.docker.image,
+            launcher=build_launcher(own),
+            etc=own / "etc",
+            tmp_size=box.tmp_size,
+            network=config.docker.network,
+            extra_ro=tuple(box.ro_binds),
+            bind_host_usr=config.docker.bind_host_usr,
+            maximum_memory=maximum.memory,
+            maximum_processes=maximum.processes,
+            ulimits=(
+                ("nofile", maximum.open_files),
+                ("fsize", maximum.file_size),
+                ("stack", maximum.stack),
+                ("core", 0),
+                # per uid, across all of the slot's containers (each adds its init and keeper)
+                ("nproc", maximum.processes + 8 * OVERHEAD_PROCESSES),
+            ),
+        )
+        self._lock = threading.Lock()
+        self._open: set[DockerSandbox] = set()
+
+    def client(self, timeout: float = API_TIMEOUT) -> docker.APIClient:
+        return docker.APIClient(base_url=f"unix://{self.socket}", version=self.api_version, timeout=timeout)
+
+    def labels(self, slot: Slot | None = None) -> dict[str, str]:
+        labels = {f"{LABEL}.state-dir": str(self.state_dir)}
+        if slot is not None:
+            labels[f"{LABEL}.slot"] = str(slot.uid)
+        return labels
+
+    def leftovers(self, api: docker.APIClient, uid: int | None = None) -> list[dict[str, Any]]:
+        wanted = [f"{key}={value}" for key, value in self.labels().items()]
+        if uid is not None:
+            wanted.append(f"{LABEL}.slot={uid}")
+        found: list[dict[str, Any]] = api.containers(all=True, filters={"label": wanted})
+        return found
+
+    def open(self, slot: Slot, label: str) -> DockerSandbox:
+        sandbox = DockerSandbox(self, slot, label)
+        try:
+            for stale in self.leftovers(sandbox.api, slot.uid):  # a dead worker's, for this slot
+                log.warning("%s: removing container %s left by a dead worker", label, stale["Id"][:12])
+                sandbox.remove(stale["Id"])
+        except FAILURES as exc:
+            sandbox.api.close()
+            raise SandboxError(f"the Docker engine failed: {exc}") from exc
+        with self._lock:
+            self._open.add(sandbox)
+        return sandbox
+
+    def forget(self, sandbox: DockerSandbox) -> None:
+        with self._lock:
+            self._open.discard(sandbox)
+
+    def sweep(self, pool: SlotPool) -> int:
+        """Removes containers of this state directory whose slot nobody holds (their worker
+        died). Returns how many."""
+        swept = 0
+        api = self.client(self.config.docker.remove_timeout)
+        try:
+            for found in self.leftovers(api):
+                uid = found.get("Labels", {}).get(f"{LABEL}.slot", "")
+                if not uid.isdigit():
+                    continue
+                with pool.idle(int(uid)) as free:
+                    if free:
+                        log.warning("removing container %s left by a dead worker", found["Id"][:12])
+                        api.remove_container(found["Id"], force=True)
+                        swept += 1
+        except FAILURES as exc:
+            log.error("sweeping Docker containers failed: %s", exc)
+        finally:
+            api.close()
+        return swept
+
+    def close(self) -> None:
+        with self._lock:
+            still = list(self._open)
+        for sandbox in still:
+            sandbox.close()
+
+
+@dataclass
+class Container:
+    id: str
+    cgroup: ContainerCgroup
+
+
+@dataclass(eq=False)
+class DockerSandbox:
+    backend: DockerBackend
+    slot: Slot
+    label: str
+    stages: int = 0
+    containers: dict[ContainerKey, Container] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.api = self.backend.client()
+
+    @property
+    def workdir(self) -> Path:
+        return self.slot.work
+
+    # -- containers --------------------------------------------------------------------------
+    def _container(self, key: ContainerKey) -> Container:
+        box = self.containers.get(key)
+        if box is not None:
+            if box.cgroup.intact():
+                return box
+            log.warning("%s: container %s died (its keeper was killed); starting another", self.label, box.id[:12])
+            del self.containers[key]
+            self.remove(box.id)
+        for path in key.ro_binds:
+            if not Path(path).exists():
+                raise SandboxError(f"{path} (a store path of the environment) does not exist on this host")
+        layout, slot = self.backend.layout, self.slot
+        name = f"cutor-{slot.uid}-{key.workdir}-{secrets.token_hex(4)}"
+        created = self.api.create_container(
+            layout.image,
+            command=[MOUNT_POINT, "pause"],
+            user=f"{slot.uid}:{slot.gid}",
+            working_dir="/work",
+            hostname="sandbox",
+            environment=dict(BASE_ENV),
+            labels={**self.backend.labels(slot), f"{LABEL}.submission": self.label[:200]},
+            name=name,
+            host_config=self.api.create_host_config(**host_config(layout, slot, key)),
+        )
+        container_id = str(created["Id"])
+        try:
+            self.api.start(container_id)
+            init_pid = int(self.api.inspect_container(container_id)["State"]["Pid"])
+            cgroup = cgroup_of(init_pid, container_id[:12])
+            spares = (_process(init_pid), self._keeper(cgroup, init_pid))
+        except BaseException:
+            self.remove(container_id)
+            raise
+        for spare in spares:  # the OOM killer must take the stage's processes, never these two
+            try:
+                with open(f"/proc/{spare.pid}/oom_score_adj", "w", encoding="ascii") as fh:
+                    fh.write("-1000")
+            except OSError:
+                pass
+        box = Container(container_id, ContainerCgroup(cgroup, spares))
+        self.containers[key] = box
+        log.info("%s: container %s (%s) started", self.label, container_id[:12], key.workdir)
+        return box
+
+    @staticmethod
+    def _keeper(cgroup: Any, init_pid: int) -> Process:
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            for pid in cgroup.pids():
+                process = Process.of(pid)
+                if pid != init_pid and process is not None and process.parent() == init_pid:
+                    return process
+            time.sleep(0.002)
+        raise SandboxError("the container's keeper did not start")
+
+    def remove(self, container_id: str) -> None:
+        """Removes a container (killing what runs in it), retried with a long timeout: the
+        engine has been seen to time out after a flood. A failure is logged, not raised: the
+        slot's release kills the processes, and the container is removed when the slot is next
+        opened or swept."""
+        api = self.backend.client(self.backend.config.docker.remove_timeout)
+        try:
+            for attempt in range(1, REMOVE_ATTEMPTS + 1):
+                try:
+                    api.remove_container(container_id, force=True)
+                    return
+                except docker.errors.NotFound:
+                    return
+                except FAILURES as exc:
+                    log.warning(
+                        "%s: removing container %s, attempt %d: %s", self.label, container_id[:12], attempt, exc
+                    )
+                    time.sleep(0.5 * attempt)
+            log.error("%s: container %s could not be removed; it will be swept", self.label, container_id[:12])
+        finally:
+            api.close()
+
+    def close(self) -> None:
+        try:
+            for box in self.containers.values():
+                self.remove(box.id)
+            self.containers.clear()
+        finally:
+            self.api.close()
+            self.backend.forget(self)
+
+    # -- stages ------------------------------------------------------------------------------
+    def run(self, spec: StageSpec, cancel: threading.Event | None = None) -> StageOutput:
+        self.stages += 1
+        slot = self.slot
+        slot.reset_io()
+        for name, data in spec.files.items():
+            (slot.io / name).write_bytes(data)
+        (slot.io / STDIN_NAME).write_bytes(spec.stdin)
+        try:
+            box = self._container(ContainerKey(spec.workdir, spec.network, tuple(spec.ro_binds)))
+            return self._run(box, spec, cancel)
+        except FAILURES as exc:
+            log.exception("%s: stage %s failed to run", self.label, spec.name)
+            return internal_error(spec, f"sandbox failure: {exc}", NAME)
+
+    def _run(self, box: Container, spec: StageSpec, cancel: threading.Event | None) -> StageOutput:
+        slot, limits = self.slot, spec.limits
+        start = box.cgroup.start_stage(memory=limits.memory, pids=limits.processes + OVERHEAD_PROCESSES)
+        nproc = limits.processes + OVERHEAD_PROCESSES * len(self.containers)
+        exec_id = str(
+            self.api.exec_create(
+                box.id,
+                launch_argv(limits, nproc, spec.sandbox_command()),
+                user=f"{slot.uid}:{slot.gid}",
+                environment={**BASE_ENV, **spec.env},
+                workdir="/work",
+            )["Id"]
+        )
+        started = time.monotonic()
+        sock, early = start_exec(self.backend.socket, self.backend.api_version, exec_id, API_TIMEOUT)
+        watch = LimitWatch(limits, box.cgroup.cgroup, cancel, started, cpu_offset=start.cpu)
+        capture = Capture(limits.output)
+        execution = ExecWatch(self.api, exec_id, box.cgroup, watch, capture)
+        try:
+            execution.run(sock, early)
+        finally:
+            sock.close()
+        returncode = execution.exit_code()
+        wall = (execution.ended or time.monotonic()) - started
+        if execution.container_lost or not box.cgroup.intact():
+            cpu, peak, ooms = execution.cpu_seen, 0, 0
+            lost = True
+        else:
+            cg = box.cgroup.cgroup
+            cpu, ooms = cg.cpu_seconds() - start.cpu, cg.oom_kills() - start.oom_kills
+            peak = max(0, box.cgroup.peak() - start.usage)
+            lost = False
+        launch_error = returncode == LAUNCH_FAILED and capture.stderr.startswith(b"cutor-launch:")
+        started_ok = not execution.engine and not launch_error
+        status, exit_code, sig = classify(
+            started=started_ok,
+            killed_for=execution.killed_for,
+            returncode=returncode,
+            oom_kills=ooms,
+            cpu_time=cpu,
+            limits=limits,
+        )
+        message = None
+        if not started_ok:
+            why = (execution.engine or capture.stderr).decode("utf-8", "replace").strip()[-2000:]
+            message = f"the stage did not start: {why}"
+            log.error("%s: %s", self.label, message)
+        elif execution.killed_for == "cancel":
+            message = "stopped: the worker lost its lease or is shutting down"
+        elif lost:
+            message = "the stage killed its container's keeper; the container ended with it"
+        elif status == StageStatus.SIGNALED and sig == 25:
+            message = "file size limit exceeded (SIGXFSZ)"
+        return StageOutput(
+            stage=spec.name,
+            status=status,
+            exit_code=exit_code,
+            signal=sig,
+            stdout=bytes(capture.stdout),
+            stderr=bytes(capture.stderr),
+            output=bytes(capture.interleaved),
+            stdout_truncated=capture.stdout_truncated,
+            stderr_truncated=capture.stderr_truncated,
+            cpu_time=cpu,
+            wall_time=wall,
+            memory=peak,
+            limits=limits,
+            message=message,
+            backend=NAME,
+        )
+
+
+def _process(pid: int) -> Process:
+    process = Process.of(pid)
+    if process is None:
+        raise SandboxError(f"the container's init (pid {pid}) is gone")
+    return process

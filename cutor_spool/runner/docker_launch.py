@@ -1,0 +1,149 @@
+"""The launcher every Docker exec goes through: per-stage rlimits and stdin, then the job.
+
+Docker sets rlimits per container, not per exec, and an exec's stdin through the API is a stream
+whose end-of-file must be signalled by half-closing the hijacked connection. Stages need both per
+exec, whatever is in the image (which may have no `prlimit`, or no shell at all). So a tiny static
+program is bind-mounted read-only into every container:
+
+    cutor-launch [cpu=S:H] [fsize=N] [nofile=N] [stack=N] [core=N] [nproc=N] [stdin=PATH] -- argv...
+    cutor-launch pause
+
+It sets the limits (soft:hard, or one value for both), opens `stdin` as fd 0, and execs the job;
+`pause` sleeps forever and is the container's keeper, the child of docker-init that keeps the
+container alive between stages. Its own failures exit with LAUNCH_FAILED and a `cutor-launch:`
+line on stderr, before any job code runs.
+
+It is compiled once per state directory with the host's C compiler (gcc and libc6-dev are runtime
+dependencies) and linked statically, so it runs in any image. Its source is here, in one place,
+next to the code that builds its argv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from cutor_spool.errors import SandboxError
+from cutor_spool.limits import Limits
+
+LAUNCH_FAILED = 125
+MOUNT_POINT = "/run/cutor-launch"  # where it is bound in containers (a file)
+STDIN_NAME = ".stdin"  # in the slot's io directory: /run/cutor/.stdin inside
+
+SOURCE = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+static int fail(const char *what, const char *arg, int err) {
+    fprintf(stderr, "cutor-launch: %s %s: %s\n", what, arg, err ? strerror(err) : "invalid");
+    return 125;
+}
+
+static int resource(const char *name) {
+    static const struct { const char *name; int resource; } table[] = {
+        {"cpu", RLIMIT_CPU}, {"fsize", RLIMIT_FSIZE}, {"nofile", RLIMIT_NOFILE},
+        {"stack", RLIMIT_STACK}, {"core", RLIMIT_CORE}, {"nproc", RLIMIT_NPROC},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (strcmp(name, table[i].name) == 0) return table[i].resource;
+    return -1;
+}
+
+static int number(const char *text, rlim_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno || end == text || (*end && *end != ':')) return -1;
+    *out = (rlim_t)value;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "pause") == 0) {
+        for (;;) pause();
+    }
+    int i = 1;
+    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        char *eq = strchr(argv[i], '=');
+        if (!eq) return fail("bad option", argv[i], 0);
+        *eq = 0;
+        const char *value = eq + 1;
+        if (strcmp(argv[i], "stdin") == 0) {
+            int fd = open(value, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) return fail("open", value, errno);
+            if (dup2(fd, 0) < 0) return fail("dup2", value, errno);
+            close(fd);
+            continue;
+        }
+        int res = resource(argv[i]);
+        struct rlimit limit;
+        const char *colon = strchr(value, ':');
+        if (res < 0 || number(value, &limit.rlim_cur) || number(colon ? colon + 1 : value, &limit.rlim_max))
+            return fail("bad limit", argv[i], 0);
+        if (setrlimit(res, &limit) != 0) return fail("setrlimit", argv[i], errno);
+    }
+    if (i + 1 >= argc) return fail("usage", "[LIMIT=N]... -- COMMAND", 0);
+    execvp(argv[i + 1], &argv[i + 1]);
+    int err = errno;
+    fprintf(stderr, "%s: %s\n", argv[i + 1], strerror(err));
+    return err == ENOENT ? 127 : 126;  /* a shell's codes: a missing command is the job's error */
+}
+"""
+
+
+def launch_argv(limits: Limits, nproc: int, command: tuple[str, ...]) -> list[str]:
+    """The exec's argv: limits as bwrap's `prlimit` sets them, stdin from the io directory. Pure."""
+    cpu_soft = max(1, int(limits.cpu_time + 0.999))
+    return [
+        MOUNT_POINT,
+        f"cpu={cpu_soft}:{cpu_soft + 1}",
+        f"fsize={limits.file_size}",
+        f"nofile={limits.open_files}",
+        f"stack={limits.stack}",
+        "core=0",
+        f"nproc={nproc}",
+        f"stdin=/run/cutor/{STDIN_NAME}",
+        "--",
+        *command,
+    ]
+
+
+def build_launcher(directory: Path) -> Path:
+    """The static launcher for this source, compiled once (concurrent workers race harmlessly:
+    each compiles to a private name and renames into place)."""
+    digest = hashlib.sha256(SOURCE.encode()).hexdigest()[:16]
+    target = directory / f"cutor-launch-{digest}"
+    if target.is_file():
+        return target
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SandboxError("the Docker backend needs a C compiler to build its launcher (apt install gcc libc6-dev)")
+    directory.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    source, output = directory / f".launch-{token}.c", directory / f".launch-{token}"
+    source.write_text(SOURCE)
+    try:
+        done = subprocess.run(
+            [compiler, "-static", "-Os", "-s", "-o", str(output), str(source)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SandboxError(f"cannot build the Docker launcher (a static libc is needed): {done.stderr.strip()}")
+        output.chmod(0o755)
+        os.rename(output, target)
+    finally:
+        source.unlink(missing_ok=True)
+        output.unlink(missing_ok=True)
+    return target
