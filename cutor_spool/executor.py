@@ -80,6 +80,10 @@ class Executor:
         box = self.config.sandbox
         slots = SlotPool(uid_base=box.uid_base, count=box.slots, work_size=box.work_size, state_dir=self.state_dir)
         self.backend = make_backend(self.backend_name, self.config, self.state_dir)
+        if self.environments is None and self.config.nix.nixpkgs:
+            from cutor_spool.builder.environments import NixEnvironments
+
+            self.environments = NixEnvironments(self.paths, self.config, poll=self.poll)
         self.pipeline = Pipeline(self.config, self.backend, slots, environments=self.environments, judge=self.judge)
         backend = self.backend
         backend.sweep(slots)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from cutor_spool import __version__
-from cutor_spool.cli import client, web, workers
+from cutor_spool.cli import client, nix, web, workers
 from cutor_spool.errors import ConfigError, CutorError
 
 
@@ -56,7 +56,7 @@ def cli(ctx: click.Context, spool: Path, verbose: int, quiet: bool) -> None:
 
 
 # Each area keeps its commands in its own module, listed in `commands`; add a module here.
-COMMAND_MODULES = (client, workers, web)
+COMMAND_MODULES = (client, workers, web, nix)
 for module in COMMAND_MODULES:
     for command in module.commands:
         cli.add_command(command)

@@ -1,0 +1,325 @@
+"""One build: evaluate the request (restricted), build it, print its env script, measure it.
+
+    1. `nix eval` of the driver's `info` under `restrict-eval`: the derivation and its packages.
+       A missing attribute, a Nix file that reads a host file, a syntax error: Nix's error, and
+       the build *fails* (an outcome, cached like a success: the same key fails the same way).
+    2. `nix print-dev-env --profile <gcroots>/cutor-spool/<key> <drv>`: builds the packages with
+       Nix's sandbox and build users, prints the environment as a bash script, and roots it.
+    3. `nix path-info --recursive`: the closure with its sizes (what an executor must mount).
+    4. `nix copy --to file://<spool>/builds/cache` (signed), for executors with another store.
+
+All steps share one cgroup (memory and pids limit), one deadline and one log budget: together
+they are the build's limits. Failures of the system itself (Nix missing, store unwritable, disk
+full) raise `BuildError` instead, and the worker retries them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from cutor_spool.builder import nixcmd, process
+from cutor_spool.builder.driver import DRIVER_NIX
+from cutor_spool.builder.keys import NIX_FILE_NAME, EnvRequest, short
+from cutor_spool.builder.nixcmd import NixSettings
+from cutor_spool.config import NixConfig
+from cutor_spool.errors import BuildError
+from cutor_spool.pipeline import Cancelled
+from cutor_spool.runner.cgroups import Cgroup, CgroupHost
+from cutor_spool.runner.stage import StageStatus
+
+log = logging.getLogger(__name__)
+
+CGROUP_PREFIX = "nixbuild-"
+# Lines of Nix's own errors that mean the machine, not the request, is at fault.
+SYSTEM_ERRORS = re.compile(
+    r"^error:.*(No space left on device|database is locked|Read-only file system|cannot connect to|"
+    r"opening lock file|SQLite|getting status of '/nix/var|Too many open files)",
+    re.MULTILINE,
+)
+BASH_IN_STORE = re.compile(r"^/nix/store/[0-9a-z]{32}-bash(-interactive)?-[0-9]")
+
+
+class BuildStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"  # Nix refused or could not build it: the submission's dependency failure
+    ERROR = "error"  # the system gave up on it after its attempts (not cached for new requests)
+
+
+@dataclass(frozen=True)
+class BuildLimits:
+    timeout: float
+    memory: int
+    log: int
+    processes: int
+
+    @classmethod
+    def from_config(cls, nix: NixConfig) -> BuildLimits:
+        return cls(nix.build_timeout, nix.build_memory, nix.build_log, nix.build_processes)
+
+    def to_json(self) -> dict[str, float | int]:
+        return {"wall_time": self.timeout, "memory": self.memory, "output": self.log, "processes": self.processes}
+
+
+@dataclass(frozen=True)
+class Package:
+    attr: str | None
+    name: str
+    pname: str
+    version: str
+    path: str
+    nar_size: int | None = None
+    closure_size: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attr": self.attr,
+            "name": self.name,
+            "pname": self.pname,
+            "version": self.version,
+            "path": self.path,
+            "nar_size": self.nar_size,
+            "closure_size": self.closure_size,
+        }
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    status: BuildStatus
+    stage_status: StageStatus
+    message: str
+    log: bytes
+    log_truncated: bool
+    wall_time: float
+    cpu_time: float
+    memory: int
+    exit_code: int | None = None
+    drv_path: str | None = None
+    env_path: str | None = None
+    shell: str = "/bin/bash"
+    packages: tuple[Package, ...] = ()
+    closure: tuple[tuple[str, int], ...] = ()
+    env_script: bytes | None = None
+    exported: bool = False
+    steps: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    @property
+    def closure_size(self) -> int:
+        return sum(size for _, size in self.closure)
+
+
+@dataclass(frozen=True)
+class CacheTarget:
+    """Where (and with which key) to export a built closure."""
+
+    directory: Path
+    secret_key: Path
+
+
+class _Steps:
+    """Runs the Nix commands of one build under its shared limits and collects its log."""
+
+    def __init__(self, limits: BuildLimits, cgroup: Cgroup | None, cancel: Cancelled, label: str) -> None:
+        self.limits, self.cgroup, self.cancel, self.label = limits, cgroup, cancel, label
+        self.deadline = time.monotonic() + limits.timeout
+        self.log = bytearray()
+        self.truncated = False
+        self.steps: list[dict[str, Any]] = []
+
+    def run(self, name: str, argv: list[str], env: dict[str, str]) -> process.Finished:
+        room = max(self.limits.log - len(self.log), 0)
+        done = process.run(
+            argv,
+            env=env,
+            deadline=self.deadline,
+            stderr_cap=room,
+            cancel=self.cancel.event,
+            cgroup=self.cgroup,
+            label=self.label,
+        )
+        self.log += done.stderr
+        self.truncated = self.truncated or done.stderr_truncated
+        self.steps.append({"step": name, "exit_code": done.returncode, "wall_time": round(done.wall, 3)})
+        self.cancel.check()  # a lost lease or a shutdown: the worker decides what happens
+        return done
+
+
+def _stage_status(done: process.Finished, cgroup: Cgroup | None) -> tuple[StageStatus, str]:
+    if cgroup is not None and cgroup.oom_kills() > 0:
+        return StageStatus.MEMORY_LIMIT, "the build went over its memory limit (nix.build_memory)"
+    if done.killed_for == "time":
+        return StageStatus.TIME_LIMIT, "the build took longer than its time limit (nix.build_timeout)"
+    if done.killed_for == "output" and done.stderr_truncated:
+        return StageStatus.OUTPUT_LIMIT, "the build's log went over its limit (nix.build_log)"
+    if done.killed_for == "output":
+        return StageStatus.OUTPUT_LIMIT, "Nix printed more than expected"
+    return StageStatus.RUNTIME_ERROR, done.error_text()
+
+
+def profile_target(profile: Path, settings: NixSettings) -> str:
+    """The store path a profile link points to (followed by hand: in a separate store the store
+    path itself is not where the file is)."""
+    link = profile
+    for _ in range(4):
+        target = Path(str(link.parent / link.readlink()))
+        if str(target).startswith("/nix/store/"):
+            return str(target)
+        link = target
+    raise BuildError(f"{profile}: does not lead into /nix/store")
+
+
+def find_shell(closure: list[str]) -> str:
+    """The bash to source the env script with: the closure's own, else the host's."""
+    found = sorted((p for p in closure if BASH_IN_STORE.match(p)), key=lambda p: "-bash-interactive-" not in p)
+    return f"{found[0]}/bin/bash" if found else "/bin/bash"
+
+
+def build_environment(
+    request: EnvRequest,
+    nix_text: bytes | None,
+    *,
+    key: str,
+    settings: NixSettings,
+    limits: BuildLimits,
+    workdir: Path,
+    cgroups: CgroupHost | None,
+    cancel: Cancelled,
+    cache: CacheTarget | None,
+) -> BuildReport:
+    label = short(key)
+    started = time.monotonic()
+    cgroup = None
+    if cgroups is not None:
+        cgroup = cgroups.create(f"{CGROUP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+        cgroup.set_limits(memory=limits.memory, pids=limits.processes)
+    steps = _Steps(limits, cgroup, cancel, label)
+    try:
+        return _build(request, nix_text, key, settings, workdir, steps, cache, started)
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
+
+
+def _build(
+    request: EnvRequest,
+    nix_text: bytes | None,
+    key: str,
+    settings: NixSettings,
+    workdir: Path,
+    steps: _Steps,
+    cache: CacheTarget | None,
+    started: float,
+) -> BuildReport:
+    driver_dir, request_dir = workdir / "driver", workdir / "request"
+    driver_dir.mkdir(parents=True)
+    request_dir.mkdir()
+    (driver_dir / "env.nix").write_text(DRIVER_NIX)
+    search: dict[str, Path] = {"cutor-driver": driver_dir, "cutor-request": request_dir}
+    args = {"system": request.system, "nixpkgsKind": request.nixpkgs.kind}
+    if request.nixpkgs.kind == "flake":
+        args["flake"] = request.nixpkgs.ref
+    else:
+        search["nixpkgs"] = Path(request.nixpkgs.ref)
+    if nix_text is not None:
+        (request_dir / NIX_FILE_NAME).write_bytes(nix_text)
+        args["nixFile"] = str(request_dir / NIX_FILE_NAME)
+        args["nixName"] = request.nix_name or NIX_FILE_NAME
+    else:
+        args["attrs"] = json.dumps(list(request.attrs))
+
+    def failed(done: process.Finished, prefix: str) -> BuildReport:
+        if SYSTEM_ERRORS.search(done.stderr.decode("utf-8", "replace")):
+            raise BuildError(f"{prefix}: {done.error_text(1000)}")
+        status, message = _stage_status(done, steps.cgroup)
+        return _report(steps, started, BuildStatus.FAILED, status, f"{prefix}: {message}", exit_code=done.returncode)
+
+    restricted = nixcmd.nix_env(settings, nixcmd.nix_config(settings, restricted=True), tmpdir=workdir)
+    argv = nixcmd.eval_argv(settings, driver_dir / "env.nix", search_path=search, args=args)
+    done = steps.run("evaluate", argv, restricted)
+    if not done.ok:
+        return failed(done, "evaluation failed")
+    try:
+        info = json.loads(done.stdout)
+        drv_path = str(info["drvPath"])
+        listed = [p for p in info["packages"] if isinstance(p, dict)]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BuildError(f"nix eval gave unexpected output: {exc}") from exc
+
+    settings.roots_dir.mkdir(parents=True, exist_ok=True)
+    profile = settings.roots_dir / key
+    plain = nixcmd.nix_env(settings, nixcmd.nix_config(settings), tmpdir=workdir)
+    done = steps.run("build", nixcmd.dev_env_argv(settings, drv_path, profile), plain)
+    if not done.ok:
+        return failed(done, "build failed")
+    env_script = done.stdout
+    env_path = profile_target(profile, settings)
+
+    done = steps.run("closure", nixcmd.path_info_argv(settings, env_path), plain)
+    if not done.ok:
+        raise BuildError(f"nix path-info {env_path}: {done.error_text(1000)}")
+    try:
+        infos = {str(p["path"]): p for p in json.loads(done.stdout)}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BuildError(f"nix path-info gave unexpected output: {exc}") from exc
+    closure = tuple(sorted((path, int(p.get("narSize") or 0)) for path, p in infos.items()))
+    packages = tuple(
+        Package(
+            attr=p.get("attr"),
+            name=str(p.get("name") or ""),
+            pname=str(p.get("pname") or ""),
+            version=str(p.get("version") or ""),
+            path=str(p.get("path")),
+            nar_size=infos.get(str(p.get("path")), {}).get("narSize"),
+            closure_size=infos.get(str(p.get("path")), {}).get("closureSize"),
+        )
+        for p in listed
+    )
+
+    exported = False
+    if cache is not None:
+        argv = nixcmd.copy_to_cache_argv(settings, cache.directory, cache.secret_key, env_path)
+        done = steps.run("export", argv, plain)
+        if not done.ok:
+            raise BuildError(f"cannot export {env_path} to the spool's binary cache: {done.error_text(1000)}")
+        exported = True
+    return _report(
+        steps,
+        started,
+        BuildStatus.OK,
+        StageStatus.OK,
+        "built",
+        exit_code=0,
+        drv_path=drv_path,
+        env_path=env_path,
+        shell=find_shell([path for path, _ in closure]),
+        packages=packages,
+        closure=closure,
+        env_script=env_script,
+        exported=exported,
+    )
+
+
+def _report(
+    steps: _Steps, started: float, status: BuildStatus, stage_status: StageStatus, message: str, **fields: Any
+) -> BuildReport:
+    cgroup = steps.cgroup
+    return BuildReport(
+        status=status,
+        stage_status=stage_status,
+        message=message,
+        log=bytes(steps.log),
+        log_truncated=steps.truncated,
+        wall_time=time.monotonic() - started,
+        cpu_time=cgroup.cpu_seconds() if cgroup is not None else 0.0,
+        memory=cgroup.memory_peak() if cgroup is not None else 0,
+        steps=tuple(steps.steps),
+        **fields,
+    )

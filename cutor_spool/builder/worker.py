@@ -1,0 +1,361 @@
+"""`cutor-spool builder`: claims `builds/incoming/<key>` with the same claim/lease/commit/reap code
+as submissions, builds the environment, and publishes `builds/done/<key>`.
+
+The loop is the executor's: take a candidate, claim it, process, commit. `_process` is where the
+builder's system failures (`BuildError`: Nix broken, store unwritable, cache unwritable) become
+"hand back and retry", and past `max_attempts` a result with status `error`. A request that is
+already built or being built (a request that slipped in after the commit) is discarded: many
+executors asking for one key cause one build. A request whose content does not hash to its
+entry's name is set aside as `<key>.rejected-<token>`, never published under that key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from cutor_spool.atomic import write_bytes, write_json
+from cutor_spool.builder import cache
+from cutor_spool.builder.build import (
+    CGROUP_PREFIX,
+    BuildLimits,
+    BuildReport,
+    BuildStatus,
+    CacheTarget,
+    build_environment,
+)
+from cutor_spool.builder.keys import EnvRequest, short
+from cutor_spool.builder.nixcmd import NixSettings, host_system
+from cutor_spool.builder.nixpkgs import PinResolver
+from cutor_spool.builder.requests import ENV_SCRIPT_NAME, LOG_NAME, RESULT_NAME, USES_NAME, request_of
+from cutor_spool.config import SpoolConfig, load_config
+from cutor_spool.errors import BuildError, LeaseLost, SandboxError, Shutdown, SystemFailure
+from cutor_spool.runner.cgroups import CgroupHost
+from cutor_spool.runner.slots import DEFAULT_STATE_DIR
+from cutor_spool.runner.stage import StageStatus
+from cutor_spool.watcher.finder import Finder
+from cutor_spool.watcher.notify import needs_polling
+from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity, iso
+from cutor_spool.watcher.readiness import seconds_until_ready
+from cutor_spool.worker import Active, Maintenance, Signals, spool_paths
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = "attempts.jsonl"
+
+
+class Builder:
+    def __init__(
+        self,
+        spool: Path,
+        *,
+        concurrency: int = 1,
+        poll: bool | None = None,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        store_root: Path | None = None,
+        signing_key: Path = cache.DEFAULT_SIGNING_KEY,
+        host: str | None = None,
+        grace: float = 30.0,
+        config: SpoolConfig | None = None,
+    ) -> None:
+        self.paths = spool_paths(spool)
+        self.config = config or load_config(spool)
+        self.identity = WorkerIdentity.make("builder", host)
+        self.concurrency = concurrency
+        self.poll = needs_polling(spool) if poll is None else poll
+        self.work_root = state_dir / "builds"
+        self.settings = NixSettings.from_config(self.config.nix, self.paths.root, store_root=store_root)
+        self.limits = BuildLimits.from_config(self.config.nix)
+        self.signing_key = signing_key
+        self.grace = grace
+        self.system = self.config.nix.system or host_system()
+        self.resolver = PinResolver(self.config.nix.nixpkgs, self.paths.root, self.settings, ttl=0.0)
+        self.queue = SpoolQueue(self.paths.builds, self.identity, log_name=ATTEMPTS)
+        self.finder = Finder(
+            self.queue, poll=self.poll, interval=self.config.poll_interval if self.poll else self.config.rescan
+        )
+        self.signals = Signals()
+        self.maintenance = Maintenance(
+            self.paths,
+            self.config,
+            self.identity,
+            "builder",
+            [self.queue, SpoolQueue(self.paths.submissions, self.identity, log_name="result/attempts.jsonl")],
+            {
+                "concurrency": concurrency,
+                "poll": self.poll,
+                "store": str(store_root or "/nix/store"),
+                "nix": {"system": self.system, "sandbox": self.settings.sandbox},
+            },
+        )
+        self.cgroups: CgroupHost | None = None
+        self.cache: CacheTarget | None = None
+        self.built = 0
+
+    # -- life cycle --------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.resolver.pin()  # a wrong nixpkgs is the operator's to fix: fail at start, not per build
+        self.work_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.cgroups = CgroupHost.detect()
+        except (SandboxError, OSError) as exc:
+            raise BuildError(f"builds need cgroups for their memory and pids limits: {exc}") from exc
+        self._sweep_cgroups()
+        if self.config.nix.binary_cache:
+            public = cache.ensure_signing_key(self.signing_key, self.settings, self.identity.host)
+            cache.publish_public_key(self.paths, public)
+            directory = cache.cache_dir(self.paths)
+            directory.mkdir(parents=True, exist_ok=True)
+            self.cache = CacheTarget(directory, self.signing_key)
+            log.info("builder: exporting to %s, signed as %s", directory, public.partition(":")[0])
+        self.maintenance.periodic.append(self._sweep_cgroups)
+
+    def _sweep_cgroups(self) -> None:
+        """Removes build cgroups of builder processes on this host that died (with their Nix)."""
+        assert self.cgroups is not None
+        for cgroup in self.cgroups.existing(CGROUP_PREFIX):
+            pid = cgroup.name[len(CGROUP_PREFIX) :].partition("-")[0]
+            if pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid))):
+                continue
+            log.warning("removing build cgroup %s of a builder that died", cgroup.name)
+            try:
+                cgroup.remove()
+            except SandboxError as exc:
+                log.error("cannot remove cgroup %s: %s", cgroup.name, exc)
+
+    def run(self, *, install_signals: bool = True) -> None:
+        if install_signals:
+            self.signals.install()
+        if self.cgroups is None:
+            self.setup()
+        log.info(
+            "builder %s: spool %s, %d at once, nixpkgs %s, system %s, store %s",
+            self.identity.worker_id,
+            self.paths.root,
+            self.concurrency,
+            self.config.nix.nixpkgs,
+            self.system,
+            self.settings.store_root or "/nix/store",
+        )
+        self.maintenance.start()
+        self.finder.start()
+        threads = [
+            threading.Thread(target=self._work_loop, name=f"builder-{i}", daemon=True) for i in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        self.signals.stopping.wait()
+        self.finder.stop()
+        deadline = time.monotonic() + self.grace
+        while any(t.is_alive() for t in threads):
+            if self.signals.hurry.is_set() or time.monotonic() > deadline:
+                with self.maintenance.lock:
+                    for active in self.maintenance.active.values():
+                        active.cancel.set("shutdown")
+            for thread in threads:
+                thread.join(timeout=0.1)
+        self.maintenance.shutdown()
+        log.info("builder %s stopped", self.identity.worker_id)
+
+    def stop(self) -> None:
+        self.signals.stopping.set()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _work_loop(self) -> None:
+        while not self.signals.stopping.is_set():
+            name = self.finder.take(timeout=0.5)
+            if name is None or self.signals.stopping.is_set():
+                continue
+            try:
+                wait = seconds_until_ready(self.finder.incoming / name, self.maintenance.clock.now, self.config.settle)
+            except FileNotFoundError:
+                continue
+            if wait > 0:
+                self.finder.defer(name, wait)
+                continue
+            try:
+                claim = self.queue.claim(name)
+            except SystemFailure as exc:
+                log.error("build %s: cannot claim: %s", name, exc)
+                self.finder.defer(name, 1.0)
+                continue
+            if claim is not None:
+                self._process(claim)
+
+    def _process(self, claim: Claim) -> None:
+        """The one place where the builder's system failures become "hand back, retry, error"."""
+        active = self.maintenance.track(claim)
+        label = short(claim.entry_id)
+        try:
+            self._handle(claim, active)
+        except LeaseLost as exc:
+            log.error("build %s: %s; its work is discarded", label, exc)
+        except Shutdown:
+            log.warning("build %s: handed back on shutdown", label)
+            claim.release("builder shutting down")
+        except SystemFailure as exc:
+            log.error("build %s: attempt %d failed: %s", label, claim.attempt, exc)
+            self._system_failure(claim, str(exc))
+        except Exception as exc:  # a bug must not take the builder down
+            log.exception("build %s: unexpected failure", label)
+            self._system_failure(claim, f"unexpected {type(exc).__name__}: {exc}")
+        finally:
+            self.maintenance.untrack(claim)
+
+    def _handle(self, claim: Claim, active: Active) -> None:
+        label = short(claim.entry_id)
+        if claim.original_name != claim.entry_id or self.queue.known_elsewhere(claim):
+            # Built already, or being built under another claim: this request adds nothing.
+            log.info("build %s: already built or building; request discarded", label)
+            self._discard(claim)
+            return
+        try:
+            request, nix_text = request_of(claim.path)
+        except (OSError, ValueError, ValidationError) as exc:
+            self._reject(claim, f"unreadable request: {exc}")
+            return
+        if request.key() != claim.entry_id:
+            self._reject(claim, f"its request hashes to {short(request.key())}, not to its name")
+            return
+        if claim.counted_attempts > self.config.max_attempts:
+            reason = f"gave up after {claim.counted_attempts - 1} attempt(s) that did not finish"
+            self._publish_error(claim, request, reason)
+            return
+        pin = self.resolver.pin()
+        if pin.identity != request.nixpkgs.identity or request.system != self.system:
+            mine = f"nixpkgs {pin.identity} on {self.system}"
+            theirs = f"nixpkgs {request.nixpkgs.identity} on {request.system}"
+            self._publish_error(claim, request, f"this builder has {mine}; the request asks for {theirs}")
+            return
+        workdir = self.work_root / f"{claim.entry_id}.{claim.token}"
+        log.info("build %s: building %s (attempt %d)", label, request.describe(), claim.attempt)
+        started_at = time.time()
+        try:
+            report = build_environment(
+                request,
+                nix_text,
+                key=claim.entry_id,
+                settings=self.settings,
+                limits=self.limits,
+                workdir=workdir,
+                cgroups=self.cgroups,
+                cancel=active.cancel,
+                cache=self.cache,
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        self._publish(claim, request, report, started_at)
+        self.built += 1
+        log.info(
+            "build %s: %s in %.2fs (%s)",
+            label,
+            report.status,
+            report.wall_time,
+            report.message if report.status != BuildStatus.OK else f"{len(report.closure)} paths",
+        )
+
+    # -- publishing --------------------------------------------------------------------------
+    def _base_record(self, claim: Claim, request: EnvRequest) -> dict[str, Any]:
+        return {
+            "key": claim.entry_id,
+            "system": request.system,
+            "nixpkgs": request.nixpkgs.ref,
+            "nixpkgs_identity": request.nixpkgs.identity,
+            "request": request.summary(),
+            "builder": self.identity.worker_id,
+            "host": self.identity.host,
+            "attempt": claim.attempt,
+            "limits": self.limits.to_json(),
+        }
+
+    def _publish(self, claim: Claim, request: EnvRequest, report: BuildReport, started_at: float) -> None:
+        entry = claim.path
+        record = {
+            **self._base_record(claim, request),
+            "status": str(report.status),
+            "stage_status": str(report.stage_status),
+            "message": report.message,
+            "packages": [p.to_json() for p in report.packages],
+            "env_path": report.env_path,
+            "drv_path": report.drv_path,
+            "shell": report.shell,
+            "env_script": ENV_SCRIPT_NAME if report.env_script is not None else None,
+            "closure_size": report.closure_size if report.closure else None,
+            "paths": [list(item) for item in report.closure],
+            "exported": report.exported,
+            "exit_code": report.exit_code,
+            "log": LOG_NAME,
+            "log_truncated": report.log_truncated,
+            "started_at": iso(started_at),
+            "built_at": iso(time.time()),
+            "build_time": round(report.wall_time, 3),
+            "cpu_time": round(report.cpu_time, 3),
+            "memory": report.memory,
+            "steps": list(report.steps),
+        }
+        write_bytes(entry / LOG_NAME, report.log)
+        if report.env_script is not None:
+            write_bytes(entry / ENV_SCRIPT_NAME, report.env_script)
+        self._commit(claim, record)
+
+    def _publish_error(self, claim: Claim, request: EnvRequest, reason: str) -> None:
+        log.error("build %s: %s", short(claim.entry_id), reason)
+        record = {
+            **self._base_record(claim, request),
+            "status": str(BuildStatus.ERROR),
+            "stage_status": str(StageStatus.INTERNAL_ERROR),
+            "message": reason,
+            "packages": [],
+            "paths": [],
+            "built_at": iso(time.time()),
+        }
+        self._commit(claim, record)
+
+    def _commit(self, claim: Claim, record: dict[str, Any]) -> None:
+        entry = claim.path
+        try:
+            (entry / USES_NAME).mkdir(exist_ok=True)
+        except FileNotFoundError as exc:
+            raise LeaseLost(f"build {short(claim.entry_id)}: claim is gone") from exc
+        write_json(entry / RESULT_NAME, record)
+        claim.commit()
+
+    def _discard(self, claim: Claim) -> None:
+        trash = self.paths.tmp / f".discarded-{claim.path.name}"
+        try:
+            os.rename(claim.path, trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _reject(self, claim: Claim, reason: str) -> None:
+        log.error("build %s: rejected: %s", short(claim.entry_id), reason)
+        write_json(claim.path / RESULT_NAME, {"key": claim.entry_id, "status": "rejected", "message": reason})
+        claim.commit(f"{claim.entry_id}.rejected-{claim.token}")
+
+    def _system_failure(self, claim: Claim, reason: str) -> None:
+        try:
+            if claim.counted_attempts >= self.config.max_attempts:
+                request, _ = request_of(claim.path)
+                self._publish_error(claim, request, f"attempt {claim.attempt}: {reason}")
+            elif not claim.release(reason):
+                log.error("build %s: could not hand back; the lease will expire", short(claim.entry_id))
+        except (LeaseLost, SystemFailure, OSError, ValueError) as exc:
+            log.error("build %s: cannot record the failure (%s); the lease will expire", short(claim.entry_id), exc)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
