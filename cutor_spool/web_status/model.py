@@ -130,7 +130,13 @@ def test_rows(status: dict[str, Any], docs: dict[str, dict[str, Any] | TooLarge 
         checker = mapping(data.get("checker"))
         verdict = text(data.get("verdict") or record.get("verdict") or (extra if isinstance(extra, str) else None), 40)
         message = text(
-            data.get("checker_message") or checker.get("message") or record.get("message") or data.get("message")
+            data.get("feedback")
+            or data.get("checker_message")
+            or checker.get("message")
+            or record.get("feedback")
+            or record.get("message")
+            or data.get("message"),
+            1000,
         )
         stdout = text(data.get("stdout"), 10**9) or ""
         shown = stdout[:TEST_DISPLAY_LIMIT]
@@ -278,6 +284,32 @@ def stage_names(found: list[str], status: dict[str, Any]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class SubtaskRow:
+    name: str
+    score: float | None
+    points: float | None
+    scoring: str | None
+    passed: bool | None
+
+
+def subtask_rows(status: dict[str, Any]) -> list[SubtaskRow]:
+    rows = []
+    for name, value in mapping(status.get("subtasks")).items():
+        item = mapping(value)
+        passed = item.get("passed")
+        rows.append(
+            SubtaskRow(
+                name=str(name),
+                score=number(item.get("score")),
+                points=number(item.get("points")),
+                scoring=text(item.get("scoring"), 40),
+                passed=passed if isinstance(passed, bool) else None,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
 class Detail:
     """One submission's page."""
 
@@ -287,6 +319,7 @@ class Detail:
     states: list[tuple[str, str]]
     stages: list[StageView]
     tests: list[TestRow]
+    subtasks: list[SubtaskRow]
     events: list[dict[str, Any]]
     errors: list[tuple[str, str]] = field(default_factory=list)
     extra: list[tuple[str, str]] = field(default_factory=list)
@@ -294,7 +327,7 @@ class Detail:
 
 _SHOWN_ELSEWHERE = frozenset(
     {"id", "state", "outcome", "states", "stages", "tests", "errors", "updated_at", "score", "max_score"}
-    | {"attempts", "worker", "host", "reason", "message"}
+    | {"attempts", "worker", "host", "reason", "message", "subtasks", "failed_subtasks", "tests_done", "tests_total"}
 )
 
 
@@ -320,13 +353,19 @@ def detail(
         for key, value in data.items()
         if key not in _SHOWN_ELSEWHERE and value is not None
     ]
+    summary = summarize(name, status, rows)
+    if summary["message"] is None:
+        # The final transition's message (a compiler's last lines, say) is kept in events.jsonl.
+        final = [e for e in events if e.get("event") == summary["state"] and text(e.get("message"))]
+        summary["message"] = text(final[-1]["message"]) if final else None
     return Detail(
-        summary=summarize(name, status, rows),
+        summary=summary,
         status=data,
         live=live,
         states=[(str(k), text(v, 40) or "") for k, v in mapping(data.get("states")).items()],
         stages=[stage_view(s, stages.get(s), mapping(summaries.get(s))) for s in stage_names(list(stages), data)],
         tests=rows,
+        subtasks=subtask_rows(data),
         events=events,
         errors=errors,
         extra=[(k, v or "") for k, v in extra],

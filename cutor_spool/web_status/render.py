@@ -87,7 +87,7 @@ _BUSY = frozenset(
 
 def tone(value: str | None) -> str:
     """CSS class for a state, an outcome, a verdict or a stage status."""
-    if value is None or value in ("unknown", "done"):  # "done": the outcome says how it went
+    if value is None or value in ("unknown", "done", "skipped"):  # "done": the outcome says how it went
         return "neutral"
     if value in GOOD_OUTCOMES or value in ("alive", "built", "success"):
         return "good"
