@@ -1,0 +1,46 @@
+# The cutor-spool Python application, with the programs it runs on its PATH: bubblewrap and tini
+# (the sandbox), util-linux (prlimit, setpriv), Nix (the builder and the executors' environments).
+{
+  lib,
+  python3Packages,
+  bubblewrap,
+  tini,
+  util-linux,
+  nix,
+  version,
+  src,
+}:
+python3Packages.buildPythonApplication {
+  pname = "cutor-spool";
+  inherit version src;
+  pyproject = true;
+  build-system = [ python3Packages.setuptools ];
+  dependencies = import ./python-deps.nix python3Packages;
+  # pyproject's lower bounds are for pip users; here the pinned nixpkgs decides, and the flake's
+  # checks run the CLI against exactly that set.
+  pythonRelaxDeps = true;
+  makeWrapperArgs = [
+    "--prefix"
+    "PATH"
+    ":"
+    (lib.makeBinPath [
+      bubblewrap
+      tini
+      util-linux
+      nix
+    ])
+  ];
+  # The test suite needs root, bubblewrap, cgroups and a Nix store: none exist in a build sandbox.
+  # The flake's `checks` run what can run there; the suite itself runs with scripts/test.sh.
+  doCheck = false;
+  pythonImportsCheck = [
+    "cutor_spool"
+    "cutor_spool.web_status"
+  ];
+  meta = {
+    description = "A filesystem-spool batch runner for untrusted code, with dependencies from Nix";
+    license = lib.licenses.mit;
+    mainProgram = "cutor-spool";
+    platforms = lib.platforms.linux;
+  };
+}
