@@ -114,10 +114,10 @@ class Generator:
 
     def builds(self, index: Index) -> None:
         done_dir = self.paths.builds.done
-        scanned = scan(done_dir)
+        scanned = {name: live.build_signature(done_dir / name, sig) for name, sig in scan(done_dir).items()}
         changed, removed = index.builds.changes(scanned)
         for name in changed:
-            index.builds.put(name, scanned[name], live.build_summary(name, live.read_build(done_dir / name)))
+            index.builds.put(name, scanned[name], live.build_summary(done_dir / name))
         for name in removed:
             del index.builds.records[name]
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cutor_spool.builder.inventory import CachedEnv, read_uses
+from cutor_spool.builder.requests import RESULT_NAME, USES_NAME
 from cutor_spool.layout import QueueDirs
 from cutor_spool.watcher.ids import split_active
 from cutor_spool.web_status.model import integer, mapping, number, text
@@ -177,57 +179,55 @@ def count_entries(directory: Path) -> int:
         return 0
 
 
-# Keys a build record may use for the same thing, as the builder's format settles (read defensively).
-_BUILD_KEYS = {
-    "status": ("status", "state", "outcome"),
-    "packages": ("packages", "attrs", "dependencies", "attributes"),
-    "size": ("closure_size", "size", "nar_size", "closure_bytes"),
-    "built_at": ("built_at", "finished_at", "finished", "created_at", "at"),
-    "last_used": ("last_used", "last_used_at", "used_at"),
-    "uses": ("uses", "used_by", "submissions", "use_count"),
-    "build_time": ("build_time", "duration", "time", "seconds"),
-    "nixpkgs": ("nixpkgs", "nixpkgs_identity", "pin"),
-    "system": ("system",),
-}
+def build_signature(entry: Path, base: list[int]) -> list[int]:
+    """A cached environment changes when it is rebuilt (the entry) or used again (its `uses/`
+    markers, one per submission, are added inside `uses/`, whose mtime that changes)."""
+    try:
+        st = os.lstat(entry / USES_NAME)
+    except OSError:
+        return base
+    return [*base, st.st_ino, st.st_mtime_ns]
 
 
-def _first(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        if data.get(key) is not None:
-            return data[key]
-    return None
-
-
-def build_summary(key: str, record: dict[str, Any] | None) -> dict[str, Any]:
-    """One cached environment as the page shows it, from `builds/done/<key>/result.json`."""
-    data = record or {}
-    packages = _first(data, _BUILD_KEYS["packages"])
-    if isinstance(packages, list):
-        names = [
-            text(p if not isinstance(p, dict) else p.get("name") or p.get("attr") or p.get("pname"), 100) or "?"
-            for p in packages[:50]
-        ]
-        package_text: str | None = ", ".join(names) + (" …" if len(packages) > 50 else "")
-    elif isinstance(packages, dict):
-        package_text = text(packages.get("nix") or packages.get("file") or ", ".join(map(str, packages)), 300)
-    else:
-        package_text = text(packages, 300)
-    uses = _first(data, _BUILD_KEYS["uses"])
-    return {
-        "name": key,
-        "status": text(_first(data, _BUILD_KEYS["status"]), 40) or ("unknown" if record is None else None),
-        "packages": package_text,
-        "size": integer(_first(data, _BUILD_KEYS["size"])),
-        "built_at": text(_first(data, _BUILD_KEYS["built_at"]), 40),
-        "last_used": text(_first(data, _BUILD_KEYS["last_used"]), 40),
-        "uses": len(uses) if isinstance(uses, list) else integer(uses),
-        "build_time": number(_first(data, _BUILD_KEYS["build_time"])),
-        "nixpkgs": text(_first(data, _BUILD_KEYS["nixpkgs"]), 120),
-        "system": text(_first(data, _BUILD_KEYS["system"]), 40),
-    }
-
-
-def read_build(entry: Path) -> dict[str, Any] | None:
+def build_summary(entry: Path) -> dict[str, Any]:
+    """One cached environment as the page shows it: `builds/done/<key>/result.json` as the
+    builder's inventory (`cutor-spool packages`) reads it, opened without following links."""
     with open_dir(entry) as fd:
-        record = read_json(fd, "result.json", BUILD_RECORD_LIMIT)
-    return record if isinstance(record, dict) else None
+        record = read_json(fd, RESULT_NAME, BUILD_RECORD_LIMIT)
+    if not isinstance(record, dict):
+        return {
+            "name": entry.name,
+            "status": "unknown",
+            "packages": None,
+            "size": None,
+            "built_at": None,
+            "last_used": None,
+            "uses": None,
+            "build_time": None,
+            "nixpkgs": None,
+            "system": None,
+            "message": "no readable result.json",
+        }
+    data = CachedEnv(entry.name, entry, record, read_uses(entry)).to_json()
+    names = [
+        f"{p['name']} {p['version']}" if p.get("version") else str(p.get("name") or p.get("attr") or "?")
+        for p in data["packages"]
+    ]
+    request = mapping(data.get("request"))
+    if not names and request:
+        names = [str(a) for a in request.get("attrs") or request.get("dependencies") or []] or [
+            str(request.get("nix") or request.get("file") or "a Nix expression")
+        ]
+    return {
+        "name": entry.name,
+        "status": text(data["status"], 40),
+        "packages": text(", ".join(names), 400) if names else None,
+        "size": integer(data["closure_size"]),
+        "built_at": text(data["built_at"], 40),
+        "last_used": text(data["last_used"], 40),
+        "uses": integer(data["uses"]),
+        "build_time": number(data["build_time"]),
+        "nixpkgs": text(data["nixpkgs"], 200),
+        "system": text(data["system"], 40),
+        "message": text(data["message"]),
+    }
