@@ -357,20 +357,27 @@ def test_a_missing_image_is_a_clear_error(docker_image: str, state_dir: Path) ->
 def test_sweep_removes_containers_of_dead_workers(backend: DockerBackend, pool: SlotPool) -> None:
     slot = pool.acquire()
     box = backend.open(slot, "dead-worker")
-    assert run(box, "true").status == StageStatus.OK
-    (container_id,) = containers_of(box)
     engine = docker.APIClient(base_url=f"unix://{backend.socket}", version=backend.api_version)
+    dead = False
     try:
+        assert run(box, "true").status == StageStatus.OK
+        (container_id,) = containers_of(box)
         assert backend.sweep(pool) == 0  # its slot is held: a live sandbox's container stays
         assert engine.inspect_container(container_id)["State"]["Running"]
         os.close(slot.lock_fd)  # the worker dies: its lock goes with it, the container stays
+        dead = True
         backend.forget(box)
         assert backend.sweep(pool) == 1
         with pytest.raises(docker.errors.NotFound):
             engine.inspect_container(container_id)
     finally:
-        box.api.close()
         engine.close()
+        if dead:
+            box.api.close()
+            slot.lock_fd = os.open("/dev/null", os.O_RDONLY)  # for release, which unmounts /work
+        else:
+            box.close()
+        pool.release(slot)
 
 
 def test_containers_are_removed_when_the_sandbox_closes(backend: DockerBackend, pool: SlotPool) -> None:

@@ -48,6 +48,7 @@ class ExecWatch:
     ended: float | None = None  # when the main process was seen to end
     cpu_seen: float = 0.0  # the last CPU reading, in case the container's cgroup disappears
     container_lost: bool = False
+    recorded: int | None = None  # the exit code, when the engine gave it while we watched
     _reader: FrameReader = field(default_factory=FrameReader)
 
     def _feed(self, data: bytes) -> None:
@@ -64,15 +65,16 @@ class ExecWatch:
         pidfd: int | None = None
         stream_open, main_done, swept = True, False, False
         next_inspect = self.watch.started + INSPECT_POLL
-        drain_until = 0.0
+        drain_until, quiet_polls = 0.0, 0
         self._feed(early)
         try:
             while self.killed_for is None and not (main_done and not stream_open):
                 wait = self.watch.next_wait()
                 if sel.get_map():
                     events = sel.select(wait)
-                else:
-                    time.sleep(wait)
+                else:  # the stream ended, the main process is not known: the engine is asked soon
+                    time.sleep(min(wait, 0.001 * 2**quiet_polls))  # after the exit, or backs off
+                    quiet_polls = min(quiet_polls + 1, 5)
                     events = []
                 for key, _ in events:
                     if key.data == "main":
@@ -93,7 +95,7 @@ class ExecWatch:
                     next_inspect = now + INSPECT_POLL
                     info = self.api.exec_inspect(self.exec_id)
                     if info.get("ExitCode") is not None and not info.get("Running"):
-                        main_done = True
+                        main_done, self.recorded = True, int(info["ExitCode"])
                     elif info.get("Pid"):
                         pidfd = self._open_main(int(info["Pid"]))
                         if pidfd is not None:
@@ -160,6 +162,8 @@ class ExecWatch:
     def exit_code(self) -> int | None:
         """The exec's exit code once the engine has recorded it (processes still starting when the
         stage was stopped are killed as they appear)."""
+        if self.recorded is not None:
+            return self.recorded
         deadline = time.monotonic() + EXIT_WAIT
         while True:
             info = self.api.exec_inspect(self.exec_id)

@@ -3,12 +3,13 @@
 # Debian packages (no registry is reachable from test machines, so nothing is pulled).
 #
 # What is in it: the files (`dpkg-query -L`) of dash, bash, coreutils, grep, sed, findutils, mawk,
-# diffutils, procps, python3 (python3-minimal, python3.11-minimal, libpython3.11-stdlib), gcc and
-# libc6-dev, and of everything they depend on that is installed here, less documentation, man pages,
-# locales and the sanitizer/profiler runtimes (libasan & co.: only -fsanitize needs them). Then a
-# `cc` symlink (Debian makes it with update-alternatives, outside dpkg's lists), an ld.so.cache for
-# the tree, a minimal /etc/passwd, and empty /work, /tmp, /run. About 200 MB: enough for the hostile
-# and judge suites' programs (sh, coreutils, python3, a C compiler in compile stages).
+# diffutils, procps (ps), util-linux (setsid), python3 (python3-minimal, python3.11-minimal,
+# libpython3.11-stdlib), gcc and libc6-dev, and of everything they depend on that is installed
+# here, less documentation, man pages, locales and the sanitizer/profiler runtimes (libasan & co.:
+# only -fsanitize needs them). Then a `cc` symlink (Debian makes it with update-alternatives,
+# outside dpkg's lists), an ld.so.cache for the tree, a minimal /etc/passwd, and empty /work, /tmp,
+# /run. About 220 MB: enough for the hostile and judge suites' programs (sh, coreutils, ps, setsid,
+# python3, a C compiler in compile stages).
 #
 # Idempotent: the image carries a label with a hash of this script and of the packages' versions;
 # when the tagged image already has that hash nothing is rebuilt. Usage: build.sh [TAG]. Run as root
@@ -16,11 +17,11 @@
 set -euo pipefail
 
 TAG=${1:-cutor-spool-sandbox:test}
-PACKAGES=(dash bash coreutils grep sed findutils mawk diffutils procps
+PACKAGES=(dash bash coreutils grep sed findutils mawk diffutils procps util-linux
   python3-minimal python3.11-minimal libpython3.11-stdlib gcc libc6-dev)
 # Dependencies left out on purpose: big and never used by the suites' programs.
 SKIP=(libasan8 libtsan2 liblsan0 libubsan1 libhwasan0 libgprofng0 dpkg perl-base debconf
-  init-system-helpers util-linux)
+  init-system-helpers)
 
 # The closure of PACKAGES over Depends/Pre-Depends, among installed packages (the first installed
 # alternative of an `a | b` dependency; virtual packages through their installed provider).
