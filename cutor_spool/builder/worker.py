@@ -44,6 +44,7 @@ from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.notify import needs_polling
 from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity, iso
 from cutor_spool.watcher.readiness import seconds_until_ready
+from cutor_spool.web_status.job import StatusPageJob
 from cutor_spool.worker import Active, Maintenance, Signals, spool_paths
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,12 @@ class Builder:
                 "store": str(store_root or "/nix/store"),
                 "nix": {"system": self.system, "sandbox": self.settings.sandbox},
             },
+        )
+        # The status page, as executors regenerate it (throttled across all workers of the spool).
+        self.maintenance.periodic.append(
+            StatusPageJob(
+                self.paths, self.config.status_page, self.maintenance.clock.now, generator=self.identity.worker_id
+            )
         )
         self.cgroups: CgroupHost | None = None
         self.cache: CacheTarget | None = None
