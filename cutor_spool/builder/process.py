@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cutor_spool.errors import BuildError
-from cutor_spool.runner.bwrap import LAUNCH
 from cutor_spool.runner.cgroups import Cgroup
 
 log = logging.getLogger(__name__)
@@ -51,12 +50,24 @@ class Finished:
         return text[-limit:] or f"exit status {self.returncode}"
 
 
+# Joins the cgroup(s), runs the command, and stays as its keeper: if the worker dies, the keeper
+# gets SIGTERM (its parent-death signal) and kills everything in the cgroup. Nix alone would not
+# do: its sandboxed builders are not its children by then and would run on, unbounded in time.
+KEEPER = (
+    'first=$1; while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; '
+    '"$@" & child=$!; '
+    "trap 'for i in 1 2 3; do for p in $(cat \"$first\"); do [ \"$p\" = $$ ] || kill -KILL \"$p\" 2>/dev/null; "
+    "done; done; exit 143' TERM; "
+    'wait "$child"'
+)
+
+
 def launcher(argv: list[str], cgroup: Cgroup | None) -> list[str]:
-    """The argv that attaches to `cgroup` (if any), arms the parent-death signal, then execs."""
-    inner = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
+    """The argv that runs `argv` in `cgroup` (if any) and takes it down if this process dies."""
     if cgroup is None:
-        return inner
-    return ["/bin/sh", "-c", LAUNCH, "cutor-nix", *map(str, cgroup.procs_files), "--", *inner]
+        return ["setpriv", "--pdeathsig", "KILL", "--", *argv]
+    procs = [str(p) for p in cgroup.procs_files]
+    return ["setpriv", "--pdeathsig", "TERM", "--", "/bin/sh", "-c", KEEPER, "cutor-nix", *procs, "--", *argv]
 
 
 def run(
