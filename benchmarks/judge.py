@@ -1,16 +1,17 @@
 """The cost of judging: one submission with 100 tests of a trivial program (`cat`), bubblewrap
-backend, local disk. Total time from the drop to done/<id> and per test; the judging alone (first
-`testing` to `done`, from status.json's timestamps) per test; and the same with a checker program
-(a second sandboxed stage per test).
+backend, local disk. Per test and in total: the judging itself (first `testing` event to `done`),
+and the whole submission from the drop to done/<id>; then the same with a checker program (a
+second sandboxed stage per test).
 
-Baselines, side by side in the same run:
-- the same 100 test stages run straight through the sandbox backend, with no spool, no judge and
-  no result files: the floor the judge stands on;
-- 100 separate plain submissions (`run: cat` with the test's stdin), which is what judging each
-  test would cost without judge mode;
+Baselines, side by side in the same run (each round runs every variant once, so that the load of
+the machine weighs on all of them alike; medians over the rounds):
+- the same 100 stages run straight through the sandbox backend, with no spool, no judge and no
+  result files: the floor the judge stands on;
+- 100 separate plain submissions (`run: cat` with the test's stdin) dropped at once: what judging
+  each test would cost without judge mode;
 - a bare fork/exec of `cat` from Python.
 
-    sudo .venv/bin/python benchmarks/judge.py [--tests 100] [--repeat 3]
+    sudo .venv/bin/python benchmarks/judge.py [--tests 100] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from cutor_spool.runner.backend import make_backend
 from cutor_spool.runner.slots import SlotPool
 from cutor_spool.runner.stage import StageSpec
 
+CHECKER_PROGRAM = {"type": "program", "run": 'cmp -s "$2" "$3"'}
+
 
 def judged_submission(tests: int, checker: Any = None) -> dict[str, Any]:
     sub: dict[str, Any] = {"run": "cat", "tests": [{"input": f"{i}\n", "output": f"{i}\n"} for i in range(tests)]}
@@ -42,71 +45,53 @@ def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def judge(tests: int, repeat: int, checker: Any = None) -> tuple[float, float]:
-    """(median drop-to-done seconds, median judging seconds) for one judged submission."""
-    totals, judging = [], []
-    with scratch_spool() as spool:
-        source = make_source(spool.parent, "judged", judged_submission(tests, checker))
-        watch = DoneWatch(spool / "done")
-        with executors(spool, 1, "--concurrency", "1"):
-            drop(spool, source, "warm")
-            watch.wait("warm", timeout=300)
-            for i in range(repeat):
-                name = f"judge-{i}"
-                start = time.perf_counter()
-                drop(spool, source, name)
-                totals.append(watch.wait(name, timeout=600) - start)
-                result = spool / "done" / name / "result"
-                status = json.loads((result / "status.json").read_text())
-                assert status["outcome"] == "accepted", status
-                # status.json keeps the last time of each state; the first test's start is an event
-                events = [json.loads(line) for line in (result / "events.jsonl").read_text().splitlines()]
-                first = next(e["at"] for e in events if e["event"] == "testing")
-                judging.append(_seconds(status["states"]["done"]) - _seconds(first))
-        watch.close()
-    return median(totals), median(judging)
+def judge_once(spool: Path, watch: DoneWatch, source: Path, name: str) -> tuple[float, float]:
+    """(drop-to-done seconds, judging seconds) for one judged submission."""
+    start = time.perf_counter()
+    drop(spool, source, name)
+    total = watch.wait(name, timeout=600) - start
+    result = spool / "done" / name / "result"
+    status = json.loads((result / "status.json").read_text())
+    assert status["outcome"] == "accepted", status
+    # status.json keeps the last time of each state; the first test's start is in the events
+    events = [json.loads(line) for line in (result / "events.jsonl").read_text().splitlines()]
+    first = next(e["at"] for e in events if e["event"] == "testing")
+    return total, _seconds(status["states"]["done"]) - _seconds(first)
 
 
-def separate(tests: int) -> float:
-    """Seconds for `tests` plain submissions dropped at once, one executor with one slot."""
-    with scratch_spool() as spool:
-        watch = DoneWatch(spool / "done")
-        sources = [make_source(spool.parent, f"plain-{i}", {"run": "cat", "stdin": f"{i}\n"}) for i in range(tests)]
-        with executors(spool, 1, "--concurrency", "1"):
-            drop(spool, sources[0], "warm")
-            watch.wait("warm")
-            names = [f"plain-{i:04d}" for i in range(tests)]
-            start = time.perf_counter()
-            for name, source in zip(names, sources, strict=True):
-                drop(spool, source, name)
-            end = watch.wait_all(names)
-        watch.close()
-    return end - start
+def separate_once(spool: Path, watch: DoneWatch, sources: list[Path], round_: int) -> float:
+    names = [f"plain-{round_}-{i:04d}" for i in range(len(sources))]
+    start = time.perf_counter()
+    for name, source in zip(names, sources, strict=True):
+        drop(spool, source, name)
+    return watch.wait_all(names) - start
 
 
-def raw_stages(tests: int, repeat: int) -> float:
-    """Median seconds for `tests` stages straight through the backend (no spool, no judge)."""
-    config = SpoolConfig()
-    state = Path("/run/cutor-spool")
-    pool = SlotPool(uid_base=config.sandbox.uid_base, count=config.sandbox.slots, work_size=64 << 20, state_dir=state)
-    backend = make_backend(config.backend, config, state)
-    limits = Limits.from_spec(config.limits.default)
-    slot = pool.acquire()
-    runs = []
-    try:
-        sandbox = backend.open(slot, "bench")
-        for _ in range(repeat + 1):
+class RawStages:
+    """The same stages straight through the backend, in a slot of its own."""
+
+    def __init__(self) -> None:
+        config = SpoolConfig()
+        state = Path("/run/cutor-spool")
+        box = config.sandbox
+        self.pool = SlotPool(uid_base=box.uid_base, count=box.slots, work_size=64 << 20, state_dir=state)
+        self.backend = make_backend(config.backend, config, state)
+        self.limits = Limits.from_spec(config.limits.default)
+
+    def run(self, tests: int) -> float:
+        slot = self.pool.acquire()
+        try:
+            sandbox = self.backend.open(slot, "bench")
             start = time.perf_counter()
             for i in range(tests):
-                out = sandbox.run(
-                    StageSpec(name=f"tests/{i}", command=("cat",), limits=limits, stdin=f"{i}\n".encode())
-                )
-                assert out.ok and out.stdout == f"{i}\n".encode(), out
-            runs.append(time.perf_counter() - start)
-        sandbox.close()
-    finally:
-        pool.release(slot)
-    return median(runs[1:])
+                data = f"{i}\n".encode()
+                out = sandbox.run(StageSpec(name=f"tests/{i}", command=("cat",), limits=self.limits, stdin=data))
+                assert out.ok and out.stdout == data, out
+            elapsed = time.perf_counter() - start
+            sandbox.close()
+        finally:
+            self.pool.release(slot)
+        return elapsed
 
 
 def row(label: str, seconds: float, tests: int, note: str = "") -> None:
@@ -116,22 +101,50 @@ def row(label: str, seconds: float, tests: int, note: str = "") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tests", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     n = args.tests
-    bare = bare_exec_ms(["cat", "/dev/null"]) / 1000 * n
-    raw = raw_stages(n, args.repeat)
-    total, judging = judge(n, args.repeat)
-    total_prog, judging_prog = judge(n, args.repeat, {"type": "program", "run": 'cmp -s "$2" "$3"'})
-    plain = separate(n)
-    print(f"{n} tests of `cat`, bubblewrap, medians of {args.repeat} runs")
-    row("bare fork/exec of cat", bare, n)
-    row("backend only (no spool, no judge)", raw, n)
-    row("judged, lines checker: judging", judging, n, f"({judging / raw:.2f}x backend only)")
-    row("judged, lines checker: drop to done", total, n)
-    row("judged, checker program: judging", judging_prog, n, f"({judging_prog / judging:.2f}x lines checker)")
-    row("judged, checker program: drop to done", total_prog, n)
-    row(f"{n} separate plain submissions", plain, n, f"({plain / total:.2f}x one judged submission)")
+    samples: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        samples.setdefault(key, []).append(value)
+
+    raw = RawStages()
+    raw.run(5)  # warm-up
+    with scratch_spool() as spool:
+        base = spool.parent
+        lines = make_source(base, "judged", judged_submission(n))
+        program = make_source(base, "judged-program", judged_submission(n, CHECKER_PROGRAM))
+        plain = [make_source(base, f"plain-{i}", {"run": "cat", "stdin": f"{i}\n"}) for i in range(n)]
+        watch = DoneWatch(spool / "done")
+        with executors(spool, 1, "--concurrency", "1"):
+            judge_once(spool, watch, lines, "warm")
+            for r in range(args.rounds):
+                add("bare", bare_exec_ms(["cat", "/dev/null"], n=20) / 1000 * n)
+                add("raw", raw.run(n))
+                total, judging = judge_once(spool, watch, lines, f"lines-{r}")
+                add("lines_total", total)
+                add("lines_judging", judging)
+                total, judging = judge_once(spool, watch, program, f"program-{r}")
+                add("program_total", total)
+                add("program_judging", judging)
+                add("plain", separate_once(spool, watch, plain, r))
+        watch.close()
+    f = {key: median(values) for key, values in samples.items()}
+    print(f"{n} tests of `cat`, bubblewrap, medians of {args.rounds} rounds")
+    row("bare fork/exec of cat", f["bare"], n)
+    row("backend only (no spool, no judge)", f["raw"], n)
+    row("judged, lines checker: judging", f["lines_judging"], n, f"({f['lines_judging'] / f['raw']:.2f}x backend only)")
+    row("judged, lines checker: drop to done", f["lines_total"], n)
+    row(
+        "judged, checker program: judging",
+        f["program_judging"],
+        n,
+        f"({f['program_judging'] / f['lines_judging']:.2f}x lines checker)",
+    )
+    row("judged, checker program: drop to done", f["program_total"], n)
+    ratio = f["plain"] / f["lines_total"]
+    row(f"{n} separate plain submissions", f["plain"], n, f"({ratio:.2f}x one judged submission)")
 
 
 if __name__ == "__main__":
