@@ -28,7 +28,7 @@ CONVENTIONAL = {"compile": "compile.sh", "run": "run.sh"}
 # pydantic names the member of a union in an error's location (`compile.str`, `compile.ScriptFile`);
 # a reader wants the field's path only.
 _UNION_TAG = re.compile(
-    r"^(str|int|float|bool|list\[.*|dict\[.*|function-.*|constrained-.*|literal\[.*|enum|"
+    r"^(str|int|float|bool|text|mapping|list|list\[.*|dict\[.*|function-.*|constrained-.*|literal\[.*|enum|"
     r"ScriptFile|NixExpression|CheckerSpec|CheckerKind|LimitsSpec|TestCase|Subtask|InlineFile)$"
 )
 

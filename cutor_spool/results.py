@@ -130,7 +130,10 @@ class Reporter:
         self.status["states"][state.value] = iso(now)
         self.status["updated_at"] = iso(now)
         self.status.update({k: v for k, v in fields.items() if v is not None})
-        write_json(self.dir / "status.json", self.status)
+        # Every write is atomic (readers never see half a file); only a terminal state is also
+        # fsynced: it is what gets committed. An intermediate state lost in a crash is moot, as
+        # the lease expires and the submission runs again.
+        write_json(self.dir / "status.json", self.status, fsync=state in TERMINAL)
         extra = {
             k: v
             for k, v in fields.items()

@@ -13,7 +13,7 @@ from collections import Counter
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from cutor_spool.limits import LimitsSpec
 
@@ -91,12 +91,41 @@ class InlineFile(_Strict):
     executable: bool = False
 
 
+def _shape(value: object) -> str | None:
+    """Which member of a string-or-mapping union a value is meant for (None: neither)."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dict | BaseModel):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    return None
+
+
 class NixExpression(_Strict):
     nix: RelName = Field(description="a Nix file in the directory (for example cutor.nix)")
 
 
 class ScriptFile(_Strict):
     file: RelName
+
+
+# One clear error per union instead of one per member ("should be a valid string; or a valid
+# dictionary or instance of ScriptFile"): the value's shape picks the member.
+ScriptValue = Annotated[
+    Annotated[Text, Tag("text")] | Annotated[ScriptFile, Tag("mapping")],
+    Discriminator(
+        _shape, custom_error_type="script", custom_error_message="expected a shell script (a string) or {file: NAME}"
+    ),
+]
+Dependencies = Annotated[
+    Annotated[list[AttrPath], Tag("list")] | Annotated[NixExpression, Tag("mapping")],
+    Discriminator(
+        _shape,
+        custom_error_type="dependencies",
+        custom_error_message="expected a list of nixpkgs attribute paths or {nix: FILE}",
+    ),
+]
 
 
 class StageLimitsSpec(_Strict):
@@ -125,8 +154,8 @@ class CheckerSpec(_Strict):
     type: CheckerKind = DEFAULT_CHECKER
     abs_tol: float = Field(default=1e-6, ge=0, description="float checker: absolute tolerance")
     rel_tol: float = Field(default=1e-6, ge=0, description="float checker: relative tolerance")
-    compile: Text | ScriptFile | None = Field(default=None, description="program checker: how to build it")
-    run: Text | ScriptFile | None = Field(default=None, description="program checker: how to run it")
+    compile: ScriptValue | None = Field(default=None, description="program checker: how to build it")
+    run: ScriptValue | None = Field(default=None, description="program checker: how to run it")
     files: list[RelName] = Field(default_factory=list, description="program checker: its files")
 
     @model_validator(mode="after")
@@ -173,13 +202,11 @@ class Subtask(_Strict):
 class Submission(_Strict):
     """A submission directory's `submission.yaml`."""
 
-    dependencies: list[AttrPath] | NixExpression = Field(
-        default_factory=list, description="nixpkgs attribute paths, or {nix: FILE}"
-    )
-    compile: Text | ScriptFile | None = Field(
+    dependencies: Dependencies = Field(default_factory=list, description="nixpkgs attribute paths, or {nix: FILE}")
+    compile: ScriptValue | None = Field(
         default=None, description="a shell script, or the name of a file (compile.sh by convention)"
     )
-    run: Text | ScriptFile | None = Field(
+    run: ScriptValue | None = Field(
         default=None, description="a shell script, or the name of a file (run.sh by convention)"
     )
     files: list[InlineFile] = Field(default_factory=list, max_length=10_000)

@@ -305,6 +305,7 @@ class BwrapSandbox:
     def run(self, spec: StageSpec, cancel: threading.Event | None = None) -> StageOutput:
         self.stages += 1
         slot = self.slot
+        slot.writable(spec.workdir)  # mounts the checker's aux directory on first use
         slot.reset_io()
         for name, data in spec.files.items():
             (slot.io / name).write_bytes(data)

@@ -20,7 +20,7 @@ import random
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +68,8 @@ class Slot:
     gid: int
     root: Path
     lock_fd: int
+    mount_aux: Callable[[], None] = lambda: None
+    aux_ready: bool = False
 
     @property
     def work(self) -> Path:
@@ -75,7 +77,7 @@ class Slot:
 
     @property
     def aux(self) -> Path:
-        return self.root / "aux"
+        return self.writable("aux")
 
     @property
     def io(self) -> Path:
@@ -86,8 +88,13 @@ class Slot:
         return f"u{self.uid}"
 
     def writable(self, which: str) -> Path:
+        """The slot's `work` or `aux` directory; `aux` (a checker's, see StageSpec.workdir) is
+        mounted the first time it is asked for."""
         if which not in ("work", "aux"):
             raise ValueError(which)
+        if which == "aux" and not self.aux_ready:
+            self.mount_aux()
+            self.aux_ready = True
         return self.root / which
 
     def reset_io(self) -> None:
@@ -154,10 +161,11 @@ class SlotPool:
     def _prepare(self, slot: Slot) -> None:
         slot.root.mkdir(mode=0o711, exist_ok=True)
         for which in ("work", "aux"):
-            path = slot.writable(which)
+            path = slot.root / which
             path.mkdir(exist_ok=True)
             _umount(path)  # a mount left by a killed worker
-            _mount_tmpfs(path, self.work_size, slot.uid, slot.gid)
+        _mount_tmpfs(slot.work, self.work_size, slot.uid, slot.gid)
+        slot.mount_aux = lambda: _mount_tmpfs(slot.root / "aux", self.work_size, slot.uid, slot.gid)
         if slot.io.exists():
             shutil.rmtree(slot.io)
         slot.io.mkdir(mode=0o755)
@@ -177,11 +185,11 @@ class SlotPool:
             os.close(fd)
 
     def release(self, slot: Slot) -> None:
+        """Frees the slot. Its stage cgroups were emptied and removed after each stage, so no scan
+        of /proc here: `acquire` checks again before anyone reuses the uid."""
         try:
-            if not self._evict(slot.uid):  # the next acquire checks again before reusing it
-                log.error("slot uid %d: processes survive SIGKILL", slot.uid)
             for which in ("work", "aux"):
-                _umount(slot.writable(which))
+                _umount(slot.root / which)
             if slot.io.exists():
                 shutil.rmtree(slot.io)
         finally:

@@ -30,13 +30,16 @@ class Finder:
         self._members: set[str] = set()
         self._deferred: list[tuple[float, str]] = []
         self._stopping = False
+        self._scan_now = False
         self._watch: DirectoryWatch | None = None
         self._scanner: threading.Thread | None = None
         self.scans = 0
 
     def start(self) -> None:
         if not self.poll:
-            self._watch = DirectoryWatch([self.queue.dirs.incoming], lambda _d, name: self.offer([name]))
+            self._watch = DirectoryWatch(
+                [self.queue.dirs.incoming], lambda _d, name: self.offer([name]), self.wake_scan
+            )
             if not self._watch.start():
                 self._watch = None
         self.rescan()
@@ -58,11 +61,18 @@ class Finder:
                 log.warning("scan of %s failed: %s", self.queue.dirs.incoming, exc)
 
     def _sleep(self) -> bool:
-        """Waits one interval; False once stopping."""
+        """Waits one interval (or until `wake_scan`); False once stopping."""
         with self._cond:
-            if not self._stopping:
+            if not self._stopping and not self._scan_now:
                 self._cond.wait(self.interval)
+            self._scan_now = False
             return not self._stopping
+
+    def wake_scan(self) -> None:
+        """Rescan at once (inotify lost events)."""
+        with self._cond:
+            self._scan_now = True
+            self._cond.notify_all()
 
     def rescan(self) -> None:
         names = self.queue.scan_incoming()

@@ -58,53 +58,85 @@ def needs_polling(path: Path) -> bool:
     return filesystem_type(path) in NETWORK_FILESYSTEMS
 
 
-class DirectoryWatch:
-    """Calls `on_name(name)` for every entry created in or moved into the watched directories
-    (top level only). Start fails softly: without inotify the timers still find everything."""
+class _Callback:
+    """Receives raw inotify events for one directory (watchdog's `WatchCallback` protocol)."""
 
-    def __init__(self, directories: Iterable[Path], on_name: Callable[[Path, str], None]) -> None:
+    def __init__(
+        self, directory: Path, on_name: Callable[[Path, str], None], on_overflow: Callable[[], None] | None
+    ) -> None:
+        self.directory, self.on_name, self.overflow = directory, on_name, on_overflow
+        self.active = True
+
+    def on_event(self, event: object) -> None:
+        name = getattr(event, "name", b"")
+        if name:
+            self.on_name(self.directory, os.fsdecode(name))
+
+    def on_watch_deleted(self, wd: object) -> None:
+        if self.active:
+            log.warning("%s is no longer watched (deleted or moved?); relying on rescans", self.directory)
+
+    def on_queue_overflow(self) -> None:
+        log.warning("inotify queue overflowed on %s; rescanning", self.directory)
+        if self.overflow is not None:
+            self.overflow()
+
+
+class DirectoryWatch:
+    """Calls `on_name(directory, name)` for every entry created in or renamed into the watched
+    directories (top level only); `on_overflow` when inotify lost events. Start fails softly:
+    without inotify the timers still find everything.
+
+    It subscribes to IN_CREATE and IN_MOVED_TO only, through watchdog's low-level `InotifyFD`.
+    watchdog's observer also takes IN_MOVED_FROM (every claim renames an entry *out* of
+    incoming/) and holds each for 0.5 s to pair it with a move target; events queued behind it
+    wait too, which put half a second on every drop-to-claim."""
+
+    def __init__(
+        self,
+        directories: Iterable[Path],
+        on_name: Callable[[Path, str], None],
+        on_overflow: Callable[[], None] | None = None,
+    ) -> None:
         self._dirs = [Path(d) for d in directories]
         self._on_name = on_name
-        self._observer: object | None = None
+        self._on_overflow = on_overflow
+        self._fd: object | None = None
+        self._callbacks: list[_Callback] = []
 
     def start(self) -> bool:
         try:
-            from watchdog.events import FileSystemEvent, FileSystemEventHandler
-            from watchdog.observers.inotify import InotifyObserver
+            from watchdog.observers.inotify_c import CallbackId, InotifyConstants, InotifyFD, Mask
         except ImportError:  # pragma: no cover - watchdog is a dependency; inotify is Linux-only
             log.warning("inotify is not available; relying on rescans")
             return False
-        on_name = self._on_name
-
-        class Handler(FileSystemEventHandler):
-            def __init__(self, directory: Path) -> None:
-                self.directory = directory
-
-            def dispatch(self, event: FileSystemEvent) -> None:
-                if event.event_type not in ("created", "moved", "modified", "closed"):
-                    return
-                raw = event.dest_path if event.event_type == "moved" else event.src_path
-                path = os.fsdecode(raw)
-                if os.path.dirname(path) == str(self.directory):
-                    on_name(self.directory, os.path.basename(path))
-
-        observer = InotifyObserver()
+        mask = Mask(InotifyConstants.IN_CREATE | InotifyConstants.IN_MOVED_TO | InotifyConstants.IN_ONLYDIR)
         try:
-            for directory in self._dirs:
-                observer.schedule(Handler(directory), str(directory), recursive=False)
-            observer.daemon = True
-            observer.start()
+            fd = InotifyFD()
+            fd.daemon = True
+            fd.start()
+        except OSError as exc:
+            log.warning("cannot start inotify (%s); relying on rescans", exc)
+            return False
+        try:
+            for i, directory in enumerate(self._dirs):
+                callback = _Callback(directory, self._on_name, self._on_overflow)
+                self._callbacks.append(callback)
+                fd.add_callback(os.fsencode(directory), mask, callback, CallbackId(i))
         except OSError as exc:
             log.warning("cannot watch %s with inotify (%s); relying on rescans", self._dirs, exc)
+            fd.close()
             return False
-        self._observer = observer
+        self._fd = fd
         return True
 
     def stop(self) -> None:
-        observer = self._observer
-        if observer is not None:
-            observer.stop()  # type: ignore[attr-defined]
-            self._observer = None
+        fd = self._fd
+        for callback in self._callbacks:
+            callback.active = False
+        if fd is not None:
+            fd.close()  # type: ignore[attr-defined]
+            self._fd = None
 
 
 class Waiter:

@@ -1,0 +1,231 @@
+"""The bubblewrap sandbox through its one interface: honest accounting, slots never shared, no
+leftovers, and the command line as data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cutor_spool.limits import Limits
+from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapLayout, BwrapSandbox, bwrap_argv, launch_argv
+from cutor_spool.runner.slots import DEFAULT_STATE_DIR, Slot, SlotPool
+from cutor_spool.runner.stage import StageSpec, StageStatus, classify
+
+LIMITS = Limits(
+    cpu_time=5,
+    wall_time=20,
+    memory=512 << 20,
+    processes=32,
+    file_size=64 << 20,
+    open_files=64,
+    stack=8 << 20,
+    output=1 << 20,
+)
+C_PROGRAMS = {
+    "alloc.c": """
+        #include <stdlib.h>
+        #include <string.h>
+        int main(void) { size_t n = 100u << 20; char *p = malloc(n); memset(p, 1, n); return p[n - 1] == 1 ? 0 : 1; }
+    """,
+    "busy.c": """
+        #include <stdlib.h>
+        #include <time.h>
+        int main(int argc, char **argv) {
+            double want = atof(argv[1]); struct timespec t;
+            do { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t); } while (t.tv_sec + t.tv_nsec / 1e9 < want);
+            return 0;
+        }
+    """,
+}
+
+
+@pytest.fixture(scope="module")
+def pool() -> SlotPool:
+    return SlotPool(uid_base=61000, count=64, work_size=128 << 20)
+
+
+@pytest.fixture(scope="module")
+def backend() -> BubblewrapBackend:
+    return BubblewrapBackend(state_dir=DEFAULT_STATE_DIR, uid_base=61000, slots=64, tmp_size=32 << 20)
+
+
+@pytest.fixture
+def sandbox(pool: SlotPool, backend: BubblewrapBackend) -> Iterator[BwrapSandbox]:
+    slot = pool.acquire()
+    box = backend.open(slot, "test")
+    for name, source in C_PROGRAMS.items():
+        path = box.workdir / name
+        path.write_text(source)
+        os.chown(path, slot.uid, slot.gid)
+    out = box.run(StageSpec("compile", ("/bin/sh", "-c", "gcc -O0 -o alloc alloc.c && gcc -O0 -o busy busy.c"), LIMITS))
+    assert out.ok, out.stderr
+    yield box
+    box.close()
+    pool.release(slot)
+
+
+def sh(box: BwrapSandbox, script: str, limits: Limits = LIMITS, **kw: object) -> object:
+    return box.run(StageSpec("run", ("/bin/sh", "-c", script), limits, **kw))  # type: ignore[arg-type]
+
+
+def test_peak_memory_is_the_jobs_own_even_in_a_large_parent(sandbox: BwrapSandbox) -> None:
+    ballast = bytearray(300 << 20)  # the supervising process holds 300 MiB
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    out = sandbox.run(StageSpec("run", ("./alloc",), LIMITS))
+    assert out.ok
+    assert abs(out.memory - (100 << 20)) <= 0.05 * (100 << 20), out.memory
+    del ballast
+
+
+def test_cpu_time_of_a_one_second_loop_is_one_second(sandbox: BwrapSandbox) -> None:
+    out = sandbox.run(StageSpec("run", ("./busy", "1.0"), LIMITS))
+    assert out.ok
+    assert abs(out.cpu_time - 1.0) <= 0.05, out.cpu_time
+
+
+def test_cpu_time_of_several_processes_is_summed(sandbox: BwrapSandbox) -> None:
+    out = sh(sandbox, "./busy 0.5 & ./busy 0.5 & ./busy 0.5 & wait")
+    assert out.ok  # type: ignore[attr-defined]
+    assert abs(out.cpu_time - 1.5) <= 0.075, out.cpu_time  # type: ignore[attr-defined]
+
+
+def test_the_cpu_limit_holds_for_the_sum_not_per_process(sandbox: BwrapSandbox) -> None:
+    limits = Limits(**{**LIMITS.to_json(), "cpu_time": 1.0})  # type: ignore[arg-type]
+    out = sh(sandbox, "./busy 0.8 & ./busy 0.8 & ./busy 0.8 & wait", limits)
+    assert out.status == StageStatus.TIME_LIMIT  # type: ignore[attr-defined]
+    assert out.cpu_time < 1.3  # type: ignore[attr-defined]
+
+
+def test_stdout_bytes_stdin_args_and_exit_codes(sandbox: BwrapSandbox) -> None:
+    out = sandbox.run(
+        StageSpec(
+            "run", ("/bin/sh", "-c", 'printf "%s|" "$@"; cat; exit 3', "sh", "a b", "c"), LIMITS, stdin=b"in\xffput"
+        )
+    )
+    assert (out.status, out.exit_code, out.stdout) == (StageStatus.RUNTIME_ERROR, 3, b"a b|c|in\xffput")
+    assert out.to_json()["stdout_base64"]  # not UTF-8: the exact bytes are kept
+
+
+def test_no_process_outlives_its_stage(sandbox: BwrapSandbox) -> None:
+    out = sh(sandbox, "setsid sleep 100 & (sleep 100 &) ; echo gone")
+    assert out.ok  # type: ignore[attr-defined]
+    leftover = subprocess.run(["pgrep", "-u", str(sandbox.slot.uid)], capture_output=True, text=True).stdout
+    assert leftover == ""
+
+
+def test_network_is_off_unless_the_stage_asks(sandbox: BwrapSandbox) -> None:
+    off = sh(
+        sandbox,
+        "python3 -c 'import socket; print(socket.if_nameindex())'",
+    )
+    assert off.ok and b"'lo'" in off.stdout and b"eth" not in off.stdout  # type: ignore[attr-defined]
+    on = sandbox.run(
+        StageSpec(
+            "run", ("python3", "-c", "import socket; print(len(socket.if_nameindex()) > 1)"), LIMITS, network=True
+        )
+    )
+    assert on.stdout == b"True\n"
+
+
+def test_two_executors_on_one_host_never_share_a_slot() -> None:
+    pools = [SlotPool(uid_base=61000, count=64, work_size=16 << 20) for _ in range(2)]
+    taken: list[tuple[SlotPool, Slot]] = []
+    lock = threading.Lock()
+
+    def grab(pool: SlotPool) -> None:
+        for _ in range(10):
+            slot = pool.acquire()
+            with lock:
+                taken.append((pool, slot))
+
+    threads = [threading.Thread(target=grab, args=(p,)) for p in pools]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len({slot.uid for _, slot in taken}) == 20
+    finally:
+        for pool, slot in taken:
+            pool.release(slot)
+
+
+def _idle_uid(pool: SlotPool, busy: int) -> int:
+    for uid in range(61000, 61064):
+        if uid != busy:
+            with pool.idle(uid) as free:
+                if free:
+                    return uid
+    raise AssertionError("no idle slot")
+
+
+def test_sweep_removes_what_a_dead_worker_left_but_not_a_live_slot(pool: SlotPool, backend: BubblewrapBackend) -> None:
+    live = pool.acquire()
+    leftovers = []
+    for uid in (live.uid, _idle_uid(pool, live.uid)):
+        cgroup = backend.cgroups.create(f"u{uid}-leftover")
+        proc = subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sleep", "100"])
+        for procs in cgroup.procs_files:
+            procs.write_text(str(proc.pid))
+        leftovers.append((cgroup, proc))
+    try:
+        assert backend.sweep(pool) >= 1
+        assert leftovers[1][1].wait(5) == -9  # the dead worker's leftover is gone
+        assert leftovers[0][1].poll() is None and leftovers[0][0].pids()  # the live slot's is untouched
+    finally:
+        for cgroup, proc in leftovers:
+            cgroup.remove()
+            proc.wait()
+        pool.release(live)
+
+
+def test_bwrap_argv_mounts_only_what_the_stage_may_write() -> None:
+    layout = BwrapLayout(
+        init="/usr/bin/tini-static", system=("--ro-bind", "/usr", "/usr"), tmp_size=1 << 20, etc=Path("/state/etc")
+    )
+    argv = bwrap_argv(
+        layout,
+        slot_root=Path("/state/slots/61001"),
+        workdir="work",
+        network=False,
+        ro_binds=("/nix/store/abc-python3",),
+        env={"A": "1"},
+        status_fd=9,
+        command=("./run",),
+    )
+    writable = [argv[i + 2] for i, a in enumerate(argv) if a in ("--bind", "--dev-bind")]
+    tmpfs = [argv[i + 1] for i, a in enumerate(argv) if a == "--tmpfs"]
+    assert writable == ["/work"] and tmpfs == ["/dev/shm", "/tmp"]
+    assert "--unshare-net" in argv and "--disable-userns" in argv and "--die-with-parent" in argv
+    assert argv[argv.index("/nix/store/abc-python3") - 1] == "--ro-bind"
+    assert argv[-3:] == ["/init", "--", "./run"] and argv.count("--remount-ro") == 2
+    assert "--unshare-net" not in bwrap_argv(
+        layout, slot_root=Path("/s"), workdir="work", network=True, ro_binds=(), env={}, status_fd=9, command=("x",)
+    )
+    launch = launch_argv([Path("/cg/a/cgroup.procs")], LIMITS, 61001, 61001)
+    assert "--reuid=61001" in launch and "--nproc=34" in launch and "--core=0" in launch
+    assert f"--fsize={LIMITS.file_size}" in launch and "--cpu=5:6" in launch
+
+
+@pytest.mark.parametrize(
+    ("observed", "expected"),
+    [
+        ({"killed_for": "output", "returncode": -9, "oom_kills": 0, "cpu_time": 0.1}, StageStatus.OUTPUT_LIMIT),
+        ({"killed_for": None, "returncode": 137, "oom_kills": 1, "cpu_time": 0.1}, StageStatus.MEMORY_LIMIT),
+        ({"killed_for": "cpu", "returncode": -9, "oom_kills": 0, "cpu_time": 1.02}, StageStatus.TIME_LIMIT),
+        ({"killed_for": None, "returncode": 152, "oom_kills": 0, "cpu_time": 0.99}, StageStatus.TIME_LIMIT),
+        ({"killed_for": "wall", "returncode": -9, "oom_kills": 0, "cpu_time": 0.0}, StageStatus.WALL_TIME_LIMIT),
+        ({"killed_for": None, "returncode": 139, "oom_kills": 0, "cpu_time": 0.0}, StageStatus.SIGNALED),
+        ({"killed_for": None, "returncode": 1, "oom_kills": 0, "cpu_time": 0.0}, StageStatus.RUNTIME_ERROR),
+        ({"killed_for": None, "returncode": 0, "oom_kills": 0, "cpu_time": 0.0}, StageStatus.OK),
+    ],
+)
+def test_classify(observed: dict[str, object], expected: StageStatus) -> None:
+    limits = Limits(**{**LIMITS.to_json(), "cpu_time": 1.0})  # type: ignore[arg-type]
+    status, _, _ = classify(started=True, limits=limits, **observed)  # type: ignore[arg-type]
+    assert status == expected
