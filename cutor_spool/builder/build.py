@@ -157,6 +157,8 @@ def _stage_status(done: process.Finished, cgroup: Cgroup | None) -> tuple[StageS
         return StageStatus.MEMORY_LIMIT, "the build went over its memory limit (nix.build_memory)"
     if done.killed_for == "time":
         return StageStatus.TIME_LIMIT, "the build took longer than its time limit (nix.build_timeout)"
+    if b"killed after writing more than" in done.stderr:  # Nix's own max-build-log-size
+        return StageStatus.OUTPUT_LIMIT, "the build's log went over its limit (nix.build_log)"
     if done.killed_for == "output" and done.stderr_truncated:
         return StageStatus.OUTPUT_LIMIT, "the build's log went over its limit (nix.build_log)"
     if done.killed_for == "output":
