@@ -58,7 +58,7 @@ def judged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         shutil.copytree(JUDGE / case, target, ignore=shutil.ignore_patterns("expect.yaml"))
         drop(spool, target, case)
     try:
-        wait_done(spool, CASES, timeout=300)
+        wait_done(spool, CASES, timeout=600)
     except AssertionError:
         executor.stop()
         raise AssertionError(f"executor log:\n{executor.output()[-4000:]}") from None
@@ -119,6 +119,7 @@ def _check_junit(case: str, entry: Path, status: dict[str, Any]) -> None:
     assert int(root.get("failures", "-1")) >= failures  # a test in two subtasks counts twice
 
 
+@pytest.mark.timeout(900)  # the first case waits for the whole suite (the fixture)
 @pytest.mark.parametrize("case", CASES)
 def test_judge_case(judged: Run, case: str) -> None:
     expect = yaml.safe_load((JUDGE / case / "expect.yaml").read_text())
