@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import drop, make_submission, result, stage, wait_done
-from nixtest import build_entries, build_record, builders, claims, need_nix, nix_config, unique, wait_for
+from conftest import ROOT, drop, make_submission, result, stage, wait_done
+from nixtest import CHANNEL, build_entries, build_record, builders, claims, need_nix, nix_config, unique, wait_for
 
 __all__ = ["builders"]  # the fixture, imported for pytest
 
@@ -306,3 +306,25 @@ def test_environment_is_entered_quickly_when_warm(spool: Path, tmp_path: Path, e
     assert deps["source"] == "cached" and deps["environment"]["substituted"] is False
     (entry,) = build_entries(spool)
     assert [c["event"] for c in claims(entry)] == ["claimed"]
+
+
+def test_flake_pinned_nixpkgs(spool: Path, tmp_path: Path, executors: Any, builders: Any) -> None:
+    nix_config(spool, nixpkgs=f"path:{CHANNEL}")
+    builders(spool)
+    executors(spool)
+    drop(spool, make_submission(tmp_path, "f", ROMAN), "flake")
+    wait_done(spool, "flake", timeout=120)
+    assert result(spool, "flake")["outcome"] == "ok", result(spool, "flake")
+    assert stage(spool, "flake", "run")["stdout"] == "MCMLXXXVII\n"
+    deps = stage(spool, "flake", "dependencies")
+    assert deps["nixpkgs"].startswith(f"path:{CHANNEL}?") and "narHash=sha256-" in deps["nixpkgs"]
+
+
+def test_python_dep_example_runs_as_shipped(spool: Path, executors: Any, builders: Any) -> None:
+    nix_config(spool)
+    builders(spool)
+    executors(spool)
+    drop(spool, ROOT / "examples" / "python-dep", "example")
+    wait_done(spool, "example", timeout=120)
+    assert result(spool, "example")["outcome"] == "ok", result(spool, "example")
+    assert stage(spool, "example", "run")["stdout"] == "1999 = MCMXCIX\n2024 = MMXXIV\n3888 = MMMDCCCLXXXVIII\n"
