@@ -135,12 +135,36 @@ def test_only_new_changed_and_removed_entries_are_touched(
     assert [p.name for p in history] == ["1.html", "2.html", "3.html", "4.html"]
 
 
+def test_an_unchanged_done_directory_is_not_scanned_and_a_new_entry_still_lands(
+    finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = new_spool(tmp_path)
+    for i in range(5):
+        land(paths, finished / "hello", f"e{i}")
+    scans: list[Path] = []
+    real_scan = generate.scan
+    monkeypatch.setattr(generate, "scan", lambda d: scans.append(d) or real_scan(d))
+    regenerate(paths, PAGE)
+    regenerate(paths, PAGE)
+    assert scans.count(paths.submissions.done) == 2  # just changed: its mtime is not trusted yet
+    old = time.time() - 60  # injected: the last commit into done/ was a minute ago
+    os.utime(paths.submissions.done, (old, old))
+    regenerate(paths, PAGE)
+    scans.clear()
+    assert regenerate(paths, PAGE).rendered == 0
+    assert paths.submissions.done not in scans  # settled and unchanged: no scan
+    land(paths, finished / "judged", "e5")  # a commit changes the directory: it is seen at once
+    assert regenerate(paths, PAGE).rendered == 1
+    assert status_json(paths)["counts"]["finished"] == 6
+
+
 def test_a_lost_or_foreign_index_means_a_full_rebuild(finished: Path, tmp_path: Path) -> None:
     paths = new_spool(tmp_path)
     for name in ("hello", "judged", "bad"):
         land(paths, finished / name, name)
     assert regenerate(paths, PAGE).rendered == 3
-    (paths.status / INDEX_NAME).write_text('{"format": 1, "render": "other templates", "done": {}}')
+    index = json.loads((paths.status / INDEX_NAME).read_text())
+    (paths.status / INDEX_NAME).write_text(json.dumps({**index, "render": "other templates"}))
     assert regenerate(paths, PAGE).rendered == 3
     (paths.status / INDEX_NAME).write_bytes(b"\x00garbage")
     assert regenerate(paths, PAGE).rendered == 3

@@ -33,7 +33,15 @@ from cutor_spool.atomic import write_bytes
 from cutor_spool.config import StatusPageConfig
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.web_status import live
-from cutor_spool.web_status.index import INDEX_NAME, Index, finish_order, paginate, scan
+from cutor_spool.web_status.index import (
+    INDEX_NAME,
+    STAMP_SETTLE,
+    Index,
+    directory_stamp,
+    finish_order,
+    paginate,
+    scan,
+)
 from cutor_spool.web_status.metrics import STATES, prometheus
 from cutor_spool.web_status.model import detail
 from cutor_spool.web_status.reading import read_entry
@@ -41,7 +49,7 @@ from cutor_spool.web_status.render import RENDER_VERSION, install_static, iso_no
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 500
+PAGE_SIZE = 200  # the last page is rendered again whenever a submission finishes: keep it small
 SAVE_EVERY = 2000  # a cold build of a large spool saves its progress now and then
 LIVE_REDIRECT_KEEP = 600.0  # seconds a finished submission's live page keeps redirecting
 
@@ -99,8 +107,17 @@ class Generator:
 
     def done(self, index: Index) -> tuple[int, int]:
         done_dir = self.paths.submissions.done
+        # Nothing lands in done/ but by a rename into it, which changes the directory's mtime: an
+        # unchanged directory needs no scan (the common case between two finished submissions).
+        stamp = directory_stamp(done_dir)
+        if stamp is not None and stamp == index.done.directory:
+            return 0, 0
         scanned = scan(done_dir)
         changed, removed = index.done.changes(scanned)
+        settled = stamp is not None and self.now - stamp[1] / 1e9 > STAMP_SETTLE
+        if index.done.directory != (stamp if settled else None):
+            index.done.directory = stamp if settled else None
+            index.done.dirty = True
         for count, name in enumerate(changed, 1):
             html, summary = self._submission(name, done_dir / name, live_page=False)
             write_page(self.out / "s" / f"{name}.html", html)
@@ -109,7 +126,7 @@ class Generator:
                 index.save(self.out / INDEX_NAME)
         for name in removed:
             _unlink(self.out / "s" / f"{name}.html")
-            del index.done.records[name]
+            index.done.remove(name)
         return len(changed), len(removed)
 
     def builds(self, index: Index) -> None:
@@ -119,7 +136,7 @@ class Generator:
         for name in changed:
             index.builds.put(name, scanned[name], live.build_summary(done_dir / name))
         for name in removed:
-            del index.builds.records[name]
+            index.builds.remove(name)
 
     def live_pages(self, index: Index, active: list[live.ActiveEntry]) -> set[str]:
         """Renders a page per running submission; a page whose submission has finished becomes a
@@ -177,7 +194,9 @@ class Generator:
             listing.append({"number": number, "first": first, "last": last, "count": len(members)})
         for number in range(len(pages) + 1, len(index.history) + 1):
             _unlink(self.out / "history" / f"{number}.html")
-        index.history = [signature for _, signature in pages]
+        signatures = [signature for _, signature in pages]
+        if signatures != index.history:
+            index.history, index.history_dirty = signatures, True
         return listing, rendered
 
 
@@ -305,7 +324,8 @@ def regenerate(
     write_bytes(out / "metrics.prom", prometheus(status).encode(), fsync=False)
     # status.json last among the outputs: its mtime tells other workers when the page was fresh.
     write_bytes(out / "status.json", _json(status), fsync=False)
-    index.save(out / INDEX_NAME)
+    if index.dirty:
+        index.save(out / INDEX_NAME)
     report = Report(
         seconds=time.perf_counter() - started,
         done=len(ordered),

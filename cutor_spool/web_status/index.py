@@ -38,7 +38,7 @@ from typing import Any
 from cutor_spool.atomic import write_bytes
 
 INDEX_NAME = "_index.json"
-FORMAT = 1
+FORMAT = 2
 # Names that may become page file names: ids, and the distinct names of duplicates (`<id>.duplicate-…`).
 PAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
@@ -67,20 +67,69 @@ def scan(directory: Path) -> dict[str, Signature]:
 
 @dataclass
 class Section:
-    """Records of one directory: name -> {"sig": signature, "s": summary}."""
+    """Records of one directory: name -> signature and summary. Summaries of a section all have
+    the same keys, so the file stores each as a list of values (a third of the size of repeated
+    keys, and as much faster to read and write)."""
 
+    sigs: dict[str, Signature] = field(default_factory=dict)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The directory's own (inode, mtime, ctime) when its scan found nothing new, see `unchanged`.
+    directory: Signature | None = None
+    dirty: bool = False
 
     def changes(self, scanned: dict[str, Signature]) -> tuple[list[str], list[str]]:
-        changed = [name for name, sig in scanned.items() if self.records.get(name, {}).get("sig") != sig]
-        removed = [name for name in self.records if name not in scanned]
+        changed = [name for name, sig in scanned.items() if self.sigs.get(name) != sig]
+        removed = [name for name in self.sigs if name not in scanned]
         return sorted(changed), removed
 
     def put(self, name: str, sig: Signature, summary: dict[str, Any]) -> None:
-        self.records[name] = {"sig": sig, "s": summary}
+        self.sigs[name] = sig
+        self.records[name] = summary
+        self.dirty = True
+
+    def remove(self, name: str) -> None:
+        self.sigs.pop(name, None)
+        self.records.pop(name, None)
+        self.dirty = True
 
     def summaries(self) -> list[dict[str, Any]]:
-        return [rec["s"] for rec in self.records.values()]
+        return list(self.records.values())
+
+    def to_json(self) -> dict[str, Any]:
+        keys = list(next(iter(self.records.values()), {}))
+        return {
+            "directory": self.directory,
+            "keys": keys,
+            "records": {name: [self.sigs[name], [rec.get(k) for k in keys]] for name, rec in self.records.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Section:
+        if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+            return cls()
+        keys, records = data["keys"], data.get("records")
+        section = cls()
+        for name, item in records.items() if isinstance(records, dict) else []:
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[0], list) and isinstance(item[1], list):
+                section.sigs[name] = item[0]
+                section.records[name] = dict(zip(keys, item[1], strict=False))
+        directory = data.get("directory")
+        section.directory = directory if isinstance(directory, list) else None
+        return section
+
+
+def directory_stamp(path: Path) -> Signature | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+
+# Directory timestamps are coarse (the kernel's clock tick): an entry committed in the same tick
+# as a scan leaves the directory's mtime as the scan saw it. A stamp is trusted only once it is
+# older than this, on the filesystem's clock.
+STAMP_SETTLE = 2.0
 
 
 @dataclass
@@ -89,6 +138,7 @@ class Index:
     done: Section = field(default_factory=Section)
     builds: Section = field(default_factory=Section)
     history: list[str] = field(default_factory=list)  # one signature per history page
+    history_dirty: bool = False
 
     @classmethod
     def load(cls, path: Path, render: str) -> Index:
@@ -99,33 +149,29 @@ class Index:
             return cls(render)
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("render") != render:
             return cls(render)
-        sections = []
-        for key in ("done", "builds"):
-            records = data.get(key)
-            valid = {
-                name: rec
-                for name, rec in (records.items() if isinstance(records, dict) else [])
-                if isinstance(rec, dict) and isinstance(rec.get("sig"), list) and isinstance(rec.get("s"), dict)
-            }
-            sections.append(Section(valid))
         history = data.get("history")
         return cls(
             render,
-            sections[0],
-            sections[1],
+            Section.from_json(data.get("done")),
+            Section.from_json(data.get("builds")),
             [h for h in history if isinstance(h, str)] if isinstance(history, list) else [],
         )
+
+    @property
+    def dirty(self) -> bool:
+        return self.done.dirty or self.builds.dirty or self.history_dirty
 
     def save(self, path: Path) -> None:
         data = {
             "format": FORMAT,
             "render": self.render,
-            "done": self.done.records,
-            "builds": self.builds.records,
+            "done": self.done.to_json(),
+            "builds": self.builds.to_json(),
             "history": self.history,
         }
         # No fsync: the index is a cache of what the spool holds, rebuilt if it is ever lost.
         write_bytes(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(), fsync=False)
+        self.done.dirty = self.builds.dirty = self.history_dirty = False
 
 
 def finish_order(summary: dict[str, Any]) -> tuple[str, str]:
@@ -141,6 +187,6 @@ def paginate(ordered: list[dict[str, Any]], section: Section, size: int) -> list
         members = ordered[start : start + size]
         digest = hashlib.sha256(b"last" if start + size >= len(ordered) else b"more")
         for summary in members:
-            digest.update(f"{summary['name']}:{section.records[summary['name']]['sig']}\n".encode())
+            digest.update(f"{summary['name']}:{section.sigs[summary['name']]}\n".encode())
         pages.append((members, digest.hexdigest()[:32]))
     return pages
