@@ -261,8 +261,11 @@ class DockerBackend:
                 with pool.idle(int(uid)) as free:
                     if free:
                         log.warning("removing container %s left by a dead worker", found["Id"][:12])
-                        api.remove_container(found["Id"], force=True)
-                        swept += 1
+                        try:
+                            api.remove_container(found["Id"], force=True)
+                            swept += 1
+                        except docker.errors.NotFound:
+                            pass  # another worker sharing this state directory swept it first
         except FAILURES as exc:
             log.error("sweeping Docker containers failed: %s", exc)
         finally:
