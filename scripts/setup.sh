@@ -29,4 +29,8 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 extras=""
 if [[ "${1:-}" == "--tests" ]]; then extras="[test]"; fi
-.venv/bin/pip install -q --disable-pip-version-check -e ".${extras}"
+mkdir -p .state
+if ! .venv/bin/pip install -q --disable-pip-version-check -e ".${extras}" >.state/pip.log 2>&1; then
+  cat .state/pip.log >&2
+  exit 1
+fi
