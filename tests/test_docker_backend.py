@@ -143,6 +143,28 @@ def test_root_is_read_only_and_only_work_and_tmp_are_writable(sandbox: DockerSan
     assert (sandbox.workdir / "ok").read_bytes() == b"x\n"
 
 
+def test_container_settings_as_the_engine_reports_them(sandbox: DockerSandbox) -> None:
+    assert run(sandbox, "true").status == StageStatus.OK
+    (container_id,) = containers_of(sandbox)
+    info = sandbox.api.inspect_container(container_id)
+    host = info["HostConfig"]
+    assert info["Config"]["User"] == f"{sandbox.slot.uid}:{sandbox.slot.gid}"
+    assert (host["Init"], host["ReadonlyRootfs"], host["NetworkMode"]) == (True, True, "none")
+    assert (host["CapDrop"], host["SecurityOpt"], host["LogConfig"]["Type"]) == (["ALL"], ["no-new-privileges"], "none")
+    assert host["Memory"] == host["MemorySwap"] > 0 and host["PidsLimit"] > 0
+    assert "size=33554432" in host["Tmpfs"]["/tmp"] and host["ShmSize"] == 32 * MiB
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    assert mounts["/work"]["RW"] and mounts["/work"]["Source"] == str(sandbox.slot.work)
+    assert not mounts["/run/cutor"]["RW"] and mounts["/run/cutor"]["Source"] == str(sandbox.slot.io)
+
+
+def test_a_remote_or_absent_engine_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match="needs this host's engine through its unix socket"):
+        DockerBackend(config("any:1", url="tcp://127.0.0.1:2375"), tmp_path)
+    with pytest.raises(SandboxError, match="cannot reach the Docker engine"):
+        DockerBackend(config("any:1", url=f"unix://{tmp_path}/no-engine.sock"), tmp_path)
+
+
 def test_stage_files_are_read_only_under_run_cutor(sandbox: DockerSandbox) -> None:
     spec = StageSpec(name="run", command=("/bin/sh", "/run/cutor/script"), limits=LIMITS, files={"script": b"echo hi"})
     out = sandbox.run(spec)
