@@ -34,7 +34,6 @@ containers left by a dead worker are removed by `sweep` and when their slot is n
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import threading
 import time
@@ -44,9 +43,7 @@ from typing import Any
 
 import docker
 import docker.errors
-from docker.types import LogConfig, Mount, Ulimit
 
-from cutor_spool.atomic import write_bytes
 from cutor_spool.config import SpoolConfig
 from cutor_spool.errors import SandboxError
 from cutor_spool.runner.bwrap import BASE_ENV
@@ -54,6 +51,14 @@ from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.docker_cgroup import ContainerCgroup, Process, cgroup_of
 from cutor_spool.runner.docker_exec import ExecWatch
 from cutor_spool.runner.docker_launch import LAUNCH_FAILED, MOUNT_POINT, STDIN_NAME, build_launcher, launch_argv
+from cutor_spool.runner.docker_layout import (
+    OVERHEAD_PROCESSES,
+    ContainerKey,
+    Layout,
+    engine_socket,
+    host_config,
+    write_etc,
+)
 from cutor_spool.runner.docker_stream import start_exec
 from cutor_spool.runner.slots import Slot, SlotPool
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus, classify, internal_error
@@ -62,106 +67,11 @@ from cutor_spool.runner.supervise import LimitWatch
 log = logging.getLogger(__name__)
 
 NAME = "docker"
-OVERHEAD_PROCESSES = 2  # docker-init and the keeper count in every container's pids
 LABEL = "cutor-spool"
 API_TIMEOUT = 60.0
 REMOVE_ATTEMPTS = 3
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 # What a sandbox stage may fail with that is the system's fault, not the submission's.
 FAILURES = (docker.errors.DockerException, OSError, SandboxError)
-
-
-def engine_socket(url: str | None) -> str:
-    """The engine's unix socket path. A remote engine is refused: stages are limited and
-    accounted through the containers' cgroups, which must be on this host."""
-    url = url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-    if not url.startswith("unix://"):
-        raise SandboxError(f"the Docker backend needs this host's engine through its unix socket, not {url}")
-    return url.removeprefix("unix://")
-
-
-@dataclass(frozen=True)
-class ContainerKey:
-    workdir: str  # "work" (the submission's stages) or "aux" (a checker's)
-    network: bool
-    ro_binds: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Everything about containers that does not change between submissions."""
-
-    image: str
-    launcher: Path
-    etc: Path  # passwd, group, hosts, resolv.conf
-    tmp_size: int
-    network: str
-    extra_ro: tuple[str, ...]
-    bind_host_usr: bool
-    maximum_memory: int
-    maximum_processes: int
-    ulimits: tuple[tuple[str, int], ...]  # the ceilings a stage's launcher lowers its rlimits from
-
-
-def mounts(layout: Layout, slot: Slot, key: ContainerKey) -> list[Mount]:
-    """The container's mounts. Pure."""
-    out = [
-        Mount("/work", str(slot.writable(key.workdir)), type="bind"),
-        Mount("/run/cutor", str(slot.io), type="bind", read_only=True),
-        Mount(MOUNT_POINT, str(layout.launcher), type="bind", read_only=True),
-        Mount("/etc/passwd", str(layout.etc / "passwd"), type="bind", read_only=True),
-        Mount("/etc/group", str(layout.etc / "group"), type="bind", read_only=True),
-    ]
-    if not key.network:  # otherwise the engine's own, for its network
-        out.append(Mount("/etc/hosts", str(layout.etc / "hosts"), type="bind", read_only=True))
-        out.append(Mount("/etc/resolv.conf", str(layout.etc / "resolv.conf"), type="bind", read_only=True))
-    if layout.bind_host_usr:
-        out.append(Mount("/usr", "/usr", type="bind", read_only=True))
-    for path in dict.fromkeys((*layout.extra_ro, *key.ro_binds)):
-        out.append(Mount(path, path, type="bind", read_only=True))
-    return out
-
-
-def host_config(layout: Layout, slot: Slot, key: ContainerKey) -> dict[str, Any]:
-    """Arguments of `create_host_config`. Pure."""
-    tmpfs = f"rw,exec,nosuid,nodev,size={layout.tmp_size},mode=1777"
-    return {
-        "init": True,
-        "network_mode": layout.network if key.network else "none",
-        "read_only": True,
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
-        "pids_limit": layout.maximum_processes + OVERHEAD_PROCESSES,
-        "mem_limit": layout.maximum_memory,
-        "memswap_limit": layout.maximum_memory,
-        "tmpfs": {"/tmp": tmpfs},
-        "shm_size": layout.tmp_size,
-        "ipc_mode": "private",
-        "log_config": LogConfig(type="none"),
-        "mounts": mounts(layout, slot, key),
-        "ulimits": [Ulimit(name=name, soft=value, hard=value) for name, value in layout.ulimits],
-    }
-
-
-def write_etc(directory: Path, *, uid_base: int, slots: int) -> None:
-    """The slot users, as the bubblewrap backend's /etc has them; hosts and an empty resolv.conf
-    for stages without network."""
-    directory.mkdir(parents=True, exist_ok=True)
-    users = "".join(f"sandbox:x:{uid}:{uid}:sandbox:/work:/bin/sh\n" for uid in range(uid_base, uid_base + slots))
-    groups = "".join(f"sandbox:x:{uid}:\n" for uid in range(uid_base, uid_base + slots))
-    files = {
-        "passwd": "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
-        + users
-        + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        "group": "root:x:0:\n" + groups + "nogroup:x:65534:\n",
-        "hosts": "127.0.0.1 localhost sandbox\n::1 localhost\n",
-        "resolv.conf": "",
-    }
-    for name, text in files.items():
-        path = directory / name
-        if not path.is_file() or path.read_text() != text:
-            write_bytes(path, text.encode())
-            path.chmod(0o644)
 
 
 class DockerBackend:
