@@ -126,7 +126,9 @@ class DockerBackend:
         self._open: set[DockerSandbox] = set()
 
     def client(self, timeout: float = API_TIMEOUT) -> docker.APIClient:
-        return docker.APIClient(base_url=f"unix://{self.socket}", version=self.api_version, timeout=timeout)
+        api = docker.APIClient(base_url=f"unix://{self.socket}", version=self.api_version, timeout=timeout)
+        api.trust_env = False  # a local socket: no proxy settings to look up on every request
+        return api
 
     def labels(self, slot: Slot | None = None) -> dict[str, str]:
         labels = {f"{LABEL}.state-dir": str(self.state_dir)}
