@@ -251,6 +251,14 @@ def test_live_page_while_running_then_a_redirect_to_the_result(tmp_path: Path, m
     assert 'id="state">running<' in live.read_text()
     assert 'http-equiv="refresh"' in live.read_text()
     assert status_json(paths)["active"][0]["state"] == "running"
+    monkeypatch.setattr(generate, "LIVE_RERENDER", 1e9)  # no periodic re-render during this check
+    regenerate(paths, PAGE)
+    rendered = live.stat().st_mtime_ns
+    regenerate(paths, PAGE)
+    assert live.stat().st_mtime_ns == rendered  # nothing changed: not rendered again
+    reporter.transition(State.TESTING, test="t1")
+    regenerate(paths, PAGE)
+    assert 'id="state">testing<' in live.read_text()
 
     reporter.finish(State.DONE, Outcome.OK)
     claim.commit()

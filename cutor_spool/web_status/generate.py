@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 200  # the last page is rendered again whenever a submission finishes: keep it small
 SAVE_EVERY = 2000  # a cold build of a large spool saves its progress now and then
 LIVE_REDIRECT_KEEP = 600.0  # seconds a finished submission's live page keeps redirecting
+LIVE_SIGS = "_live.json"  # what each live page was rendered from
+LIVE_RERENDER = 10.0  # well within the page's staleness warning (at least 30 s)
 
 
 @dataclass(frozen=True)
@@ -142,12 +144,25 @@ class Generator:
         """Renders a page per running submission; a page whose submission has finished becomes a
         redirect to its result (people have it open), removed after LIVE_REDIRECT_KEEP."""
         shown = set()
+        known = _read_live_sigs(self.out / LIVE_SIGS)
+        sigs: dict[str, list[Any]] = {}
         for entry in active:
             if entry.id in index.done.records:
                 continue  # a duplicate of a finished id: its page name is taken by the result
-            html, _ = self._submission(entry.id, entry.path, live_page=True)
-            write_page(self.out / "live" / f"{entry.id}.html", html)
             shown.add(entry.id)
+            # Rendered again when its results changed (a new stage file changes result/'s mtime, a
+            # transition replaces status.json), and every LIVE_RERENDER seconds anyway, so that
+            # the page's own "generated at" never looks stale while the submission runs quietly.
+            epoch = int(self.wall // LIVE_RERENDER)
+            sig: list[Any] = [entry.token, epoch, *live.result_stamp(entry.path)]
+            sigs[entry.id] = sig
+            page = self.out / "live" / f"{entry.id}.html"
+            if known.get(entry.id) == sig and page.exists():
+                continue
+            html, _ = self._submission(entry.id, entry.path, live_page=True)
+            write_page(page, html)
+        if sigs != known:
+            write_bytes(self.out / LIVE_SIGS, json.dumps(sigs).encode(), fsync=False)
         live_dir = self.out / "live"
         with os.scandir(live_dir) as it:
             stale = [e for e in it if e.name.endswith(".html") and not e.name.startswith(".")]
@@ -337,6 +352,14 @@ def regenerate(
     )
     log.debug("status page: %s", report)
     return report
+
+
+def _read_live_sigs(path: Path) -> dict[str, list[Any]]:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, list)} if isinstance(data, dict) else {}
 
 
 def _json(value: Any) -> bytes:

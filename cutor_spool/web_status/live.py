@@ -70,6 +70,18 @@ class ActiveEntry:
     status: dict[str, Any] | None
 
 
+def result_stamp(entry: Path) -> list[int]:
+    """(inode, mtime) of result/ and of result/status.json; zeros where missing."""
+    out = []
+    for path in (entry / "result", entry / "result" / "status.json"):
+        try:
+            st = os.lstat(path)
+            out += [st.st_ino, st.st_mtime_ns]
+        except OSError:
+            out += [0, 0]
+    return out
+
+
 def active(dirs: QueueDirs) -> list[ActiveEntry]:
     out: list[ActiveEntry] = []
     try:
