@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Runtime: the sandbox (bubblewrap, tini, util-linux's prlimit/setpriv), Nix, Docker's engine.
 APT_RUNTIME=(bubblewrap tini util-linux nix-bin docker.io ca-certificates python3 python3-venv gcc libc6-dev)
-# Tests: a static busybox for Docker test images, libfaketime for clock-skew tests, Chromium for the page.
-APT_TESTS=(busybox-static libfaketime chromium procps iproute2 xz-utils)
+# Tests: a static busybox for Docker test images, libfaketime for clock-skew tests, Chromium for the page,
+# systemd for `systemd-analyze verify` of the unit templates (no service is started).
+APT_TESTS=(busybox-static libfaketime chromium procps iproute2 xz-utils systemd)
 
 want=("${APT_RUNTIME[@]}")
 if [[ "${1:-}" == "--tests" ]]; then want+=("${APT_TESTS[@]}"); fi
