@@ -1,9 +1,13 @@
 """The filesystem's clock.
 
 Leases and settle times are compared against mtimes that the *file server* stamps. Hosts' clocks
-drift, and on NFS the server, not the client, sets mtimes. So "now" is read the same way: touch a
-probe file in the spool and read its mtime back. `os.utime(path, None)` is used on purpose: with no
-explicit times the NFS client asks the server to use its own time (SET_TO_SERVER_TIME).
+drift, and on NFS the server, not the client, sets mtimes. So "now" is read the same way: write to
+a probe file in the spool and read its mtime back.
+
+A write, not `utime(path, None)`: a write's mtime is always set by the kernel (on NFS, by the
+server), whatever the process believes the time is, while `utime` goes through libc, where a
+time-faking layer (libfaketime, a container's time namespace shim) replaces "now" with its own
+idea of it. `stamp()` is the one way every lease heartbeat and clock probe touches a file.
 """
 
 from __future__ import annotations
@@ -13,23 +17,26 @@ import time
 from pathlib import Path
 
 
+def stamp(path: Path, *, create: bool = False) -> float:
+    """Rewrites the first byte of `path` in place (or creates it) so that the filesystem sets its
+    mtime to the filesystem's now; returns that mtime. FileNotFoundError if it is gone."""
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    fd = os.open(path, flags, 0o644)
+    try:
+        first = os.pread(fd, 1, 0) or b"\n"
+        os.pwrite(fd, first, 0)
+        # fstat flushes the write first on NFS, so this is the server's mtime.
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+
+
 class FsClock:
     def __init__(self, directory: Path, name: str) -> None:
         self._probe = directory / f".clock-{name}"
 
     def now(self) -> float:
-        try:
-            os.utime(self._probe, None)
-        except FileNotFoundError:
-            fd = os.open(self._probe, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            os.close(fd)
-            os.utime(self._probe, None)
-        # open() revalidates attributes on NFS (close-to-open); stat alone may be served from cache.
-        fd = os.open(self._probe, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return os.fstat(fd).st_mtime
-        finally:
-            os.close(fd)
+        return stamp(self._probe, create=True)
 
     def remove(self) -> None:
         try:

@@ -33,6 +33,7 @@ from typing import Any
 from cutor_spool.atomic import append_line, read_lines
 from cutor_spool.errors import LeaseLost, SpoolIOError
 from cutor_spool.layout import QueueDirs
+from cutor_spool.watcher.clock import stamp
 from cutor_spool.watcher.ids import active_name, duplicate_name, misnamed_name, new_token, split_active, valid_id
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,10 @@ class Claim:
         return self.path / LEASE
 
     def heartbeat(self) -> None:
-        """Touches the lease (server time on NFS); ENOENT means another worker reaped it."""
+        """Stamps the lease with the filesystem's time (see `clock.stamp`); ENOENT means another
+        worker reaped it."""
         try:
-            os.utime(self.lease, None)
+            stamp(self.lease)
         except FileNotFoundError as exc:
             raise LeaseLost(f"{self.entry_id}: lease {self.lease} is gone") from exc
         except OSError as exc:
@@ -269,8 +271,8 @@ class SpoolQueue:
     def reap(self, now: float, lease_timeout: float) -> list[str]:
         """Requeues every entry whose lease is older than `lease_timeout` (filesystem clock)."""
         requeued = []
-        for entry_id, token, stamp in self.leases():
-            if now - stamp <= lease_timeout:
+        for entry_id, token, stamped in self.leases():
+            if now - stamped <= lease_timeout:
                 continue
             path = self.dirs.active / active_name(entry_id, token)
             try:
@@ -289,7 +291,7 @@ class SpoolQueue:
                         "token": token,
                         "by": self.worker.worker_id,
                         "at": iso(time.time()),
-                        "lease_age": round(now - stamp, 3),
+                        "lease_age": round(now - stamped, 3),
                     },
                 )
             except (LeaseLost, SpoolIOError):
@@ -301,7 +303,7 @@ class SpoolQueue:
                 log.info("%s: requeue postponed: %s", entry_id, exc)
                 continue
             log.warning(
-                "%s: lease of claim %s expired %.1fs ago; requeued", entry_id, token, now - stamp - lease_timeout
+                "%s: lease of claim %s expired %.1fs ago; requeued", entry_id, token, now - stamped - lease_timeout
             )
             requeued.append(entry_id)
         return requeued

@@ -1,0 +1,72 @@
+"""Workers whose clocks are off by minutes neither reap live leases nor keep dead ones: lease
+decisions follow the filesystem's clock.
+
+The skew is real as far as the worker can tell: libfaketime shifts every clock call of the
+executor's process (`NO_FAKE_STAT=1` keeps file timestamps honest, as a file server's would be).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import drop, make_submission, need, result, stage, wait_done
+
+FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+def skewed(offset: str) -> dict[str, str]:
+    need(FAKETIME.exists(), "libfaketime (apt install libfaketime)")
+    return {"LD_PRELOAD": str(FAKETIME), "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1", "NO_FAKE_STAT": "1"}
+
+
+def wait_running(spool: Path, entry_id: str, timeout: float = 30) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for claim in (spool / "active").glob(f"{entry_id}.*"):
+            status = claim / "result" / "status.json"
+            if status.exists() and json.loads(status.read_text()).get("state") == "running":
+                return claim
+        time.sleep(0.02)
+    raise AssertionError(f"{entry_id} never ran")
+
+
+def wait_worker(spool: Path, pid: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.name.endswith(f"-{pid}.json") for p in (spool / "workers").iterdir()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"worker {pid} never started")
+
+
+def test_a_worker_ten_minutes_ahead_does_not_reap_a_live_lease(spool: Path, tmp_path: Path, executors: Any) -> None:
+    executors(spool)  # honest clock, one slot: it takes the long job
+    drop(spool, make_submission(tmp_path, "long", {"run": "sleep 8; echo finished"}), "long")
+    claim = wait_running(spool, "long")
+    ahead = executors(spool, env=skewed("+10m"))  # would see every lease as 10 minutes old
+    wait_worker(spool, ahead.pid)
+    time.sleep(3 * 1.5)  # three lease timeouts of the skewed worker's reaper running every 0.3 s
+    assert claim.exists(), "a live lease was reaped"
+    drop(spool, make_submission(tmp_path, "quick", {"run": "echo quick"}), "quick")
+    wait_done(spool, ["long", "quick"], timeout=60)
+    status = result(spool, "long")
+    assert (status["outcome"], status["attempts"]) == ("ok", 1), "a live lease was reaped"
+    assert stage(spool, "long", "run")["stdout"] == "finished\n"
+    assert result(spool, "quick")["worker"].endswith(f"-{ahead.pid}")  # the skewed worker works
+    assert "expired" not in (spool / "done" / "long" / "result" / "attempts.jsonl").read_text()
+
+
+def test_workers_ten_minutes_behind_still_reap_a_dead_lease(spool: Path, tmp_path: Path, executors: Any) -> None:
+    doomed = executors(spool, env=skewed("-10m"))
+    drop(spool, make_submission(tmp_path, "long", {"run": "sleep 2; echo finished"}), "orphan")
+    wait_running(spool, "orphan")
+    doomed.kill()
+    killed = time.monotonic()
+    executors(spool, env=skewed("-10m"))  # would see the dead lease as 10 minutes in the future
+    wait_done(spool, "orphan", timeout=30)
+    assert time.monotonic() - killed < 15  # lease_timeout is 1.5 s in tests: not ten minutes
+    status = result(spool, "orphan")
+    assert (status["outcome"], status["attempts"]) == ("ok", 2)
