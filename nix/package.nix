@@ -16,9 +16,9 @@ python3Packages.buildPythonApplication {
   pyproject = true;
   build-system = [ python3Packages.setuptools ];
   dependencies = import ./python-deps.nix python3Packages;
-  # pyproject's lower bounds are for pip users; here the pinned nixpkgs decides, and the flake's
-  # checks run the CLI against exactly that set.
-  pythonRelaxDeps = true;
+  # pyproject's lower bounds stay checked (nixpkgs' runtime-deps check): a pinned nixpkgs whose
+  # packages are too old fails here, at build time, rather than in a worker (watchdog >= 7 is
+  # needed for its InotifyFD, for example).
   makeWrapperArgs = [
     "--prefix"
     "PATH"
