@@ -75,7 +75,12 @@ class NixEnvironments:
         sub_id = parsed[0] if parsed else entry.name
         started = time.monotonic()
         limits = plan.limits[StageKind.DEPENDENCIES]
-        nix_text = self._nix_text(plan, entry)
+        try:
+            nix_text = self._nix_text(plan, entry)
+        except OSError as exc:  # larger than MAX_NIX_FILE, or swapped for something else
+            message = f"the Nix file cannot be used: {exc}"
+            refused = {"stage": "dependencies", "status": "runtime_error", "message": message}
+            return EnvironmentResult(False, Environment(), refused, message)
         request = self._request(plan, nix_text)
         got = self._obtain(sub_id, request, nix_text, until=started + limits.wall_time, cancel=cancel)
         waited = time.monotonic() - started

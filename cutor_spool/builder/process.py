@@ -56,7 +56,7 @@ class Finished:
 KEEPER = (
     'first=$1; while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; '
     '"$@" & child=$!; '
-    "trap 'for i in 1 2 3; do for p in $(cat \"$first\"); do [ \"$p\" = $$ ] || kill -KILL \"$p\" 2>/dev/null; "
+    'trap \'for i in 1 2 3; do for p in $(cat "$first"); do [ "$p" = $$ ] || kill -KILL "$p" 2>/dev/null; '
     "done; done; exit 143' TERM; "
     'wait "$child"'
 )
