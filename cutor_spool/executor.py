@@ -138,20 +138,31 @@ class Executor:
             if name is None or self.signals.stopping.is_set():
                 continue
             try:
-                wait = seconds_until_ready(self.finder.incoming / name, self._fs_now, self.config.settle)
-            except FileNotFoundError:
-                continue  # claimed by someone else meanwhile
-            if wait > 0:
-                self.finder.defer(name, wait)
-                continue
-            try:
-                claim = self.queue.claim(name)
-            except SystemFailure as exc:
-                log.error("%s: cannot claim: %s", name, exc)
+                self._try(name)
+            except Exception:  # a worker thread must outlive anything one entry does to it
+                log.exception("%s: unexpected failure while claiming; retrying later", name)
                 self.finder.defer(name, 1.0)
-                continue
-            if claim is not None:
-                self._process(claim)
+
+    def _try(self, name: str) -> None:
+        try:
+            wait = seconds_until_ready(self.finder.incoming / name, self._fs_now, self.config.settle)
+        except FileNotFoundError:
+            return  # claimed by someone else meanwhile
+        except (OSError, SystemFailure) as exc:
+            log.warning("%s: cannot check readiness (%s); retrying", name, exc)
+            self.finder.defer(name, 1.0)
+            return
+        if wait > 0:
+            self.finder.defer(name, wait)
+            return
+        try:
+            claim = self.queue.claim(name)
+        except SystemFailure as exc:
+            log.error("%s: cannot claim: %s", name, exc)
+            self.finder.defer(name, 1.0)
+            return
+        if claim is not None:
+            self._process(claim)
 
     def _fs_now(self) -> float:
         return self.maintenance.clock.now()

@@ -64,7 +64,7 @@ class Maintenance:
         self._thread = threading.Thread(target=self._loop, name=f"{kind}-maintenance", daemon=True)
 
     def start(self) -> None:
-        self.tick()
+        self._safe_tick()
         self._thread.start()
 
     def shutdown(self) -> None:
@@ -89,10 +89,15 @@ class Maintenance:
 
     def _loop(self) -> None:
         while not self.stop.wait(self.config.heartbeat):
-            try:
-                self.tick()
-            except Exception:  # the maintenance thread must outlive any single failure
-                log.exception("maintenance failed; retrying next heartbeat")
+            self._safe_tick()
+
+    def _safe_tick(self) -> None:
+        try:
+            self.tick()
+        except CutorError as exc:  # a full disk, a flaky NFS server: try again next heartbeat
+            log.warning("maintenance: %s", exc)
+        except Exception:  # the maintenance thread must outlive any single failure
+            log.exception("maintenance failed; retrying next heartbeat")
 
     def tick(self) -> None:
         with self.lock:

@@ -16,6 +16,8 @@ import os
 import time
 from pathlib import Path
 
+from cutor_spool.errors import SpoolIOError
+
 
 def stamp(path: Path, *, create: bool = False) -> float:
     """Rewrites the first byte of `path` in place (or creates it) so that the filesystem sets its
@@ -32,11 +34,23 @@ def stamp(path: Path, *, create: bool = False) -> float:
 
 
 class FsClock:
+    """Reads the filesystem's "now". When the probe cannot be written (a full disk), it carries
+    the last reading forward on the monotonic clock: right to within the drift since then, and
+    far better than a host clock that may be minutes off."""
+
     def __init__(self, directory: Path, name: str) -> None:
         self._probe = directory / f".clock-{name}"
+        self._offset: float | None = None
 
     def now(self) -> float:
-        return stamp(self._probe, create=True)
+        try:
+            fs_now = stamp(self._probe, create=True)
+        except OSError as exc:
+            if self._offset is None:
+                raise SpoolIOError(f"cannot read the spool's clock ({self._probe}): {exc.strerror}") from exc
+            return time.monotonic() + self._offset
+        self._offset = fs_now - time.monotonic()
+        return fs_now
 
     def remove(self) -> None:
         try:
