@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +32,7 @@ from cutor_spool.config import DEFAULT_LIMITS, SpoolConfig
 from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.docker import DockerBackend, DockerSandbox
-from cutor_spool.runner.slots import SlotPool
+from cutor_spool.runner.slots import SlotPool, processes_of
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
 
 pytestmark = pytest.mark.docker
@@ -97,7 +99,8 @@ def leftovers(box: DockerSandbox) -> list[str]:
     own init and keeper."""
     out = run(box, "ps -eo args=")
     assert out.status == StageStatus.OK, out
-    ours = ("/sbin/docker-init -- /run/cutor-launch pause", "/run/cutor-launch pause", "/bin/sh -c ps", "ps -eo")
+    keeper = "/run/cutor-launch keep /run/cutor-alive"
+    ours = (f"/sbin/docker-init -- {keeper}", keeper, "/bin/sh -c ps", "ps -eo")
     lines = out.stdout.decode().splitlines()
     assert sum(line.startswith(ours[:2]) for line in lines) == 2, lines
     return [line for line in lines if not line.startswith(ours)]
@@ -403,6 +406,65 @@ def test_sweep_removes_containers_of_dead_workers(backend: DockerBackend, pool: 
         else:
             box.close()
         pool.release(slot)
+
+
+DYING_WORKER = """
+import sys, threading, time
+from dataclasses import replace
+from pathlib import Path
+from cutor_spool.config import DEFAULT_LIMITS, SpoolConfig
+from cutor_spool.limits import Limits
+from cutor_spool.runner.docker import DockerBackend
+from cutor_spool.runner.slots import SlotPool, processes_of
+from cutor_spool.runner.stage import StageSpec
+
+config = SpoolConfig.model_validate_json(sys.argv[1])
+state = Path(sys.argv[2])
+backend = DockerBackend(config, state)
+pool = SlotPool(uid_base=config.sandbox.uid_base, count=config.sandbox.slots, work_size=2**27, state_dir=state)
+slot = pool.acquire()
+box = backend.open(slot, "dying")
+limits = replace(Limits.from_spec(DEFAULT_LIMITS), wall_time=600, cpu_time=600)
+spec = StageSpec(name="run", command=("/bin/sh", "-c", "sleep 1000"), limits=limits)
+threading.Thread(target=box.run, args=(spec,), daemon=True).start()
+while not box.containers or not box.stages:
+    time.sleep(0.01)
+time.sleep(0.5)
+print(next(iter(box.containers.values())).id, slot.uid, flush=True)
+time.sleep(1000)
+"""
+
+
+def test_a_dead_worker_s_containers_end_with_it(backend: DockerBackend, pool: SlotPool, state_dir: Path) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", DYING_WORKER, backend.config.model_dump_json(), str(state_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    engine = docker.APIClient(base_url=f"unix://{backend.socket}", version=backend.api_version)
+    uid = ""
+    try:
+        assert worker.stdout is not None
+        container_id, uid = worker.stdout.readline().split()
+        assert engine.inspect_container(container_id)["State"]["Running"]
+        assert any(processes_of(int(uid)))  # its keeper, init and the sleeping job
+        worker.kill()  # SIGKILL: no clean-up of its own
+        worker.wait()
+        deadline = time.monotonic() + 20
+        while engine.inspect_container(container_id)["State"]["Running"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not engine.inspect_container(container_id)["State"]["Running"]
+        assert processes_of(int(uid)) == []  # the job went with its container
+        assert backend.sweep(pool) >= 1  # and the stopped container is cleared away
+        with pytest.raises(docker.errors.NotFound):
+            engine.inspect_container(container_id)
+    finally:
+        engine.close()
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        for which in ("work", "aux") if uid else ():  # the dead worker's slot directories
+            subprocess.run(["umount", "-l", str(state_dir / "slots" / uid / which)], capture_output=True)
 
 
 def test_containers_are_removed_when_the_sandbox_closes(backend: DockerBackend, pool: SlotPool) -> None:

@@ -8,7 +8,8 @@ same byte cap on output, stdin and the stage's files in the slot's `io` director
 The container (created lazily, at a submission's first stage that needs it):
 
 - `init=True` (docker-init, i.e. tini, is pid 1: pid 1 ignores default-action signals such as
-  SIGXCPU, and orphans need a reaper) whose only child is the *keeper*, `cutor-launch pause`;
+  SIGXCPU, and orphans need a reaper) whose only child is the *keeper*, `cutor-launch keep`,
+  which ends the container when the worker dies (bubblewrap's --die-with-parent);
 - the slot's uid and gid (never root), all capabilities dropped, no-new-privileges, read-only
   root, a size-capped tmpfs /tmp and /dev/shm, no network (`network_mode="none"`) unless the
   stage may use it, logging off (json-file cannot keep up with a flood: output comes through the
@@ -33,7 +34,9 @@ containers left by a dead worker are removed by `sweep` and when their slot is n
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import secrets
 import threading
 import time
@@ -50,11 +53,19 @@ from cutor_spool.runner.bwrap import BASE_ENV
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.docker_cgroup import ContainerCgroup, Process, cgroup_of
 from cutor_spool.runner.docker_exec import ExecWatch
-from cutor_spool.runner.docker_launch import LAUNCH_FAILED, MOUNT_POINT, STDIN_NAME, build_launcher, launch_argv
+from cutor_spool.runner.docker_launch import (
+    ALIVE_POINT,
+    LAUNCH_FAILED,
+    MOUNT_POINT,
+    STDIN_NAME,
+    build_launcher,
+    launch_argv,
+)
 from cutor_spool.runner.docker_layout import (
     OVERHEAD_PROCESSES,
     ContainerKey,
     Layout,
+    alive_file,
     engine_socket,
     host_config,
     write_etc,
@@ -107,6 +118,7 @@ class DockerBackend:
             image=config.docker.image,
             launcher=build_launcher(own),
             etc=own / "etc",
+            alive=own / "alive",
             tmp_size=box.tmp_size,
             network=config.docker.network,
             extra_ro=tuple(box.ro_binds),
@@ -149,6 +161,7 @@ class DockerBackend:
             for stale in self.leftovers(sandbox.api, slot.uid):  # a dead worker's, for this slot
                 log.warning("%s: removing container %s left by a dead worker", label, stale["Id"][:12])
                 sandbox.remove(stale["Id"])
+            sandbox.hold()
         except FAILURES as exc:
             sandbox.api.close()
             raise SandboxError(f"the Docker engine failed: {exc}") from exc
@@ -207,6 +220,31 @@ class DockerSandbox:
 
     def __post_init__(self) -> None:
         self.api = self.backend.client()
+        self._alive: int | None = None
+
+    def hold(self) -> None:
+        """Takes the slot's alive lock, on which the containers' keepers wait (see
+        `docker_launch`): while this process lives, they keep their containers up."""
+        path = alive_file(self.backend.layout, self.slot)
+        path.parent.mkdir(mode=0o755, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.fchmod(fd, 0o644)  # the keeper, as the slot's uid, opens it to wait on it
+            deadline = time.monotonic() + 5.0
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:  # a keeper of a dead worker's container, about to exit
+                    if time.monotonic() > deadline:
+                        raise SandboxError(
+                            f"{path} stays locked: a container of slot {self.slot.uid} lives on"
+                        ) from None
+                    time.sleep(0.01)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._alive = fd
 
     @property
     def workdir(self) -> Path:
@@ -228,7 +266,7 @@ class DockerSandbox:
         name = f"cutor-{slot.uid}-{key.workdir}-{secrets.token_hex(4)}"
         created = self.api.create_container(
             layout.image,
-            command=[MOUNT_POINT, "pause"],
+            command=[MOUNT_POINT, "keep", ALIVE_POINT],
             user=f"{slot.uid}:{slot.gid}",
             working_dir="/work",
             hostname="sandbox",
@@ -297,6 +335,9 @@ class DockerSandbox:
             self.containers.clear()
         finally:
             self.api.close()
+            if self._alive is not None:
+                os.close(self._alive)  # after the containers: their keepers must not see it go first
+                self._alive = None
             self.backend.forget(self)
 
     # -- stages ------------------------------------------------------------------------------

@@ -6,12 +6,16 @@ exec, whatever is in the image (which may have no `prlimit`, or no shell at all)
 program is bind-mounted read-only into every container:
 
     cutor-launch [cpu=S:H] [fsize=N] [nofile=N] [stack=N] [core=N] [nproc=N] [stdin=PATH] -- argv...
-    cutor-launch pause
+    cutor-launch keep PATH
 
-It sets the limits (soft:hard, or one value for both), opens `stdin` as fd 0, and execs the job;
-`pause` sleeps forever and is the container's keeper, the child of docker-init that keeps the
-container alive between stages. Its own failures exit with LAUNCH_FAILED and a `cutor-launch:`
-line on stderr, before any job code runs.
+It sets the limits (soft:hard, or one value for both), opens `stdin` as fd 0, and execs the job.
+`keep` is the container's keeper, the child of docker-init that keeps the container alive between
+stages: it waits for a shared lock on PATH, a file on which the worker's sandbox holds an
+exclusive lock for as long as it lives. A worker that dies (SIGKILL, a crash) loses its lock, the
+keeper gets its own and exits, and the container ends with every process in it, as bubblewrap's
+`--die-with-parent` does; the engine would otherwise keep the jobs of a dead worker running. Its
+own failures exit with LAUNCH_FAILED and a `cutor-launch:` line on stderr, before any job code
+runs.
 
 It is compiled once per state directory with the host's C compiler (gcc and libc6-dev are runtime
 dependencies) and linked statically, so it runs in any image. Its source is here, in one place,
@@ -32,6 +36,7 @@ from cutor_spool.limits import Limits
 
 LAUNCH_FAILED = 125
 MOUNT_POINT = "/run/cutor-launch"  # where it is bound in containers (a file)
+ALIVE_POINT = "/run/cutor-alive"  # the keeper's lock file
 STDIN_NAME = ".stdin"  # in the slot's io directory: /run/cutor/.stdin inside
 
 SOURCE = r"""
@@ -41,6 +46,7 @@ SOURCE = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -69,8 +75,12 @@ static int number(const char *text, rlim_t *out) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 2 && strcmp(argv[1], "pause") == 0) {
-        for (;;) pause();
+    if (argc == 3 && strcmp(argv[1], "keep") == 0) {
+        int fd = open(argv[2], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return fail("open", argv[2], errno);
+        while (flock(fd, LOCK_SH) != 0)
+            if (errno != EINTR) return fail("flock", argv[2], errno);
+        return 0;  /* the worker is gone */
     }
     int i = 1;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {

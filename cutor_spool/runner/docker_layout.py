@@ -17,7 +17,7 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from cutor_spool.atomic import write_bytes
 from cutor_spool.errors import SandboxError
-from cutor_spool.runner.docker_launch import MOUNT_POINT
+from cutor_spool.runner.docker_launch import ALIVE_POINT, MOUNT_POINT
 from cutor_spool.runner.slots import Slot
 
 OVERHEAD_PROCESSES = 2  # docker-init and the keeper count in every container's pids
@@ -47,6 +47,7 @@ class Layout:
     image: str
     launcher: Path
     etc: Path  # passwd, group, hosts, resolv.conf
+    alive: Path  # a lock file per slot uid, held by the slot's sandbox (see `cutor-launch keep`)
     tmp_size: int
     network: str
     extra_ro: tuple[str, ...]
@@ -56,12 +57,17 @@ class Layout:
     ulimits: tuple[tuple[str, int], ...]  # the ceilings a stage's launcher lowers its rlimits from
 
 
+def alive_file(layout: Layout, slot: Slot) -> Path:
+    return layout.alive / str(slot.uid)
+
+
 def mounts(layout: Layout, slot: Slot, key: ContainerKey) -> list[Mount]:
     """The container's mounts. Pure."""
     out = [
         Mount("/work", str(slot.writable(key.workdir)), type="bind"),
         Mount("/run/cutor", str(slot.io), type="bind", read_only=True),
         Mount(MOUNT_POINT, str(layout.launcher), type="bind", read_only=True),
+        Mount(ALIVE_POINT, str(alive_file(layout, slot)), type="bind", read_only=True),
         Mount("/etc/passwd", str(layout.etc / "passwd"), type="bind", read_only=True),
         Mount("/etc/group", str(layout.etc / "group"), type="bind", read_only=True),
     ]
