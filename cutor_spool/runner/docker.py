@@ -51,6 +51,7 @@ from cutor_spool.config import SpoolConfig
 from cutor_spool.errors import SandboxError
 from cutor_spool.runner.bwrap import BASE_ENV
 from cutor_spool.runner.capture import Capture
+from cutor_spool.runner.cgroups import Cgroup
 from cutor_spool.runner.docker_cgroup import ContainerCgroup, Process, cgroup_of
 from cutor_spool.runner.docker_exec import ExecWatch
 from cutor_spool.runner.docker_launch import (
@@ -296,7 +297,7 @@ class DockerSandbox:
         return box
 
     @staticmethod
-    def _keeper(cgroup: Any, init_pid: int) -> Process:
+    def _keeper(cgroup: Cgroup, init_pid: int) -> Process:
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
             for pid in cgroup.pids():
@@ -309,8 +310,8 @@ class DockerSandbox:
     def remove(self, container_id: str) -> None:
         """Removes a container (killing what runs in it), retried with a long timeout: the
         engine has been seen to time out after a flood. A failure is logged, not raised: the
-        slot's release kills the processes, and the container is removed when the slot is next
-        opened or swept."""
+        container's keeper ends it once the sandbox lets go of its lock, and what is left of it
+        is removed when the slot is next opened or swept."""
         api = self.backend.client(self.backend.config.docker.remove_timeout)
         try:
             for attempt in range(1, REMOVE_ATTEMPTS + 1):
