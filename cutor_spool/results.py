@@ -143,12 +143,14 @@ class Reporter:
         if self._on_state is not None:
             self._on_state(state.value)
 
-    def stage(self, name: str, output: StageOutput, **extra: Any) -> None:
-        """Writes a stage's output; `extra` adds fields (a test's verdict, its checker's message)."""
+    def stage(self, name: str, output: StageOutput, *, fsync: bool = True, **extra: Any) -> None:
+        """Writes a stage's output; `extra` adds fields (a test's verdict, its checker's message).
+        `fsync=False` is for a writer that fsyncs its files itself before the terminal state (the
+        judge does, for all its tests at once)."""
         path = self.dir / f"{name}.json"
         if "/" in name:
             path.parent.mkdir(exist_ok=True)
-        write_json(path, {**output.to_json(), **extra})
+        write_json(path, {**output.to_json(), **extra}, fsync=fsync)
         if "/" not in name:
             self.status["stages"][name] = stage_summary(output)
 

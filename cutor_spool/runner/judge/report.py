@@ -23,10 +23,13 @@ asked at the end): the judge could not decide, so no score is given against the 
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from cutor_spool.atomic import write_bytes
+from cutor_spool.errors import LeaseLost, SpoolIOError
 from cutor_spool.intake import Plan
 from cutor_spool.results import Reporter, State
 from cutor_spool.runner.judge.grading import CheckerCompiled, Event, TestJudged, TestStarted
@@ -57,6 +60,7 @@ class JudgeReport:
         self.results: dict[str, CaseResult] = {}
         self.counts: Counter[str] = Counter()
         self.total = len(plan.submission.tests or [])
+        self.written: list[Path] = []  # tests/<name>.json, fsynced together before the end
 
     def consume(self, event: Event) -> None:
         if isinstance(event, CheckerCompiled):
@@ -89,11 +93,33 @@ class JudgeReport:
             extra = dict(fields)
             if result.checker is not None:
                 extra["checker"] = result.checker.to_json()
-            self.reporter.stage(f"tests/{result.name}", result.output, **extra)
+            self.reporter.stage(f"tests/{result.name}", result.output, fsync=False, **extra)
+            self.written.append(self.reporter.dir / "tests" / f"{result.name}.json")
         self.reporter.event("tested", **{**fields, "feedback": _short(result.feedback)}, **_resources(result.output))
+
+    def _sync(self) -> None:
+        """fsyncs every test's result before the terminal state is written (and then committed).
+        One pass at the end instead of one fsync per test: fsyncs of data already flushed by an
+        earlier one cost little, and a crash before the end reruns the submission anyway."""
+        for path in [*self.written, self.reporter.dir / "tests"]:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError as exc:
+                raise LeaseLost(f"{path} is gone") from exc
+            except OSError as exc:
+                raise SpoolIOError(f"cannot open {path}: {exc.strerror}") from exc
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise SpoolIOError(f"cannot fsync {path}: {exc.strerror}") from exc
+            finally:
+                os.close(fd)
+        self.written.clear()
 
     def finish(self) -> None:
         reporter, sub = self.reporter, self.plan.submission
+        if self.written:
+            self._sync()
         entry_id = reporter.claim.entry_id
         ordered = [self.results[name] for name in sub.test_names()]
         common: dict[str, Any] = {
