@@ -32,6 +32,7 @@ from cutor_spool.config import DEFAULT_LIMITS, SpoolConfig
 from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.docker import DockerBackend, DockerSandbox
+from cutor_spool.runner.docker_launch import SOURCE
 from cutor_spool.runner.slots import SlotPool, processes_of
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
 
@@ -159,6 +160,31 @@ def test_container_settings_as_the_engine_reports_them(sandbox: DockerSandbox) -
     mounts = {m["Destination"]: m for m in info["Mounts"]}
     assert mounts["/work"]["RW"] and mounts["/work"]["Source"] == str(sandbox.slot.work)
     assert not mounts["/run/cutor"]["RW"] and mounts["/run/cutor"]["Source"] == str(sandbox.slot.io)
+
+
+def test_a_launcher_built_ahead_is_used(
+    docker_image: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pool: SlotPool,
+) -> None:
+    source = tmp_path / "launch.c"
+    source.write_text(SOURCE)
+    prebuilt = tmp_path / "prebuilt-launcher"
+    subprocess.run(["cc", "-static", "-O2", "-o", str(prebuilt), str(source)], check=True)
+    monkeypatch.setenv("CUTOR_SPOOL_DOCKER_LAUNCHER", str(prebuilt))
+    backend = DockerBackend(config(docker_image), tmp_path / "state")
+    assert backend.layout.launcher == prebuilt
+    slot = pool.acquire()
+    box = backend.open(slot, "prebuilt")
+    try:
+        assert run(box, "echo from the prebuilt launcher").stdout == b"from the prebuilt launcher\n"
+    finally:
+        box.close()
+        pool.release(slot)
+    monkeypatch.setenv("CUTOR_SPOOL_DOCKER_LAUNCHER", str(tmp_path / "missing"))
+    with pytest.raises(SandboxError, match="CUTOR_SPOOL_DOCKER_LAUNCHER"):
+        DockerBackend(config(docker_image), tmp_path / "state")
 
 
 def test_a_remote_or_absent_engine_is_a_clear_error(tmp_path: Path) -> None:

@@ -18,8 +18,9 @@ own failures exit with LAUNCH_FAILED and a `cutor-launch:` line on stderr, befor
 runs.
 
 It is compiled once per state directory with the host's C compiler (gcc and libc6-dev are runtime
-dependencies) and linked statically, so it runs in any image. Its source is here, in one place,
-next to the code that builds its argv.
+dependencies) and linked statically, so it runs in any image; or built ahead by a packager and
+named in $CUTOR_SPOOL_DOCKER_LAUNCHER. Its source is here, in one place, next to the code that
+builds its argv.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from cutor_spool.limits import Limits
 LAUNCH_FAILED = 125
 MOUNT_POINT = "/run/cutor-launch"  # where it is bound in containers (a file)
 ALIVE_POINT = "/run/cutor-alive"  # the keeper's lock file
+PREBUILT_ENV = "CUTOR_SPOOL_DOCKER_LAUNCHER"
 STDIN_NAME = ".stdin"  # in the slot's io directory: /run/cutor/.stdin inside
 
 SOURCE = r"""
@@ -130,7 +132,14 @@ def launch_argv(limits: Limits, nproc: int, command: tuple[str, ...]) -> list[st
 
 def build_launcher(directory: Path) -> Path:
     """The static launcher for this source, compiled once (concurrent workers race harmlessly:
-    each compiles to a private name and renames into place)."""
+    each compiles to a private name and renames into place). A packager may build it ahead
+    (`python -c 'from cutor_spool.runner.docker_launch import SOURCE; print(SOURCE)'`, linked
+    statically) and name it in $CUTOR_SPOOL_DOCKER_LAUNCHER instead."""
+    prebuilt = os.environ.get(PREBUILT_ENV)
+    if prebuilt:
+        if not os.access(prebuilt, os.X_OK):
+            raise SandboxError(f"${PREBUILT_ENV}: {prebuilt} is not an executable file")
+        return Path(prebuilt)
     digest = hashlib.sha256(SOURCE.encode()).hexdigest()[:16]
     target = directory / f"cutor-launch-{digest}"
     if target.is_file():
