@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,12 +31,15 @@ from pathlib import Path
 
 from _common import ROOT, median, percentile, scratch_spool
 
+from cutor_spool.builder.nixcmd import NixSettings, spool_tag
+
 CHANNEL = ROOT / "tests" / "nixchannel"
 PACKAGES = ["python3", "python3Packages.roman"]
 COMMAND = "python3 -c 'import roman'"
+# Every variant runs with this environment (the caller's PATH may hold slow shims, like pyenv's).
+CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
 NIX_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "HOME": os.environ.get("HOME", "/root"),
+    **CLEAN_ENV,
     "NIX_PATH": "",
     "NIX_CONFIG": "experimental-features = nix-command flakes\nsubstituters =\nsandbox = true\n"
     "extra-sandbox-paths = /bin /usr /lib /lib64\n",
@@ -48,6 +52,16 @@ def timed(argv: list[str], runs: int, env: dict[str, str] | None = None) -> list
         start = time.perf_counter()
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def interleaved(variants: list[tuple[list[str], dict[str, str] | None]], runs: int) -> list[list[float]]:
+    """Times the variants in turn, run after run, so that a change in the machine's load (other
+    work on a shared box) weighs on all of them alike."""
+    samples: list[list[float]] = [[] for _ in variants]
+    for _ in range(runs):
+        for i, (argv, env) in enumerate(variants):
+            samples[i] += timed(argv, 1, env)
     return samples
 
 
@@ -115,50 +129,60 @@ def main() -> None:
         sys.exit("run as root: the builder needs Nix's store, build users and cgroups")
     nix_section = {"nixpkgs": args.nixpkgs, "sandbox_paths": ["/bin", "/usr", "/lib", "/lib64"]}
     with scratch_spool(nix=nix_section) as spool:
-        builder = start_builder(spool, spool.parent)
         try:
-            tag = secrets.token_hex(4)
-            cold_nix = (
-                "{ pkgs }: pkgs.mkShell { packages = [ pkgs.python3 pkgs.python3Packages.roman "
-                f'(pkgs.runCommand "cold-{tag}" {{ }} "mkdir -p $out/bin") ]; }}'
-            ).encode()
-            cold_key, cold_ms = request_and_wait(spool, cold_nix, [])
-            cold = json.loads((spool / "builds" / "done" / cold_key / "result.json").read_text())
-            warm_key, warm_build_ms = request_and_wait(spool, None, PACKAGES)
-            record = json.loads((spool / "builds" / "done" / warm_key / "result.json").read_text())
-        finally:
-            builder.send_signal(signal.SIGTERM)
-            builder.wait(60)
-        env_script = spool / "builds" / "done" / warm_key / "env.sh"
+            measure(spool, args.runs, args.nixpkgs)
+        finally:  # the scratch spool's GC roots go with it
+            shutil.rmtree(NixSettings(spool_tag=spool_tag(spool)).roots_dir, ignore_errors=True)
 
-        print(f"Nix environments ({args.nixpkgs}); packages: {' '.join(PACKAGES)}; {args.runs} runs each")
-        print("cold build, request -> builds/done (real builder process, a package never built before):")
-        print(f"  end to end {cold_ms:8.1f} ms; the build itself {cold['build_time'] * 1000:8.1f} ms", end="")
-        steps = ", ".join(f"{s['step']} {s['wall_time'] * 1000:.0f} ms" for s in cold["steps"])
-        print(f" ({steps})")
-        print(f"  packages already built, new environment: end to end {warm_build_ms:8.1f} ms")
-        print(f"  closure: {len(record['paths'])} store paths, {record['closure_size']} bytes")
 
-        shell = ["nix-shell", "-I", f"nixpkgs={args.nixpkgs}", "-p", *PACKAGES, "--run"]
-        timed([*shell, "true"], 2, NIX_ENV)  # warm: everything built, files in the page cache
-        results = {}
-        for command in ("true", COMMAND):
-            results[command] = (
-                timed(["bash", "-c", f'. "$0" >/dev/null 2>&1; {command}', str(env_script)], args.runs),
-                timed([*shell, command], args.runs, NIX_ENV),
-                timed(["bash", "-c", "true" if command == "true" else "python3 -c pass"], args.runs),
-            )
-        lookups = warm_lookup(spool, args.runs)
-        print("the warm environment, the same command both ways (ratio against the cached env script):")
-        for command, (cached, nix_shell, bare) in results.items():
-            print(f" {'entering' if command == 'true' else 'entering and running'}: {command}")
-            row("cached env script (cutor-spool)", cached, median(cached))
-            row("nix-shell -p, same packages", nix_shell, median(cached))
-            row("no environment (python3 -c pass)" if command != "true" else "no environment", bare)
-        row("executor's warm lookup (in-process)", lookups)
-        cached, nix_shell, _ = results["true"]
-        ratio = median(nix_shell) / median(cached)
-        print(f"entering: nix-shell -p / cached env script = {ratio:.1f}x (target: >= 5x with the stand-in channel)")
+def measure(spool: Path, runs: int, nixpkgs: str) -> None:
+    builder = start_builder(spool, spool.parent)
+    try:
+        tag = secrets.token_hex(4)
+        cold_nix = (
+            "{ pkgs }: pkgs.mkShell { packages = [ pkgs.python3 pkgs.python3Packages.roman "
+            f'(pkgs.runCommand "cold-{tag}" {{ }} "mkdir -p $out/bin") ]; }}'
+        ).encode()
+        cold_key, cold_ms = request_and_wait(spool, cold_nix, [])
+        cold = json.loads((spool / "builds" / "done" / cold_key / "result.json").read_text())
+        warm_key, warm_build_ms = request_and_wait(spool, None, PACKAGES)
+        record = json.loads((spool / "builds" / "done" / warm_key / "result.json").read_text())
+    finally:
+        builder.send_signal(signal.SIGTERM)
+        builder.wait(60)
+    env_script = spool / "builds" / "done" / warm_key / "env.sh"
+
+    print(f"Nix environments ({nixpkgs}); packages: {' '.join(PACKAGES)}; {runs} runs each")
+    print("cold build, request -> builds/done (real builder process, a package never built before):")
+    print(f"  end to end {cold_ms:8.1f} ms; the build itself {cold['build_time'] * 1000:8.1f} ms", end="")
+    steps = ", ".join(f"{s['step']} {s['wall_time'] * 1000:.0f} ms" for s in cold["steps"])
+    print(f" ({steps})")
+    print(f"  packages already built, new environment: end to end {warm_build_ms:8.1f} ms")
+    print(f"  closure: {len(record['paths'])} store paths, {record['closure_size']} bytes")
+
+    shell = ["nix-shell", "-I", f"nixpkgs={nixpkgs}", "-p", *PACKAGES, "--run"]
+    timed([*shell, "true"], 2, NIX_ENV)  # warm: everything built, files in the page cache
+    results = {}
+    for command in ("true", COMMAND):
+        results[command] = interleaved(
+            [
+                (["bash", "-c", f'. "$0" >/dev/null 2>&1; {command}', str(env_script)], CLEAN_ENV),
+                ([*shell, command], NIX_ENV),
+                (["bash", "-c", "true" if command == "true" else "python3 -c pass"], CLEAN_ENV),
+            ],
+            runs,
+        )
+    lookups = warm_lookup(spool, runs)
+    print("the warm environment, the same command both ways (ratio against the cached env script):")
+    for command, (cached, nix_shell, bare) in results.items():
+        print(f" {'entering' if command == 'true' else 'entering and running'}: {command}")
+        row("cached env script (cutor-spool)", cached, median(cached))
+        row("nix-shell -p, same packages", nix_shell, median(cached))
+        row("no environment (python3 -c pass)" if command != "true" else "no environment", bare)
+    row("executor's warm lookup (in-process)", lookups)
+    cached, nix_shell, _ = results["true"]
+    ratio = median(nix_shell) / median(cached)
+    print(f"entering: nix-shell -p / cached env script = {ratio:.1f}x (target: >= 5x with the stand-in channel)")
 
 
 def warm_lookup(spool: Path, runs: int) -> list[float]:
