@@ -14,8 +14,9 @@ from pydantic import ValidationError
 
 from cutor_spool.config import SpoolConfig
 from cutor_spool.intake import read_submission
+from cutor_spool.layout import SpoolPaths
 from cutor_spool.limits import Limits
-from cutor_spool.results import Outcome
+from cutor_spool.results import Outcome, Reporter
 from cutor_spool.runner.judge.checkers import BUILTIN
 from cutor_spool.runner.judge.checkers.program import interpret
 from cutor_spool.runner.judge.checkers.show import first_difference
@@ -24,6 +25,7 @@ from cutor_spool.runner.judge.scoring import score
 from cutor_spool.runner.judge.verdicts import Case, CaseResult, Verdict
 from cutor_spool.runner.stage import StageOutput, StageStatus
 from cutor_spool.submission import CheckerKind, CheckerSpec, Submission
+from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
 
 LIMITS = Limits(cpu_time=1, wall_time=2, memory=64 << 20, processes=8, file_size=1 << 20, open_files=16,
                 stack=8 << 20, output=1 << 20)  # fmt: skip
@@ -299,3 +301,20 @@ def test_schema_refuses_judge_mistakes(data: dict[str, Any], message: str) -> No
 def test_schema_defaults() -> None:
     spec = submission({"tests": [{"output": ""}]}).checker_spec()
     assert (spec.type, spec.abs_tol, spec.rel_tol) == (CheckerKind.LINES, 1e-6, 1e-6)
+
+
+def test_a_new_attempt_starts_without_the_last_attempts_test_results(spool: Path) -> None:
+    """A worker that died after writing some tests' results (or junit.xml) must not leave them
+    to the next attempt, which may end otherwise (a compile error writes no junit.xml)."""
+    paths = SpoolPaths(spool)
+    entry = paths.submissions.incoming / "again"
+    (entry / "result" / "tests").mkdir(parents=True)
+    (entry / "submission.yaml").write_text("run: cat\n")
+    for stale in ("result/junit.xml", "result/compile.json", "result/tests/1.json"):
+        (entry / stale).write_text("from attempt 1")
+    identity = WorkerIdentity.make("executor")
+    claim = SpoolQueue(paths.submissions, identity, log_name="result/attempts.jsonl").claim("again")
+    assert claim is not None
+    Reporter(claim, identity).start()
+    left = sorted(p.relative_to(claim.path).as_posix() for p in (claim.path / "result").rglob("*") if p.is_file())
+    assert left == ["result/attempts.jsonl", "result/events.jsonl", "result/status.json"]
