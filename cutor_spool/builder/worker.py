@@ -37,6 +37,7 @@ from cutor_spool.builder.nixpkgs import PinResolver
 from cutor_spool.builder.requests import ENV_SCRIPT_NAME, LOG_NAME, RESULT_NAME, USES_NAME, request_of
 from cutor_spool.config import SpoolConfig, load_config
 from cutor_spool.errors import BuildError, LeaseLost, SandboxError, Shutdown, SystemFailure
+from cutor_spool.results import ATTEMPTS_LOG
 from cutor_spool.runner.cgroups import CgroupHost
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR
 from cutor_spool.runner.stage import StageStatus
@@ -88,7 +89,7 @@ class Builder:
             self.config,
             self.identity,
             "builder",
-            [self.queue, SpoolQueue(self.paths.submissions, self.identity, log_name="result/attempts.jsonl")],
+            [self.queue, SpoolQueue(self.paths.submissions, self.identity, log_name=ATTEMPTS_LOG)],
             {
                 "concurrency": concurrency,
                 "poll": self.poll,
