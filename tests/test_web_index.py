@@ -143,7 +143,7 @@ def test_an_unchanged_done_directory_is_not_scanned_and_a_new_entry_still_lands(
         land(paths, finished / "hello", f"e{i}")
     scans: list[Path] = []
     real_scan = generate.scan
-    monkeypatch.setattr(generate, "scan", lambda d: scans.append(d) or real_scan(d))
+    monkeypatch.setattr(generate, "scan", lambda d, known=(): scans.append(d) or real_scan(d, known))
     regenerate(paths, PAGE)
     regenerate(paths, PAGE)
     assert scans.count(paths.submissions.done) == 2  # just changed: its mtime is not trusted yet

@@ -38,7 +38,6 @@ from cutor_spool.web_status.index import (
     STAMP_SETTLE,
     Index,
     directory_stamp,
-    finish_order,
     paginate,
     scan,
 )
@@ -114,7 +113,7 @@ class Generator:
         stamp = directory_stamp(done_dir)
         if stamp is not None and stamp == index.done.directory:
             return 0, 0
-        scanned = scan(done_dir)
+        scanned = scan(done_dir, index.done.sigs)
         changed, removed = index.done.changes(scanned)
         settled = stamp is not None and self.now - stamp[1] / 1e9 > STAMP_SETTLE
         if index.done.directory != (stamp if settled else None):
@@ -147,7 +146,7 @@ class Generator:
         known = _read_live_sigs(self.out / LIVE_SIGS)
         sigs: dict[str, list[Any]] = {}
         for entry in active:
-            if entry.id in index.done.records:
+            if entry.id in index.done:
                 continue  # a duplicate of a finished id: its page name is taken by the result
             shown.add(entry.id)
             # Rendered again when its results changed (a new stage file changes result/'s mtime, a
@@ -171,7 +170,7 @@ class Generator:
             if name in shown:
                 continue
             path = live_dir / item.name
-            if name not in index.done.records:
+            if name not in index.done:
                 _unlink(path)  # requeued or gone: it has no page now
                 continue
             redirect = render("moved.html", name=name, target=f"../s/{name}.html")
@@ -186,7 +185,7 @@ class Generator:
                 _unlink(path)
         return shown
 
-    def history(self, index: Index, ordered: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    def history(self, index: Index, ordered: list[str]) -> tuple[list[dict[str, Any]], int]:
         pages = paginate(ordered, index.done, PAGE_SIZE)
         rendered = 0
         listing = []
@@ -198,14 +197,14 @@ class Generator:
                     "history.html",
                     number=number,
                     last=number == len(pages),
-                    rows=list(reversed(members)),
+                    rows=index.done.summaries(list(reversed(members))),
                     root="../",
                     refresh=None,
                     **self.common,
                 )
                 write_page(path, html)
                 rendered += 1
-            first, last = members[0]["finished"], members[-1]["finished"]
+            first, last = index.done.summary(members[0])["finished"], index.done.summary(members[-1])["finished"]
             listing.append({"number": number, "first": first, "last": last, "count": len(members)})
         for number in range(len(pages) + 1, len(index.history) + 1):
             _unlink(self.out / "history" / f"{number}.html")
@@ -224,12 +223,12 @@ def machine_status(
     recent: list[dict[str, Any]],
     builds: dict[str, Any],
 ) -> dict[str, Any]:
-    finished = index.done.summaries()
-    by_state: Counter[str] = Counter({s: 0 for s in STATES})
+    states, outcomes = index.done.column("state"), index.done.column("outcome")
+    by_state: Counter[str] = Counter(dict.fromkeys(STATES, 0))
     by_state["queued"] = queue.length
     by_state.update(a.state for a in active)
-    by_state.update(s["state"] for s in finished)
-    by_outcome = Counter(s["outcome"] for s in finished if s["state"] == "done" and s["outcome"])
+    by_state.update(states)
+    by_outcome = Counter(o for s, o in zip(states, outcomes, strict=True) if s == "done" and o)
     return {
         "format": 1,
         "generated_at": generator.common["generated"],
@@ -240,7 +239,7 @@ def machine_status(
         "counts": {
             "queued": queue.length,
             "active": len(active),
-            "finished": len(finished),
+            "finished": len(states),
             "by_state": dict(by_state),
             "by_outcome": dict(sorted(by_outcome.items())),
         },
@@ -306,9 +305,9 @@ def regenerate(
     shown = gen.live_pages(index, active)
     queue = live.queue(paths.submissions.incoming, gen.now)
     workers = live.workers(paths.workers, gen.now)
-    ordered = sorted(index.done.summaries(), key=finish_order)
+    ordered = index.done.ordered("finished")
     history, history_rendered = gen.history(index, ordered)
-    recent = list(reversed(ordered[-config.recent :]))
+    recent = index.done.summaries(list(reversed(ordered[-config.recent :])))
     environments = sorted(index.builds.summaries(), key=lambda e: (e["built_at"] or "", e["name"]), reverse=True)
     builds = {
         "queued": live.count_entries(paths.builds.incoming),

@@ -31,22 +31,25 @@ import json
 import os
 import re
 import stat
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cutor_spool.atomic import write_bytes
+from cutor_spool.web_status.model import BUILD_KEYS, SUMMARY_KEYS
 
 INDEX_NAME = "_index.json"
-FORMAT = 2
+FORMAT = 3
 # Names that may become page file names: ids, and the distinct names of duplicates (`<id>.duplicate-…`).
 PAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
 Signature = list[int]
 
 
-def scan(directory: Path) -> dict[str, Signature]:
-    """Entry name -> signature for every directory in `directory` (dot-names are temporary)."""
+def scan(directory: Path, known: Collection[str] = ()) -> dict[str, Signature]:
+    """Entry name -> signature for every directory in `directory` (dot-names are temporary).
+    Names in `known` were checked when they were first seen."""
     found: dict[str, Signature] = {}
     try:
         it = os.scandir(directory)
@@ -54,7 +57,7 @@ def scan(directory: Path) -> dict[str, Signature]:
         return found
     with it:
         for entry in it:
-            if entry.name.startswith(".") or not PAGE_NAME_RE.match(entry.name):
+            if entry.name not in known and (entry.name.startswith(".") or not PAGE_NAME_RE.match(entry.name)):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -67,15 +70,24 @@ def scan(directory: Path) -> dict[str, Signature]:
 
 @dataclass
 class Section:
-    """Records of one directory: name -> signature and summary. Summaries of a section all have
-    the same keys, so the file stores each as a list of values (a third of the size of repeated
-    keys, and as much faster to read and write)."""
+    """Records of one directory: name -> signature and summary. Every summary of a section has the
+    section's `keys`, so a summary is kept as the list of its values, in memory and in the file
+    (a third of the size of repeated keys); a dict is made only for what is rendered, while counts
+    and ordering read single columns. With 10,000 records this is the difference between a cheap
+    update and one that spends its time converting records it does not show."""
 
+    keys: tuple[str, ...]
     sigs: dict[str, Signature] = field(default_factory=dict)
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # The directory's own (inode, mtime, ctime) when its scan found nothing new, see `unchanged`.
+    rows: dict[str, list[Any]] = field(default_factory=dict)
+    # The directory's own (inode, mtime, ctime) once a scan found it settled (see generate.py).
     directory: Signature | None = None
     dirty: bool = False
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     def changes(self, scanned: dict[str, Signature]) -> tuple[list[str], list[str]]:
         changed = [name for name, sig in scanned.items() if self.sigs.get(name) != sig]
@@ -84,35 +96,49 @@ class Section:
 
     def put(self, name: str, sig: Signature, summary: dict[str, Any]) -> None:
         self.sigs[name] = sig
-        self.records[name] = summary
+        self.rows[name] = [summary.get(k) for k in self.keys]
         self.dirty = True
 
     def remove(self, name: str) -> None:
         self.sigs.pop(name, None)
-        self.records.pop(name, None)
+        self.rows.pop(name, None)
         self.dirty = True
 
-    def summaries(self) -> list[dict[str, Any]]:
-        return list(self.records.values())
+    def summary(self, name: str) -> dict[str, Any]:
+        return dict(zip(self.keys, self.rows[name], strict=True))
+
+    def summaries(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+        return [self.summary(n) for n in (self.rows if names is None else names)]
+
+    def column(self, key: str) -> list[Any]:
+        i = self.keys.index(key)
+        return [row[i] for row in self.rows.values()]
+
+    def ordered(self, key: str) -> list[str]:
+        """Names by `key` (missing values first), then by name."""
+        i = self.keys.index(key)
+        rows = self.rows
+        return sorted(rows, key=lambda name: (rows[name][i] or "", name))
 
     def to_json(self) -> dict[str, Any]:
-        keys = list(next(iter(self.records.values()), {}))
         return {
             "directory": self.directory,
-            "keys": keys,
-            "records": {name: [self.sigs[name], [rec.get(k) for k in keys]] for name, rec in self.records.items()},
+            "keys": list(self.keys),
+            "records": {name: [self.sigs[name], row] for name, row in self.rows.items()},
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> Section:
-        if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-            return cls()
-        keys, records = data["keys"], data.get("records")
-        section = cls()
+    def from_json(cls, data: Any, keys: tuple[str, ...]) -> Section:
+        """Records written with other keys (another version) are dropped: they are read again."""
+        section = cls(keys)
+        if not isinstance(data, dict) or data.get("keys") != list(keys):
+            return section
+        records = data.get("records")
+        width = len(keys)
         for name, item in records.items() if isinstance(records, dict) else []:
-            if isinstance(item, list) and len(item) == 2 and isinstance(item[0], list) and isinstance(item[1], list):
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[1], list) and len(item[1]) == width:
                 section.sigs[name] = item[0]
-                section.records[name] = dict(zip(keys, item[1], strict=False))
+                section.rows[name] = item[1]
         directory = data.get("directory")
         section.directory = directory if isinstance(directory, list) else None
         return section
@@ -135,8 +161,8 @@ STAMP_SETTLE = 2.0
 @dataclass
 class Index:
     render: str  # what rendered the pages: a change of templates re-renders everything
-    done: Section = field(default_factory=Section)
-    builds: Section = field(default_factory=Section)
+    done: Section = field(default_factory=lambda: Section(SUMMARY_KEYS))
+    builds: Section = field(default_factory=lambda: Section(BUILD_KEYS))
     history: list[str] = field(default_factory=list)  # one signature per history page
     history_dirty: bool = False
 
@@ -152,8 +178,8 @@ class Index:
         history = data.get("history")
         return cls(
             render,
-            Section.from_json(data.get("done")),
-            Section.from_json(data.get("builds")),
+            Section.from_json(data.get("done"), SUMMARY_KEYS),
+            Section.from_json(data.get("builds"), BUILD_KEYS),
             [h for h in history if isinstance(h, str)] if isinstance(history, list) else [],
         )
 
@@ -174,19 +200,16 @@ class Index:
         self.done.dirty = self.builds.dirty = self.history_dirty = False
 
 
-def finish_order(summary: dict[str, Any]) -> tuple[str, str]:
-    return (summary.get("finished") or "", summary.get("name") or "")
-
-
-def paginate(ordered: list[dict[str, Any]], section: Section, size: int) -> list[tuple[list[dict[str, Any]], str]]:
-    """History pages of `ordered` (oldest finish first), `size` entries each, with a signature per
+def paginate(names: list[str], section: Section, size: int) -> list[tuple[list[str], str]]:
+    """History pages of `names` (oldest finish first), `size` entries each, with a signature per
     page. An entry that finishes lands on the last page, so only that page changes; a late finish
     time (a skewed clock, a recommit) shifts the pages after it, which are then rendered again."""
     pages = []
-    for start in range(0, len(ordered), size):
-        members = ordered[start : start + size]
-        digest = hashlib.sha256(b"last" if start + size >= len(ordered) else b"more")
-        for summary in members:
-            digest.update(f"{summary['name']}:{section.sigs[summary['name']]}\n".encode())
+    for start in range(0, len(names), size):
+        members = names[start : start + size]
+        # An entry whose summary changed was renamed into done/ again: its ctime changed.
+        changes = sum(section.sigs[name][1] for name in members)
+        last = start + size >= len(names)
+        digest = hashlib.sha256(f"{last}:{changes}:".encode() + "\n".join(members).encode())
         pages.append((members, digest.hexdigest()[:32]))
     return pages

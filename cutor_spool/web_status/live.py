@@ -20,7 +20,7 @@ from cutor_spool.builder.inventory import CachedEnv, read_uses
 from cutor_spool.builder.requests import RESULT_NAME, USES_NAME
 from cutor_spool.layout import QueueDirs
 from cutor_spool.watcher.ids import split_active
-from cutor_spool.web_status.model import integer, mapping, number, text
+from cutor_spool.web_status.model import BUILD_KEYS, integer, mapping, number, text
 from cutor_spool.web_status.reading import STATUS_LIMIT, json_object, open_dir, open_subdir, read_json
 
 QUEUE_SHOWN = 50
@@ -208,16 +208,9 @@ def build_summary(entry: Path) -> dict[str, Any]:
         record = read_json(fd, RESULT_NAME, BUILD_RECORD_LIMIT)
     if not isinstance(record, dict):
         return {
+            **dict.fromkeys(BUILD_KEYS),
             "name": entry.name,
             "status": "unknown",
-            "packages": None,
-            "size": None,
-            "built_at": None,
-            "last_used": None,
-            "uses": None,
-            "build_time": None,
-            "nixpkgs": None,
-            "system": None,
             "message": "no readable result.json",
         }
     data = CachedEnv(entry.name, entry, record, read_uses(entry)).to_json()

@@ -49,6 +49,21 @@ SUMMARY_KEYS = (
     "message",
 )
 
+# One cached environment as the page shows it (live.build_summary).
+BUILD_KEYS = (
+    "name",
+    "status",
+    "packages",
+    "size",
+    "built_at",
+    "last_used",
+    "uses",
+    "build_time",
+    "nixpkgs",
+    "system",
+    "message",
+)
+
 
 def text(value: Any, limit: int = MESSAGE_LIMIT) -> str | None:
     if value is None or isinstance(value, (dict, list)):
