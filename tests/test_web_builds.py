@@ -48,8 +48,14 @@ def test_environments_show_packages_and_uses(spool: Path, tmp_path: Path, execut
     assert workers == {"builder", "executor"}
     html = (spool / "status" / "index.html").read_text()
     assert f'data-key="{env["name"]}"' in html
+    packages = {p["name"]: p for p in status["builds"]["packages"]}
+    assert packages["roman"]["environments"] == 1 and packages["roman"]["uses"] == 1
+    assert packages["roman"]["path"].startswith("/nix/store/")
+    assert 'data-package="roman"' in html
 
     drop(spool, make_submission(tmp_path, "b", ROMAN), "roman-2")
     wait_done(spool, "roman-2", timeout=120)
-    (env,) = regenerate(spool)["builds"]["environments"]
+    status = regenerate(spool)
+    (env,) = status["builds"]["environments"]
     assert env["uses"] == 2
+    assert {p["name"]: p["uses"] for p in status["builds"]["packages"]}["roman"] == 2

@@ -313,7 +313,8 @@ def regenerate(
         "queued": live.count_entries(paths.builds.incoming),
         "active": live.count_entries(paths.builds.active),
         "done": len(environments),
-        "environments": environments,
+        "environments": [{k: v for k, v in e.items() if k != "package_list"} for e in environments],
+        "packages": live.packages(environments),
     }
     status = machine_status(gen, index, queue, active, workers, recent, builds)
     page = render(

@@ -235,4 +235,32 @@ def build_summary(entry: Path) -> dict[str, Any]:
         "nixpkgs": text(data["nixpkgs"], 200),
         "system": text(data["system"], 40),
         "message": text(data["message"]),
+        "package_list": [
+            [text(p.get("name"), 100), text(p.get("version"), 60), text(p.get("path"), 300), integer(p.get("size"))]
+            for p in data["packages"]
+            if p.get("path")
+        ],
     }
+
+
+def packages(environments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every package of the cached environments, once per store path, as `cutor-spool packages`
+    lists them: in how many environments, used by how many submissions (each submission uses one
+    environment, so the environments' uses add up), and when last."""
+    by_path: dict[str, dict[str, Any]] = {}
+    for env in environments:
+        if env["status"] != "ok":
+            continue
+        for name, version, path, size in env["package_list"] or []:
+            item = by_path.setdefault(
+                path,
+                {"name": name, "version": version, "path": path, "size": size, "environments": 0, "uses": 0},
+            )
+            item["environments"] += 1
+            item["uses"] += env["uses"] or 0
+            if env["last_used"] and (item.get("last_used") or "") < env["last_used"]:
+                item["last_used"] = env["last_used"]
+    return sorted(
+        ({"last_used": None, **p} for p in by_path.values()),
+        key=lambda p: (p["name"] or "", p["version"] or "", p["path"]),
+    )

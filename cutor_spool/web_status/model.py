@@ -62,6 +62,7 @@ BUILD_KEYS = (
     "nixpkgs",
     "system",
     "message",
+    "package_list",  # [name, version, store path, size] of each package
 )
 
 
