@@ -34,15 +34,16 @@ def need_nix() -> None:
     need(os.geteuid() == 0, "Nix builds and the sandbox need root")
 
 
-def nix_config(spool: Path, **nix: Any) -> None:
-    """The conftest's fast spool config, with nix: pointing at the stand-in channel."""
+def nix_config(spool: Path, *, top: dict[str, Any] | None = None, **nix: Any) -> None:
+    """The conftest's fast spool config (with `top` keys over it), and nix: pointing at the
+    stand-in channel."""
     settings: dict[str, Any] = {
         "nixpkgs": str(CHANNEL),
         "sandbox_paths": SANDBOX_PATHS,
         "build_timeout": "120s",
     }
     settings.update(nix)
-    write_config(spool, nix=settings)
+    write_config(spool, nix=settings, **(top or {}))
 
 
 def unique() -> str:
