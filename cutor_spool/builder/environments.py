@@ -176,10 +176,10 @@ class NixEnvironments:
             elif source == "cached":
                 source = "joined"
             if time.monotonic() >= until:
-                return self._timed_out(key, until)
+                return self._timed_out(key)
             self.builds.wait(key, until=until, cancel=cancel)
 
-    def _timed_out(self, key: str, until: float) -> Obtained:
+    def _timed_out(self, key: str) -> Obtained:
         if not self.builds.claimed(key) and os.path.lexists(self.builds.dirs.incoming / key):
             # Nobody even started it: that is the system's failure (no builder running), not
             # the submission's. Retry, then error, like any other system failure.
