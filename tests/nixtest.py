@@ -55,6 +55,14 @@ def nix(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
+def spool_roots(spool: Path) -> Iterator[None]:
+    """Removes the spool's GC roots once every worker of the test has stopped (set up before the
+    `executors` and `builders` fixtures, so torn down after them)."""
+    yield
+    shutil.rmtree(Path("/nix/var/nix/gcroots/cutor-spool") / spool_tag(spool), ignore_errors=True)
+
+
+@pytest.fixture
 def builders(tmp_path: Path) -> Iterator[Callable[..., ExecutorProcess]]:
     """Factory: `builders(spool, "--nix-store", DIR)` starts a real `cutor-spool builder` process
     (signing with a key of this test's own)."""

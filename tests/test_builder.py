@@ -13,9 +13,20 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, drop, make_submission, result, stage, wait_done
-from nixtest import CHANNEL, build_entries, build_record, builders, claims, need_nix, nix_config, unique, wait_for
+from nixtest import (
+    CHANNEL,
+    build_entries,
+    build_record,
+    builders,
+    claims,
+    need_nix,
+    nix_config,
+    spool_roots,
+    unique,
+    wait_for,
+)
 
-__all__ = ["builders"]  # the fixture, imported for pytest
+__all__ = ["builders", "spool_roots"]  # fixtures, imported for pytest
 
 pytestmark = pytest.mark.nix
 
@@ -27,7 +38,7 @@ ROMAN = {
 
 
 @pytest.fixture(autouse=True)
-def _nix() -> None:
+def _nix(spool_roots: None) -> None:
     need_nix()
 
 

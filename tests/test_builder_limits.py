@@ -11,19 +11,19 @@ from typing import Any
 
 import pytest
 from conftest import drop, make_submission, result, stage, wait_done
-from nixtest import CHANNEL, build_entries, builders, need_nix, nix_config, unique, wait_for
+from nixtest import CHANNEL, build_entries, builders, need_nix, nix_config, spool_roots, unique, wait_for
 
 from cutor_spool.builder.keys import NixpkgsPin, for_attrs
 from cutor_spool.builder.requests import Builds
 from cutor_spool.layout import SpoolPaths
 
-__all__ = ["builders"]
+__all__ = ["builders", "spool_roots"]
 
 pytestmark = pytest.mark.nix
 
 
 @pytest.fixture(autouse=True)
-def _nix() -> None:
+def _nix(spool_roots: None) -> None:
     need_nix()
 
 

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 from conftest import drop, make_submission, result, stage, wait_done
-from nixtest import build_entries, build_record, builders, cli, need_nix, nix, nix_config, unique, wait_for
+from nixtest import build_entries, build_record, builders, cli, need_nix, nix, nix_config, spool_roots, unique, wait_for
 
-__all__ = ["builders"]
+__all__ = ["builders", "spool_roots"]
 
 pytestmark = pytest.mark.nix
 
 
 @pytest.fixture(autouse=True)
-def _nix() -> None:
+def _nix(spool_roots: None) -> None:
     need_nix()
 
 
