@@ -13,6 +13,8 @@ import errno
 import json
 import os
 import secrets
+import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +61,7 @@ def append_line(path: Path, value: Any) -> None:
     land whole; readers skip a torn last line left by a crash."""
     line = (json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     except OSError as exc:
         _raise(path, exc)
     try:
@@ -70,17 +72,44 @@ def append_line(path: Path, value: Any) -> None:
         os.close(fd)
 
 
+def _open_regular(path: Path, flags: int) -> int:
+    """Opens a file of the spool protocol: never through a symlink, never blocking on a FIFO, and
+    only if it is a regular file. Entries come from clients; what they plant under names the
+    spool uses must not make a root worker write elsewhere or hang."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return fd
+
+
+def read_bytes(path: Path, limit: int = 64 << 20) -> bytes:
+    fd = _open_regular(path, os.O_RDONLY)
+    try:
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_json(path: Path) -> Any:
-    with open(path, "rb") as fh:
-        return json.loads(fh.read())
+    return json.loads(read_bytes(path))
 
 
 def read_lines(path: Path) -> list[Any]:
-    """Reads a JSON-lines file, skipping a torn or garbled line instead of failing."""
+    """Reads a JSON-lines file, skipping a torn or garbled line instead of failing. A missing
+    file, or anything that is not a regular file, reads as empty."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
+        raw = read_bytes(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError:
         return []
     out = []
     for line in raw.splitlines():
@@ -89,3 +118,28 @@ def read_lines(path: Path) -> list[Any]:
         except ValueError:
             continue
     return out
+
+
+def clear_unless_regular(path: Path) -> None:
+    """Removes `path` unless it is absent or a regular file (a planted symlink, FIFO, device or
+    directory under a name the spool writes). Symlinks are unlinked, never followed."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISREG(st.st_mode):
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)  # rmtree does not follow symlinks inside
+    else:
+        os.unlink(path)
+
+
+def set_aside(path: Path, suffix: str) -> Path | None:
+    """Renames a client's entry that sits under a name the protocol needs to `<name>-foreign-…`,
+    so that nothing is lost and validation can report it. None if there was nothing there."""
+    if not os.path.lexists(path):
+        return None
+    target = path.with_name(f"{path.name}-foreign-{suffix}")
+    os.rename(path, target)
+    return target

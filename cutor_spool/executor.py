@@ -16,7 +16,7 @@ from pathlib import Path
 from cutor_spool.config import BackendName, SpoolConfig, load_config
 from cutor_spool.errors import LeaseLost, Shutdown, SystemFailure
 from cutor_spool.pipeline import Environments, Judge, Pipeline
-from cutor_spool.results import ATTEMPTS_LOG, TERMINAL, Reporter, State, read_status
+from cutor_spool.results import ATTEMPTS_LOG, Reporter, State
 from cutor_spool.runner.backend import Backend, make_backend
 from cutor_spool.runner.judge import judge_submission
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool
@@ -223,12 +223,6 @@ class Executor:
             )
             claim.commit(final)
             return
-        previous = read_status(claim.path)
-        if previous and previous.get("state") in TERMINAL:
-            # A worker finished it and died before its commit rename: commit, never run it twice.
-            reporter.event("recommitted", message=f"finished by {previous.get('worker')}; committed now")
-            claim.commit()
-            return
         if claim.counted_attempts > self.config.max_attempts:
             reporter.start()
             reporter.finish(
@@ -249,7 +243,7 @@ class Executor:
             if claim.counted_attempts >= self.config.max_attempts:
                 reporter.finish(State.ERROR, reason=f"attempt {claim.attempt}: {reason}")
                 claim.commit()
-            elif not claim.release(reason):
+            elif not claim.release(reason, counts=True):
                 log.error("%s: could not hand back; the lease will expire", claim.entry_id)
         except (LeaseLost, SystemFailure) as exc:
             log.error("%s: cannot record the failure (%s); the lease will expire", claim.entry_id, exc)

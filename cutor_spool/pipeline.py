@@ -139,7 +139,11 @@ def materialise(plan: Plan, source: Path, dest: Path, uid: int, gid: int) -> lis
     entry itself: a directory keeps its inode when renamed, so a sandbox with the entry mounted
     would write into the next claim after a requeue)."""
     problems = []
-    make_dirs(dest, plan.tree.dirs, uid, gid)
+    # Directories come with the files copied into them; only those the submission made empty are
+    # made on their own. A directory holding only hidden files (test data, a checker) would
+    # otherwise show its name to the job.
+    occupied = {name.rsplit("/", i)[0] for name in plan.tree.files for i in range(1, name.count("/") + 1)}
+    make_dirs(dest, frozenset(plan.tree.dirs - occupied), uid, gid)
     for name in plan.workdir_files:
         entry = plan.tree.files[name]
         try:

@@ -13,13 +13,15 @@ claim (see `atomic.py`).
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from cutor_spool.atomic import append_line, read_json, write_json
+from cutor_spool.atomic import append_line, clear_unless_regular, read_json, write_json
 from cutor_spool.runner.stage import StageOutput, StageStatus
 from cutor_spool.watcher.queue import Claim, WorkerIdentity, iso
 
@@ -109,14 +111,19 @@ class Reporter:
         }
 
     def start(self) -> None:
-        """A fresh attempt: stage results of an earlier, unfinished attempt are removed."""
-        for path in [*self.dir.glob("*.json"), self.dir / "junit.xml"]:
-            if path.name != "status.json":
-                path.unlink(missing_ok=True)
-        tests = self.dir / "tests"
-        if tests.is_dir():
-            for path in tests.iterdir():
-                path.unlink(missing_ok=True)
+        """A fresh attempt: stage results of an earlier, unfinished attempt are removed, and so
+        is whatever a client planted under the names written here. Nothing in result/ is
+        trusted: not a status (a forged "accepted" must never be taken for the spool's), not a
+        symlink (a root worker would write or delete through it)."""
+        for entry in os.scandir(self.dir):
+            path = Path(entry.path)
+            if entry.name in ("events.jsonl", "status.json"):
+                clear_unless_regular(path)  # the events of every attempt are kept, if a file
+            elif entry.name in {"tests", "junit.xml"} or entry.name.endswith(".json"):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(path)  # does not follow symlinks inside
+                else:
+                    os.unlink(path)  # a symlink is unlinked, never followed
         self.transition(State.CLAIMED, message=f"attempt {self.claim.attempt}")
 
     def event(self, kind: str, **fields: Any) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 # Names at the top of a spool entry that belong to the spool protocol, not to the submission.
 PROTOCOL_NAMES = frozenset({".ready", ".lease", "result"})
+# What a claim sets aside when a client put something of its own under a protocol name.
+RESERVED_PREFIXES = (".lease-foreign-", "result-foreign-")
 MAX_DEPTH = 32
 
 
@@ -83,6 +85,16 @@ def walk(root: Path, *, max_files: int, max_size: int, problems: list[Problem]) 
             if not prefix and entry.name in PROTOCOL_NAMES:
                 continue
             where = f"file {_display(name)}"
+            if not prefix and entry.name.startswith(RESERVED_PREFIXES):
+                original = entry.name.partition("-foreign-")[0]
+                problems.append(
+                    Problem(
+                        f"file {_display(original)}",
+                        f"{original!r} is reserved for the spool "
+                        "(its lease and its results); the submission's own was kept aside",
+                    )
+                )
+                continue
             try:
                 entry.name.encode("utf-8")
             except UnicodeEncodeError:

@@ -22,7 +22,7 @@ from cutor_spool.errors import SpoolIOError
 def stamp(path: Path, *, create: bool = False) -> float:
     """Rewrites the first byte of `path` in place (or creates it) so that the filesystem sets its
     mtime to the filesystem's now; returns that mtime. FileNotFoundError if it is gone."""
-    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_CREAT if create else 0)
     fd = os.open(path, flags, 0o644)
     try:
         first = os.pread(fd, 1, 0) or b"\n"

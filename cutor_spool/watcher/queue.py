@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cutor_spool.atomic import append_line, read_lines
+from cutor_spool.atomic import append_line, clear_unless_regular, read_json, read_lines, set_aside
 from cutor_spool.errors import LeaseLost, SpoolIOError
 from cutor_spool.layout import QueueDirs
 from cutor_spool.watcher.clock import stamp
@@ -106,13 +106,15 @@ class Claim:
             raise SpoolIOError(f"{self.entry_id}: cannot commit: {exc.strerror}") from exc
         return target
 
-    def release(self, reason: str) -> bool:
-        """Hands the entry back to incoming/ (shutdown or a system failure). Returns False if the
-        entry is no longer ours or incoming/<id> is taken; the lease then expires as usual."""
+    def release(self, reason: str, *, counts: bool = False) -> bool:
+        """Hands the entry back to incoming/. A hand-back on shutdown (`counts=False`, logged as
+        "released") does not use up an attempt; one after a system failure does (logged as
+        "failed"), or a submission that breaks the system every time would be retried forever.
+        Returns False if the entry is no longer ours or incoming/<id> is taken; the lease then
+        expires as usual."""
+        event = "failed" if counts else "released"
         try:
-            append_line(
-                self.log_path, {"event": "released", "token": self.token, "reason": reason, "at": iso(time.time())}
-            )
+            append_line(self.log_path, {"event": event, "token": self.token, "reason": reason, "at": iso(time.time())})
             os.unlink(self.lease)
             os.rename(self.path, self.dirs.incoming / self.entry_id)
         except (OSError, LeaseLost, SpoolIOError) as exc:
@@ -123,8 +125,7 @@ class Claim:
 
 def _lease_token(entry: Path) -> str | None:
     try:
-        with open(entry / LEASE, "rb") as fh:
-            return str(json.loads(fh.read()).get("token"))
+        return str(read_json(entry / LEASE).get("token"))
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -197,6 +198,12 @@ class SpoolQueue:
         path = self.dirs.active / active_name(entry_id, token)
         now = time.time()
         log_path = path / self.log_name
+        try:
+            self._make_names_ours(path, log_path, token)
+        except FileNotFoundError as exc:
+            raise LeaseLost(f"{entry_id}: claim vanished while starting") from exc
+        except OSError as exc:
+            raise SpoolIOError(f"{entry_id}: cannot prepare the claim: {exc.strerror}") from exc
         history = read_lines(log_path)
         claims = sum(1 for rec in history if rec.get("event") == "claimed")
         released = sum(1 for rec in history if rec.get("event") == "released")
@@ -211,12 +218,11 @@ class SpoolQueue:
         }
         try:
             # Written in place, not atomically: only its mtime matters to the protocol.
-            fd = os.open(path / LEASE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            fd = os.open(path / LEASE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             try:
                 os.write(fd, json.dumps(lease).encode())
             finally:
                 os.close(fd)
-            log_path.parent.mkdir(exist_ok=True)
             append_line(log_path, {"event": "claimed", **lease})
         except FileNotFoundError as exc:
             raise LeaseLost(f"{entry_id}: claim vanished while starting") from exc
@@ -233,6 +239,23 @@ class SpoolQueue:
             history=history,
             queued_at=queued_at,
         )
+
+    @staticmethod
+    def _make_names_ours(path: Path, log_path: Path, token: str) -> None:
+        """The client owned every byte of the entry until this claim. A `.lease` the spool did
+        not write (the reaper and hand-backs remove ours before requeueing) and a log directory
+        that is not a real directory are set aside (validation reports them); a log file that is
+        not a regular file is removed. Nothing below writes through a client's symlink."""
+        lease = path / LEASE
+        if os.path.lexists(lease):
+            set_aside(lease, token)
+        parent = log_path.parent
+        if parent != path:
+            st = os.lstat(parent) if os.path.lexists(parent) else None
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                set_aside(parent, token)
+            parent.mkdir(exist_ok=True)
+        clear_unless_regular(log_path)
 
     def known_elsewhere(self, claim: Claim) -> bool:
         """Is this id already active under another claim, or done? Checked after our own rename,
