@@ -30,6 +30,10 @@ from cutor_spool.errors import SandboxError
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path(os.environ.get("CUTOR_SPOOL_STATE_DIR", "/run/cutor-spool"))
+# Uids are a resource of the host, not of one executor: their locks live in one place per host
+# whatever --state-dir an executor was given (two executors with two state dirs would otherwise
+# run jobs as the same uid, and each would kill the other's jobs as leftovers).
+LOCK_DIR = Path(os.environ.get("CUTOR_SPOOL_LOCK_DIR", "/run/cutor-spool/locks"))
 MS_NOSUID, MS_NODEV = 2, 4
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -115,14 +119,15 @@ class SlotPool:
             )
         self.uid_base, self.count, self.work_size = uid_base, count, work_size
         self.state_dir = state_dir
-        (state_dir / "locks").mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.lock_dir = LOCK_DIR
+        self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (state_dir / "slots").mkdir(parents=True, exist_ok=True, mode=0o711)
 
     def acquire(self) -> Slot:
         start = random.randrange(self.count)  # noqa: S311 - spreads executors over the range, not a secret
         for i in range(self.count):
             uid = self.uid_base + (start + i) % self.count
-            fd = os.open(self.state_dir / "locks" / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.lock_dir / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -173,7 +178,7 @@ class SlotPool:
     @contextmanager
     def idle(self, uid: int) -> Iterator[bool]:
         """Holds uid's slot lock for the block if nobody does (yields True), else yields False."""
-        fd = os.open(self.state_dir / "locks" / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.lock_dir / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
