@@ -126,11 +126,49 @@ structured = st.fixed_dictionaries(
 )
 
 
+# Submissions that are valid, or nearly: they get past validation and run, so the fuzz reaches the
+# sandbox and the result writing, not just the validator.
+valid_ish = st.fixed_dictionaries(
+    {"run": st.sampled_from(FAST_SCRIPTS[:-1])},
+    optional={
+        "args": st.lists(st.text(st.characters(blacklist_categories=["Cs", "Cc"]), max_size=8), max_size=3),
+        "env": st.dictionaries(
+            st.sampled_from(["A", "B_2", "MODE"]),
+            st.text(st.characters(blacklist_categories=["Cs", "Cc"]), max_size=8),
+            max_size=2,
+        ),
+        "stdin": st.text(st.characters(blacklist_categories=["Cs"]), max_size=50),
+        "files": st.lists(
+            st.fixed_dictionaries(
+                {"name": st.sampled_from(["a.txt", "d/b.txt", "c"]), "content": st.text(max_size=20)}
+            ),
+            max_size=1,
+        ),
+        "limits": st.fixed_dictionaries(
+            {},
+            optional={
+                "run": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "cpu_time": st.sampled_from(["1s", "500ms", 2]),
+                        "memory": st.sampled_from(["64MiB", "128MiB"]),
+                        "output": st.sampled_from(["1KiB", "64KiB"]),
+                        "processes": st.integers(4, 64),
+                    },
+                )
+            },
+        ),
+    },
+)
+
+
 def _yaml(doc: Any) -> bytes:
     return yaml.safe_dump(doc, allow_unicode=True).encode("utf-8", "surrogatepass")
 
 
 yaml_documents = st.one_of(
+    valid_ish.map(_yaml),
+    valid_ish.map(_yaml),
     structured.map(_yaml),
     st.dictionaries(st.sampled_from([*FIELDS, "x", "limits.run"]), nested(3), max_size=6).map(_yaml),
     nested(3).map(_yaml),
@@ -197,6 +235,24 @@ entries = st.lists(
         st.builds(Entry, st.just("big"), entry_names),
     ),
     max_size=6,
+)
+
+
+clean_entries = st.lists(
+    st.one_of(
+        st.builds(
+            Entry, st.just("file"), st.sampled_from([b"a", b"b.txt", b"sub/c", b"data/in.txt"]), st.binary(max_size=64)
+        ),
+        st.builds(Entry, st.just("dir"), st.sampled_from([b"empty", b"sub/deeper"])),
+    ),
+    max_size=4,
+)
+# A submission as a pair (submission.yaml or None, tree): about a third hostile in every way, the
+# rest valid or nearly so with a clean tree, so that the runs, not just the validator, get fuzzed.
+submissions = st.one_of(
+    st.tuples(st.one_of(st.none(), yaml_documents), entries),
+    st.tuples(valid_ish.map(_yaml), clean_entries),
+    st.tuples(valid_ish.map(_yaml), clean_entries),
 )
 
 

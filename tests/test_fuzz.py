@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 from conftest import ExecutorProcess, wait_done, write_config
-from fuzz_strategies import Entry, entries, materialise, yaml_documents
+from fuzz_strategies import Entry, materialise, submissions
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from cutor_spool.config import SpoolConfig
 from cutor_spool.intake import read_submission
@@ -29,10 +28,11 @@ FUZZ = settings(
 
 @pytest.mark.timeout(1800)
 @FUZZ
-@given(document=st.one_of(st.none(), yaml_documents), tree=entries)
+@given(submission=submissions)
 def test_validation_never_crashes_and_always_explains(
-    tmp_path_factory: pytest.TempPathFactory, document: bytes | None, tree: list[Entry]
+    tmp_path_factory: pytest.TempPathFactory, submission: tuple[bytes | None, list[Entry]]
 ) -> None:
+    document, tree = submission
     root = tmp_path_factory.getbasetemp() / "fuzz-validate" / str(next(counter))
     materialise(root, document, tree)
     try:
@@ -85,10 +85,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.mark.timeout(1800)
 @FUZZ
-@given(document=st.one_of(st.none(), yaml_documents), tree=entries)
+@given(submission=submissions)
 def test_drop_generated_submissions_at_a_running_executor(
-    live: Dropped, document: bytes | None, tree: list[Entry]
+    live: Dropped, submission: tuple[bytes | None, list[Entry]]
 ) -> None:
+    document, tree = submission
     assert live.spool is not None
     entry_id = f"fuzz-{next(counter)}"
     staging = live.spool / "tmp" / entry_id
