@@ -172,6 +172,7 @@ def measure(spool: Path, runs: int, nixpkgs: str) -> None:
             ],
             runs,
         )
+    sourcing = source_times(env_script, runs)
     lookups = warm_lookup(spool, runs)
     print("the warm environment, the same command both ways (ratio against the cached env script):")
     for command, (cached, nix_shell, bare) in results.items():
@@ -179,10 +180,24 @@ def measure(spool: Path, runs: int, nixpkgs: str) -> None:
         row("cached env script (cutor-spool)", cached, median(cached))
         row("nix-shell -p, same packages", nix_shell, median(cached))
         row("no environment (python3 -c pass)" if command != "true" else "no environment", bare)
+    row("sourcing env.sh alone (bash's clock)", sourcing)
     row("executor's warm lookup (in-process)", lookups)
     cached, nix_shell, _ = results["true"]
     ratio = median(nix_shell) / median(cached)
     print(f"entering: nix-shell -p / cached env script = {ratio:.1f}x (target: >= 5x with the stand-in channel)")
+
+
+def source_times(env_script: Path, runs: int) -> list[float]:
+    """What sourcing the env script costs inside a running bash, by bash's own clock: the part of
+    entering that is ours, apart from starting a process (which a loaded machine makes slow)."""
+    probe = 's=$EPOCHREALTIME; . "$0" >/dev/null 2>&1; e=$EPOCHREALTIME; echo "$s $e"'
+    samples = []
+    for _ in range(runs):
+        out = subprocess.run(
+            ["bash", "-c", probe, str(env_script)], check=True, capture_output=True, text=True, env=CLEAN_ENV
+        ).stdout.split()
+        samples.append((float(out[-1]) - float(out[-2])) * 1000)
+    return samples
 
 
 def warm_lookup(spool: Path, runs: int) -> list[float]:

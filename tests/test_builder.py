@@ -69,6 +69,7 @@ def test_environment_is_built_once_and_reused(spool: Path, tmp_path: Path, execu
     assert sorted((entry / "uses").iterdir()) == [entry / "uses" / "first", entry / "uses" / "second"]
     env_script = (entry / "env.sh").read_text()
     assert "PYTHONPATH" in env_script and "python3-roman" in env_script
+    assert "mktemp" not in env_script  # no process spent on a temporary directory per stage
 
 
 def test_twenty_submissions_one_new_environment_one_build(

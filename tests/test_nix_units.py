@@ -14,7 +14,7 @@ from conftest import write_config
 from nixtest import CHANNEL, NIX_ENV, nix, unique
 
 from cutor_spool.builder import cache, nixcmd
-from cutor_spool.builder.build import find_shell
+from cutor_spool.builder.build import find_shell, for_sandbox
 from cutor_spool.builder.gc import choose, union_size
 from cutor_spool.builder.inventory import CachedEnv
 from cutor_spool.builder.keys import NixpkgsPin, for_attrs, for_nix_file
@@ -92,6 +92,13 @@ def test_flake_references_and_paths() -> None:
         PinResolver("flake:nixpkgs", Path("/"), NixSettings())
     with pytest.raises(ConfigError, match="not set"):
         PinResolver(None, Path("/"), NixSettings())
+
+
+def test_env_script_uses_the_sandbox_tmp_instead_of_mktemp() -> None:
+    script = b'PATH=/x\nexport NIX_BUILD_TOP="$(mktemp -d -t nix-shell.XXXXXX)"\nexport TMP="$NIX_BUILD_TOP"\n'
+    adapted = for_sandbox(script)
+    assert b"mktemp" not in adapted and b'export NIX_BUILD_TOP="${TMPDIR:-/tmp}"\n' in adapted
+    assert for_sandbox(b"PATH=/x\n") == b"PATH=/x\n"
 
 
 def test_shell_comes_from_the_closure_when_it_has_one() -> None:

@@ -46,6 +46,16 @@ SYSTEM_ERRORS = re.compile(
     re.MULTILINE,
 )
 BASH_IN_STORE = re.compile(r"^/nix/store/[0-9a-z]{32}-bash(-interactive)?-[0-9]")
+# `print-dev-env` scripts make a fresh NIX_BUILD_TOP with `mktemp -d` each time they are sourced:
+# a process per stage (9 ms on a loaded 2-core host, against 0.4 ms for the rest of the script).
+# In the sandbox /tmp is private to the stage already, so the published script uses it. The line
+# is Nix's own (src/nix/develop.cc); a Nix that words it otherwise keeps its mktemp.
+MKTEMP_LINE = b'export NIX_BUILD_TOP="$(mktemp -d -t nix-shell.XXXXXX)"'
+SANDBOX_TMP_LINE = b'export NIX_BUILD_TOP="${TMPDIR:-/tmp}"'
+
+
+def for_sandbox(script: bytes) -> bytes:
+    return script.replace(MKTEMP_LINE, SANDBOX_TMP_LINE, 1)
 
 
 class BuildStatus(StrEnum):
@@ -261,7 +271,7 @@ def _build(
     done = steps.run("build", nixcmd.dev_env_argv(settings, drv_path, profile), plain)
     if not done.ok:
         return failed(done, "build failed")
-    env_script = done.stdout
+    env_script = for_sandbox(done.stdout)
     env_path = profile_target(profile, settings)
 
     done = steps.run("closure", nixcmd.path_info_argv(settings, env_path), plain)
