@@ -2,84 +2,133 @@
 
 Latency: one trivial submission at a time (`run: echo hi`), from the rename into incoming/ to the
 appearance of done/<id>; median and p95, with inotify and with --poll. Throughput: N submissions
-dropped at once, with 1 and 2 executors. Baseline in the same run: a bare fork/exec of the same
-trivial command from Python.
+dropped at once, with 1 and 2 executors (2 slots each).
 
-    sudo .venv/bin/python benchmarks/latency.py [--count 200] [--throughput 200]
+Baselines, in the same run: a bare fork/exec of the same command from Python, and (when a Docker
+engine is up) `docker run --rm IMAGE /bin/sh -c 'echo hi'`, the command a user would otherwise
+run. Both are timed between the latency samples, one of each per round, so that load from
+elsewhere weighs on all alike; for throughput, `docker run` two at a time (one per core).
+
+    sudo .venv/bin/python benchmarks/latency.py [--count 200] [--throughput 1000] [--no-docker]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import time
+from collections.abc import Callable
 
-from _common import DoneWatch, bare_exec_ms, drop, executors, make_source, median, percentile, scratch_spool
+from _common import DoneWatch, drop, executors, make_source, median, percentile, scratch_spool
 
 TRIVIAL = {"run": "echo hi"}
+COMMAND = ["/bin/sh", "-c", "echo hi"]
 
 
-def latency(count: int, *, poll: bool) -> list[float]:
+def bare_exec() -> None:
+    subprocess.run(COMMAND, stdout=subprocess.DEVNULL, check=True)
+
+
+def latency(
+    count: int, *, poll: bool, baselines: dict[str, Callable[[], object]] | None = None
+) -> dict[str, list[float]]:
+    """Milliseconds from drop to done/, under "spool"; each baseline timed once per round."""
+    baselines = baselines or {}
+    samples: dict[str, list[float]] = {"spool": [], **{name: [] for name in baselines}}
     with scratch_spool() as spool:
         source = make_source(spool.parent, "trivial", TRIVIAL)
         watch = DoneWatch(spool / "done")
         mode = ["--poll"] if poll else ["--inotify"]
-        with executors(spool, 1, "--concurrency", "1", *mode):
-            for i in range(5):  # warm-up
-                drop(spool, source, f"warm-{i}")
-                watch.wait(f"warm-{i}")
-            samples = []
-            for i in range(count):
-                name = f"lat-{i:05d}"
-                start = time.perf_counter()
-                drop(spool, source, name)
-                samples.append((watch.wait(name) - start) * 1000)
-        watch.close()
-        return samples
+        try:
+            with executors(spool, 1, "--concurrency", "1", *mode):
+                for i in range(5):  # warm-up
+                    drop(spool, source, f"warm-{i}")
+                    watch.wait(f"warm-{i}")
+                for fn in baselines.values():
+                    fn()
+                for i in range(count):
+                    name = f"lat-{i:05d}"
+                    start = time.perf_counter()
+                    drop(spool, source, name)
+                    samples["spool"].append((watch.wait(name) - start) * 1000)
+                    for key, fn in baselines.items():
+                        start = time.perf_counter()
+                        fn()
+                        samples[key].append((time.perf_counter() - start) * 1000)
+        finally:
+            watch.close()
+    return samples
 
 
 def throughput(count: int, workers: int, concurrency: int = 2) -> float:
+    """Submissions per second, from the first drop to the last done/<id>."""
     with scratch_spool() as spool:
         source = make_source(spool.parent, "trivial", TRIVIAL)
         watch = DoneWatch(spool / "done")
-        with executors(spool, workers, "--concurrency", str(concurrency)):
-            names = [f"tp-{i:05d}" for i in range(count)]
-            start = time.perf_counter()
-            for name in names:
-                drop(spool, source, name)
-            end = watch.wait_all(names)
-        watch.close()
+        try:
+            with executors(spool, workers, "--concurrency", str(concurrency)):
+                names = [f"tp-{i:05d}" for i in range(count)]
+                start = time.perf_counter()
+                for name in names:
+                    drop(spool, source, name)
+                end = watch.wait_all(names)
+        finally:
+            watch.close()
         return count / (end - start)
 
 
-def run(count: int, tp_count: int) -> dict[str, float]:
-    bare = bare_exec_ms(["/bin/sh", "-c", "echo hi"])
-    figures: dict[str, float] = {"bare_exec_ms": bare}
+def run(count: int, tp_count: int, image: str | None = None, docker_runs: int = 40) -> dict[str, float]:
+    """Every figure of this script; the `docker_run*` ones only with an image (engine up)."""
+    from docker_exec import docker_run, docker_run_rate
+
+    baselines: dict[str, Callable[[], object]] = {"bare": bare_exec}
+    if image is not None:
+        baselines["docker_run"] = lambda: docker_run(image, COMMAND)
+    figures: dict[str, float] = {}
     for poll in (False, True):
-        samples = latency(count, poll=poll)
         key = "poll" if poll else "inotify"
-        figures[f"latency_{key}_median_ms"] = median(samples)
-        figures[f"latency_{key}_p95_ms"] = percentile(samples, 0.95)
+        samples = latency(count, poll=poll, baselines=baselines)
+        for name, values in samples.items():
+            figures[f"{key}.{name}.median"] = median(values)
+            figures[f"{key}.{name}.p95"] = percentile(values, 0.95)
     for workers in (1, 2):
-        figures[f"throughput_{workers}_executors_per_s"] = throughput(tp_count, workers)
+        figures[f"throughput.{workers}"] = throughput(tp_count, workers)
+    if image is not None:
+        figures["throughput.docker_run"] = docker_run_rate(image, COMMAND, docker_runs, parallel=2)
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--throughput", type=int, default=200)
+    parser.add_argument("--throughput", type=int, default=1000)
+    parser.add_argument("--docker-runs", type=int, default=40, help="docker run --rm, two at a time")
+    parser.add_argument("--no-docker", action="store_true", help="no docker run baseline")
     args = parser.parse_args()
-    f = run(args.count, args.throughput)
-    print(f"bare fork/exec of the same command     {f['bare_exec_ms']:8.1f} ms")
+    from docker_exec import TEST_IMAGE, start_engine
+
+    image = None
+    if not args.no_docker:
+        problem = start_engine(TEST_IMAGE)
+        if problem:
+            print(f"no docker run baseline: {problem}")
+        else:
+            image = TEST_IMAGE
+    f = run(args.count, args.throughput, image, args.docker_runs)
     for key in ("inotify", "poll"):
-        med, p95 = f[f"latency_{key}_median_ms"], f[f"latency_{key}_p95_ms"]
-        print(
-            f"drop-to-final, {key:8s} median / p95 {med:8.1f} / {p95:6.1f} ms   ({med / f['bare_exec_ms']:.1f}x bare)"
-        )
+        bare, docker = f[f"{key}.bare.median"], f.get(f"{key}.docker_run.median")
+        med, p95 = f[f"{key}.spool.median"], f[f"{key}.spool.p95"]
+        line = f"drop-to-final, {key:8s} median / p95 {med:8.1f} / {p95:6.1f} ms   "
+        line += f"({med / bare:.1f}x bare {bare:.1f} ms"
+        if docker is not None:
+            line += f"; {med / docker:.2f}x docker run {docker:.1f} ms"
+        print(line + ")")
     print("target: inotify median under 50 ms")
     for workers in (1, 2):
-        rate = f[f"throughput_{workers}_executors_per_s"]
+        rate = f[f"throughput.{workers}"]
         print(f"throughput, {workers} executor(s) x 2 slots   {rate:8.1f} submissions/s")
+    if "throughput.docker_run" in f:
+        print(f"docker run --rm, two at a time            {f['throughput.docker_run']:8.1f} runs/s")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,8 @@ class Maintenance:
             try:
                 item.claim.heartbeat()
             except LeaseLost:
+                if item.claim.finished:  # committed or handed back between our snapshot and now
+                    continue
                 log.error("%s: lease lost (reaped by another worker); stopping its work", item.claim.entry_id)
                 item.cancel.set("lease lost")
             except CutorError as exc:

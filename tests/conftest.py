@@ -25,12 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CUTOR_SPOOL_CI") == "1"
 CLI = [sys.executable, "-m", "cutor_spool"]
 
-# Short timings so that protocol tests run in seconds; lease_timeout stays 3x the heartbeat.
+# Short timings so that protocol tests run in seconds. The lease is 6 heartbeats: on a loaded
+# 2-core machine a worker's maintenance thread was seen waiting up to 1.5 s for the CPU.
+LEASE_TIMEOUT = 3.0
 FAST_CONFIG: dict[str, Any] = {
     "version": 1,
     "settle": "0.5s",
-    "heartbeat": "0.3s",
-    "lease_timeout": "1.5s",
+    "heartbeat": "0.5s",
+    "lease_timeout": f"{LEASE_TIMEOUT}s",
     "max_attempts": 3,
     "rescan": "1s",
     "poll_interval": "0.1s",

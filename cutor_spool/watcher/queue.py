@@ -71,6 +71,7 @@ class Claim:
     log_path: Path
     history: list[dict[str, Any]] = field(default_factory=list)
     queued_at: float | None = None
+    finished: bool = False  # committed or handed back: its paths are gone by our own doing
 
     @property
     def path(self) -> Path:
@@ -98,12 +99,14 @@ class Claim:
             os.rename(self.path, target)
         except FileNotFoundError as exc:
             if _lease_token(target) == self.token:  # our own rename happened after all (NFS)
+                self.finished = True
                 return target
             raise LeaseLost(f"{self.entry_id}: claim {self.path} is gone; discarding its work") from exc
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 return self.commit(duplicate_name(self.entry_id, self.token))
             raise SpoolIOError(f"{self.entry_id}: cannot commit: {exc.strerror}") from exc
+        self.finished = True
         return target
 
     def release(self, reason: str, *, counts: bool = False) -> bool:
@@ -117,6 +120,7 @@ class Claim:
             append_line(self.log_path, {"event": event, "token": self.token, "reason": reason, "at": iso(time.time())})
             os.unlink(self.lease)
             os.rename(self.path, self.dirs.incoming / self.entry_id)
+            self.finished = True
         except (OSError, LeaseLost, SpoolIOError) as exc:
             log.warning("%s: could not hand back (%s); its lease will expire", self.entry_id, exc)
             return False
