@@ -86,11 +86,14 @@ class Executor:
             self.environments = NixEnvironments(self.paths, self.config, poll=self.poll)
         self.pipeline = Pipeline(self.config, self.backend, slots, environments=self.environments, judge=self.judge)
         backend = self.backend
-        backend.sweep(slots)
 
         def sweep() -> None:
             backend.sweep(slots)
 
+        try:  # what a dead worker left on this host; failing to clean it must not stop this one
+            sweep()
+        except Exception:
+            log.exception("cleaning up after dead workers failed; retrying every heartbeat")
         self.maintenance.periodic.append(sweep)
 
     def run(self, *, install_signals: bool = True) -> None:
