@@ -31,6 +31,7 @@ from cutor_spool.atomic import read_json, write_bytes, write_json
 from cutor_spool.builder.keys import NIX_FILE_NAME, REQUEST_NAME, EnvRequest, short
 from cutor_spool.errors import SpoolIOError
 from cutor_spool.layout import SpoolPaths
+from cutor_spool.watcher.clock import stamp
 from cutor_spool.watcher.ids import new_token
 from cutor_spool.watcher.notify import Waiter
 from cutor_spool.watcher.queue import READY
@@ -60,9 +61,7 @@ class Builds:
         it is not built (or is being evicted)."""
         marker = self.done(key) / USES_NAME / submission_id
         try:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-            os.close(fd)
-            os.utime(marker, None)  # a retry of the same submission is a use again (server time)
+            stamp(marker, create=True)  # a retry of the same submission is a use again (the server's time)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
