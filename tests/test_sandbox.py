@@ -186,7 +186,11 @@ def test_sweep_removes_what_a_dead_worker_left_but_not_a_live_slot(pool: SlotPoo
 
 def test_bwrap_argv_mounts_only_what_the_stage_may_write() -> None:
     layout = BwrapLayout(
-        init="/usr/bin/tini-static", system=("--ro-bind", "/usr", "/usr"), tmp_size=1 << 20, etc=Path("/state/etc")
+        init="/usr/bin/tini-static",
+        system=("--ro-bind", "/usr", "/usr"),
+        tmp_size=1 << 20,
+        etc=Path("/state/etc.d/etc-1"),
+        etc_net=Path("/state/etc.d/etc-net-1"),
     )
     argv = bwrap_argv(
         layout,
@@ -229,3 +233,19 @@ def test_classify(observed: dict[str, object], expected: StageStatus) -> None:
     limits = Limits(**{**LIMITS.to_json(), "cpu_time": 1.0})  # type: ignore[arg-type]
     status, _, _ = classify(started=True, limits=limits, **observed)  # type: ignore[arg-type]
     assert status == expected
+
+
+def test_a_sandbox_that_fails_to_start_is_an_internal_error_not_the_jobs(sandbox: BwrapSandbox) -> None:
+    """bwrap reports its child's pid before the child mounts anything: a set-up failure (here a
+    bind source that does not exist) must not pass for the job exiting 1."""
+    spec = StageSpec("run", ("/bin/sh", "-c", "echo never"), LIMITS, ro_binds=("/nonexistent/store-path",))
+    out = sandbox.run(spec)
+    assert out.status == StageStatus.INTERNAL_ERROR
+    assert "did not start" in (out.message or "") and b"never" not in out.stdout
+
+
+def test_the_started_marker_is_not_part_of_the_jobs_output(sandbox: BwrapSandbox) -> None:
+    out = sandbox.run(StageSpec("run", ("/bin/sh", "-c", "printf 'x'"), LIMITS))
+    assert (out.status, out.stdout, out.output) == (StageStatus.OK, b"x", b"x")
+    silent = sandbox.run(StageSpec("run", ("true",), LIMITS))
+    assert (silent.status, silent.stdout) == (StageStatus.OK, b"")

@@ -20,6 +20,8 @@ A stage is launched as
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
 import secrets
@@ -61,6 +63,11 @@ SAFE_ETC = (
     "services",
 )
 NETWORK_ETC = ("resolv.conf", "nsswitch.conf", "ssl", "ca-certificates", "gai.conf", "host.conf", "hosts")
+# Written to stdout inside the sandbox just before the job is exec'd: proof that the sandbox was
+# set up (bwrap reports its child's pid before the child has mounted anything, so a set-up
+# failure would otherwise look like the job exiting 1). See Capture.started_marker.
+STARTED = b"\x1ecutor-stage\x1e"
+STARTED_WRAPPER = "printf '\\036cutor-stage\\036' && exec \"$@\""
 BASE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": "/work",
@@ -119,7 +126,8 @@ class BwrapLayout:
     init: str  # host path of a tini binary, bound at /init
     system: tuple[str, ...]
     tmp_size: int
-    etc: Path  # the prepared /etc (etc-net next to it: the same plus name resolution)
+    etc: Path  # the prepared /etc (see prepare_etc)
+    etc_net: Path  # the same, plus name resolution, for stages with network
     extra_ro: tuple[str, ...] = ()
 
 
@@ -158,7 +166,7 @@ def bwrap_argv(
     return [
         "bwrap", *namespaces, "--disable-userns", "--die-with-parent", "--new-session", "--hostname", "sandbox",
         *layout.system,
-        *ro_bind(layout.etc.with_name("etc-net") if network else layout.etc, "/etc"),
+        *ro_bind(layout.etc_net if network else layout.etc, "/etc"),
         "--proc", "/proc",
         "--dev", "/dev", *tmpfs("/dev/shm", layout.tmp_size), "--remount-ro", "/dev",
         *tmpfs("/tmp", layout.tmp_size),
@@ -182,37 +190,62 @@ def _stop(proc: subprocess.Popen[bytes], cgroup: Cgroup, *, started: bool) -> No
         proc.wait()
 
 
-def prepare_etc(target: Path, *, uid_base: int, slots: int, network: bool) -> None:
-    """Builds the sandbox's /etc in a fresh directory and swaps it in (running sandboxes keep the
-    one they mounted)."""
-    fresh = target.with_name(f".{target.name}-{os.getpid()}-{secrets.token_hex(3)}")
-    fresh.mkdir(mode=0o755)
-    for name in SAFE_ETC + (NETWORK_ETC if network else ()):
-        src, dst = Path("/etc", name), fresh / name
+def _etc_sources(network: bool) -> list[tuple[str, str, bytes]]:
+    """(relative name, kind, content) of what the sandbox's /etc holds; kinds l(ink), f(ile), d(ir)."""
+    found: list[tuple[str, str, bytes]] = []
+    pending = [Path(name) for name in SAFE_ETC + (NETWORK_ETC if network else ())]
+    while pending:
+        rel = pending.pop()
+        src = Path("/etc") / rel
         if src.is_symlink():
-            os.symlink(os.readlink(src), dst)
+            found.append((str(rel), "l", os.readlink(src).encode()))
         elif src.is_dir():
-            shutil.copytree(src, dst, symlinks=True)
+            found.append((str(rel), "d", b""))
+            pending.extend(rel / child for child in sorted(os.listdir(src)))
         elif src.is_file():
-            shutil.copy2(src, dst)
+            found.append((str(rel), "f", src.read_bytes()))
+    return sorted(found)
+
+
+def prepare_etc(base: Path, *, uid_base: int, slots: int, network: bool) -> Path:
+    """The directory that is the sandbox's /etc for this host's files as they are now.
+
+    Content-addressed (`etc-<digest>`), built once and never changed after: executors of a host
+    agree on it without locks, and a new one appears only when the host's files change (new
+    libraries: a new ld.so.cache). Swapping one directory in place was seen to leave a moment
+    with no /etc at all, and a concurrent stage failed to start."""
+    entries = _etc_sources(network)
     users = "".join(f"sandbox:x:{uid}:{uid}:sandbox:/work:/bin/sh\n" for uid in range(uid_base, uid_base + slots))
-    (fresh / "passwd").write_text(
-        "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
-        + users
-        + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-    )
     groups = "".join(f"sandbox:x:{uid}:\n" for uid in range(uid_base, uid_base + slots))
-    (fresh / "group").write_text("root:x:0:\n" + groups + "nogroup:x:65534:\n")
+    synthetic = {
+        "passwd": "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+        + users
+        + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "group": "root:x:0:\n" + groups + "nogroup:x:65534:\n",
+    }
     if not network:
-        (fresh / "hosts").write_text("127.0.0.1 localhost sandbox\n::1 localhost\n")
-    for path in [fresh, *fresh.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod(0o755 if path.is_dir() else 0o644)
-    old = target.with_name(f".{target.name}-old-{secrets.token_hex(3)}")
-    if target.exists():
-        os.rename(target, old)
-    os.rename(fresh, target)
-    shutil.rmtree(old, ignore_errors=True)
+        synthetic["hosts"] = "127.0.0.1 localhost sandbox\n::1 localhost\n"
+    entries = [e for e in entries if e[0] not in synthetic] + [(k, "f", v.encode()) for k, v in synthetic.items()]
+    digest = hashlib.sha256(repr(sorted(entries)).encode()).hexdigest()[:16]
+    target = base / f"{'etc-net' if network else 'etc'}-{digest}"
+    if target.is_dir():
+        return target
+    fresh = base / f".build-{target.name}-{os.getpid()}-{secrets.token_hex(3)}"
+    fresh.mkdir(mode=0o755, parents=True)
+    for rel, kind, content in sorted(entries):
+        dst = fresh / rel
+        if kind == "d":
+            dst.mkdir(mode=0o755, exist_ok=True)
+        elif kind == "l":
+            os.symlink(content.decode(), dst)
+        else:
+            dst.write_bytes(content)
+            dst.chmod(0o644)
+    try:
+        os.rename(fresh, target)
+    except OSError:  # another executor published the same directory first
+        shutil.rmtree(fresh, ignore_errors=True)
+    return target
 
 
 def _find_init() -> str:
@@ -235,29 +268,30 @@ class BubblewrapBackend:
             if shutil.which(tool) is None:
                 raise SandboxError(f"{tool} is not installed (util-linux)")
         self._etc_args = {"uid_base": uid_base, "slots": slots}
+        self._etc_base = state_dir / "etc.d"
         self._etc_stamp = -1.0
         self.layout = BwrapLayout(
             init=_find_init(),
             system=tuple(system_mounts()),
             tmp_size=tmp_size,
-            etc=state_dir / "etc",
+            etc=self._etc_base,
+            etc_net=self._etc_base,
             extra_ro=tuple(extra_ro or ()),
         )
         self._refresh_etc()
         self.cgroups = CgroupHost.detect()
 
     def _refresh_etc(self) -> None:
-        """Rebuilds the prepared /etc when the host's changed (new libraries: a new ld.so.cache)."""
+        """Points stages at the prepared /etc for the host's current files, checked cheaply by
+        the mtime of ld.so.cache (new libraries) before each submission."""
         try:
             stamp = os.stat("/etc/ld.so.cache").st_mtime
         except FileNotFoundError:
             stamp = 0.0
-        if stamp != self._etc_stamp or not self.layout.etc.exists():
-            self.layout.etc.parent.mkdir(parents=True, exist_ok=True)
-            for network in (False, True):
-                prepare_etc(
-                    self.layout.etc.with_name("etc-net" if network else "etc"), network=network, **self._etc_args
-                )
+        if stamp != self._etc_stamp or not self.layout.etc.is_dir():
+            etc = prepare_etc(self._etc_base, network=False, **self._etc_args)
+            etc_net = prepare_etc(self._etc_base, network=True, **self._etc_args)
+            self.layout = dataclasses.replace(self.layout, etc=etc, etc_net=etc_net)
             self._etc_stamp = stamp
 
     def sweep(self, pool: SlotPool) -> int:
@@ -332,7 +366,7 @@ class BwrapSandbox:
             ro_binds=spec.ro_binds,
             env=spec.env,
             status_fd=status_w,
-            command=spec.sandbox_command(),
+            command=("/bin/sh", "-c", STARTED_WRAPPER, "cutor-stage", *spec.sandbox_command()),
         )
         started = time.monotonic()
         try:
@@ -349,12 +383,16 @@ class BwrapSandbox:
         finally:
             os.close(status_w)
         watch = LimitWatch(spec.limits, cgroup, cancel, started)
-        capture = Capture(spec.limits.output)
+        capture = Capture(spec.limits.output, started_marker=STARTED)
         killed_for, status_lines = self._supervise(proc, cgroup, watch, capture, status_r)
         wall = time.monotonic() - started
         cgroup.kill()  # nothing should be left; if something is, it goes now
         cpu, peak, ooms = cgroup.cpu_seconds(), cgroup.memory_peak(), cgroup.oom_kills()
-        started_ok = any("child-pid" in line for line in status_lines)
+        # Without the marker the sandbox never reached the job, unless we stopped it first for a
+        # limit (a tight one can strike during the few milliseconds of set-up).
+        started_ok = any("child-pid" in line for line in status_lines) and (
+            capture.started or killed_for in ("cpu", "wall")
+        )
         status, exit_code, sig = classify(
             started=started_ok,
             killed_for=killed_for,
