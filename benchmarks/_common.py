@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -59,26 +60,49 @@ def scratch_spool(**overrides: Any) -> Iterator[Path]:
 
 @contextmanager
 def executors(spool: Path, count: int, *args: str) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`count` executor processes on `spool`, started (heartbeat file written) when this yields;
+    SIGTERM on exit. Their logs (-v) go to $CUTOR_BENCH_LOGS/<spool>-<n>.log when it is set."""
+    logs = os.environ.get("CUTOR_BENCH_LOGS")
+    outputs: list[Any] = []
+    for n in range(count):
+        if logs:
+            Path(logs).mkdir(parents=True, exist_ok=True)
+            outputs.append(open(Path(logs) / f"{spool.parent.name}-{n}.log", "ab"))  # noqa: SIM115 - closed below
+        else:
+            outputs.append(subprocess.DEVNULL)
+    verbosity = "-v" if logs else "-q"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "cutor_spool", "--spool", str(spool), "-q", "executor", *args],
+            [sys.executable, "-m", "cutor_spool", "--spool", str(spool), verbosity, "executor", *args],
             cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
-        for _ in range(count)
+        for out in outputs
     ]
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(list((spool / "workers").glob("*.json"))) < count:
-        time.sleep(0.05)
-    time.sleep(0.3)
     try:
+        deadline = time.monotonic() + 60
+        while len(list((spool / "workers").glob("executor-*.json"))) < count:
+            dead = [proc.args for proc in procs if proc.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"executors did not start: {dead or 'no heartbeat after 60 s'}")
+            time.sleep(0.05)
+        time.sleep(0.3)
         yield procs
     finally:
         for proc in procs:
-            proc.send_signal(signal.SIGTERM)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         for proc in procs:
-            proc.wait(30)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"executor {proc.pid} did not stop within 60 s of SIGTERM") from None
+        for out in outputs:
+            if out is not subprocess.DEVNULL:
+                out.close()
 
 
 def make_source(base: Path, name: str, submission: dict[str, Any]) -> Path:
@@ -95,6 +119,17 @@ def drop(spool: Path, source: Path, entry_id: str) -> None:
     os.rename(staging, spool / "incoming" / entry_id)
 
 
+def check_done(spool: Path, names: list[str], stdout: str = "hi\n") -> None:
+    """The figures count only if the work really ran: each of `names` finished `ok` and printed
+    `stdout` (a sandbox that fails to start finishes fast too)."""
+    for name in names:
+        result = spool / "done" / name / "result"
+        status = json.loads((result / "status.json").read_text())
+        run = json.loads((result / "run.json").read_text())
+        if (status.get("state"), status.get("outcome"), run.get("stdout")) != ("done", "ok", stdout):
+            raise RuntimeError(f"{name} did not run as expected: {status.get('state')}/{status.get('outcome')}: {run}")
+
+
 class DoneWatch:
     """Times the appearance of done/<id> with inotify (the benchmark must not poll against the
     executor for the two cores)."""
@@ -103,13 +138,18 @@ class DoneWatch:
         from cutor_spool.watcher.notify import DirectoryWatch
 
         self.seen: dict[str, float] = {}
+        self.times: list[float] = []  # in order of arrival
+        self.names: list[str] = []
         self.cond = threading.Condition()
         self.watch = DirectoryWatch([done], self._on)
         self.watch.start()
 
     def _on(self, _directory: Path, name: str) -> None:
         with self.cond:
-            self.seen.setdefault(name, time.perf_counter())
+            if name not in self.seen:
+                self.seen[name] = now = time.perf_counter()
+                self.times.append(now)
+                self.names.append(name)
             self.cond.notify_all()
 
     def wait(self, name: str, timeout: float = 60) -> float:
@@ -118,6 +158,13 @@ class DoneWatch:
                 raise TimeoutError(name)
             return self.seen[name]
 
+    def wait_count(self, count: int, timeout: float = 600) -> list[float]:
+        """Waits until `count` entries have appeared; their times, in order."""
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.times) >= count, timeout):
+                raise TimeoutError(f"{len(self.times)}/{count} done")
+            return list(self.times)
+
     def wait_all(self, names: list[str], timeout: float = 600) -> float:
         with self.cond:
             if not self.cond.wait_for(lambda: all(n in self.seen for n in names), timeout):
@@ -125,7 +172,22 @@ class DoneWatch:
             return max(self.seen[n] for n in names)
 
     def close(self) -> None:
-        self.watch.stop()
+        stop_watch(self.watch)
+
+
+def stop_watch(watch: Any) -> None:
+    """Stops a `DirectoryWatch` *and* its inotify thread.
+
+    `DirectoryWatch.stop` closes watchdog's `InotifyFD` without stopping its thread; the thread's
+    loop then reads the closed fd, gets b"" at once, and spins at 100% of a core for the rest of
+    the process (reported; cutor_spool/watcher/notify.py is not ours to change). A benchmark that
+    opens and closes watches would measure against more and more spinning threads. Stopping the
+    thread as well is harmless once notify.py does it itself."""
+    fd = getattr(watch, "_fd", None)
+    watch.stop()
+    if fd is not None:
+        fd.stop()
+        fd.join(5)
 
 
 def bare_exec_ms(argv: list[str], n: int = 50) -> float:

@@ -14,7 +14,10 @@ round so that load from elsewhere weighs on all alike):
 
 Target: Docker stage overhead (median) under 80 ms. Needs root and a running engine
 (scripts/dockerd.sh); builds the test image with tests/docker_image/build.sh when --image is the
-test image.
+test image. Without an engine (`run(None, ...)`) only the bare exec and bubblewrap are measured.
+
+Also here, for the other scripts: `docker run --rm IMAGE CMD` through the CLI, the baseline a user
+would otherwise pick (`docker_run`, `docker_run_rate`), and `start_engine`.
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from cutor_spool.config import DEFAULT_LIMITS, SpoolConfig
 from cutor_spool.limits import Limits
-from cutor_spool.runner.stage import StageSpec, StageStatus
+from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,32 +71,120 @@ def interleaved(variants: dict[str, Callable[[], object]], count: int) -> dict[s
     return samples
 
 
-def run(image: str, count: int, containers: int) -> dict[str, list[float]]:
+def start_engine(image: str = TEST_IMAGE) -> str | None:
+    """Starts the engine (scripts/dockerd.sh) and builds the test image; None when both are
+    ready, else why not (the caller skips its Docker figures with that note)."""
+    if shutil.which("docker") is None or shutil.which("dockerd") is None:
+        return "Docker is not installed"
+    engine = subprocess.run(["bash", str(ROOT / "scripts" / "dockerd.sh")], capture_output=True, text=True)
+    if engine.returncode != 0:
+        return f"the Docker engine did not start: {engine.stderr.strip()[-200:]}"
+    if image == TEST_IMAGE:
+        build = subprocess.run(
+            ["bash", str(ROOT / "tests" / "docker_image" / "build.sh"), TEST_IMAGE], capture_output=True, text=True
+        )
+        if build.returncode != 0:
+            return f"the test image did not build: {build.stderr.strip()[-200:]}"
+    return None
+
+
+def docker_run(image: str, command: Sequence[str]) -> None:
+    """What a user without a spool would run: a fresh container per program, through the CLI."""
+    out = subprocess.run(["docker", "run", "--rm", "--network", "none", image, *command], capture_output=True)
+    assert out.returncode == 0 and out.stdout == b"hi\n", out
+
+
+def docker_run_rate(image: str, command: Sequence[str], count: int, parallel: int = 2) -> float:
+    """Runs per second of `docker run --rm`, `parallel` at a time (as `xargs -P` would)."""
+    todo = iter(range(count))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if next(todo, None) is None:
+                    return
+            docker_run(image, command)
+
+    threads = [threading.Thread(target=worker) for _ in range(parallel)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return count / (time.perf_counter() - start)
+
+
+def run(image: str | None, count: int, containers: int) -> dict[str, list[float]]:
+    """Samples (ms) per variant; without an image (no engine) only "bare" and "bwrap_stage"."""
+    if image is None:
+        return run_bwrap_only(count)
+    return run_with_docker(image, count, containers)
+
+
+def run_bwrap_only(count: int) -> dict[str, list[float]]:
+    from cutor_spool.runner.bwrap import BubblewrapBackend
+    from cutor_spool.runner.slots import SlotPool
+
+    state = state_dir("cutor-bench-bwrap-")
+    spec = StageSpec(name="run", command=COMMAND, limits=bench_limits())
+    pool = SlotPool(uid_base=UID_BASE, count=4, work_size=64 * 2**20, state_dir=state)
+    bwrap = BubblewrapBackend(state_dir=state, uid_base=UID_BASE, slots=4, tmp_size=16 * 2**20)
+    slot = pool.acquire()
+    sandbox = bwrap.open(slot, "bench")
+    try:
+        variants: dict[str, Callable[[], object]] = {"bare": bare, "bwrap_stage": lambda: checked(sandbox.run(spec))}
+        return interleaved(variants, count)
+    finally:
+        sandbox.close()
+        pool.release(slot)
+        bwrap.close()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def state_dir(prefix: str) -> Path:
+    """A scratch state directory the slot uids can traverse, as /run/cutor-spool is: bwrap
+    binds the sandbox's /etc from it after dropping to the slot's uid (mkdtemp's 0700 made every
+    bubblewrap stage here fail to start, and be timed as if it had run)."""
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    state.chmod(0o711)
+    return state
+
+
+def checked(out: StageOutput) -> None:
+    assert out.status == StageStatus.OK and out.stdout == b"hi\n", out
+
+
+def bare() -> None:
+    subprocess.run(COMMAND, stdout=subprocess.DEVNULL, check=True)
+
+
+def bench_limits() -> Limits:
+    return replace(Limits.from_spec(DEFAULT_LIMITS), cpu_time=2.0, wall_time=5.0, memory=128 * 2**20)
+
+
+def run_with_docker(image: str, count: int, containers: int) -> dict[str, list[float]]:
     import docker
 
-    from cutor_spool.runner.bwrap import BubblewrapBackend
+    from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapSandbox
     from cutor_spool.runner.docker import DockerBackend
     from cutor_spool.runner.slots import SlotPool
 
-    state = Path(tempfile.mkdtemp(prefix="cutor-bench-docker-"))
+    state = state_dir("cutor-bench-docker-")
     config = SpoolConfig.model_validate(
         {"docker": {"image": image}, "sandbox": {"uid_base": UID_BASE, "slots": 4, "tmp_size": "16MiB"}}
     )
-    limits = replace(Limits.from_spec(DEFAULT_LIMITS), cpu_time=2.0, wall_time=5.0, memory=128 * 2**20)
-    spec = StageSpec(name="run", command=COMMAND, limits=limits)
+    spec = StageSpec(name="run", command=COMMAND, limits=bench_limits())
     pool = SlotPool(uid_base=UID_BASE, count=4, work_size=64 * 2**20, state_dir=state)
     backend = DockerBackend(config, state)
     engine = docker.APIClient(base_url=f"unix://{backend.socket}", version=backend.api_version)
     slots = [pool.acquire(), pool.acquire()]
     box = backend.open(slots[0], "bench")
+    bwrap: BwrapSandbox | None = None
     try:
 
-        def bare() -> None:
-            subprocess.run(COMMAND, stdout=subprocess.DEVNULL, check=True)
-
         def stage() -> None:
-            out = box.run(spec)
-            assert out.status == StageStatus.OK and out.stdout == b"hi\n", out
+            checked(box.run(spec))
 
         stage()  # makes the container
         container_id = next(iter(box.containers.values())).id
@@ -103,12 +195,14 @@ def run(image: str, count: int, containers: int) -> dict[str, list[float]]:
 
         variants: dict[str, Callable[[], object]] = {"bare": bare, "raw_exec": raw, "docker_stage": stage}
         if shutil.which("bwrap"):
-            bwrap = BubblewrapBackend(state_dir=state, uid_base=UID_BASE, slots=4, tmp_size=16 * 2**20)
-            sandbox = bwrap.open(slots[1], "bench")
-            variants["bwrap_stage"] = lambda: sandbox.run(spec)
+            bwrap_backend = BubblewrapBackend(state_dir=state, uid_base=UID_BASE, slots=4, tmp_size=16 * 2**20)
+            bwrap = sandbox = bwrap_backend.open(slots[1], "bench")
+            variants["bwrap_stage"] = lambda: checked(sandbox.run(spec))
         figures = interleaved(variants, count)
     finally:
         box.close()
+        if bwrap is not None:
+            bwrap.close()
         engine.close()
         for slot in slots:
             pool.release(slot)
@@ -135,11 +229,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--containers", type=int, default=10)
     parser.add_argument("--image", default=TEST_IMAGE)
+    parser.add_argument("--docker-runs", type=int, default=20, help="docker run --rm of the same command")
     args = parser.parse_args()
-    subprocess.run(["bash", str(ROOT / "scripts" / "dockerd.sh")], check=True)
-    if args.image == TEST_IMAGE:
-        subprocess.run(["bash", str(ROOT / "tests" / "docker_image" / "build.sh"), TEST_IMAGE], check=True)
+    problem = start_engine(args.image)
+    if problem:
+        raise SystemExit(problem)
     f = run(args.image, args.count, args.containers)
+    f["docker_run"] = [timed(lambda: docker_run(args.image, COMMAND)) for _ in range(args.docker_runs)]
     bare = median(f["bare"])
     print(f"bare fork/exec of {' '.join(COMMAND)!r:28s} {bare:8.1f} ms")
     rows = [
@@ -147,6 +243,7 @@ def main() -> None:
         ("docker_stage", "Docker backend stage (a warm container)"),
         ("bwrap_stage", "bubblewrap backend stage"),
         ("new_container", "Docker: a new container + its first stage"),
+        ("docker_run", "docker run --rm (the CLI, a container per run)"),
     ]
     for key, label in rows:
         if key not in f:

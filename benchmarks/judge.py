@@ -98,12 +98,10 @@ def row(label: str, seconds: float, tests: int, note: str = "") -> None:
     print(f"{label:44s} {seconds * 1000 / tests:8.2f} ms per test {seconds:8.2f} s total   {note}".rstrip())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tests", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    n = args.tests
+def measure(tests: int, rounds: int) -> dict[str, float]:
+    """Seconds for `tests` tests (medians over `rounds`): "bare", "raw", "lines_judging",
+    "lines_total", "program_judging", "program_total", "plain"."""
+    n = tests
     samples: dict[str, list[float]] = {}
 
     def add(key: str, value: float) -> None:
@@ -117,20 +115,31 @@ def main() -> None:
         program = make_source(base, "judged-program", judged_submission(n, CHECKER_PROGRAM))
         plain = [make_source(base, f"plain-{i}", {"run": "cat", "stdin": f"{i}\n"}) for i in range(n)]
         watch = DoneWatch(spool / "done")
-        with executors(spool, 1, "--concurrency", "1"):
-            judge_once(spool, watch, lines, "warm")
-            for r in range(args.rounds):
-                add("bare", bare_exec_ms(["cat", "/dev/null"], n=20) / 1000 * n)
-                add("raw", raw.run(n))
-                total, judging = judge_once(spool, watch, lines, f"lines-{r}")
-                add("lines_total", total)
-                add("lines_judging", judging)
-                total, judging = judge_once(spool, watch, program, f"program-{r}")
-                add("program_total", total)
-                add("program_judging", judging)
-                add("plain", separate_once(spool, watch, plain, r))
-        watch.close()
-    f = {key: median(values) for key, values in samples.items()}
+        try:
+            with executors(spool, 1, "--concurrency", "1"):
+                judge_once(spool, watch, lines, "warm")
+                for r in range(rounds):
+                    add("bare", bare_exec_ms(["cat", "/dev/null"], n=20) / 1000 * n)
+                    add("raw", raw.run(n))
+                    total, judging = judge_once(spool, watch, lines, f"lines-{r}")
+                    add("lines_total", total)
+                    add("lines_judging", judging)
+                    total, judging = judge_once(spool, watch, program, f"program-{r}")
+                    add("program_total", total)
+                    add("program_judging", judging)
+                    add("plain", separate_once(spool, watch, plain, r))
+        finally:
+            watch.close()
+    return {key: median(values) for key, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tests", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    n = args.tests
+    f = measure(n, args.rounds)
     print(f"{n} tests of `cat`, bubblewrap, medians of {args.rounds} rounds")
     row("bare fork/exec of cat", f["bare"], n)
     row("backend only (no spool, no judge)", f["raw"], n)

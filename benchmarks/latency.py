@@ -19,7 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from _common import DoneWatch, drop, executors, make_source, median, percentile, scratch_spool
+from _common import DoneWatch, check_done, drop, executors, make_source, median, percentile, scratch_spool
 
 TRIVIAL = {"run": "echo hi"}
 COMMAND = ["/bin/sh", "-c", "echo hi"]
@@ -55,6 +55,7 @@ def latency(
                         start = time.perf_counter()
                         fn()
                         samples[key].append((time.perf_counter() - start) * 1000)
+            check_done(spool, ["warm-0", f"lat-{count - 1:05d}"])
         finally:
             watch.close()
     return samples
@@ -72,6 +73,7 @@ def throughput(count: int, workers: int, concurrency: int = 2) -> float:
                 for name in names:
                     drop(spool, source, name)
                 end = watch.wait_all(names)
+            check_done(spool, [names[0], names[-1]])
         finally:
             watch.close()
         return count / (end - start)

@@ -25,6 +25,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,32 +126,35 @@ def reread_all(paths: SpoolPaths) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entries", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--keep", type=Path, help="build the spool here and keep it (default: a temporary one)")
-    args = parser.parse_args()
+def measure(
+    entries: int, rounds: int, keep: Path | None = None, say: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Seconds (medians over `rounds`): "cold", "nothing", "one", "ten", "reread", "full"; and
+    "index_mib". Builds the spool in `keep` (kept) or in a temporary directory (removed)."""
+    root = keep or Path(tempfile.mkdtemp(prefix="cutor-bench-status-"))
+    try:
+        return _measure(SpoolPaths(root / "spool"), entries, rounds, say)
+    finally:
+        if keep is None:
+            shutil.rmtree(root, ignore_errors=True)
 
-    root = args.keep or Path(tempfile.mkdtemp(prefix="cutor-bench-status-"))
-    paths = SpoolPaths(root / "spool")
+
+def _measure(paths: SpoolPaths, entries: int, rounds: int, say: Callable[[str], None]) -> dict[str, float]:
     paths.init()
-    base = time.time() - args.entries
+    base = time.time() - entries
     start = time.perf_counter()
-    for n in range(args.entries):
+    for n in range(entries):
         write_entry(paths, f"sub-{n:06d}", n, base + n * 0.5)
-    print(f"spool: {args.entries} finished submissions written in {time.perf_counter() - start:.1f}s ({paths.root})")
+    say(f"spool: {entries} finished submissions written in {time.perf_counter() - start:.1f}s ({paths.root})")
 
     cold = regenerate(paths, CONFIG)
-    assert cold.rendered == args.entries
-    pages = f"{cold.rendered} pages, {cold.history_rendered} history pages"
-    print(f"cold start (no index): {cold.seconds:8.3f} s  ({pages})")
+    assert cold.rendered == entries
+    say(f"cold start (no index): {cold.seconds:8.3f} s  ({cold.rendered} pages, {cold.history_rendered} history pages)")
     os.sync()
-    nothing = [regenerate(paths, CONFIG).seconds for _ in range(args.rounds)]
-    print(f"nothing changed:       {statistics.median(nothing):8.3f} s  (median of {args.rounds})")
+    nothing = [regenerate(paths, CONFIG).seconds for _ in range(rounds)]
 
     one, reread, full = [], [], []
-    for r in range(args.rounds):
+    for r in range(rounds):
         write_entry(paths, f"new-{r:03d}", r, time.time())
         os.sync()  # each measurement starts with nothing of the previous one left to write back
         report = regenerate(paths, CONFIG)
@@ -161,22 +165,41 @@ def main() -> None:
         full.append(regenerate(paths, CONFIG, full=True).seconds)  # also restores a warm index
         os.sync()
     ten = []
-    for r in range(args.rounds):
+    for r in range(rounds):
         for k in range(10):
             write_entry(paths, f"batch-{r:03d}-{k}", k, time.time())
         os.sync()
         ten.append(regenerate(paths, CONFIG).seconds)
-
-    m_one, m_reread, m_full = statistics.median(one), statistics.median(reread), statistics.median(full)
-    print(f"one more finished:     {m_one:8.3f} s  (median of {args.rounds}; target < 1 s)")
-    print(f"ten more finished:     {statistics.median(ten):8.3f} s")
-    print("baselines, same spool, same rounds:")
-    print(f"  re-read every status.json, render nothing: {m_reread:8.3f} s  ({m_reread / m_one:5.1f}x the update)")
-    print(f"  full regeneration (no index):              {m_full:8.3f} s  ({m_full / m_one:5.1f}x the update)")
     index = paths.status / "_index.json"
-    print(f"index: {index.stat().st_size / 2**20:.1f} MiB for {len(list(paths.submissions.done.iterdir()))} entries")
-    if args.keep is None:
-        shutil.rmtree(root)
+    return {
+        "cold": cold.seconds,
+        "nothing": statistics.median(nothing),
+        "one": statistics.median(one),
+        "ten": statistics.median(ten),
+        "reread": statistics.median(reread),
+        "full": statistics.median(full),
+        "index_mib": index.stat().st_size / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--keep", type=Path, help="build the spool here and keep it (default: a temporary one)")
+    args = parser.parse_args()
+    f = measure(args.entries, args.rounds, args.keep)
+    rounds = args.rounds
+    print(f"nothing changed:       {f['nothing']:8.3f} s  (median of {rounds})")
+    print(f"one more finished:     {f['one']:8.3f} s  (median of {rounds}; target < 1 s)")
+    print(f"ten more finished:     {f['ten']:8.3f} s")
+    print("baselines, same spool, same rounds:")
+    for key, label in (
+        ("reread", "re-read every status.json, render nothing"),
+        ("full", "full regeneration (no index)"),
+    ):
+        print(f"  {label:43s} {f[key]:8.3f} s  ({f[key] / f['one']:5.1f}x the update)")
+    print(f"index: {f['index_mib']:.1f} MiB for {args.entries + 11 * rounds} entries")
 
 
 if __name__ == "__main__":
