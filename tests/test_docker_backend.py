@@ -418,7 +418,11 @@ def test_sweep_removes_containers_of_dead_workers(backend: DockerBackend, pool: 
         (container_id,) = containers_of(box)
         assert backend.sweep(pool) == 0  # its slot is held: a live sandbox's container stays
         assert engine.inspect_container(container_id)["State"]["Running"]
-        os.close(slot.lock_fd)  # the worker dies: its lock goes with it, the container stays
+        # The worker dies: its locks go with it (the slot's and the sandbox's alive lock), the
+        # container stays. Leaving the alive lock open here made later tests that drew the same
+        # uid fail at random.
+        os.close(slot.lock_fd)
+        os.close(box._alive)  # type: ignore[arg-type]  # simulating the death of the process holding it
         dead = True
         backend.forget(box)
         assert backend.sweep(pool) == 1
