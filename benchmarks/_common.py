@@ -44,8 +44,9 @@ def median(values: list[float]) -> float:
 
 
 @contextmanager
-def scratch_spool(**overrides: Any) -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="cutor-bench-"))
+def scratch_spool(where: Path | None = None, **overrides: Any) -> Iterator[Path]:
+    """A fresh spool under `where` (default: $TMPDIR) with BENCH_CONFIG and `overrides`."""
+    base = Path(tempfile.mkdtemp(prefix="cutor-bench-", dir=where))
     spool = base / "spool"
     subprocess.run(
         [sys.executable, "-m", "cutor_spool", "--spool", str(spool), "init"], check=True, capture_output=True, cwd=ROOT

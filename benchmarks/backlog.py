@@ -11,7 +11,9 @@ load from elsewhere (the machine is shared) weighs on both alike. Three views:
    claiming rename (`SpoolQueue.claim`: token, lease, attempt log) and the duplicate check
    (`known_elsewhere`), with each spool's real `Finder` (inotify, plus its rescan thread every
    `rescan` seconds). The claim is then committed to done/ and a new entry dropped, untimed.
-   Median and p95 over `claims` claims per spool, one claim of each spool per round.
+   Median and p95 over `claims` claims per spool, one claim of each spool per round. The same
+   again with both spools on tmpfs (/dev/shm, when there is one): the spool's own code without
+   the disk filesystem, whose cost to create the claim's files grows with the age of the entry.
 2. **One rescan of incoming/** (`SpoolQueue.scan_incoming`, ms): the one step of finding work that
    grows with the backlog. The Finder runs it every `rescan` seconds with inotify and every
    `poll_interval` when polling; the status page runs the same listing (`live.queue`) at every
@@ -54,10 +56,12 @@ from cutor_spool.layout import SpoolPaths
 from cutor_spool.results import ATTEMPTS_LOG
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.finder import Finder
+from cutor_spool.watcher.notify import filesystem_type
 from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity
 from cutor_spool.watcher.readiness import seconds_until_ready
 
 SMALL = 10
+TMPFS = Path("/dev/shm")
 TRIVIAL = {"run": "echo hi"}
 # (key, executor arguments, status page on?)
 MODES: list[tuple[str, list[str], bool]] = [
@@ -252,30 +256,43 @@ class Counts:
     blocks: int = 8
 
 
+def make_sides(stack: ExitStack, backlog: int, where: Path | None = None) -> list[Side]:
+    sides = []
+    for key, size in (("small", SMALL), ("large", backlog)):
+        # A paused executor's lease must not expire (nobody else could reap it, but its own
+        # reaper would, on waking up).
+        spool = stack.enter_context(scratch_spool(where, lease_timeout="60s"))
+        sides.append(Side(key, spool, make_source(spool.parent, "trivial", TRIVIAL), size))
+    for side in sides:
+        side.top_up()
+    return sides
+
+
+def claim_figures(figures: dict[str, float], view: str, samples: dict[str, list[float]]) -> None:
+    for key, values in samples.items():
+        figures[f"{view}.median.{key}"] = median(values)
+        figures[f"{view}.p95.{key}"] = percentile(values, 0.95)
+        figures[f"{view}.mean.{key}"] = sum(values) / len(values)
+
+
 def measure(counts: Counts, say: Callable[[str], None] = print) -> dict[str, float]:
     """Every figure, keyed `<view>.<...>.small|large` (µs for claims, ms otherwise)."""
+    figures: dict[str, float] = {}
     with ExitStack() as stack:
-        sides = []
-        for key, backlog in (("small", SMALL), ("large", counts.backlog)):
-            # A paused executor's lease must not expire (nobody else could reap it, but its
-            # own reaper would, on waking up).
-            spool = stack.enter_context(scratch_spool(lease_timeout="60s"))
-            sides.append(Side(key, spool, make_source(spool.parent, "trivial", TRIVIAL), backlog))
         start = time.perf_counter()
-        for side in sides:
-            side.top_up()
+        sides = make_sides(stack, counts.backlog)
         say(f"  backlog: {counts.backlog} + {SMALL} submissions dropped in {time.perf_counter() - start:.1f} s")
-        figures: dict[str, float] = {}
-        claims = claim_costs(sides, counts.claims)
-        for key, values in claims.items():
-            figures[f"claim.median.{key}"] = median(values)
-            figures[f"claim.p95.{key}"] = percentile(values, 0.95)
-            figures[f"claim.mean.{key}"] = sum(values) / len(values)
+        claim_figures(figures, "claim", claim_costs(sides, counts.claims))
         for key, values in scan_costs(sides, counts.scans).items():
             figures[key] = median(values)
         for key, values in executor_costs(sides, counts.per_block, counts.blocks, say).items():
             figures[key] = median(values)
-        return figures
+    if filesystem_type(TMPFS) == "tmpfs" and os.access(TMPFS, os.W_OK):
+        # The same claims in memory: the spool's own code, without the disk filesystem's costs
+        # (on ext4 a claim creates its lease and attempt log inside an entry that may be old).
+        with ExitStack() as stack:
+            claim_figures(figures, "claim_tmpfs", claim_costs(make_sides(stack, counts.backlog, TMPFS), counts.claims))
+    return figures
 
 
 def pairs(figures: dict[str, float]) -> Iterator[tuple[str, float, float]]:
@@ -298,7 +315,7 @@ def main() -> None:
     figures = measure(counts)
     print(f"{'figure':32s} {SMALL:>10d} queued {counts.backlog:>10d} queued   ratio  (target: claims <= 2x)")
     for stem, small, large in pairs(figures):
-        unit = "µs" if stem.startswith("claim.") else "ms"
+        unit = "µs" if stem.startswith("claim") else "ms"
         print(f"{stem:32s} {small:10.1f} {unit:6s} {large:10.1f} {unit:6s} {large / small:6.2f}x")
 
 
