@@ -9,29 +9,26 @@ its worker every time is stopped the same way: each claim is logged in its attem
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from pathlib import Path
 
-from cutor_spool.config import BackendName, SpoolConfig, load_config
+from cutor_spool.config import BackendName, SpoolConfig
 from cutor_spool.errors import LeaseLost, Shutdown, SystemFailure
 from cutor_spool.pipeline import Environments, Judge, Pipeline
 from cutor_spool.results import ATTEMPTS_LOG, Reporter, State
 from cutor_spool.runner.backend import Backend, make_backend
 from cutor_spool.runner.judge import judge_submission
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool
-from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.ids import duplicate_name
-from cutor_spool.watcher.notify import needs_polling
-from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity
-from cutor_spool.watcher.readiness import seconds_until_ready
+from cutor_spool.watcher.queue import Claim
 from cutor_spool.web_status.job import StatusPageJob
-from cutor_spool.worker import Active, Maintenance, Signals, spool_paths
+from cutor_spool.worker import Active, QueueWorker
 
 log = logging.getLogger(__name__)
 
 
-class Executor:
+class Executor(QueueWorker):
+    kind = "executor"
+
     def __init__(
         self,
         spool: Path,
@@ -44,27 +41,13 @@ class Executor:
         grace: float = 30.0,
         config: SpoolConfig | None = None,
     ) -> None:
-        self.paths = spool_paths(spool)
-        self.config = config or load_config(spool)
-        self.identity = WorkerIdentity.make("executor", host)
-        self.concurrency = concurrency
-        self.poll = needs_polling(spool) if poll is None else poll
+        super().__init__(
+            spool, work=lambda p: p.submissions, work_log=ATTEMPTS_LOG, reap=lambda p: p.builds,
+            reap_log="attempts.jsonl", concurrency=concurrency, poll=poll, host=host, grace=grace, config=config,
+        )  # fmt: skip
         self.backend_name = backend or self.config.backend
         self.state_dir = state_dir
-        self.grace = grace
-        self.queue = SpoolQueue(self.paths.submissions, self.identity, log_name=ATTEMPTS_LOG)
-        self.finder = Finder(
-            self.queue, poll=self.poll, interval=self.config.poll_interval if self.poll else self.config.rescan
-        )
-        self.signals = Signals()
-        self.maintenance = Maintenance(
-            self.paths,
-            self.config,
-            self.identity,
-            "executor",
-            [self.queue, SpoolQueue(self.paths.builds, self.identity, log_name="attempts.jsonl")],
-            {"concurrency": concurrency, "backend": str(self.backend_name), "poll": self.poll},
-        )
+        self.maintenance.info["backend"] = str(self.backend_name)
         # The status page, throttled across all workers, regenerated off the maintenance thread.
         self.status_page = StatusPageJob(
             self.paths, self.config.status_page, self.maintenance.clock.now, generator=self.identity.worker_id
@@ -75,7 +58,6 @@ class Executor:
         self.environments: Environments | None = None
         self.judge: Judge | None = judge_submission
 
-    # -- life cycle --------------------------------------------------------------------------
     def setup(self) -> None:
         box = self.config.sandbox
         slots = SlotPool(uid_base=box.uid_base, count=box.slots, work_size=box.work_size, state_dir=self.state_dir)
@@ -96,79 +78,13 @@ class Executor:
             log.exception("cleaning up after dead workers failed; retrying every heartbeat")
         self.maintenance.periodic.append(sweep)
 
-    def run(self, *, install_signals: bool = True) -> None:
-        if install_signals:
-            self.signals.install()
-        if self.pipeline is None:
-            self.setup()
-        log.info(
-            "executor %s: spool %s, %d slot(s), backend %s, %s",
-            self.identity.worker_id,
-            self.paths.root,
-            self.concurrency,
-            self.backend_name,
-            "polling" if self.poll else "inotify + rescans",
-        )
-        self.maintenance.start()
-        self.finder.start()
-        threads = [
-            threading.Thread(target=self._work_loop, name=f"executor-{i}", daemon=True) for i in range(self.concurrency)
-        ]
-        for thread in threads:
-            thread.start()
-        self.signals.stopping.wait()
-        self.finder.stop()
-        deadline = time.monotonic() + self.grace
-        while any(t.is_alive() for t in threads):
-            if self.signals.hurry.is_set() or time.monotonic() > deadline:
-                with self.maintenance.lock:
-                    for active in self.maintenance.active.values():
-                        active.cancel.set("shutdown")
-            for thread in threads:
-                thread.join(timeout=0.1)
-        self.maintenance.shutdown()
+    def describe(self) -> str:
+        mode = "polling" if self.poll else "inotify + rescans"
+        return f"spool {self.paths.root}, {self.concurrency} slot(s), backend {self.backend_name}, {mode}"
+
+    def _stopped(self) -> None:
         if self.backend is not None:
             self.backend.close()
-        log.info("executor %s stopped", self.identity.worker_id)
-
-    def stop(self) -> None:
-        self.signals.stopping.set()
-
-    # -- the loop ----------------------------------------------------------------------------
-    def _work_loop(self) -> None:
-        while not self.signals.stopping.is_set():
-            name = self.finder.take(timeout=0.5)
-            if name is None or self.signals.stopping.is_set():
-                continue
-            try:
-                self._try(name)
-            except Exception:  # a worker thread must outlive anything one entry does to it
-                log.exception("%s: unexpected failure while claiming; retrying later", name)
-                self.finder.defer(name, 1.0)
-
-    def _try(self, name: str) -> None:
-        try:
-            wait = seconds_until_ready(self.finder.incoming / name, self._fs_now, self.config.settle)
-        except FileNotFoundError:
-            return  # claimed by someone else meanwhile
-        except (OSError, SystemFailure) as exc:
-            log.warning("%s: cannot check readiness (%s); retrying", name, exc)
-            self.finder.defer(name, 1.0)
-            return
-        if wait > 0:
-            self.finder.defer(name, wait)
-            return
-        try:
-            claim = self.queue.claim(name)
-        except SystemFailure as exc:
-            log.error("%s: cannot claim: %s", name, exc)
-            self.finder.defer(name, 1.0)
-            return
-        if claim is not None:
-            self._process(claim)
-
-    def _fs_now(self) -> float:
-        return self.maintenance.clock.now()
 
     def _process(self, claim: Claim) -> None:
         """The one place where failures of the system become "hand back, retry, then error"."""

@@ -13,19 +13,23 @@ import os
 import signal
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cutor_spool import __version__
 from cutor_spool.atomic import write_json
-from cutor_spool.config import SpoolConfig
-from cutor_spool.errors import CutorError, LeaseLost
-from cutor_spool.layout import SpoolPaths
+from cutor_spool.config import SpoolConfig, load_config
+from cutor_spool.errors import CutorError, LeaseLost, SystemFailure
+from cutor_spool.layout import QueueDirs, SpoolPaths
 from cutor_spool.pipeline import Cancelled
 from cutor_spool.watcher.clock import FsClock
+from cutor_spool.watcher.finder import Finder
+from cutor_spool.watcher.notify import needs_polling
 from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity, iso
+from cutor_spool.watcher.readiness import seconds_until_ready
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +179,134 @@ def spool_paths(spool: Path) -> SpoolPaths:
     if not paths.exists():
         paths.init(write_config=not paths.config.exists())
     return paths
+
+
+class QueueWorker(ABC):
+    """What an executor and a builder share: an identity, one queue to take work from (and
+    another whose stale leases it reaps too), the Finder, the maintenance thread, signals, the
+    life cycle, and the work loop. A subclass says how to set up, how to describe itself, and how
+    to process one claim (`_process`, the one place its system failures become "hand back,
+    retry, then error")."""
+
+    kind: ClassVar[str]
+
+    def __init__(
+        self,
+        spool: Path,
+        *,
+        work: Callable[[SpoolPaths], QueueDirs],
+        work_log: str,
+        reap: Callable[[SpoolPaths], QueueDirs],
+        reap_log: str,
+        concurrency: int,
+        poll: bool | None,
+        host: str | None,
+        grace: float,
+        config: SpoolConfig | None,
+    ) -> None:
+        self.paths = spool_paths(spool)
+        self.config = config or load_config(spool)
+        self.identity = WorkerIdentity.make(self.kind, host)
+        self.concurrency = concurrency
+        self.poll = needs_polling(spool) if poll is None else poll
+        self.grace = grace
+        self.queue = SpoolQueue(work(self.paths), self.identity, log_name=work_log)
+        interval = self.config.poll_interval if self.poll else self.config.rescan
+        self.finder = Finder(self.queue, poll=self.poll, interval=interval)
+        self.signals = Signals()
+        other = SpoolQueue(reap(self.paths), self.identity, log_name=reap_log)
+        self.maintenance = Maintenance(
+            self.paths,
+            self.config,
+            self.identity,
+            self.kind,
+            [self.queue, other],
+            {"concurrency": concurrency, "poll": self.poll},
+        )
+        self.ready = False
+
+    # -- what a kind of worker says ------------------------------------------------------------
+    @abstractmethod
+    def setup(self) -> None:
+        """Everything that may fail at start (sandbox, Nix, cgroups): before taking any work."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The start-up log line after the worker id."""
+
+    @abstractmethod
+    def _process(self, claim: Claim) -> None: ...
+
+    def label(self, name: str) -> str:
+        return name
+
+    def _stopped(self) -> None:  # noqa: B027 - an optional hook, empty by default
+        """Called once every thread has finished."""
+
+    # -- life cycle --------------------------------------------------------------------------
+    def run(self, *, install_signals: bool = True) -> None:
+        """Works until SIGTERM; then lets current work finish for `grace` seconds (a second
+        SIGTERM: at once) and hands back what is left."""
+        if install_signals:
+            self.signals.install()
+        if not self.ready:
+            self.setup()
+            self.ready = True
+        log.info("%s %s: %s", self.kind, self.identity.worker_id, self.describe())
+        self.maintenance.start()
+        self.finder.start()
+        threads = [
+            threading.Thread(target=self._work_loop, name=f"{self.kind}-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        self.signals.stopping.wait()
+        self.finder.stop()
+        deadline = time.monotonic() + self.grace
+        while any(t.is_alive() for t in threads):
+            if self.signals.hurry.is_set() or time.monotonic() > deadline:
+                with self.maintenance.lock:
+                    for active in self.maintenance.active.values():
+                        active.cancel.set("shutdown")
+            for thread in threads:
+                thread.join(timeout=0.1)
+        self.maintenance.shutdown()
+        self._stopped()
+        log.info("%s %s stopped", self.kind, self.identity.worker_id)
+
+    def stop(self) -> None:
+        self.signals.stopping.set()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _work_loop(self) -> None:
+        while not self.signals.stopping.is_set():
+            name = self.finder.take(timeout=0.5)
+            if name is None or self.signals.stopping.is_set():
+                continue
+            try:
+                self._try(name)
+            except Exception:  # a worker thread must outlive anything one entry does to it
+                log.exception("%s: unexpected failure while claiming; retrying later", self.label(name))
+                self.finder.defer(name, 1.0)
+
+    def _try(self, name: str) -> None:
+        try:
+            wait = seconds_until_ready(self.finder.incoming / name, self.maintenance.clock.now, self.config.settle)
+        except FileNotFoundError:
+            return  # claimed by someone else meanwhile
+        except (OSError, SystemFailure) as exc:  # a full disk, a flaky NFS server
+            log.warning("%s: cannot check readiness (%s); retrying", self.label(name), exc)
+            self.finder.defer(name, 1.0)
+            return
+        if wait > 0:
+            self.finder.defer(name, wait)
+            return
+        try:
+            claim = self.queue.claim(name)
+        except SystemFailure as exc:
+            log.error("%s: cannot claim: %s", self.label(name), exc)
+            self.finder.defer(name, 1.0)
+            return
+        if claim is not None:
+            self._process(claim)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,25 +34,24 @@ from cutor_spool.builder.keys import EnvRequest, short
 from cutor_spool.builder.nixcmd import NixSettings, host_system
 from cutor_spool.builder.nixpkgs import PinResolver
 from cutor_spool.builder.requests import ENV_SCRIPT_NAME, LOG_NAME, RESULT_NAME, USES_NAME, request_of
-from cutor_spool.config import SpoolConfig, load_config
+from cutor_spool.config import SpoolConfig
 from cutor_spool.errors import BuildError, LeaseLost, SandboxError, Shutdown, SystemFailure
 from cutor_spool.results import ATTEMPTS_LOG
 from cutor_spool.runner.cgroups import CgroupHost
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR
 from cutor_spool.runner.stage import StageStatus
-from cutor_spool.watcher.finder import Finder
-from cutor_spool.watcher.notify import needs_polling
-from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity, iso
-from cutor_spool.watcher.readiness import seconds_until_ready
+from cutor_spool.watcher.queue import Claim, iso
 from cutor_spool.web_status.job import StatusPageJob
-from cutor_spool.worker import Active, Maintenance, Signals, spool_paths
+from cutor_spool.worker import Active, QueueWorker
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = "attempts.jsonl"
 
 
-class Builder:
+class Builder(QueueWorker):
+    kind = "builder"
+
     def __init__(
         self,
         spool: Path,
@@ -67,35 +65,18 @@ class Builder:
         grace: float = 30.0,
         config: SpoolConfig | None = None,
     ) -> None:
-        self.paths = spool_paths(spool)
-        self.config = config or load_config(spool)
-        self.identity = WorkerIdentity.make("builder", host)
-        self.concurrency = concurrency
-        self.poll = needs_polling(spool) if poll is None else poll
+        super().__init__(
+            spool, work=lambda p: p.builds, work_log=ATTEMPTS, reap=lambda p: p.submissions, reap_log=ATTEMPTS_LOG,
+            concurrency=concurrency, poll=poll, host=host, grace=grace, config=config,
+        )  # fmt: skip
         self.work_root = state_dir / "builds"
         self.settings = NixSettings.from_config(self.config.nix, self.paths.root, store_root=store_root)
         self.limits = BuildLimits.from_config(self.config.nix)
         self.signing_key = signing_key
-        self.grace = grace
         self.system = self.config.nix.system or host_system()
         self.resolver = PinResolver(self.config.nix.nixpkgs, self.paths.root, self.settings, ttl=0.0)
-        self.queue = SpoolQueue(self.paths.builds, self.identity, log_name=ATTEMPTS)
-        self.finder = Finder(
-            self.queue, poll=self.poll, interval=self.config.poll_interval if self.poll else self.config.rescan
-        )
-        self.signals = Signals()
-        self.maintenance = Maintenance(
-            self.paths,
-            self.config,
-            self.identity,
-            "builder",
-            [self.queue, SpoolQueue(self.paths.submissions, self.identity, log_name=ATTEMPTS_LOG)],
-            {
-                "concurrency": concurrency,
-                "poll": self.poll,
-                "store": str(store_root or "/nix/store"),
-                "nix": {"system": self.system, "sandbox": self.settings.sandbox},
-            },
+        self.maintenance.info.update(
+            {"store": str(store_root or "/nix/store"), "nix": {"system": self.system, "sandbox": self.settings.sandbox}}
         )
         # The status page, as executors regenerate it (throttled across all workers of the spool).
         self.maintenance.periodic.append(
@@ -138,64 +119,15 @@ class Builder:
             except SandboxError as exc:
                 log.error("cannot remove cgroup %s: %s", cgroup.name, exc)
 
-    def run(self, *, install_signals: bool = True) -> None:
-        if install_signals:
-            self.signals.install()
-        if self.cgroups is None:
-            self.setup()
-        log.info(
-            "builder %s: spool %s, %d at once, nixpkgs %s, system %s, store %s",
-            self.identity.worker_id,
-            self.paths.root,
-            self.concurrency,
-            self.config.nix.nixpkgs,
-            self.system,
-            self.settings.store_root or "/nix/store",
+    def describe(self) -> str:
+        store = self.settings.store_root or "/nix/store"
+        return (
+            f"spool {self.paths.root}, {self.concurrency} at once, nixpkgs {self.config.nix.nixpkgs}, "
+            f"system {self.system}, store {store}"
         )
-        self.maintenance.start()
-        self.finder.start()
-        threads = [
-            threading.Thread(target=self._work_loop, name=f"builder-{i}", daemon=True) for i in range(self.concurrency)
-        ]
-        for thread in threads:
-            thread.start()
-        self.signals.stopping.wait()
-        self.finder.stop()
-        deadline = time.monotonic() + self.grace
-        while any(t.is_alive() for t in threads):
-            if self.signals.hurry.is_set() or time.monotonic() > deadline:
-                with self.maintenance.lock:
-                    for active in self.maintenance.active.values():
-                        active.cancel.set("shutdown")
-            for thread in threads:
-                thread.join(timeout=0.1)
-        self.maintenance.shutdown()
-        log.info("builder %s stopped", self.identity.worker_id)
 
-    def stop(self) -> None:
-        self.signals.stopping.set()
-
-    # -- the loop ----------------------------------------------------------------------------
-    def _work_loop(self) -> None:
-        while not self.signals.stopping.is_set():
-            name = self.finder.take(timeout=0.5)
-            if name is None or self.signals.stopping.is_set():
-                continue
-            try:
-                wait = seconds_until_ready(self.finder.incoming / name, self.maintenance.clock.now, self.config.settle)
-            except FileNotFoundError:
-                continue
-            if wait > 0:
-                self.finder.defer(name, wait)
-                continue
-            try:
-                claim = self.queue.claim(name)
-            except SystemFailure as exc:
-                log.error("build %s: cannot claim: %s", name, exc)
-                self.finder.defer(name, 1.0)
-                continue
-            if claim is not None:
-                self._process(claim)
+    def label(self, name: str) -> str:
+        return f"build {short(name)}"
 
     def _process(self, claim: Claim) -> None:
         """The one place where the builder's system failures become "hand back, retry, error"."""
