@@ -29,7 +29,7 @@ from cutor_spool.atomic import read_lines
 from cutor_spool.runner.cgroups import CgroupHost
 
 COUNT = int(os.environ.get("CUTOR_SPOOL_CHAOS_COUNT", "500"))
-UID_BASE, SLOTS = 61000, 32
+UID_BASE, SLOTS = 62000, 32  # its own range: the leftover check must see only its own jobs
 ENV_EXTRAS = [
     "bash",
     "coreutils",

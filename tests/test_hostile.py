@@ -22,6 +22,8 @@ import pytest
 import yaml
 from conftest import ROOT, ExecutorProcess, drop, make_submission, need, result, wait_done, write_config
 
+from cutor_spool.runner.slots import processes_of
+
 HOSTILE = Path(__file__).parent / "hostile"
 CASES = sorted(p.name for p in HOSTILE.iterdir() if (p / "expect.yaml").exists())
 BACKENDS = ["bubblewrap", "docker"]
@@ -35,18 +37,6 @@ def docker_ready() -> bool:
         return False
     build = ROOT / "tests" / "docker_image" / "build.sh"
     return build.exists() and subprocess.run(["bash", str(build)], capture_output=True).returncode == 0
-
-
-def processes_of(uid: int) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.stat(f"/proc/{name}").st_uid == uid:
-                    found.append(int(name))
-            except FileNotFoundError:
-                continue
-    return found
 
 
 class LoopbackServer:

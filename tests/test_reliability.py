@@ -13,6 +13,7 @@ from typing import Any
 from conftest import LEASE_TIMEOUT, drop, make_submission, result, stage, wait_done
 
 from cutor_spool.atomic import read_lines
+from cutor_spool.runner.slots import processes_of
 
 
 def active_claim(spool: Path, entry_id: str, timeout: float = 20.0, state: str | None = None) -> Path:
@@ -28,18 +29,6 @@ def active_claim(spool: Path, entry_id: str, timeout: float = 20.0, state: str |
 
 def attempts_log(spool: Path, entry_id: str) -> list[dict[str, Any]]:
     return read_lines(spool / "done" / entry_id / "result" / "attempts.jsonl")
-
-
-def processes_of(uid: int) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.stat(f"/proc/{name}").st_uid == uid:
-                    found.append(int(name))
-            except FileNotFoundError:
-                continue
-    return found
 
 
 def test_two_executors_race_over_200_submissions_and_each_finishes_exactly_once(

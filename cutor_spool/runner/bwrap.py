@@ -39,7 +39,7 @@ from cutor_spool.limits import Limits
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
 from cutor_spool.runner.slots import Slot, SlotPool
-from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus, classify, internal_error
+from cutor_spool.runner.stage import STARTED_MARKER, StageOutput, StageSpec, conclude, internal_error
 from cutor_spool.runner.supervise import LimitWatch
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,7 @@ SAFE_ETC = (
     "services",
 )
 NETWORK_ETC = ("resolv.conf", "nsswitch.conf", "ssl", "ca-certificates", "gai.conf", "host.conf", "hosts")
-# Written to stdout inside the sandbox just before the job is exec'd: proof that the sandbox was
-# set up (bwrap reports its child's pid before the child has mounted anything, so a set-up
-# failure would otherwise look like the job exiting 1). See Capture.started_marker.
-STARTED = b"\x1ecutor-stage\x1e"
-STARTED_WRAPPER = "printf '\\036cutor-stage\\036' && exec \"$@\""
+STARTED_WRAPPER = "printf '\\036cutor-stage\\036' && exec \"$@\""  # writes STARTED_MARKER
 BASE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": "/work",
@@ -383,7 +379,7 @@ class BwrapSandbox:
         finally:
             os.close(status_w)
         watch = LimitWatch(spec.limits, cgroup, cancel, started)
-        capture = Capture(spec.limits.output, started_marker=STARTED)
+        capture = Capture(spec.limits.output, started_marker=STARTED_MARKER)
         killed_for, status_lines = self._supervise(proc, cgroup, watch, capture, status_r)
         wall = time.monotonic() - started
         cgroup.kill()  # nothing should be left; if something is, it goes now
@@ -391,41 +387,16 @@ class BwrapSandbox:
         # Without the marker the sandbox never reached the job, unless we stopped it first for a
         # limit (a tight one can strike during the few milliseconds of set-up).
         started_ok = any("child-pid" in line for line in status_lines) and (
-            capture.started or killed_for in ("cpu", "wall")
+            capture.started or killed_for in ("cpu", "wall", "cancel")
         )
-        status, exit_code, sig = classify(
-            started=started_ok,
-            killed_for=killed_for,
-            returncode=proc.returncode,
-            oom_kills=ooms,
-            cpu_time=cpu,
-            limits=spec.limits,
-        )
-        message = None
+        output = conclude(
+            spec.name, spec.limits, NAME, capture=capture, started=started_ok, killed_for=killed_for,
+            returncode=proc.returncode, oom_kills=ooms, cpu_time=cpu, wall_time=wall, memory=peak,
+            setup_error=capture.stderr.decode("utf-8", "replace"),
+        )  # fmt: skip
         if not started_ok:
-            message = "the sandbox did not start: " + capture.stderr.decode("utf-8", "replace").strip()[-2000:]
-            log.error("%s: %s", self.label, message)
-        elif killed_for == "cancel":
-            message = "stopped: the worker lost its lease or is shutting down"
-        elif status == StageStatus.SIGNALED and sig == 25:
-            message = "file size limit exceeded (SIGXFSZ)"
-        return StageOutput(
-            stage=spec.name,
-            status=status,
-            exit_code=exit_code,
-            signal=sig,
-            stdout=bytes(capture.stdout),
-            stderr=bytes(capture.stderr),
-            output=bytes(capture.interleaved),
-            stdout_truncated=capture.stdout_truncated,
-            stderr_truncated=capture.stderr_truncated,
-            cpu_time=cpu,
-            wall_time=wall,
-            memory=peak,
-            limits=spec.limits,
-            message=message,
-            backend=NAME,
-        )
+            log.error("%s: %s", self.label, output.message)
+        return output
 
     def _supervise(
         self, proc: subprocess.Popen[bytes], cgroup: Cgroup, watch: LimitWatch, capture: Capture, status_r: int

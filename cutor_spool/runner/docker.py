@@ -56,7 +56,6 @@ from cutor_spool.runner.docker_cgroup import ContainerCgroup, Process, cgroup_of
 from cutor_spool.runner.docker_exec import ExecWatch
 from cutor_spool.runner.docker_launch import (
     ALIVE_POINT,
-    LAUNCH_FAILED,
     MOUNT_POINT,
     STDIN_NAME,
     build_launcher,
@@ -73,7 +72,7 @@ from cutor_spool.runner.docker_layout import (
 )
 from cutor_spool.runner.docker_stream import start_exec
 from cutor_spool.runner.slots import Slot, SlotPool
-from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus, classify, internal_error
+from cutor_spool.runner.stage import STARTED_MARKER, StageOutput, StageSpec, conclude, internal_error
 from cutor_spool.runner.supervise import LimitWatch
 
 log = logging.getLogger(__name__)
@@ -372,7 +371,7 @@ class DockerSandbox:
         started = time.monotonic()
         sock, early = start_exec(self.backend.socket, self.backend.api_version, exec_id, API_TIMEOUT)
         watch = LimitWatch(limits, box.cgroup.cgroup, cancel, started, cpu_offset=start.cpu)
-        capture = Capture(limits.output)
+        capture = Capture(limits.output, started_marker=STARTED_MARKER)
         execution = ExecWatch(self.api, exec_id, box.cgroup, watch, capture)
         try:
             execution.run(sock, early)
@@ -388,44 +387,18 @@ class DockerSandbox:
             cpu, ooms = cg.cpu_seconds() - start.cpu, cg.oom_kills() - start.oom_kills
             peak = max(0, box.cgroup.peak() - start.usage)
             lost = False
-        launch_error = returncode == LAUNCH_FAILED and capture.stderr.startswith(b"cutor-launch:")
-        started_ok = not execution.engine and not launch_error
-        status, exit_code, sig = classify(
-            started=started_ok,
-            killed_for=execution.killed_for,
-            returncode=returncode,
-            oom_kills=ooms,
-            cpu_time=cpu,
-            limits=limits,
-        )
-        message = None
+        # The launcher writes the started marker just before exec'ing the job: without it the
+        # stage never reached the job, unless we stopped it first for a limit.
+        started_ok = not execution.engine and (capture.started or execution.killed_for in ("cpu", "wall", "cancel"))
+        output = conclude(
+            spec.name, limits, NAME, capture=capture, started=started_ok, killed_for=execution.killed_for,
+            returncode=returncode, oom_kills=ooms, cpu_time=cpu, wall_time=wall, memory=peak,
+            setup_error=(execution.engine or capture.stderr).decode("utf-8", "replace"),
+            note="the stage killed its container's keeper; the container ended with it" if lost else None,
+        )  # fmt: skip
         if not started_ok:
-            why = (execution.engine or capture.stderr).decode("utf-8", "replace").strip()[-2000:]
-            message = f"the stage did not start: {why}"
-            log.error("%s: %s", self.label, message)
-        elif execution.killed_for == "cancel":
-            message = "stopped: the worker lost its lease or is shutting down"
-        elif lost:
-            message = "the stage killed its container's keeper; the container ended with it"
-        elif status == StageStatus.SIGNALED and sig == 25:
-            message = "file size limit exceeded (SIGXFSZ)"
-        return StageOutput(
-            stage=spec.name,
-            status=status,
-            exit_code=exit_code,
-            signal=sig,
-            stdout=bytes(capture.stdout),
-            stderr=bytes(capture.stderr),
-            output=bytes(capture.interleaved),
-            stdout_truncated=capture.stdout_truncated,
-            stderr_truncated=capture.stderr_truncated,
-            cpu_time=cpu,
-            wall_time=wall,
-            memory=peak,
-            limits=limits,
-            message=message,
-            backend=NAME,
-        )
+            log.error("%s: %s", self.label, output.message)
+        return output
 
 
 def _process(pid: int) -> Process:

@@ -15,7 +15,8 @@ exclusive lock for as long as it lives. A worker that dies (SIGKILL, a crash) lo
 keeper gets its own and exits, and the container ends with every process in it, as bubblewrap's
 `--die-with-parent` does; the engine would otherwise keep the jobs of a dead worker running. Its
 own failures exit with LAUNCH_FAILED and a `cutor-launch:` line on stderr, before any job code
-runs.
+runs; just before the job it writes the stage's started marker to stdout (stage.STARTED_MARKER),
+so that a job cannot pass its own failure off as the launcher's.
 
 It is compiled once per state directory with the host's C compiler (gcc and libc6-dev are runtime
 dependencies) and linked statically, so it runs in any image; or built ahead by a packager and
@@ -105,6 +106,9 @@ int main(int argc, char **argv) {
         if (setrlimit(res, &limit) != 0) return fail("setrlimit", argv[i], errno);
     }
     if (i + 1 >= argc) return fail("usage", "[LIMIT=N]... -- COMMAND", 0);
+    /* The stage's started marker (stage.STARTED_MARKER): everything before this is ours, what
+       follows is the job's, a missing command included. */
+    if (write(1, "\036cutor-stage\036", 13) != 13) return fail("write", "marker", errno);
     execvp(argv[i + 1], &argv[i + 1]);
     int err = errno;
     fprintf(stderr, "%s: %s\n", argv[i + 1], strerror(err));

@@ -10,6 +10,12 @@ from enum import StrEnum
 from typing import Any
 
 from cutor_spool.limits import Limits
+from cutor_spool.runner.capture import Capture
+
+# Written to a stage's stdout inside the sandbox just before the job is exec'd (by the bwrap
+# backend's wrapper, by the Docker backend's launcher): the proof that the sandbox got as far as
+# the job. Without it a set-up failure would pass for the job exiting 1. See Capture.
+STARTED_MARKER = b"\x1ecutor-stage\x1e"
 
 
 class StageStatus(StrEnum):
@@ -166,3 +172,44 @@ def classify(
     if exit_code:
         return StageStatus.RUNTIME_ERROR, exit_code, sig
     return StageStatus.OK, exit_code, sig
+
+
+def conclude(
+    spec_name: str,
+    limits: Limits,
+    backend: str,
+    *,
+    capture: Capture,
+    started: bool,
+    killed_for: str | None,
+    returncode: int | None,
+    oom_kills: int,
+    cpu_time: float,
+    wall_time: float,
+    memory: int,
+    setup_error: str = "",
+    note: str | None = None,
+) -> StageOutput:
+    """A finished stage's output, the same way for every backend. `started` is false when the
+    sandbox never reached the job (no started marker, and we did not stop it for a limit)."""
+    status, exit_code, sig = classify(
+        started=started,
+        killed_for=killed_for,
+        returncode=returncode,
+        oom_kills=oom_kills,
+        cpu_time=cpu_time,
+        limits=limits,
+    )
+    message = note
+    if killed_for == "cancel":
+        message = "stopped: the worker lost its lease or is shutting down"
+    elif not started:
+        message = f"the sandbox did not start: {setup_error.strip()[-2000:]}"
+    elif message is None and status == StageStatus.SIGNALED and sig == signals.SIGXFSZ:
+        message = "file size limit exceeded (SIGXFSZ)"
+    return StageOutput(
+        stage=spec_name, status=status, exit_code=exit_code, signal=sig, stdout=bytes(capture.stdout),
+        stderr=bytes(capture.stderr), output=bytes(capture.interleaved), stdout_truncated=capture.stdout_truncated,
+        stderr_truncated=capture.stderr_truncated, cpu_time=cpu_time, wall_time=wall_time, memory=memory,
+        limits=limits, message=message, backend=backend,
+    )  # fmt: skip
