@@ -83,19 +83,28 @@ def _open_regular(path: Path, flags: int) -> int:
     return fd
 
 
+def read_fd(fd: int, limit: int) -> bytes:
+    """Up to `limit + 1` bytes from `fd`: one byte more than allowed tells the caller it is over."""
+    chunks = []
+    remaining = limit + 1
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_bytes(path: Path, limit: int = 64 << 20) -> bytes:
     fd = _open_regular(path, os.O_RDONLY)
     try:
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
+        data = read_fd(fd, limit)
     finally:
         os.close(fd)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"{path} is larger than {limit} bytes")
+    return data
 
 
 def read_json(path: Path) -> Any:

@@ -13,6 +13,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from cutor_spool.atomic import read_fd
+
 # Names at the top of a spool entry that belong to the spool protocol, not to the submission.
 PROTOCOL_NAMES = frozenset({".ready", ".lease", "result"})
 # What a claim sets aside when a client put something of its own under a protocol name.
@@ -133,15 +135,7 @@ def read_file(root: Path, name: str, limit: int) -> bytes:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{name} is not a regular file")
-        chunks = []
-        remaining = limit + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        data = b"".join(chunks)
+        data = read_fd(fd, limit)
         if len(data) > limit:
             raise OSError(f"{name} grew past {limit} bytes")
         return data

@@ -38,8 +38,8 @@ from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
-from cutor_spool.runner.slots import Slot, SlotPool
-from cutor_spool.runner.stage import STARTED_MARKER, StageOutput, StageSpec, conclude, internal_error
+from cutor_spool.runner.slots import Slot, SlotPool, slot_accounts
+from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error
 from cutor_spool.runner.supervise import LimitWatch
 
 log = logging.getLogger(__name__)
@@ -211,14 +211,7 @@ def prepare_etc(base: Path, *, uid_base: int, slots: int, network: bool) -> Path
     libraries: a new ld.so.cache). Swapping one directory in place was seen to leave a moment
     with no /etc at all, and a concurrent stage failed to start."""
     entries = _etc_sources(network)
-    users = "".join(f"sandbox:x:{uid}:{uid}:sandbox:/work:/bin/sh\n" for uid in range(uid_base, uid_base + slots))
-    groups = "".join(f"sandbox:x:{uid}:\n" for uid in range(uid_base, uid_base + slots))
-    synthetic = {
-        "passwd": "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
-        + users
-        + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        "group": "root:x:0:\n" + groups + "nogroup:x:65534:\n",
-    }
+    synthetic = slot_accounts(uid_base, slots)
     if not network:
         synthetic["hosts"] = "127.0.0.1 localhost sandbox\n::1 localhost\n"
     entries = [e for e in entries if e[0] not in synthetic] + [(k, "f", v.encode()) for k, v in synthetic.items()]
@@ -384,10 +377,10 @@ class BwrapSandbox:
         wall = time.monotonic() - started
         cgroup.kill()  # nothing should be left; if something is, it goes now
         cpu, peak, ooms = cgroup.cpu_seconds(), cgroup.memory_peak(), cgroup.oom_kills()
-        # Without the marker the sandbox never reached the job, unless we stopped it first for a
-        # limit (a tight one can strike during the few milliseconds of set-up).
+        # Without the marker the sandbox never reached the job, unless we stopped it first (see
+        # STOPPED_BY_US).
         started_ok = any("child-pid" in line for line in status_lines) and (
-            capture.started or killed_for in ("cpu", "wall", "cancel")
+            capture.started or killed_for in STOPPED_BY_US
         )
         output = conclude(
             spec.name, spec.limits, NAME, capture=capture, started=started_ok, killed_for=killed_for,

@@ -72,7 +72,7 @@ from cutor_spool.runner.docker_layout import (
 )
 from cutor_spool.runner.docker_stream import start_exec
 from cutor_spool.runner.slots import Slot, SlotPool
-from cutor_spool.runner.stage import STARTED_MARKER, StageOutput, StageSpec, conclude, internal_error
+from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error
 from cutor_spool.runner.supervise import LimitWatch
 
 log = logging.getLogger(__name__)
@@ -389,7 +389,7 @@ class DockerSandbox:
             lost = False
         # The launcher writes the started marker just before exec'ing the job: without it the
         # stage never reached the job, unless we stopped it first for a limit.
-        started_ok = not execution.engine and (capture.started or execution.killed_for in ("cpu", "wall", "cancel"))
+        started_ok = not execution.engine and (capture.started or execution.killed_for in STOPPED_BY_US)
         output = conclude(
             spec.name, limits, NAME, capture=capture, started=started_ok, killed_for=execution.killed_for,
             returncode=returncode, oom_kills=ooms, cpu_time=cpu, wall_time=wall, memory=peak,

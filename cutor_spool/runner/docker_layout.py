@@ -18,7 +18,7 @@ from docker.types import LogConfig, Mount, Ulimit
 from cutor_spool.atomic import write_bytes
 from cutor_spool.errors import SandboxError
 from cutor_spool.runner.docker_launch import ALIVE_POINT, MOUNT_POINT
-from cutor_spool.runner.slots import Slot
+from cutor_spool.runner.slots import Slot, slot_accounts
 
 OVERHEAD_PROCESSES = 2  # docker-init and the keeper count in every container's pids
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
@@ -106,13 +106,8 @@ def write_etc(directory: Path, *, uid_base: int, slots: int) -> None:
     """The slot users, as the bubblewrap backend's /etc has them; hosts and an empty resolv.conf
     for stages without network."""
     directory.mkdir(parents=True, exist_ok=True)
-    users = "".join(f"sandbox:x:{uid}:{uid}:sandbox:/work:/bin/sh\n" for uid in range(uid_base, uid_base + slots))
-    groups = "".join(f"sandbox:x:{uid}:\n" for uid in range(uid_base, uid_base + slots))
     files = {
-        "passwd": "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
-        + users
-        + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        "group": "root:x:0:\n" + groups + "nogroup:x:65534:\n",
+        **slot_accounts(uid_base, slots),
         "hosts": "127.0.0.1 localhost sandbox\n::1 localhost\n",
         "resolv.conf": "",
     }

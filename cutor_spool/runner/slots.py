@@ -53,6 +53,19 @@ def _umount(target: Path) -> None:
             raise SandboxError(f"cannot unmount {target}: {os.strerror(err)}")
 
 
+def slot_accounts(uid_base: int, slots: int) -> dict[str, str]:
+    """/etc/passwd and /etc/group as a job sees them: root, nobody, and a `sandbox` user for
+    every slot uid (so `id`, `whoami` and getpwuid work for whichever slot runs the job)."""
+    users = "".join(f"sandbox:x:{uid}:{uid}:sandbox:/work:/bin/sh\n" for uid in range(uid_base, uid_base + slots))
+    groups = "".join(f"sandbox:x:{uid}:\n" for uid in range(uid_base, uid_base + slots))
+    return {
+        "passwd": "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+        + users
+        + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "group": "root:x:0:\n" + groups + "nogroup:x:65534:\n",
+    }
+
+
 def processes_of(uid: int) -> list[int]:
     """Pids whose effective uid is `uid` (the owner of /proc/<pid>)."""
     found = []

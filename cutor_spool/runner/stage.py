@@ -16,6 +16,10 @@ from cutor_spool.runner.capture import Capture
 # backend's wrapper, by the Docker backend's launcher): the proof that the sandbox got as far as
 # the job. Without it a set-up failure would pass for the job exiting 1. See Capture.
 STARTED_MARKER = b"\x1ecutor-stage\x1e"
+# Why we may stop a stage before its marker was read, which still means it had started: a tight
+# limit can strike during the milliseconds of set-up, and stdout and stderr are separate pipes,
+# so a flood on stderr can hit its cap before the marker on stdout has been read.
+STOPPED_BY_US = frozenset({"cpu", "wall", "cancel", "output"})
 
 
 class StageStatus(StrEnum):

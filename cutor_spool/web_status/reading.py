@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cutor_spool.atomic import read_fd
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -81,15 +83,7 @@ def read_bytes(dir_fd: int | None, name: str, limit: int) -> bytes | TooLarge | 
             return None
         if st.st_size > limit:
             return TooLarge(st.st_size)
-        chunks = []
-        remaining = limit + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        data = b"".join(chunks)
+        data = read_fd(fd, limit)
         return TooLarge(len(data)) if len(data) > limit else data
     except OSError:
         return None
