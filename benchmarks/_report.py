@@ -42,7 +42,7 @@ class Target:
             overhead = value - baseline
             return overhead < self.limit, f"+{overhead:.1f}"
         ratio = value / baseline
-        return ratio <= self.limit, f"{ratio:.2f}x"
+        return ratio <= self.limit, ratio_text(ratio)
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,17 @@ def number(value: float, unit: Unit) -> str:
     return f"{value:.{digits}f} {unit}"
 
 
+def ratio_text(ratio: float) -> str:
+    """Three significant digits: 0.202x must not print as 0.20x next to a target of <= 0.20x."""
+    if ratio >= 100:
+        return f"{ratio:.0f}x"
+    if ratio >= 10:
+        return f"{ratio:.1f}x"
+    if ratio >= 1:
+        return f"{ratio:.2f}x"
+    return f"{ratio:.3f}x"
+
+
 def rows_from(
     specs: list[Spec], measured: dict[str, Measured], notes: dict[str, str], counts: dict[str, Any]
 ) -> list[Row]:
@@ -158,7 +169,7 @@ def render(rows: list[Row], sections: dict[str, str]) -> str:
             row.figure,
             value,
             baseline,
-            "—" if ratio is None else f"{ratio:.2f}x",
+            "—" if ratio is None else ratio_text(ratio),
             row.spec.target.text if row.spec.target else "—",
             row.met_text(),
         ]

@@ -142,6 +142,7 @@ SPECS: list[Spec] = [
         "10 queued",
     ),
     Spec("backlog.scan", "one rescan of incoming/ with {backlog} queued", Unit.MS, "10 queued"),
+    Spec("backlog.list", "the same listing without a stat per entry", Unit.MS, "10 queued"),
     Spec(
         "backlog.executor.inotify",
         "executor, inotify: per submission, {backlog} queued",
@@ -366,6 +367,7 @@ def backlog(counts: Counts, engines: Engines) -> Figures:
         "claim.p95",
         "claim_tmpfs.median",
         "scan",
+        "list",
         "executor.inotify",
         "executor.poll",
         "executor.page",
