@@ -7,6 +7,10 @@
 # spool is pointed at the small offline stand-in channel shipped with the tests (tests/nixchannel),
 # which wraps the host's programs. In production, set `nix.nixpkgs` to a pinned real nixpkgs.
 set -euo pipefail
+if [[ $EUID -ne 0 ]]; then  # the sandbox needs root (jobs themselves never run as root)
+  command -v sudo >/dev/null || { echo "$0: run this as root" >&2; exit 1; }
+  exec sudo -E bash "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 

@@ -2,6 +2,10 @@
 # Installs what cutor-spool needs on Debian 12, idempotently: system tools, the virtualenv, and
 # (with --tests) what the test suite needs too. Run as root.
 set -euo pipefail
+if [[ $EUID -ne 0 ]]; then  # the sandbox needs root (jobs themselves never run as root)
+  command -v sudo >/dev/null || { echo "$0: run this as root" >&2; exit 1; }
+  exec sudo -E bash "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 
 # Runtime: the sandbox (bubblewrap, tini, util-linux's prlimit/setpriv), Nix, Docker's engine.

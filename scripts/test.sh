@@ -2,6 +2,10 @@
 # Sets up everything the tests need and runs them: style (ruff), types (mypy), then pytest against
 # real components (bubblewrap, cgroups, Nix, Docker, Chromium). Run as root on Debian 12.
 set -euo pipefail
+if [[ $EUID -ne 0 ]]; then  # the sandbox needs root (jobs themselves never run as root)
+  command -v sudo >/dev/null || { echo "$0: run this as root" >&2; exit 1; }
+  exec sudo -E bash "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --tests
 bash scripts/dockerd.sh
