@@ -157,12 +157,12 @@ class Executor(QueueWorker):
         claim.commit()
 
     def _system_failure(self, claim: Claim, reporter: Reporter, reason: str) -> None:
+        def give_up() -> None:
+            reporter.finish(State.ERROR, reason=f"attempt {claim.attempt}: {reason}")
+            claim.commit()
+
         try:
             reporter.event("system_failure", reason=reason)
-            if claim.counted_attempts >= self.config.max_attempts:
-                reporter.finish(State.ERROR, reason=f"attempt {claim.attempt}: {reason}")
-                claim.commit()
-            elif not claim.release(reason, counts=True):
-                log.error("%s: could not hand back; the lease will expire", claim.entry_id)
         except (LeaseLost, SystemFailure) as exc:
-            log.error("%s: cannot record the failure (%s); the lease will expire", claim.entry_id, exc)
+            log.error("%s: cannot record the failure (%s)", claim.entry_id, exc)
+        self._retry_or_give_up(claim, reason, give_up)

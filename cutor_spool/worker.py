@@ -175,7 +175,9 @@ def default_worker_id(kind: str, host: str) -> str:
 
 
 def spool_paths(spool: Path) -> SpoolPaths:
-    paths = SpoolPaths(spool)
+    # Absolute: paths are handed to Nix (file:// URLs), written into records, and must not change
+    # meaning with the working directory.
+    paths = SpoolPaths(spool.absolute())
     if not paths.exists():
         paths.init(write_config=not paths.config.exists())
     return paths
@@ -277,6 +279,18 @@ class QueueWorker(ABC):
 
     def stop(self) -> None:
         self.signals.stopping.set()
+
+    def _retry_or_give_up(self, claim: Claim, reason: str, give_up: Callable[[], None]) -> None:
+        """The rule for a system failure, for every kind of worker: hand the claim back, the
+        attempt counted, or past `max_attempts` call `give_up` (which finalises it as an error).
+        If even that fails, the lease expires and the reaper hands it back."""
+        try:
+            if claim.counted_attempts >= self.config.max_attempts:
+                give_up()
+            elif not claim.release(reason, counts=True):
+                log.error("%s: could not hand back; the lease will expire", self.label(claim.entry_id))
+        except (LeaseLost, SystemFailure, OSError, ValueError) as exc:
+            log.error("%s: cannot record the failure (%s); the lease will expire", self.label(claim.entry_id), exc)
 
     # -- the loop ----------------------------------------------------------------------------
     def _work_loop(self) -> None:

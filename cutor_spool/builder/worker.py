@@ -281,14 +281,11 @@ class Builder(QueueWorker):
         claim.commit(f"{claim.entry_id}.rejected-{claim.token}")
 
     def _system_failure(self, claim: Claim, reason: str) -> None:
-        try:
-            if claim.counted_attempts >= self.config.max_attempts:
-                request, _ = request_of(claim.path)
-                self._publish_error(claim, request, f"attempt {claim.attempt}: {reason}")
-            elif not claim.release(reason):
-                log.error("build %s: could not hand back; the lease will expire", short(claim.entry_id))
-        except (LeaseLost, SystemFailure, OSError, ValueError) as exc:
-            log.error("build %s: cannot record the failure (%s); the lease will expire", short(claim.entry_id), exc)
+        def give_up() -> None:
+            request, _ = request_of(claim.path)
+            self._publish_error(claim, request, f"attempt {claim.attempt}: {reason}")
+
+        self._retry_or_give_up(claim, reason, give_up)
 
 
 def _alive(pid: int) -> bool:

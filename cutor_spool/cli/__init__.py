@@ -52,7 +52,7 @@ def cli(ctx: click.Context, spool: Path, verbose: int, quiet: bool) -> None:
       cutor-spool executor --concurrency 2  run submissions (as root; jobs run unprivileged)
     """
     _configure_logging(verbose, quiet)
-    ctx.obj = Context(spool, verbose)
+    ctx.obj = Context(spool.absolute(), verbose)
 
 
 # Each area keeps its commands in its own module, listed in `commands`; add a module here.
