@@ -222,11 +222,11 @@ def resume(proc: subprocess.Popen[bytes]) -> None:
 
 
 def executor_costs(
-    sides: list[Side], per_block: int, blocks: int, say: Callable[[str], None]
+    sides: list[Side], per_block: int, blocks: int, say: Callable[[str], None], modes: tuple[str, ...]
 ) -> dict[str, list[float]]:
     """Both spools' executors run in turn, the other one paused (SIGSTOP), block by block."""
     samples: dict[str, list[float]] = {}
-    for mode, args, page in MODES:
+    for mode, args, page in (m for m in MODES if m[0] in modes):
         with ExitStack() as stack:
             procs, watches = {}, {}
             for side in sides:
@@ -254,6 +254,7 @@ class Counts:
     scans: int = 20
     per_block: int = 25
     blocks: int = 8
+    modes: tuple[str, ...] = ("inotify", "poll", "page")
 
 
 def make_sides(stack: ExitStack, backlog: int, where: Path | None = None) -> list[Side]:
@@ -285,7 +286,7 @@ def measure(counts: Counts, say: Callable[[str], None] = print) -> dict[str, flo
         claim_figures(figures, "claim", claim_costs(sides, counts.claims))
         for key, values in scan_costs(sides, counts.scans).items():
             figures[key] = median(values)
-        for key, values in executor_costs(sides, counts.per_block, counts.blocks, say).items():
+        for key, values in executor_costs(sides, counts.per_block, counts.blocks, say, counts.modes).items():
             figures[key] = median(values)
     if filesystem_type(TMPFS) == "tmpfs" and os.access(TMPFS, os.W_OK):
         # The same claims in memory: the spool's own code, without the disk filesystem's costs
@@ -308,10 +309,17 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=Counts.claims)
     parser.add_argument("--per-block", type=int, default=Counts.per_block)
     parser.add_argument("--blocks", type=int, default=Counts.blocks)
+    parser.add_argument("--modes", default=",".join(Counts.modes), help="executor modes: inotify,poll,page")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: executors run their stages as per-slot uids")
-    counts = Counts(backlog=args.backlog, claims=args.claims, per_block=args.per_block, blocks=args.blocks)
+    counts = Counts(
+        backlog=args.backlog,
+        claims=args.claims,
+        per_block=args.per_block,
+        blocks=args.blocks,
+        modes=tuple(args.modes.split(",")),
+    )
     figures = measure(counts)
     print(f"{'figure':32s} {SMALL:>10d} queued {counts.backlog:>10d} queued   ratio  (target: claims <= 2x)")
     for stem, small, large in pairs(figures):
