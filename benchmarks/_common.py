@@ -101,6 +101,28 @@ def executors(spool: Path, count: int, *args: str) -> Iterator[list[subprocess.P
                 out.close()
 
 
+def patch_directory_watch() -> None:
+    """Makes every `DirectoryWatch.stop` in this process stop its inotify thread too (see
+    `stop_watch`). For scripts this harness runs but does not own (nix_env.py waits for builds
+    with `Waiter`s, and each one left a thread spinning through its measurements). A no-op once
+    notify.py stops the thread itself."""
+    from cutor_spool.watcher.notify import DirectoryWatch
+
+    original = DirectoryWatch.stop
+    if getattr(original, "stops_thread", False):
+        return
+
+    def stop(self: DirectoryWatch) -> None:
+        fd = getattr(self, "_fd", None)
+        original(self)
+        if fd is not None and fd.is_alive():
+            fd.stop()
+            fd.join(5)
+
+    stop.stops_thread = True  # type: ignore[attr-defined]
+    DirectoryWatch.stop = stop  # type: ignore[method-assign]
+
+
 def stop(proc: subprocess.Popen[bytes], patience: float = 20) -> None:
     """Waits for an executor sent SIGTERM; sends SIGTERM again twice, then SIGKILL, saying so on
     stderr. An executor can miss a SIGTERM: its main thread waits on an Event without a timeout,
