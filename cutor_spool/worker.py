@@ -263,7 +263,10 @@ class QueueWorker(ABC):
         ]
         for thread in threads:
             thread.start()
-        self.signals.stopping.wait()
+        # A timed wait: Python runs signal handlers in the main thread only, and only once it
+        # wakes up; a SIGTERM the kernel hands to another thread would otherwise wait forever.
+        while not self.signals.stopping.wait(0.5):
+            pass
         self.finder.stop()
         deadline = time.monotonic() + self.grace
         while any(t.is_alive() for t in threads):

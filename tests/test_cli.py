@@ -79,3 +79,12 @@ def test_schema_and_init(tmp_path: Path) -> None:
     for sub in ("tmp", "incoming", "active", "done", "builds/incoming", "builds/done", "workers", "status"):
         assert (target / sub).is_dir()
     assert "lease_timeout" in (target / "spool.yaml").read_text()
+
+
+def test_spool_option_after_the_command_wins(spool: Path, tmp_path: Path) -> None:
+    job = make_submission(tmp_path, "job", {"run": "echo queued"})
+    elsewhere = tmp_path / "elsewhere"
+    assert cli(elsewhere, "submit", str(job), "--id", "here", "--spool", str(spool)).returncode == 0
+    assert (spool / "incoming" / "here").is_dir() and not (elsewhere / "incoming" / "here").exists()
+    listing = subprocess.run([*CLI, "list", "--spool", str(spool)], capture_output=True, text=True, check=True)
+    assert "queued: 1" in listing.stdout

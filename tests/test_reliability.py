@@ -3,6 +3,7 @@ or paused worker's submission finished by another, a poison submission stopped a
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -157,6 +158,29 @@ def test_sigterm_lets_current_work_finish(spool: Path, tmp_path: Path, executors
     assert worker.proc is not None and worker.proc.wait(30) == 0
     status = result(spool, "graceful")
     assert (status["state"], status["outcome"], status["attempts"]) == ("done", "ok", 1)
+
+
+def tgkill(pid: int, tid: int, signum: int) -> None:
+    """A signal for one thread of a process: the case where the kernel hands a process's SIGTERM
+    to a thread other than the main one (it may, e.g. while the main thread is stopped)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(234, pid, tid, signum) != 0:  # SYS_tgkill on x86_64
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+def test_sigterm_received_by_another_thread_still_stops_the_executor(spool: Path, executors: Any) -> None:
+    worker = executors(spool, "--concurrency", "2")
+    assert worker.proc is not None
+    pid = worker.proc.pid
+    deadline = time.monotonic() + 20
+    while "1 slot" not in worker.log.read_text() and "2 slot" not in worker.log.read_text():
+        assert time.monotonic() < deadline, "the executor never started"
+        time.sleep(0.05)
+    time.sleep(0.5)  # its main thread now waits for a signal, the others for work
+    others = [int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid]
+    assert others, "the executor should run worker threads"
+    tgkill(pid, max(others), signal.SIGTERM)
+    assert worker.proc.wait(15) == 0, "SIGTERM handled only once the main thread wakes up"
 
 
 def test_sigterm_past_the_grace_hands_work_back_without_using_an_attempt(

@@ -55,10 +55,33 @@ def cli(ctx: click.Context, spool: Path, verbose: int, quiet: bool) -> None:
     ctx.obj = Context(spool.absolute(), verbose)
 
 
+def _spool_here(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Context).spool = value.absolute()
+
+
+# `cutor-spool executor --spool DIR` as well as `cutor-spool --spool DIR executor`: the one after
+# the command wins. Commands that take no spool (schema, validate, systemd) do not get it.
+SPOOLLESS = {"schema", "validate", "systemd"}
+
+
+def _spool_option() -> click.Option:
+    return click.Option(
+        ["--spool"],
+        type=click.Path(file_okay=False, path_type=Path),
+        expose_value=False,
+        is_eager=True,
+        callback=_spool_here,
+        help="The spool directory (as the option before the command).",
+    )
+
+
 # Each area keeps its commands in its own module, listed in `commands`; add a module here.
 COMMAND_MODULES = (client, workers, web, nix)
 for module in COMMAND_MODULES:
     for command in module.commands:
+        if command.name not in SPOOLLESS and not isinstance(command, click.Group):
+            command.params.append(_spool_option())
         cli.add_command(command)
 
 

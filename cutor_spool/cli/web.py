@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def status_page(ctx: click.Context, full: bool, watch: bool, as_json: bool) -> N
         raise click.ClickException(f"{paths.root} is not a spool (run: cutor-spool --spool {paths.root} init)")
     config = load_config(paths.root).status_page
     clock = FsClock(paths.tmp, f"status-page-{os.getpid()}")
+    if watch:  # systemd stops it with SIGTERM: leave no clock file behind in tmp/
+        signal.signal(signal.SIGTERM, _exit_quietly)
     try:
         while True:
             report = regenerate(paths, config, now=clock.now, full=full)
@@ -54,10 +57,14 @@ def status_page(ctx: click.Context, full: bool, watch: bool, as_json: bool) -> N
                 return
             full = False
             time.sleep(config.interval)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         clock.remove()
+
+
+def _exit_quietly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 @click.command("systemd")
