@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from cutor_spool.atomic import write_bytes
 from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.errors import LeaseLost, SandboxError, Shutdown
 from cutor_spool.intake import Plan, Script, read_submission
@@ -224,6 +225,8 @@ class Pipeline:
             runner.cancel.check()
             reporter.write("dependencies.json", dict(result.record))
             if not result.ok:
+                if plan.judged:
+                    _not_judged(reporter, plan, "dependencies", Outcome.DEPENDENCY_FAILURE, result.message, b"")
                 reporter.finish(State.DONE, Outcome.DEPENDENCY_FAILURE, message=result.message)
                 return
             runner.env = result.environment
@@ -235,7 +238,11 @@ class Pipeline:
             reporter.stage("compile", output)
             reporter.transition(State.COMPILED, success=output.ok)
             if not output.ok:
-                reporter.finish(State.DONE, Outcome.COMPILE_ERROR, message=_tail(output))
+                message = _tail(output)
+                if plan.judged:
+                    log, seconds = output.stderr, output.wall_time
+                    _not_judged(reporter, plan, "compile", Outcome.COMPILE_ERROR, message, log, seconds)
+                reporter.finish(State.DONE, Outcome.COMPILE_ERROR, message=message)
                 return
         if plan.judged:
             if self.judge is None:
@@ -251,6 +258,16 @@ class Pipeline:
         output = runner.run(runner.spec("run", command, plan.limits[StageKind.RUN], stdin=stdin, files=files))
         reporter.stage("run", output)
         reporter.finish(State.DONE, STAGE_OUTCOME[output.status], message=output.message)
+
+
+def _not_judged(
+    reporter: Reporter, plan: Plan, step: str, outcome: Outcome, message: str, log: bytes, seconds: float = 0.0
+) -> None:
+    """A judged submission's junit.xml when it ends before its tests: CI shows it failing."""
+    from cutor_spool.runner.judge.junit import junit_not_judged  # the judge package imports this module
+
+    data = junit_not_judged(reporter.claim.entry_id, plan.submission, step, str(outcome), message, log, seconds)
+    write_bytes(reporter.dir / "junit.xml", data)
 
 
 def _tail(output: StageOutput, limit: int = 500) -> str:

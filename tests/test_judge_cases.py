@@ -150,6 +150,12 @@ def test_judge_case(judged: Run, case: str) -> None:
     _check_flow(case, entry, sub, status)
     if status.get("outcome") == "compile_error":
         assert not (entry / "tests").exists()
+        root = ET.parse(entry / "junit.xml").getroot()  # CI shows the submission failing, its tests not run
+        cases = {c.get("name"): {child.tag: child for child in c} for c in root.iter("testcase")}
+        assert cases.pop("compile")["failure"].get("type") == "compile_error"
+        assert list(cases) == [str(t.get("name", i + 1)) for i, t in enumerate(sub["tests"])]
+        assert all("skipped" in children for children in cases.values())
+        assert (root.get("failures"), root.get("skipped")) == ("1", str(len(sub["tests"])))
         return
     assert status["tests"] == expect["tests"]
     assert status["tests_done"] == status["tests_total"] == len(expect["tests"])

@@ -20,7 +20,7 @@ from cutor_spool.results import Outcome, Reporter
 from cutor_spool.runner.judge.checkers import BUILTIN
 from cutor_spool.runner.judge.checkers.program import interpret
 from cutor_spool.runner.judge.checkers.show import first_difference
-from cutor_spool.runner.judge.junit import junit_xml
+from cutor_spool.runner.judge.junit import junit_not_judged, junit_xml
 from cutor_spool.runner.judge.scoring import score
 from cutor_spool.runner.judge.verdicts import Case, CaseResult, Verdict
 from cutor_spool.runner.stage import StageOutput, StageStatus
@@ -241,6 +241,18 @@ def test_junit_is_valid_xml_whatever_the_program_printed() -> None:
     assert "\\x00" in out.text and "\\x1b" in out.text
     err = next(t for t in root.iter("testcase") if t.get("name") == "t3").find("error")
     assert err is not None and "\\x07" in (err.get("message") or "")
+
+
+def test_junit_of_a_submission_that_ended_before_its_tests() -> None:
+    sub = submission({"tests": make_tests(1, 1, 1)})
+    data = junit_not_judged("id-2", sub, "dependencies", "dependency_failure", "attribute 'nope' missing", b"")
+    root = ET.fromstring(data)
+    assert (root.get("tests"), root.get("failures"), root.get("skipped")) == ("4", "1", "3")
+    cases = {t.get("name"): t for t in root.iter("testcase")}
+    assert list(cases) == ["dependencies", *sub.test_names()]
+    failure = cases["dependencies"].find("failure")
+    assert failure is not None and failure.get("type") == "dependency_failure" and "nope" in (failure.text or "")
+    assert all(cases[name].find("skipped") is not None for name in sub.test_names())
 
 
 def write_dir(root: Path, spec: dict[str, Any], files: dict[str, str]) -> Path:

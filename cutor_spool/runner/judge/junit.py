@@ -114,3 +114,36 @@ def junit_xml(name: str, sub: Submission, results: Sequence[CaseResult], score: 
     ET.indent(root)
     data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return data + b"\n"
+
+
+def junit_not_judged(
+    name: str, sub: Submission, step: str, outcome: str, message: str, log: bytes, seconds: float = 0.0
+) -> bytes:
+    """A judged submission that ended before its tests (a compile error, a dependency failure): a
+    failed `<testcase>` for the step that failed, with its log, and every test `<skipped>`, so
+    that a CI pipeline shows the submission failing rather than no tests at all."""
+    root = ET.Element("testsuites", name=clean(name))
+    tests = sub.test_names()
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        name=clean(name),
+        tests=str(len(tests) + 1),
+        failures="1",
+        errors="0",
+        skipped=str(len(tests)),
+        time=_seconds(seconds),
+    )
+    classname = name.replace("/", ".")
+    case = ET.SubElement(suite, "testcase", name=step, classname=classname, time=_seconds(seconds))
+    ET.SubElement(case, "failure", message=clean(f"{outcome}: {message}"[:1000]), type=outcome).text = clean(message)
+    if log:
+        ET.SubElement(case, "system-err").text = _excerpt(log)
+    for test in tests:
+        case = ET.SubElement(suite, "testcase", name=test, classname=classname, time=_seconds(0.0))
+        ET.SubElement(case, "skipped", message=clean(f"not run: {outcome}"))
+    for key in ("tests", "failures", "errors", "skipped", "time"):
+        root.set(key, suite.get(key, "0"))
+    ET.indent(root)
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data + b"\n"
