@@ -126,6 +126,7 @@ def hostile_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     for case in CASES:
         target = base / "cases" / case
         shutil.copytree(HOSTILE / case, target, ignore=shutil.ignore_patterns("expect.yaml"))
+        shutil.copy(HOSTILE / "probe.py", target / "probe.py")
         sub = yaml.safe_load((target / "submission.yaml").read_text())
         wanted = yaml.safe_load((HOSTILE / case / "expect.yaml").read_text()).get("inject", [])
         if wanted:

@@ -1,10 +1,4 @@
-import os, socket, sys
-def attempt(what, fn):
-    try:
-        fn()
-        print("ESCAPED", what)
-    except OSError as exc:
-        print("blocked", what, type(exc).__name__)
+from probe import *  # attempt(), os, socket, sys
 
 paths = ["/etc/shadow", "/root", "/var/run/docker.sock", "/run/docker.sock", "/home", "/proc/1/root/etc/shadow",
          "/run/cutor-spool", "/var/lib/docker", os.environ["SPOOL_PATH"]]
