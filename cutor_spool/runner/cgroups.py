@@ -12,8 +12,10 @@ inside whatever accounts for the worker). It holds every process of the stage, w
   children cannot get N times its CPU limit: the supervisor watches the total;
 - a kill that leaves nothing behind: v2 `cgroup.kill`, or freeze, SIGKILL every member, thaw.
 
-v1 is what this development host has; the v2 path follows the kernel's cgroup-v2 documentation
-and could not be run here (the unified hierarchy has no memory controller on this host).
+v1 is what this development host has. Its unified hierarchy has no memory, pids or cpu
+controller, so v2's limits, peak and OOM counter follow the kernel's cgroup-v2 documentation
+untested; what v2 does without controllers (membership, `cpu.stat`, freeze, `cgroup.kill`,
+removal) is tested on the real hierarchy in tests/test_cgroup_v2.py.
 """
 
 from __future__ import annotations
