@@ -101,34 +101,11 @@ def executors(spool: Path, count: int, *args: str) -> Iterator[list[subprocess.P
                 out.close()
 
 
-def patch_directory_watch() -> None:
-    """Makes every `DirectoryWatch.stop` in this process stop its inotify thread too (see
-    `stop_watch`). For scripts this harness runs but does not own (nix_env.py waits for builds
-    with `Waiter`s, and each one left a thread spinning through its measurements). A no-op once
-    notify.py stops the thread itself."""
-    from cutor_spool.watcher.notify import DirectoryWatch
-
-    original = DirectoryWatch.stop
-    if getattr(original, "stops_thread", False):
-        return
-
-    def stop(self: DirectoryWatch) -> None:
-        fd = getattr(self, "_fd", None)
-        original(self)
-        if fd is not None and fd.is_alive():
-            fd.stop()
-            fd.join(5)
-
-    stop.stops_thread = True  # type: ignore[attr-defined]
-    DirectoryWatch.stop = stop  # type: ignore[method-assign]
-
-
 def stop(proc: subprocess.Popen[bytes], patience: float = 20) -> None:
     """Waits for an executor sent SIGTERM; sends SIGTERM again twice, then SIGKILL, saying so on
-    stderr. An executor can miss a SIGTERM: its main thread waits on an Event without a timeout,
-    and Python runs signal handlers only when the main thread wakes up, which it does not if the
-    kernel gave the signal to another thread (seen after SIGSTOP/SIGCONT; reported). The figures
-    are measured by then: a slow stop is reported, not turned into a failed benchmark."""
+    stderr with its threads' states. The figures are measured by then: a slow stop is reported,
+    not turned into a failed benchmark. (Executors used to miss a SIGTERM the kernel handed to a
+    thread other than the main one; fixed in QueueWorker.run.)"""
     for attempt in range(3):
         try:
             proc.wait(patience)
@@ -220,22 +197,7 @@ class DoneWatch:
             return max(self.seen[n] for n in names)
 
     def close(self) -> None:
-        stop_watch(self.watch)
-
-
-def stop_watch(watch: Any) -> None:
-    """Stops a `DirectoryWatch` *and* its inotify thread.
-
-    `DirectoryWatch.stop` closes watchdog's `InotifyFD` without stopping its thread; the thread's
-    loop then reads the closed fd, gets b"" at once, and spins at 100% of a core for the rest of
-    the process (reported; cutor_spool/watcher/notify.py is not ours to change). A benchmark that
-    opens and closes watches would measure against more and more spinning threads. Stopping the
-    thread as well is harmless once notify.py does it itself."""
-    fd = getattr(watch, "_fd", None)
-    watch.stop()
-    if fd is not None:
-        fd.stop()
-        fd.join(5)
+        self.watch.stop()
 
 
 def bare_exec_ms(argv: list[str], n: int = 50) -> float:

@@ -49,7 +49,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import DoneWatch, check_done, drop, executors, make_source, median, percentile, scratch_spool, stop_watch
+from _common import DoneWatch, check_done, drop, executors, make_source, median, percentile, scratch_spool
 
 from cutor_spool.config import load_config
 from cutor_spool.layout import SpoolPaths
@@ -138,9 +138,6 @@ class InProcessClaimer:
         raise RuntimeError("no candidate within 30 s")
 
     def close(self) -> None:
-        watch = getattr(self.finder, "_watch", None)
-        if watch is not None:
-            stop_watch(watch)  # before Finder.stop: see _common.stop_watch
         self.finder.stop()
         self.clock.remove()
 

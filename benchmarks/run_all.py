@@ -317,23 +317,10 @@ def parse_nix_env(text: str) -> Figures:
     return out
 
 
-# nix_env.py run as its own script, but with the inotify threads of its build waits stopped (see
-# _common.patch_directory_watch): otherwise each of its figures is taken beside threads spinning
-# at 100% of a core in its own process, which doubled its in-process lookup and process starts.
-NIX_ENV = """
-import runpy, sys
-sys.path.insert(0, sys.argv[1])
-from _common import patch_directory_watch
-patch_directory_watch()
-sys.argv = [sys.argv[1] + "/nix_env.py", *sys.argv[2:]]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
-
-
 def nix(counts: Counts, engines: Engines) -> Figures:
     bench = ROOT / "benchmarks"
     proc = subprocess.run(
-        [sys.executable, "-c", NIX_ENV, str(bench), "--runs", str(counts.nix_runs)],
+        [sys.executable, str(bench / "nix_env.py"), "--runs", str(counts.nix_runs)],
         capture_output=True,
         text=True,
         timeout=3600,

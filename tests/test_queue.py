@@ -151,3 +151,23 @@ def test_readiness_marker_or_settle_time_on_the_filesystem_clock(tmp_path: Path)
     os.utime(copying, (old, old))
     assert seconds_until_ready(copying, clock.now, settle=5) > 4
     assert seconds_until_ready(copying, lambda: clock.now() + 10, settle=5) == 0
+
+
+def test_a_closed_waiter_leaves_no_thread_spinning(tmp_path: Path) -> None:
+    """Executors open a Waiter for every environment they wait for, and `cutor-spool wait` one per
+    call: each must take its inotify thread with it, or the process burns a core per wait."""
+    from cutor_spool.watcher.notify import Waiter
+
+    before = set(threading.enumerate())
+    for _ in range(3):
+        with Waiter([tmp_path]) as waiter:
+            (tmp_path / "x").mkdir()
+            waiter.wait(1.0)
+            (tmp_path / "x").rmdir()
+    deadline = time.monotonic() + 5
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not set(threading.enumerate()) - before, "inotify threads outlived their Waiter"
+    start = time.process_time()
+    time.sleep(0.5)
+    assert time.process_time() - start < 0.1, "something in this process spins"

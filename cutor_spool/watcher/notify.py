@@ -125,7 +125,8 @@ class DirectoryWatch:
                 fd.add_callback(os.fsencode(directory), mask, callback, CallbackId(i))
         except OSError as exc:
             log.warning("cannot watch %s with inotify (%s); relying on rescans", self._dirs, exc)
-            fd.close()
+            fd.stop()  # the thread too (see stop)
+            fd.join(5)
             return False
         self._fd = fd
         return True
@@ -135,8 +136,12 @@ class DirectoryWatch:
         for callback in self._callbacks:
             callback.active = False
         if fd is not None:
-            fd.close()  # type: ignore[attr-defined]
             self._fd = None
+            # Stop the thread, not just the descriptor: closed, its loop reads nothing at once,
+            # forever, and spins a core for the life of the process. stop() closes it too.
+            fd.stop()  # type: ignore[attr-defined]
+            if fd is not threading.current_thread():
+                fd.join(5)  # type: ignore[attr-defined]
 
 
 class Waiter:
