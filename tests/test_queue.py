@@ -171,3 +171,19 @@ def test_a_closed_waiter_leaves_no_thread_spinning(tmp_path: Path) -> None:
     start = time.process_time()
     time.sleep(0.5)
     assert time.process_time() - start < 0.1, "something in this process spins"
+
+
+def test_scans_list_oldest_first_and_read_each_arrival_once(tmp_path: Path) -> None:
+    paths, q = queue(tmp_path)
+    for name in ("b-first", "a-second", "c-third"):
+        entry(paths, name)
+        time.sleep(0.02)  # distinct ctimes
+    assert q.scan_incoming() == ["b-first", "a-second", "c-third"]
+    os.chmod(paths.submissions.incoming / "b-first", 0o750)  # a newer ctime, not read again
+    entry(paths, "d-fourth")
+    assert q.scan_incoming() == ["b-first", "a-second", "c-third", "d-fourth"]
+    claim = q.claim("a-second")
+    assert claim is not None
+    assert q.scan_incoming() == ["b-first", "c-third", "d-fourth"]
+    assert claim.release("test")  # back in incoming/, unseen by the last scan: a fresh arrival
+    assert q.scan_incoming() == ["b-first", "c-third", "d-fourth", "a-second"]

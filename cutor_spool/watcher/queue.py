@@ -142,25 +142,35 @@ class SpoolQueue:
         self.dirs = dirs
         self.worker = worker
         self.log_name = log_name
+        self._arrivals: dict[str, float] = {}  # name -> ctime, of the names the last scan saw
 
     # -- finding ----------------------------------------------------------------------------
     def scan_incoming(self) -> list[str]:
         """Names in incoming/, oldest arrival first (ctime: the rename into incoming/ sets it).
-        Dot-names are skipped: they are rsync's and other tools' temporary names."""
-        found: list[tuple[float, str]] = []
+        Dot-names are skipped: they are rsync's and other tools' temporary names.
+
+        A name's arrival is read once, at the first scan that sees it: a rescan of a backlog of
+        10,000 then costs the listing alone instead of 10,000 `lstat`s (90% of it; on NFS one
+        GETATTR each, every poll). A name claimed and handed back between two scans keeps its
+        first arrival, which only puts a retry earlier in the queue."""
+        known, found = self._arrivals, {}
         try:
             with os.scandir(self.dirs.incoming) as it:
                 for entry in it:
-                    if entry.name.startswith("."):
+                    name = entry.name
+                    if name.startswith("."):
                         continue
-                    try:
-                        found.append((entry.stat(follow_symlinks=False).st_ctime, entry.name))
-                    except FileNotFoundError:
-                        continue
+                    arrival = known.get(name)
+                    if arrival is None:
+                        try:
+                            arrival = entry.stat(follow_symlinks=False).st_ctime
+                        except FileNotFoundError:
+                            continue
+                    found[name] = arrival
         except FileNotFoundError:
-            return []
-        found.sort()
-        return [name for _, name in found]
+            found = {}
+        self._arrivals = found
+        return sorted(found, key=found.__getitem__)
 
     # -- claiming ---------------------------------------------------------------------------
     def claim(self, name: str) -> Claim | None:
