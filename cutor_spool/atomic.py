@@ -44,12 +44,14 @@ def write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
         finally:
             os.close(fd)
         os.rename(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:  # a signal handler's exception too: leave no temporary behind
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        _raise(path, exc)
+        if isinstance(exc, OSError):
+            _raise(path, exc)
+        raise
 
 
 def write_json(path: Path, value: Any, *, fsync: bool = True) -> None:

@@ -390,3 +390,20 @@ def test_status_page_command(finished: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0 and "1 page(s) rendered" in proc.stdout
     proc = subprocess.run([*CLI, "--spool", str(tmp_path / "nowhere"), "status-page"], capture_output=True, text=True)
     assert proc.returncode != 0 and "is not a spool" in proc.stderr
+
+
+def test_a_killed_writers_temporaries_are_swept(finished: Path, tmp_path: Path) -> None:
+    paths = new_spool(tmp_path)
+    regenerate(paths, PAGE)
+    old, fresh = paths.status / ".tmp-index.html-dead0001", paths.status / ".tmp-status.json-busy0002"
+    old_page = paths.status / "s" / ".tmp-x.html-dead0003"
+    for path in (old, fresh, old_page):
+        path.write_text("half a page")
+    an_hour_ago = time.time() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    os.utime(old_page, (an_hour_ago, an_hour_ago))
+    regenerate(paths, PAGE)
+    assert not old.exists() and fresh.exists(), "a stale temporary goes; one being written stays"
+    assert old_page.exists(), "page folders are swept by --full only"
+    regenerate(paths, PAGE, full=True)
+    assert not old_page.exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+import threading
 from pathlib import Path
 
 import click
@@ -41,8 +41,9 @@ def status_page(ctx: click.Context, full: bool, watch: bool, as_json: bool) -> N
         raise click.ClickException(f"{paths.root} is not a spool (run: cutor-spool --spool {paths.root} init)")
     config = load_config(paths.root).status_page
     clock = FsClock(paths.tmp, f"status-page-{os.getpid()}")
-    if watch:  # systemd stops it with SIGTERM: leave no clock file behind in tmp/
-        signal.signal(signal.SIGTERM, _exit_quietly)
+    stop = threading.Event()
+    if watch:  # systemd stops it with SIGTERM: finish the page being written, remove the clock
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     try:
         while True:
             report = regenerate(paths, config, now=clock.now, full=full)
@@ -56,15 +57,12 @@ def status_page(ctx: click.Context, full: bool, watch: bool, as_json: bool) -> N
             if not watch:
                 return
             full = False
-            time.sleep(config.interval)
-    except (KeyboardInterrupt, SystemExit):
+            if stop.wait(config.interval):
+                return
+    except KeyboardInterrupt:
         pass
     finally:
         clock.remove()
-
-
-def _exit_quietly(_signum: int, _frame: object) -> None:
-    raise SystemExit(0)
 
 
 @click.command("systemd")

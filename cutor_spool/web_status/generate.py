@@ -71,6 +71,27 @@ def _pages(out: Path) -> None:
         (out / sub).mkdir(parents=True, exist_ok=True)
 
 
+STALE_TEMPORARY = 600.0  # seconds: no write of a page takes that long
+
+
+def _sweep_temporaries(directories: list[Path], now: float) -> None:
+    """Removes the temporaries of writers killed mid-write (`write_bytes`'s `.tmp-*` names)."""
+    for directory in directories:
+        try:
+            with os.scandir(directory) as it:
+                for entry in it:
+                    try:
+                        if (
+                            entry.name.startswith(".tmp-")
+                            and now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMPORARY
+                        ):
+                            os.unlink(entry.path)
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+
+
 def _unlink(path: Path) -> None:
     try:
         os.unlink(path)
@@ -298,6 +319,9 @@ def regenerate(
     _pages(out)
     install_static(out)
     gen = Generator(paths, config, generator=generator, now=now())
+    # The top level (the files written every time) at every regeneration; the page folders, as
+    # large as the spool's history, only with `full`.
+    _sweep_temporaries([out, *((out / sub for sub in ("s", "live", "history")) if full else ())], gen.now)
     index = Index(RENDER_VERSION) if full else Index.load(out / INDEX_NAME, RENDER_VERSION)
     rendered, removed = gen.done(index)
     gen.builds(index)
