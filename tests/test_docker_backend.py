@@ -32,7 +32,7 @@ from cutor_spool.config import DEFAULT_LIMITS, SpoolConfig
 from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.docker import DockerBackend, DockerSandbox
-from cutor_spool.runner.docker_launch import SOURCE
+from cutor_spool.runner.launcher import SOURCE
 from cutor_spool.runner.slots import SlotPool, processes_of
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
 
@@ -172,7 +172,7 @@ def test_a_launcher_built_ahead_is_used(
     source.write_text(SOURCE)
     prebuilt = tmp_path / "prebuilt-launcher"
     subprocess.run(["cc", "-static", "-O2", "-o", str(prebuilt), str(source)], check=True)
-    monkeypatch.setenv("CUTOR_SPOOL_DOCKER_LAUNCHER", str(prebuilt))
+    monkeypatch.setenv("CUTOR_SPOOL_LAUNCHER", str(prebuilt))
     backend = DockerBackend(config(docker_image), tmp_path / "state")
     assert backend.layout.launcher == prebuilt
     slot = pool.acquire()
@@ -182,8 +182,8 @@ def test_a_launcher_built_ahead_is_used(
     finally:
         box.close()
         pool.release(slot)
-    monkeypatch.setenv("CUTOR_SPOOL_DOCKER_LAUNCHER", str(tmp_path / "missing"))
-    with pytest.raises(SandboxError, match="CUTOR_SPOOL_DOCKER_LAUNCHER"):
+    monkeypatch.setenv("CUTOR_SPOOL_LAUNCHER", str(tmp_path / "missing"))
+    with pytest.raises(SandboxError, match="CUTOR_SPOOL_LAUNCHER"):
         DockerBackend(config(docker_image), tmp_path / "state")
 
 

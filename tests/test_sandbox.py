@@ -49,9 +49,14 @@ def pool() -> SlotPool:
     return SlotPool(uid_base=61000, count=64, work_size=128 << 20)
 
 
-@pytest.fixture(scope="module")
-def backend() -> BubblewrapBackend:
-    return BubblewrapBackend(state_dir=DEFAULT_STATE_DIR, uid_base=61000, slots=64, tmp_size=32 << 20)
+@pytest.fixture(scope="module", params=["launcher", "prlimit-setpriv"])
+def backend(request: pytest.FixtureRequest) -> BubblewrapBackend:
+    """Every sandbox test runs both ways a stage can start: through the static launcher (the
+    default) and through sh, prlimit and setpriv (hosts without a C compiler)."""
+    use = request.param == "launcher"
+    made = BubblewrapBackend(state_dir=DEFAULT_STATE_DIR, uid_base=61000, slots=64, tmp_size=32 << 20, launcher=use)
+    assert (made.launcher is not None) == use
+    return made
 
 
 @pytest.fixture
@@ -249,3 +254,13 @@ def test_the_started_marker_is_not_part_of_the_jobs_output(sandbox: BwrapSandbox
     assert (out.status, out.stdout, out.output) == (StageStatus.OK, b"x", b"x")
     silent = sandbox.run(StageSpec("run", ("true",), LIMITS))
     assert (silent.status, silent.stdout) == (StageStatus.OK, b"")
+
+
+def test_the_job_runs_as_the_slot_uid_without_groups_or_a_way_back(sandbox: BwrapSandbox) -> None:
+    out = sh(sandbox, "id -u; id -g; id -G; grep -E '^(NoNewPrivs|CapEff|CapPrm)' /proc/self/status")
+    assert out.ok, out.stderr  # type: ignore[attr-defined]
+    slot = sandbox.slot
+    lines = out.stdout.decode().split("\n")  # type: ignore[attr-defined]
+    assert lines[:3] == [str(slot.uid), str(slot.gid), str(slot.gid)]
+    status = dict(line.split(":\t") for line in lines[3:] if line)
+    assert status == {"NoNewPrivs": "1", "CapPrm": "0000000000000000", "CapEff": "0000000000000000"}

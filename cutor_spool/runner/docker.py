@@ -17,7 +17,7 @@ The container (created lazily, at a submission's first stage that needs it):
   then narrows through the container's host cgroup (`docker_cgroup.py`);
 - the host's prepared /etc/passwd and /etc/group (the slot users, as with bubblewrap), and for
   stages without network an /etc/hosts and an empty /etc/resolv.conf;
-- the static `cutor-launch` (`docker_launch.py`), through which every exec sets its rlimits and
+- the static `cutor-launch` (`launcher.py`), through which every exec sets its rlimits and
   stdin.
 
 A checker (`workdir="aux"`) never shares a container with the submission's own stages: it would
@@ -54,13 +54,6 @@ from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup
 from cutor_spool.runner.docker_cgroup import ContainerCgroup, Process, cgroup_of
 from cutor_spool.runner.docker_exec import ExecWatch
-from cutor_spool.runner.docker_launch import (
-    ALIVE_POINT,
-    MOUNT_POINT,
-    STDIN_NAME,
-    build_launcher,
-    launch_argv,
-)
 from cutor_spool.runner.docker_layout import (
     OVERHEAD_PROCESSES,
     ContainerKey,
@@ -71,6 +64,13 @@ from cutor_spool.runner.docker_layout import (
     write_etc,
 )
 from cutor_spool.runner.docker_stream import start_exec
+from cutor_spool.runner.launcher import (
+    ALIVE_POINT,
+    MOUNT_POINT,
+    STDIN_NAME,
+    build_launcher,
+    launch_argv,
+)
 from cutor_spool.runner.slots import Slot, SlotPool
 from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error
 from cutor_spool.runner.supervise import LimitWatch
@@ -224,7 +224,7 @@ class DockerSandbox:
 
     def hold(self) -> None:
         """Takes the slot's alive lock, on which the containers' keepers wait (see
-        `docker_launch`): while this process lives, they keep their containers up."""
+        `launcher`): while this process lives, they keep their containers up."""
         path = alive_file(self.backend.layout, self.slot)
         path.parent.mkdir(mode=0o755, exist_ok=True)
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)

@@ -17,7 +17,7 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from cutor_spool.atomic import write_bytes
 from cutor_spool.errors import SandboxError
-from cutor_spool.runner.docker_launch import ALIVE_POINT, MOUNT_POINT
+from cutor_spool.runner.launcher import ALIVE_POINT, MOUNT_POINT
 from cutor_spool.runner.slots import Slot, slot_accounts
 
 OVERHEAD_PROCESSES = 2  # docker-init and the keeper count in every container's pids
