@@ -56,8 +56,15 @@ def config(image: str, **docker_extra: Any) -> SpoolConfig:
 
 
 @pytest.fixture(scope="module")
-def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("docker-state")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    state = tmp_path_factory.mktemp("docker-state")
+    yield state
+    # A worker killed by a test leaves its slot's tmpfs mounted (the next worker on this state
+    # directory would unmount it): unmount what is left, or pytest cannot remove the directory.
+    with open("/proc/self/mounts", encoding="utf-8") as fh:
+        points = [line.split()[1] for line in fh if line.split()[1].startswith(f"{state}/")]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
 
 
 @pytest.fixture(scope="module")
