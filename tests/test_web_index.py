@@ -407,3 +407,23 @@ def test_a_killed_writers_temporaries_are_swept(finished: Path, tmp_path: Path) 
     assert old_page.exists(), "page folders are swept by --full only"
     regenerate(paths, PAGE, full=True)
     assert not old_page.exists()
+
+
+def test_queue_summary_oldest_first_reading_each_arrival_once(tmp_path: Path) -> None:
+    from cutor_spool.web_status import live
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for name in ("b", "a", "c", ".rsync-tmp"):
+        (incoming / name).mkdir()
+        time.sleep(0.02)
+    now = time.time() + 10
+    first = live.queue(incoming, now)
+    assert (first.length, [name for name, _ in first.first]) == (3, ["b", "a", "c"])
+    assert first.oldest_age is not None and 10 <= first.oldest_age < 20
+    os.chmod(incoming / "b", 0o750)  # a newer ctime, not read again by this process
+    (incoming / "d").mkdir()
+    assert [name for name, _ in live.queue(incoming, now).first] == ["b", "a", "c", "d"]
+    (incoming / "a").rmdir()
+    assert live.queue(incoming, now).length == 3
+    assert live.queue(tmp_path / "missing", now) == live.Queue(0, None, [])

@@ -26,6 +26,7 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,33 @@ def _lease_token(entry: Path) -> str | None:
         return None
 
 
+def scan_arrivals(directory: Path, known: Mapping[str, float]) -> dict[str, float]:
+    """name -> arrival (ctime: the rename into the directory sets it) of every entry. Dot-names
+    are skipped: they are rsync's and other tools' temporary names.
+
+    A name in `known` (what the caller's last scan returned) keeps its arrival without a `stat`:
+    a rescan of a backlog of 10,000 then costs the listing alone instead of 10,000 `lstat`s (90%
+    of it; on NFS one GETATTR each, every poll). A name claimed and handed back between two scans
+    keeps its first arrival, which only puts a retry earlier in the queue."""
+    found = {}
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                arrival = known.get(name)
+                if arrival is None:
+                    try:
+                        arrival = entry.stat(follow_symlinks=False).st_ctime
+                    except OSError:
+                        continue
+                found[name] = arrival
+    except FileNotFoundError:
+        return {}
+    return found
+
+
 class SpoolQueue:
     """Claim/lease/commit/reap over one `QueueDirs`. `log_name` is where the attempt log lives
     inside an entry (it travels with the entry through every rename)."""
@@ -146,30 +174,8 @@ class SpoolQueue:
 
     # -- finding ----------------------------------------------------------------------------
     def scan_incoming(self) -> list[str]:
-        """Names in incoming/, oldest arrival first (ctime: the rename into incoming/ sets it).
-        Dot-names are skipped: they are rsync's and other tools' temporary names.
-
-        A name's arrival is read once, at the first scan that sees it: a rescan of a backlog of
-        10,000 then costs the listing alone instead of 10,000 `lstat`s (90% of it; on NFS one
-        GETATTR each, every poll). A name claimed and handed back between two scans keeps its
-        first arrival, which only puts a retry earlier in the queue."""
-        known, found = self._arrivals, {}
-        try:
-            with os.scandir(self.dirs.incoming) as it:
-                for entry in it:
-                    name = entry.name
-                    if name.startswith("."):
-                        continue
-                    arrival = known.get(name)
-                    if arrival is None:
-                        try:
-                            arrival = entry.stat(follow_symlinks=False).st_ctime
-                        except FileNotFoundError:
-                            continue
-                    found[name] = arrival
-        except FileNotFoundError:
-            found = {}
-        self._arrivals = found
+        """Names in incoming/, oldest arrival first (see `scan_arrivals`)."""
+        self._arrivals = found = scan_arrivals(self.dirs.incoming, self._arrivals)
         return sorted(found, key=found.__getitem__)
 
     # -- claiming ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from cutor_spool.builder.inventory import CachedEnv, read_uses
 from cutor_spool.builder.requests import RESULT_NAME, USES_NAME
 from cutor_spool.layout import QueueDirs
 from cutor_spool.watcher.ids import split_active
+from cutor_spool.watcher.queue import scan_arrivals
 from cutor_spool.web_status.model import BUILD_KEYS, integer, mapping, number, text
 from cutor_spool.web_status.reading import STATUS_LIMIT, json_object, open_dir, open_subdir, read_json
 
@@ -35,21 +36,18 @@ class Queue:
     first: list[tuple[str, float]]  # (name, age) of the oldest entries, oldest first
 
 
+_ARRIVALS: dict[Path, dict[str, float]] = {}  # per incoming/: what this process's last look saw
+
+
 def queue(incoming: Path, now: float, shown: int = QUEUE_SHOWN) -> Queue:
-    """The entries waiting in incoming/, oldest arrival (ctime) first, like the executors take them."""
-    found: list[tuple[float, str]] = []
+    """The entries waiting in incoming/, oldest arrival (ctime) first, like the executors take
+    them. A worker regenerates the page again and again: names it has seen are not stat'ed again."""
     try:
-        with os.scandir(incoming) as it:
-            for entry in it:
-                if entry.name.startswith("."):
-                    continue
-                try:
-                    found.append((entry.stat(follow_symlinks=False).st_ctime, entry.name))
-                except OSError:
-                    continue
+        arrivals = scan_arrivals(incoming, _ARRIVALS.get(incoming, {}))
     except OSError:
         return Queue(0, None, [])
-    found.sort()
+    _ARRIVALS[incoming] = arrivals
+    found = sorted((arrival, name) for name, arrival in arrivals.items())
     return Queue(
         length=len(found),
         oldest_age=max(0.0, now - found[0][0]) if found else None,
