@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, need
+from docker_image.fixtures import start_engine_and_build
 
 # The figures issue 7 asks for; run_all.py may print more, never fewer.
 REQUIRED = {
@@ -37,15 +38,6 @@ REQUIRED = {
 NUMBER = re.compile(r"^-?\d+(\.\d+)?( ?(µs|ms|s|/s))?$")
 
 
-def docker_ready() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    if subprocess.run(["bash", str(ROOT / "scripts" / "dockerd.sh")], capture_output=True).returncode != 0:
-        return False
-    build = ROOT / "tests" / "docker_image" / "build.sh"
-    return subprocess.run(["bash", str(build)], capture_output=True).returncode == 0
-
-
 def table_rows(text: str) -> list[list[str]]:
     """The figure rows of the printed Markdown table (no header, separator or section rows)."""
     rows = []
@@ -64,7 +56,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
     need(os.geteuid() == 0, "the benchmarks run stages as per-slot uids: root")
     need(shutil.which("bwrap") is not None, "bubblewrap")
     need(shutil.which("nix-shell") is not None, "Nix")
-    need(docker_ready(), "a Docker engine and the test image (tests/docker_image/build.sh)")
+    need((problem := start_engine_and_build()) is None, problem or "")
     out = tmp_path_factory.mktemp("bench") / "figures.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run_all.py"), "--quick", "--json", str(out)],

@@ -21,22 +21,13 @@ from typing import Any
 import pytest
 import yaml
 from conftest import ROOT, ExecutorProcess, drop, make_submission, need, result, wait_done, write_config
+from docker_image.fixtures import IMAGE, start_engine_and_build
 
 from cutor_spool.runner.slots import processes_of
 
 HOSTILE = Path(__file__).parent / "hostile"
 CASES = sorted(p.name for p in HOSTILE.iterdir() if (p / "expect.yaml").exists())
 BACKENDS = ["bubblewrap", "docker"]
-DOCKER_IMAGE = "cutor-spool-sandbox:test"
-
-
-def docker_ready() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    if subprocess.run(["bash", str(ROOT / "scripts" / "dockerd.sh")], capture_output=True).returncode != 0:
-        return False
-    build = ROOT / "tests" / "docker_image" / "build.sh"
-    return build.exists() and subprocess.run(["bash", str(build)], capture_output=True).returncode == 0
 
 
 class LoopbackServer:
@@ -85,13 +76,13 @@ def shadow_stat() -> tuple[int, ...]:
 def hostile_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     backend = request.param
     if backend == "docker":
-        need(docker_ready(), "a Docker engine and the test image (tests/docker_image/build.sh)")
+        need((problem := start_engine_and_build()) is None, problem or "")
     base = tmp_path_factory.mktemp(f"hostile-{backend}")
     spool = base / "spool"
     subprocess.run(
         ["python", "-m", "cutor_spool", "--spool", str(spool), "init"], check=True, capture_output=True, cwd=ROOT
     )
-    write_config(spool, backend=backend, docker={"image": DOCKER_IMAGE})
+    write_config(spool, backend=backend, docker={"image": IMAGE})
     server = LoopbackServer()
     executor = ExecutorProcess(spool, ["executor", "--concurrency", "3"], base / "executor.log")
     # The victim: a submission holding a secret, running while the attackers look for it.

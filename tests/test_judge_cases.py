@@ -18,22 +18,13 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CLI, ROOT, ExecutorProcess, drop, need, result, wait_done, write_config
+from conftest import CLI, ExecutorProcess, drop, need, result, wait_done, write_config
+from docker_image.fixtures import IMAGE, start_engine_and_build
 
 JUDGE = Path(__file__).parent / "judge"
 CASES = sorted(p.name for p in JUDGE.iterdir() if (p / "expect.yaml").exists())
 BACKENDS = ["bubblewrap", "docker"]
-DOCKER_IMAGE = "cutor-spool-sandbox:test"
 FLOW = {"claimed", "compiling", "compiled", "checker_compiled", "testing", "tested", "done", "error", "invalid"}
-
-
-def docker_ready() -> bool:
-    if shutil.which("docker") is None or not (ROOT / "cutor_spool" / "runner" / "docker.py").exists():
-        return False
-    if subprocess.run(["bash", str(ROOT / "scripts" / "dockerd.sh")], capture_output=True).returncode != 0:
-        return False
-    build = ROOT / "tests" / "docker_image" / "build.sh"
-    return build.exists() and subprocess.run(["bash", str(build)], capture_output=True).returncode == 0
 
 
 @dataclass
@@ -47,11 +38,11 @@ class Run:
 def judged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     backend = request.param
     if backend == "docker":
-        need(docker_ready(), "a Docker engine, the Docker backend and its test image")
+        need((problem := start_engine_and_build()) is None, problem or "")
     base = tmp_path_factory.mktemp(f"judge-{backend}")
     spool = base / "spool"
     subprocess.run([*CLI, "--spool", str(spool), "init"], check=True, capture_output=True)
-    write_config(spool, backend=backend, docker={"image": DOCKER_IMAGE})
+    write_config(spool, backend=backend, docker={"image": IMAGE})
     executor = ExecutorProcess(spool, ["executor", "--concurrency", "2"], base / "executor.log")
     for case in CASES:
         target = base / "cases" / case
