@@ -27,9 +27,12 @@ def _raise(path: Path, exc: OSError) -> None:
     raise SpoolIOError(f"cannot write {path}: {exc.strerror}") from exc
 
 
+TEMPORARY_PREFIX = ".tmp-"  # write_bytes's temporaries: `.tmp-<name>-<random>`, beside the target
+
+
 def write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Temporary file in the same directory, fsync, rename: the old version or the new, never half."""
-    tmp = path.parent / f".tmp-{path.name}-{secrets.token_hex(4)}"
+    tmp = path.parent / f"{TEMPORARY_PREFIX}{path.name}-{secrets.token_hex(4)}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     except OSError as exc:

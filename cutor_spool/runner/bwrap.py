@@ -41,7 +41,7 @@ from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
-from cutor_spool.runner.launcher import build_launcher, rlimit_options
+from cutor_spool.runner.launcher import build_launcher, launcher_dir, rlimit_options
 from cutor_spool.runner.slots import Slot, SlotPool, slot_accounts
 from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error
 from cutor_spool.runner.supervise import LimitWatch
@@ -273,7 +273,7 @@ class BubblewrapBackend:
         self.launcher: Path | None = None
         if launcher:
             try:
-                self.launcher = build_launcher(state_dir / "launcher")
+                self.launcher = build_launcher(launcher_dir(state_dir))
             except SandboxError as exc:
                 log.warning("%s; stages start through prlimit and setpriv instead (about 5 ms slower)", exc)
         if self.launcher is None:

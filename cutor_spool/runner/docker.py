@@ -70,6 +70,7 @@ from cutor_spool.runner.launcher import (
     STDIN_NAME,
     build_launcher,
     launch_argv,
+    launcher_dir,
 )
 from cutor_spool.runner.slots import Slot, SlotPool
 from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error
@@ -116,7 +117,7 @@ class DockerBackend:
                 raise SandboxError(f"sandbox.ro_binds: {path} does not exist on this host")
         self.layout = Layout(
             image=config.docker.image,
-            launcher=build_launcher(own),
+            launcher=build_launcher(launcher_dir(state_dir)),
             etc=own / "etc",
             alive=own / "alive",
             tmp_size=box.tmp_size,

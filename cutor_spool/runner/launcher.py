@@ -176,6 +176,11 @@ def launch_argv(limits: Limits, nproc: int, command: tuple[str, ...]) -> list[st
     return [MOUNT_POINT, *rlimit_options(limits, nproc), f"stdin=/run/cutor/{STDIN_NAME}", "--", *command]
 
 
+def launcher_dir(state_dir: Path) -> Path:
+    """Where both backends keep the launcher they build: one compile per state directory."""
+    return state_dir / "launcher"
+
+
 def build_launcher(directory: Path) -> Path:
     """The static launcher for this source, compiled once (concurrent workers race harmlessly:
     each compiles to a private name and renames into place). A packager may build it ahead

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cutor_spool import __version__
-from cutor_spool.atomic import write_bytes
+from cutor_spool.atomic import TEMPORARY_PREFIX, write_bytes
 from cutor_spool.config import StatusPageConfig
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.web_status import live
@@ -75,14 +75,14 @@ STALE_TEMPORARY = 600.0  # seconds: no write of a page takes that long
 
 
 def _sweep_temporaries(directories: list[Path], now: float) -> None:
-    """Removes the temporaries of writers killed mid-write (`write_bytes`'s `.tmp-*` names)."""
+    """Removes the temporaries of writers killed mid-write (`write_bytes`'s TEMPORARY_PREFIX names)."""
     for directory in directories:
         try:
             with os.scandir(directory) as it:
                 for entry in it:
                     try:
                         if (
-                            entry.name.startswith(".tmp-")
+                            entry.name.startswith(TEMPORARY_PREFIX)
                             and now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMPORARY
                         ):
                             os.unlink(entry.path)
