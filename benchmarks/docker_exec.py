@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import subprocess
 import tempfile
 import threading
@@ -33,24 +32,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from _common import ROOT, median, percentile
+
 from cutor_spool.config import DEFAULT_LIMITS, SpoolConfig
 from cutor_spool.limits import Limits
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
 
-ROOT = Path(__file__).resolve().parent.parent
-
 TEST_IMAGE = "cutor-spool-sandbox:test"
 COMMAND = ("/bin/sh", "-c", "echo hi")
 UID_BASE = 64000  # away from the test suites' slots
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def timed(fn: Callable[[], object]) -> float:
