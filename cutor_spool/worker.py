@@ -321,6 +321,9 @@ class QueueWorker(ABC):
             return
         try:
             claim = self.queue.claim(name)
+        except LeaseLost as exc:  # reaped or taken between our rename and our lease: theirs now
+            log.warning("%s: %s", self.label(name), exc)
+            return
         except SystemFailure as exc:
             log.error("%s: cannot claim: %s", self.label(name), exc)
             self.finder.defer(name, 1.0)

@@ -66,9 +66,7 @@ def test_expired_lease_is_requeued_and_the_stale_owner_cannot_write_or_commit(tm
     clock = FsClock(paths.tmp, "test")
     now = clock.now()
     assert q.reap(now, lease_timeout=30) == []  # fresh lease: left alone
-    old = now - 100
-    os.utime(stale.lease, (old, old))
-    assert q.reap(clock.now(), lease_timeout=30) == ["job"]
+    assert q.reap(clock.now() + 100, lease_timeout=30) == ["job"]  # 100 s later, no heartbeat
     assert (paths.submissions.incoming / "job").is_dir()
     # The stale owner learns at its next heartbeat, and its paths are gone for good.
     with pytest.raises(LeaseLost):
@@ -187,3 +185,29 @@ def test_scans_list_oldest_first_and_read_each_arrival_once(tmp_path: Path) -> N
     assert q.scan_incoming() == ["b-first", "c-third", "d-fourth"]
     assert claim.release("test")  # back in incoming/, unseen by the last scan: a fresh arrival
     assert q.scan_incoming() == ["b-first", "c-third", "d-fourth", "a-second"]
+
+
+def test_a_planted_stale_lease_never_gets_a_fresh_claim_reaped(tmp_path: Path) -> None:
+    """Between a claim's rename and the claimer setting a planted `.lease` aside, a reaper sees
+    the client's file in active/: its old mtime must not make the new claim look expired (found
+    by the live fuzz test: a fuzzed tree with a `.lease` was reaped the moment it was claimed)."""
+    paths, reaper = queue(tmp_path)
+    source = entry(paths, "planted")
+    (source / ".lease").write_text("{}")
+    an_hour_ago = time.time() - 3600
+    os.utime(source / ".lease", (an_hour_ago, an_hour_ago))
+    os.utime(source, (an_hour_ago, an_hour_ago))
+    os.rename(source, paths.submissions.active / "planted.0123456789abcdef")  # a claim's first step
+    assert reaper.reap(time.time(), lease_timeout=60) == []
+    assert (paths.submissions.active / "planted.0123456789abcdef").is_dir()
+
+
+def test_a_planted_future_lease_does_not_keep_a_dead_claim_forever(tmp_path: Path) -> None:
+    paths, reaper = queue(tmp_path)
+    source = entry(paths, "future")
+    (source / ".lease").write_text("{}")
+    tomorrow = time.time() + 86400
+    os.utime(source / ".lease", (tomorrow, tomorrow))
+    os.rename(source, paths.submissions.active / "future.0123456789abcdef")  # its claimer then died
+    assert reaper.reap(time.time(), lease_timeout=60) == []
+    assert reaper.reap(time.time() + 61, lease_timeout=60) == ["future"]

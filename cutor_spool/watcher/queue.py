@@ -288,9 +288,9 @@ class SpoolQueue:
         return os.path.lexists(self.dirs.done / claim.entry_id)
 
     # -- reaping ----------------------------------------------------------------------------
-    def leases(self) -> list[tuple[str, str, float]]:
-        """(id, token, invisibility timestamp) of every active entry."""
-        out: list[tuple[str, str, float]] = []
+    def leases(self) -> list[tuple[str, str, float, float | None]]:
+        """(id, token, the entry's ctime, its lease's mtime or None) of every active entry."""
+        out: list[tuple[str, str, float, float | None]] = []
         try:
             it = os.scandir(self.dirs.active)
         except FileNotFoundError:
@@ -301,20 +301,29 @@ class SpoolQueue:
                 if parsed is None:
                     continue
                 try:
-                    stamp = os.stat(Path(entry.path) / LEASE).st_mtime
+                    renamed = entry.stat(follow_symlinks=False).st_ctime
                 except FileNotFoundError:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    stamp = max(st.st_mtime, st.st_ctime)
-                out.append((parsed[0], parsed[1], stamp))
+                    continue
+                try:
+                    stamped: float | None = os.lstat(Path(entry.path) / LEASE).st_mtime
+                except FileNotFoundError:
+                    stamped = None
+                out.append((parsed[0], parsed[1], renamed, stamped))
         return out
 
     def reap(self, now: float, lease_timeout: float) -> list[str]:
-        """Requeues every entry whose lease is older than `lease_timeout` (filesystem clock)."""
+        """Requeues every entry whose lease is older than `lease_timeout` (filesystem clock).
+
+        An entry is invisible from its claim: the claiming rename sets its ctime, which no client
+        can forge. The lease's mtime counts from then on, but not when it lies in the future: until
+        the claimer has set it aside, a `.lease` in the entry may be the client's, with any mtime
+        (an old one would get the fresh claim reaped at once, a far future one would keep a dead
+        claim forever)."""
         requeued = []
-        for entry_id, token, stamped in self.leases():
+        for entry_id, token, renamed, lease_mtime in self.leases():
+            stamped = renamed
+            if lease_mtime is not None and lease_mtime <= now + lease_timeout:
+                stamped = max(stamped, lease_mtime)
             if now - stamped <= lease_timeout:
                 continue
             path = self.dirs.active / active_name(entry_id, token)
