@@ -88,3 +88,20 @@ def test_spool_option_after_the_command_wins(spool: Path, tmp_path: Path) -> Non
     assert (spool / "incoming" / "here").is_dir() and not (elsewhere / "incoming" / "here").exists()
     listing = subprocess.run([*CLI, "list", "--spool", str(spool)], capture_output=True, text=True, check=True)
     assert "queued: 1" in listing.stdout
+
+
+def test_executor_refuses_a_state_directory_the_sandbox_uids_cannot_reach(spool: Path, tmp_path: Path) -> None:
+    """Found by the flake test: bubblewrap runs as the slot's uid, so a state directory under a
+    0700 directory (pytest's own temporary directory, a root home) made every stage's setup fail
+    and burned each submission's attempts to `error`. The executor must refuse at start instead,
+    saying why, and leave the queue untouched."""
+    job = make_submission(tmp_path, "job", {"run": "echo hi"})
+    assert cli(spool, "submit", str(job), "--id", "waiting").returncode == 0
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    private.chmod(0o700)
+    proc = cli(spool, "executor", "--state-dir", str(private / "state"), timeout=60)
+    assert proc.returncode != 0
+    assert f"{private} has mode 0700 and others may not traverse it" in proc.stderr, proc.stderr
+    assert [p.name for p in (spool / "incoming").iterdir()] == ["waiting"]
+    assert not any((spool / "active").iterdir()) and not any((spool / "done").iterdir())

@@ -30,6 +30,7 @@ import os
 import secrets
 import selectors
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -246,6 +247,22 @@ def prepare_etc(base: Path, *, uid_base: int, slots: int, network: bool) -> Path
     return target
 
 
+def check_reachable(state_dir: Path) -> None:
+    """bubblewrap runs as the slot's uid (the launcher drops to it first), so it binds only what
+    that uid can reach: the state directory's etc, slot and io directories. A state directory
+    under a directory that others may not traverse (a 0700 home or temporary directory) would fail
+    every stage's setup; say so once, at start, before any submission is claimed."""
+    path = state_dir.resolve()
+    for directory in (path, *path.parents):
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            raise SandboxError(
+                f"the state directory {state_dir} is out of the sandbox uids' reach: {directory} has mode "
+                f"{stat.S_IMODE(mode):04o} and others may not traverse it; use one whose every parent is "
+                f"o+x (the default is /run/cutor-spool), or chmod o+x {directory}"
+            )
+
+
 def _find_init() -> str:
     for name in ("tini-static", "tini"):
         path = shutil.which(name)
@@ -270,10 +287,13 @@ class BubblewrapBackend:
         """`launcher=False` uses `prlimit` and `setpriv` even where the static launcher builds."""
         if shutil.which("bwrap") is None:
             raise SandboxError("bubblewrap is not installed (apt install bubblewrap)")
+        state_dir.mkdir(parents=True, exist_ok=True)
+        check_reachable(state_dir)
         self.launcher: Path | None = None
         if launcher:
             try:
                 self.launcher = build_launcher(launcher_dir(state_dir))
+                log.info("stages start through the launcher %s", self.launcher)
             except SandboxError as exc:
                 log.warning("%s; stages start through prlimit and setpriv instead (about 5 ms slower)", exc)
         if self.launcher is None:
