@@ -1,7 +1,10 @@
 # The cutor-spool Python application, with the programs it runs on its PATH: bubblewrap and tini
-# (the sandbox), util-linux (prlimit, setpriv), Nix (the builder and the executors' environments).
+# (the sandbox), util-linux (prlimit, setpriv), Nix (the builder and the executors' environments),
+# and its static stage launcher built ahead (launcher.nix) and named in CUTOR_SPOOL_LAUNCHER, so
+# that no C compiler is needed where it runs.
 {
   lib,
+  pkgsStatic,
   python3Packages,
   bubblewrap,
   tini,
@@ -10,6 +13,9 @@
   version,
   src,
 }:
+let
+  launcher = import ./launcher.nix { inherit pkgsStatic src version; };
+in
 python3Packages.buildPythonApplication {
   pname = "cutor-spool";
   inherit version src;
@@ -29,7 +35,12 @@ python3Packages.buildPythonApplication {
       util-linux
       nix
     ])
+    # A user's own CUTOR_SPOOL_LAUNCHER still wins.
+    "--set-default"
+    "CUTOR_SPOOL_LAUNCHER"
+    "${launcher}/bin/cutor-spool-launcher"
   ];
+  passthru = { inherit launcher; };
   # The test suite needs root, bubblewrap, cgroups and a Nix store: none exist in a build sandbox.
   # The flake's `checks` run what can run there; the suite itself runs with scripts/test.sh.
   doCheck = false;

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,13 @@ SHIM = r"""
             chromium = stub "chromium";
             nixfmt-rfc-style = stub "nixfmt";
             testers.runNixOSTest = args: stub "nixos-vm-test-not-run-offline";
+            # nixpkgs' pkgsStatic as far as the flake uses it: runCommandCC with a C compiler in $CC
+            # (real pkgsStatic links with musl; here the host's gcc with glibc's static libc).
+            pkgsStatic = pkgs // {
+              runCommandCC =
+                name: env: buildCommand:
+                base.runCommand name ({ nativeBuildInputs = [ base.gcc ]; CC = "gcc"; } // env) buildCommand;
+            };
             python3 = base.python3 // { withPackages = f: base.python3; };
             python3Packages =
               base.python3Packages
@@ -101,29 +110,37 @@ SHIM = r"""
                 "pytest" "pytest-timeout" "hypothesis" "mypy" "types-pyyaml" "prometheus-client"
               ]
               // {
-                # nixpkgs' calling convention; the wrapper applies makeWrapperArgs' --prefix PATH.
+                # nixpkgs' calling convention; the wrapper applies makeWrapperArgs' `--prefix VAR
+                # SEP VALUE` and `--set-default VAR VALUE` (the only two the package uses).
                 buildPythonApplication =
                   attrs:
-                  base.runCommand "${attrs.pname}-${attrs.version}"
+                  (base.runCommand "${attrs.pname}-${attrs.version}"
                     {
                       inherit (attrs) src;
-                      prefix = builtins.elemAt attrs.makeWrapperArgs 3;
+                      wrapperArgs = attrs.makeWrapperArgs;
                       program = attrs.meta.mainProgram;
                       python = "@PYTHON@";
                       site = "@SITE@";
-                      passthru = { inherit (attrs) dependencies; };
                     }
                     ''
                       mkdir -p $out/lib/site $out/bin
                       cp -r $src/cutor_spool $out/lib/site/
                       {
                         echo '#!/bin/bash'
-                        echo "export PATH=$prefix:\$PATH"
+                        set -- $wrapperArgs
+                        while [ $# -gt 0 ]; do
+                          case "$1" in
+                            --prefix) echo "export $2=$4$3\$$2"; shift 4 ;;
+                            --set-default) echo "export $2=\''${$2:-$3}"; shift 3 ;;
+                            *) echo "shim: unknown makeWrapperArgs $1" >&2; exit 1 ;;
+                          esac
+                        done
                         echo "export PYTHONPATH=$out/lib/site:$site"
                         echo "exec $python -m cutor_spool \"\$@\""
                       } > $out/bin/$program
                       chmod +x $out/bin/$program
-                    '';
+                    '')
+                  // (attrs.passthru or { }) // { inherit (attrs) dependencies; };
               };
           };
         in
@@ -269,6 +286,80 @@ def test_nix_run_and_the_cli_check_work(flake: tuple[Path, list[str]], tmp_path:
     assert {"bwrap", "tini", "prlimit", "setpriv", "nix"} <= on_path
     # The flake's own check, built for real: CLI, spool, validation, status page, systemd units.
     ok(nix("nix", "build", "--no-link", *override, ref + "#checks.x86_64-linux.cli", "-L"))
+
+
+def is_static_elf(path: Path) -> bool:
+    """An ELF executable without a PT_INTERP program header: no dynamic loader, any image runs it."""
+    data = path.read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2, f"{path} is not a 64-bit ELF file"
+    phoff = int.from_bytes(data[0x20:0x28], "little")
+    phentsize = int.from_bytes(data[0x36:0x38], "little")
+    phnum = int.from_bytes(data[0x38:0x3A], "little")
+    types = [int.from_bytes(data[phoff + i * phentsize : phoff + i * phentsize + 4], "little") for i in range(phnum)]
+    return 3 not in types  # PT_INTERP
+
+
+def remove_state_dir(state: Path) -> None:
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(f"{state}/")), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def test_the_package_starts_stages_through_its_prebuilt_static_launcher(
+    flake: tuple[Path, list[str]], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The package brings its launcher (nix/launcher.nix) and names it in the wrapper, so a host
+    without a C compiler still starts stages through it; here the executor, run from the built
+    package, must use it and compile none of its own."""
+    need(os.geteuid() == 0, "building and the executor need root")
+    need(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+    source, override = flake
+    ref = f"path:{source}"
+    built = json.loads(ok(nix("nix", "build", "--no-link", "--json", *override, ref + "#default")))
+    wrapper = (Path(built[0]["outputs"]["out"]) / "bin" / "cutor-spool").read_text()
+    match = re.search(r"^export CUTOR_SPOOL_LAUNCHER=\$\{CUTOR_SPOOL_LAUNCHER:-(/nix/store/\S+)\}$", wrapper, re.M)
+    assert match, wrapper
+    launcher = Path(match.group(1))
+    assert launcher.name == "cutor-spool-launcher" and is_static_elf(launcher)
+    echoed = subprocess.run([launcher, "marker=no", "nofile=64", "--", "sh", "-c", "ulimit -n"], capture_output=True)
+    assert (echoed.returncode, echoed.stdout) == (0, b"64\n"), echoed
+
+    spool = tmp_path / "spool"
+    # Its own state directory (to see that it compiles no launcher), where slot uids can reach it.
+    state = Path(tempfile.mkdtemp(prefix="cutor-flake-test-", dir="/run"))
+    state.chmod(0o755)
+    request.addfinalizer(lambda: remove_state_dir(state))
+    ok(nix("nix", "run", *override, ref + "#", "--", "--spool", str(spool), "init"))
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "submission.yaml").write_text(
+        'run: echo "uid $(id -u) nofile $(ulimit -n)"\nlimits:\n  run: {open_files: 77}\n'
+    )
+    executor = subprocess.Popen(
+        ["nix", "run", *override, ref + "#executor", "--", "--spool", str(spool), "--state-dir", str(state)],
+        env={**os.environ, **NIX_ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        submitted = nix(
+            "nix", "run", *override, ref + "#", "--", "--spool", str(spool),
+            "submit", str(job), "--id", "launched", "--wait", "--timeout", "120",
+        )  # fmt: skip
+    finally:
+        executor.terminate()
+        _, err = executor.communicate(timeout=60)
+    result = spool / "done" / "launched" / "result"
+    assert submitted.returncode == 0, (submitted.stdout, err.decode()[-3000:])
+    status = json.loads((result / "status.json").read_text())
+    assert (status["state"], status["outcome"]) == ("done", "ok"), status
+    stdout = json.loads((result / "run.json").read_text())["stdout"]
+    uid, nofile = stdout.split()[1], stdout.split()[3]
+    assert int(uid) != 0 and nofile == "77", stdout
+    # The prebuilt launcher ran the stage (not prlimit and setpriv, not one the executor compiled).
+    assert f"stages start through the launcher {launcher}" in err.decode(), err.decode()[-3000:]
+    assert not list(state.glob("launcher/cutor-launch-*")), list(state.glob("launcher/*"))
 
 
 def evaluate_module(tmp_path: Path, user: str) -> dict[str, Any]:

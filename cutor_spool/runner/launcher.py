@@ -30,8 +30,8 @@ launcher's.
 
 It is compiled once per state directory with the host's C compiler (gcc and libc6-dev are runtime
 dependencies) and linked statically, so it runs in any image; or built ahead by a packager and
-named in $CUTOR_SPOOL_LAUNCHER. Its source is here, in one place, next to the code that
-builds its argv.
+named in $CUTOR_SPOOL_LAUNCHER (the flake's package does: nix/launcher.nix). Its source is
+launcher.c, next to this module, which builds its argv.
 """
 
 from __future__ import annotations
@@ -52,110 +52,7 @@ ALIVE_POINT = "/run/cutor-alive"  # the keeper's lock file
 PREBUILT_ENV = "CUTOR_SPOOL_LAUNCHER"
 STDIN_NAME = ".stdin"  # in the slot's io directory: /run/cutor/.stdin inside
 
-SOURCE = r"""
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <grp.h>
-#include <sys/file.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <unistd.h>
-
-static int fail(const char *what, const char *arg, int err) {
-    fprintf(stderr, "cutor-launch: %s %s: %s\n", what, arg, err ? strerror(err) : "invalid");
-    return 125;
-}
-
-static int resource(const char *name) {
-    static const struct { const char *name; int resource; } table[] = {
-        {"cpu", RLIMIT_CPU}, {"fsize", RLIMIT_FSIZE}, {"nofile", RLIMIT_NOFILE},
-        {"stack", RLIMIT_STACK}, {"core", RLIMIT_CORE}, {"nproc", RLIMIT_NPROC},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (strcmp(name, table[i].name) == 0) return table[i].resource;
-    return -1;
-}
-
-static int number(const char *text, rlim_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long value = strtoull(text, &end, 10);
-    if (errno || end == text || (*end && *end != ':')) return -1;
-    *out = (rlim_t)value;
-    return 0;
-}
-
-int main(int argc, char **argv) {
-    if (argc == 3 && strcmp(argv[1], "keep") == 0) {
-        int fd = open(argv[2], O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return fail("open", argv[2], errno);
-        while (flock(fd, LOCK_SH) != 0)
-            if (errno != EINTR) return fail("flock", argv[2], errno);
-        return 0;  /* the worker is gone */
-    }
-    int i = 1, marker = 1;
-    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
-        char *eq = strchr(argv[i], '=');
-        if (!eq) return fail("bad option", argv[i], 0);
-        *eq = 0;
-        const char *value = eq + 1;
-        if (strcmp(argv[i], "cgroup") == 0) {
-            char pid[32];
-            int len = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
-            int fd = open(value, O_WRONLY | O_CLOEXEC);
-            if (fd < 0) return fail("open", value, errno);
-            if (write(fd, pid, len) != len) return fail("join cgroup", value, errno);
-            close(fd);
-            continue;
-        }
-        if (strcmp(argv[i], "user") == 0) {
-            char *end;
-            errno = 0;
-            unsigned long uid = strtoul(value, &end, 10);
-            if (errno || end == value || *end != ':') return fail("bad user", value, 0);
-            const char *rest = end + 1;
-            unsigned long gid = strtoul(rest, &end, 10);
-            if (errno || end == rest || *end || uid == 0 || gid == 0) return fail("bad user", value, 0);
-            if (setgroups(0, NULL) != 0) return fail("setgroups", value, errno);
-            if (setresgid(gid, gid, gid) != 0) return fail("setresgid", value, errno);
-            if (setresuid(uid, uid, uid) != 0) return fail("setresuid", value, errno);
-            if (setresuid(0, 0, 0) == 0 || getuid() != uid || geteuid() != uid) return fail("drop root", value, 0);
-            if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail("no_new_privs", value, errno);
-            continue;
-        }
-        if (strcmp(argv[i], "marker") == 0) {
-            if (strcmp(value, "no") != 0) return fail("bad option", "marker", 0);
-            marker = 0;
-            continue;
-        }
-        if (strcmp(argv[i], "stdin") == 0) {
-            int fd = open(value, O_RDONLY | O_CLOEXEC);
-            if (fd < 0) return fail("open", value, errno);
-            if (dup2(fd, 0) < 0) return fail("dup2", value, errno);
-            close(fd);
-            continue;
-        }
-        int res = resource(argv[i]);
-        struct rlimit limit;
-        const char *colon = strchr(value, ':');
-        if (res < 0 || number(value, &limit.rlim_cur) || number(colon ? colon + 1 : value, &limit.rlim_max))
-            return fail("bad limit", argv[i], 0);
-        if (setrlimit(res, &limit) != 0) return fail("setrlimit", argv[i], errno);
-    }
-    if (i + 1 >= argc) return fail("usage", "[LIMIT=N]... -- COMMAND", 0);
-    /* The stage's started marker (stage.STARTED_MARKER): everything before this is ours, what
-       follows is the job's, a missing command included. */
-    if (marker && write(1, "\036cutor-stage\036", 13) != 13) return fail("write", "marker", errno);
-    execvp(argv[i + 1], &argv[i + 1]);
-    int err = errno;
-    fprintf(stderr, "%s: %s\n", argv[i + 1], strerror(err));
-    return err == ENOENT ? 127 : 126;  /* a shell's codes: a missing command is the job's error */
-}
-"""
+SOURCE = (Path(__file__).parent / "launcher.c").read_text()
 
 
 def rlimit_options(limits: Limits, nproc: int) -> list[str]:
@@ -184,8 +81,8 @@ def launcher_dir(state_dir: Path) -> Path:
 def build_launcher(directory: Path) -> Path:
     """The static launcher for this source, compiled once (concurrent workers race harmlessly:
     each compiles to a private name and renames into place). A packager may build it ahead
-    (`python -c 'from cutor_spool.runner.launcher import SOURCE; print(SOURCE)'`, linked
-    statically) and name it in $CUTOR_SPOOL_LAUNCHER instead."""
+    (cutor_spool/runner/launcher.c, linked statically) and name it in $CUTOR_SPOOL_LAUNCHER
+    instead."""
     prebuilt = os.environ.get(PREBUILT_ENV)
     if prebuilt:
         if not os.access(prebuilt, os.X_OK):
