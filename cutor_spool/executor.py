@@ -3,7 +3,9 @@
 System failures (`SystemFailure`: the sandbox, the builder, the spool itself) are mapped to
 "hand back and retry, then `error`" here, in `_process`, and nowhere else. A submission that kills
 its worker every time is stopped the same way: each claim is logged in its attempt log, and past
-`max_attempts` it ends in `error` instead of poisoning the queue.
+`max_attempts` it ends in `error` instead of poisoning the queue. A sandbox failure that a probe
+stage shows to be the host's (health.py) is handed back uncounted, and the executor stops claiming
+until the host runs stages again.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import logging
 from pathlib import Path
 
 from cutor_spool.config import BackendName, SpoolConfig
-from cutor_spool.errors import LeaseLost, Shutdown, SystemFailure
+from cutor_spool.errors import LeaseLost, SandboxError, Shutdown, SystemFailure
+from cutor_spool.health import SandboxHealth
 from cutor_spool.pipeline import Environments, Judge, Pipeline
 from cutor_spool.results import ATTEMPTS_LOG, Reporter, State
 from cutor_spool.runner.backend import Backend, make_backend
@@ -57,6 +60,7 @@ class Executor(QueueWorker):
         self.pipeline: Pipeline | None = None
         self.environments: Environments | None = None
         self.judge: Judge | None = judge_submission
+        self.health = SandboxHealth(self._probe, self._health_changed)
 
     def setup(self) -> None:
         box = self.config.sandbox
@@ -82,6 +86,20 @@ class Executor(QueueWorker):
         mode = "polling" if self.poll else "inotify + rescans"
         return f"spool {self.paths.root}, {self.concurrency} slot(s), backend {self.backend_name}, {mode}"
 
+    def _probe(self) -> str | None:
+        assert self.pipeline is not None
+        return self.pipeline.probe()
+
+    def _health_changed(self, state: str | None) -> None:
+        if state is None:
+            self.maintenance.info.pop("sandbox", None)
+        else:
+            self.maintenance.info["sandbox"] = state
+        self.maintenance.beat()
+
+    def may_claim(self) -> bool:
+        return self.health.may_claim(self.signals.stopping)
+
     def _stopped(self) -> None:
         if self.backend is not None:
             self.backend.close()
@@ -99,6 +117,12 @@ class Executor(QueueWorker):
         except Shutdown:
             log.warning("%s: handed back on shutdown", claim.entry_id)
             claim.release("worker shutting down")
+        except SandboxError as exc:
+            log.error("%s: attempt %d failed: %s", claim.entry_id, claim.attempt, exc)
+            if self.health.host_is_at_fault():
+                self._host_failure(claim, reporter, str(exc))
+            else:
+                self._system_failure(claim, reporter, str(exc))
         except SystemFailure as exc:
             log.error("%s: attempt %d failed: %s", claim.entry_id, claim.attempt, exc)
             self._system_failure(claim, reporter, str(exc))
@@ -155,6 +179,15 @@ class Executor(QueueWorker):
         assert self.pipeline is not None
         self.pipeline.process(claim.path, reporter, active.cancel)
         claim.commit()
+
+    def _host_failure(self, claim: Claim, reporter: Reporter, reason: str) -> None:
+        """The host cannot run stages, whatever the submission: back to the queue, uncounted."""
+        try:
+            reporter.event("host_failure", reason=reason)
+        except (LeaseLost, SystemFailure) as exc:
+            log.error("%s: cannot record the failure (%s)", claim.entry_id, exc)
+        if not claim.release(f"this host cannot run stages: {reason}"):
+            log.error("%s: could not hand back; the lease will expire", claim.entry_id)
 
     def _system_failure(self, claim: Claim, reporter: Reporter, reason: str) -> None:
         def give_up() -> None:

@@ -210,6 +210,28 @@ class Pipeline:
         finally:
             self.slots.release(slot)
 
+    def probe(self) -> str | None:
+        """Can this host run a stage at all? `true` in a fresh sandbox of a free slot, with the
+        run stage's default limits and nothing of any submission: None if it ran (whatever its
+        exit), else why not. Tells a broken host from a submission that breaks its own sandbox
+        (see health.py)."""
+        limits = self.config.limits.stage_default(StageKind.RUN)
+        try:
+            slot = self.slots.acquire()
+            try:
+                sandbox = self.backend.open(slot, "probe")
+                try:
+                    output = sandbox.run(StageSpec(name="probe", command=("true",), limits=limits))
+                finally:
+                    sandbox.close()
+            finally:
+                self.slots.release(slot)
+        except SandboxError as exc:
+            return str(exc)
+        if output.status == StageStatus.INTERNAL_ERROR:
+            return output.message or "internal error"
+        return None
+
     def _invalid(self, reporter: Reporter, problems: list[Problem]) -> None:
         reporter.finish(
             State.INVALID,

@@ -126,6 +126,12 @@ class Maintenance:
             except Exception:
                 log.exception("periodic job failed")
 
+    def beat(self) -> None:
+        """The heartbeat file now, not at the next tick (after `info` changed)."""
+        with self.lock:
+            current = list(self.active.values())
+        self.write_heartbeat(current)
+
     def write_heartbeat(self, current: list[Active]) -> None:
         data = {
             "worker": self.identity.worker_id,
@@ -296,8 +302,14 @@ class QueueWorker(ABC):
             log.error("%s: cannot record the failure (%s); the lease will expire", self.label(claim.entry_id), exc)
 
     # -- the loop ----------------------------------------------------------------------------
+    def may_claim(self) -> bool:
+        """False while this worker must not claim (it waits a little before returning it)."""
+        return True
+
     def _work_loop(self) -> None:
         while not self.signals.stopping.is_set():
+            if not self.may_claim():
+                continue
             name = self.finder.take(timeout=0.5)
             if name is None or self.signals.stopping.is_set():
                 continue

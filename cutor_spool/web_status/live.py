@@ -161,6 +161,8 @@ def workers(directory: Path, now: float) -> list[Worker]:
             for key in ("backend", "concurrency", "poll", "store", "nix")
             if key in data and not isinstance(data[key], (dict, list))
         }
+        if isinstance(data.get("sandbox"), str):  # an executor whose host cannot run stages (health.py)
+            info["sandbox"] = text(data["sandbox"], 400) or ""
         out.append(
             Worker(
                 id=text(data.get("worker"), 200) or entry.name[: -len(".json")],
