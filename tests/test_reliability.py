@@ -242,6 +242,12 @@ def test_a_host_that_cannot_run_stages_pauses_instead_of_burning_the_queue(
         assert page.returncode == 0, page.stderr
         index = (spool / "status" / "index.html").read_text()
         assert "paused</span>" in index and "claiming paused" in index
+        machine = json.loads((spool / "status" / "status.json").read_text())
+        assert [w["sandbox"] for w in machine["workers"]] == [paused["sandbox"]]
+        metrics = (spool / "status" / "metrics.prom").read_text()
+        assert f'cutor_spool_worker_paused{{worker="{paused["worker"]}",kind="executor",' in metrics
+        paused_series = [ln for ln in metrics.splitlines() if ln.startswith("cutor_spool_worker_paused{")]
+        assert len(paused_series) == 1 and paused_series[0].endswith(" 1"), paused_series
 
         parent.chmod(0o755)  # repaired: the next probe (5 s after the failure) passes
         wait_done(spool, ids, timeout=60)

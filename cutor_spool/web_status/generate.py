@@ -285,6 +285,8 @@ def machine_status(
                 "processed": w.processed,
                 "version": w.version,
                 "current": w.current,
+                # Why an executor's host cannot run stages, while it has stopped claiming (health.py).
+                "sandbox": w.info.get("sandbox"),
             }
             for w in workers
         ],

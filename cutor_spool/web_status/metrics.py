@@ -125,6 +125,12 @@ def prometheus(status: dict[str, Any]) -> str:
         "Submissions or builds each worker is working on.",
         (({"worker": w["worker"], "kind": w["kind"], "host": w["host"]}, len(w["current"])) for w in workers),
     )
+    out.family(
+        "cutor_spool_worker_paused",
+        "gauge",
+        "1 while a worker claims nothing because its host cannot run stages (a failed probe stage).",
+        (({"worker": w["worker"], "kind": w["kind"], "host": w["host"]}, bool(w.get("sandbox"))) for w in workers),
+    )
     builds = status["builds"]
     out.family(
         "cutor_spool_builds",
