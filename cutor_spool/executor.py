@@ -117,15 +117,12 @@ class Executor(QueueWorker):
         except Shutdown:
             log.warning("%s: handed back on shutdown", claim.entry_id)
             claim.release("worker shutting down")
-        except SandboxError as exc:
+        except SystemFailure as exc:
             log.error("%s: attempt %d failed: %s", claim.entry_id, claim.attempt, exc)
-            if self.health.host_is_at_fault():
+            if isinstance(exc, SandboxError) and self.health.host_is_at_fault():
                 self._host_failure(claim, reporter, str(exc))
             else:
                 self._system_failure(claim, reporter, str(exc))
-        except SystemFailure as exc:
-            log.error("%s: attempt %d failed: %s", claim.entry_id, claim.attempt, exc)
-            self._system_failure(claim, reporter, str(exc))
         except Exception as exc:  # a bug is a system failure too: never let it take the worker down
             log.exception("%s: unexpected failure", claim.entry_id)
             self._system_failure(claim, reporter, f"unexpected {type(exc).__name__}: {exc}")
@@ -180,22 +177,23 @@ class Executor(QueueWorker):
         self.pipeline.process(claim.path, reporter, active.cancel)
         claim.commit()
 
-    def _host_failure(self, claim: Claim, reporter: Reporter, reason: str) -> None:
-        """The host cannot run stages, whatever the submission: back to the queue, uncounted."""
+    @staticmethod
+    def _record_failure(claim: Claim, reporter: Reporter, event: str, reason: str) -> None:
         try:
-            reporter.event("host_failure", reason=reason)
+            reporter.event(event, reason=reason)
         except (LeaseLost, SystemFailure) as exc:
             log.error("%s: cannot record the failure (%s)", claim.entry_id, exc)
-        if not claim.release(f"this host cannot run stages: {reason}"):
-            log.error("%s: could not hand back; the lease will expire", claim.entry_id)
+
+    def _host_failure(self, claim: Claim, reporter: Reporter, reason: str) -> None:
+        """The host cannot run stages, whatever the submission: back to the queue, uncounted
+        (a hand-back that fails logs why; the lease then expires as usual)."""
+        self._record_failure(claim, reporter, "host_failure", reason)
+        claim.release(f"this host cannot run stages: {reason}")
 
     def _system_failure(self, claim: Claim, reporter: Reporter, reason: str) -> None:
         def give_up() -> None:
             reporter.finish(State.ERROR, reason=f"attempt {claim.attempt}: {reason}")
             claim.commit()
 
-        try:
-            reporter.event("system_failure", reason=reason)
-        except (LeaseLost, SystemFailure) as exc:
-            log.error("%s: cannot record the failure (%s)", claim.entry_id, exc)
+        self._record_failure(claim, reporter, "system_failure", reason)
         self._retry_or_give_up(claim, reason, give_up)

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,27 @@ def spool(tmp_path: Path) -> Path:
     subprocess.run([*CLI, "--spool", str(root), "init"], check=True, capture_output=True)
     write_config(root)
     return root
+
+
+def unmount_under(directory: Path) -> None:
+    """Lazily unmounts whatever is still mounted below `directory`, deepest first: a worker killed
+    by a test leaves its slot's tmpfs mounted, and the directory cannot be removed until it goes."""
+    with open("/proc/self/mounts", encoding="utf-8") as fh:
+        points = [line.split()[1] for line in fh if line.split()[1].startswith(f"{directory}/")]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """A fresh directory under /run that the slot uids can traverse, for a state directory
+    (pytest's own temporary directory is 0700, which bubblewrap as a slot uid cannot enter and
+    the executor refuses); whatever is mounted in it is unmounted, and it is removed, afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="cutor-test-", dir="/run"))
+    path.chmod(0o755)
+    yield path
+    unmount_under(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def make_submission(

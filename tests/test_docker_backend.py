@@ -25,7 +25,7 @@ from typing import Any
 
 import docker
 import pytest
-from conftest import drop, make_submission, result, stage, wait_done, write_config
+from conftest import drop, make_submission, result, stage, unmount_under, wait_done, write_config
 from docker_image.fixtures import docker_image  # noqa: F401 - a fixture
 
 from cutor_spool.config import DEFAULT_LIMITS, SpoolConfig
@@ -59,12 +59,7 @@ def config(image: str, **docker_extra: Any) -> SpoolConfig:
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("docker-state")
     yield state
-    # A worker killed by a test leaves its slot's tmpfs mounted (the next worker on this state
-    # directory would unmount it): unmount what is left, or pytest cannot remove the directory.
-    with open("/proc/self/mounts", encoding="utf-8") as fh:
-        points = [line.split()[1] for line in fh if line.split()[1].startswith(f"{state}/")]
-    for point in sorted(points, reverse=True):
-        subprocess.run(["umount", "-l", point], check=False)
+    unmount_under(state)  # or pytest cannot remove it (the next worker here would unmount them)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -299,15 +298,8 @@ def is_static_elf(path: Path) -> bool:
     return 3 not in types  # PT_INTERP
 
 
-def remove_state_dir(state: Path) -> None:
-    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    for point in sorted((m for m in mounts if m.startswith(f"{state}/")), reverse=True):
-        subprocess.run(["umount", "-l", point], check=False)
-    shutil.rmtree(state, ignore_errors=True)
-
-
 def test_the_package_starts_stages_through_its_prebuilt_static_launcher(
-    flake: tuple[Path, list[str]], tmp_path: Path, request: pytest.FixtureRequest
+    flake: tuple[Path, list[str]], tmp_path: Path, run_dir: Path
 ) -> None:
     """The package brings its launcher (nix/launcher.nix) and names it in the wrapper, so a host
     without a C compiler still starts stages through it; here the executor, run from the built
@@ -326,10 +318,7 @@ def test_the_package_starts_stages_through_its_prebuilt_static_launcher(
     assert (echoed.returncode, echoed.stdout) == (0, b"64\n"), echoed
 
     spool = tmp_path / "spool"
-    # Its own state directory (to see that it compiles no launcher), where slot uids can reach it.
-    state = Path(tempfile.mkdtemp(prefix="cutor-flake-test-", dir="/run"))
-    state.chmod(0o755)
-    request.addfinalizer(lambda: remove_state_dir(state))
+    state = run_dir  # its own state directory, to see that it compiles no launcher
     ok(nix("nix", "run", *override, ref + "#", "--", "--spool", str(spool), "init"))
     job = tmp_path / "job"
     job.mkdir()

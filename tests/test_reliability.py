@@ -6,10 +6,8 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -204,7 +202,7 @@ def test_sigterm_past_the_grace_hands_work_back_without_using_an_attempt(
 
 
 def test_a_host_that_cannot_run_stages_pauses_instead_of_burning_the_queue(
-    spool: Path, tmp_path: Path, executors: Any
+    spool: Path, tmp_path: Path, run_dir: Path, executors: Any
 ) -> None:
     """A real fault, injected after the executor started: its state directory's parent loses o+x,
     so bubblewrap (running as the slot uid) can no longer bind the slot's directories and no stage
@@ -212,62 +210,54 @@ def test_a_host_that_cannot_run_stages_pauses_instead_of_burning_the_queue(
     every queued submission failed its 3 attempts within a second and ended `error`. Now a probe
     stage shows the host at fault: the submission goes back uncounted, claiming pauses (the
     heartbeat and the status page say why), and everything runs once the host is repaired."""
-    parent = Path(tempfile.mkdtemp(prefix="cutor-health-test-", dir="/run"))
-    try:
-        parent.chmod(0o755)
-        executor = executors(spool, "--state-dir", str(parent / "state"))
-        drop(spool, make_submission(tmp_path, "before", {"run": "echo before"}), "before")
-        wait_done(spool, "before")
-        assert result(spool, "before")["outcome"] == "ok"
+    parent = run_dir  # the state directory's parent: the fault is its mode
+    executor = executors(spool, "--state-dir", str(parent / "state"))
+    drop(spool, make_submission(tmp_path, "before", {"run": "echo before"}), "before")
+    wait_done(spool, "before")
+    assert result(spool, "before")["outcome"] == "ok"
 
-        parent.chmod(0o700)  # the host breaks
-        ids = [f"queued-{n}" for n in range(4)]
-        for entry_id in ids:
-            drop(spool, make_submission(tmp_path, entry_id, {"run": f"echo {entry_id}"}), entry_id)
-        heartbeats = spool / "workers"
-        deadline = time.monotonic() + 30
-        paused: dict[str, Any] = {}
-        while time.monotonic() < deadline and not paused:
-            for path in heartbeats.glob("*.json"):
-                data = json.loads(path.read_text())
-                if "sandbox" in data:
-                    paused = data
-            time.sleep(0.1)
-        assert paused, executor.output()[-3000:]
-        assert paused["sandbox"].startswith("broken, claiming paused:") and "Permission denied" in paused["sandbox"]
-        time.sleep(2)  # paused: nothing is claimed, nothing ends
-        assert not any((spool / "done" / i).exists() for i in ids)
-        assert sorted(p.name for p in (spool / "incoming").iterdir()) == ids
-        page = subprocess.run([*CLI, "--spool", str(spool), "status-page"], capture_output=True, text=True)
-        assert page.returncode == 0, page.stderr
-        index = (spool / "status" / "index.html").read_text()
-        assert "paused</span>" in index and "claiming paused" in index
-        machine = json.loads((spool / "status" / "status.json").read_text())
-        assert [w["sandbox"] for w in machine["workers"]] == [paused["sandbox"]]
-        metrics = (spool / "status" / "metrics.prom").read_text()
-        assert f'cutor_spool_worker_paused{{worker="{paused["worker"]}",kind="executor",' in metrics
-        paused_series = [ln for ln in metrics.splitlines() if ln.startswith("cutor_spool_worker_paused{")]
-        assert len(paused_series) == 1 and paused_series[0].endswith(" 1"), paused_series
+    parent.chmod(0o700)  # the host breaks
+    ids = [f"queued-{n}" for n in range(4)]
+    for entry_id in ids:
+        drop(spool, make_submission(tmp_path, entry_id, {"run": f"echo {entry_id}"}), entry_id)
+    heartbeats = spool / "workers"
+    deadline = time.monotonic() + 30
+    paused: dict[str, Any] = {}
+    while time.monotonic() < deadline and not paused:
+        for path in heartbeats.glob("*.json"):
+            data = json.loads(path.read_text())
+            if "sandbox" in data:
+                paused = data
+        time.sleep(0.1)
+    assert paused, executor.output()[-3000:]
+    assert paused["sandbox"].startswith("broken, claiming paused:") and "Permission denied" in paused["sandbox"]
+    time.sleep(2)  # paused: nothing is claimed, nothing ends
+    assert not any((spool / "done" / i).exists() for i in ids)
+    assert sorted(p.name for p in (spool / "incoming").iterdir()) == ids
+    page = subprocess.run([*CLI, "--spool", str(spool), "status-page"], capture_output=True, text=True)
+    assert page.returncode == 0, page.stderr
+    index = (spool / "status" / "index.html").read_text()
+    assert "paused</span>" in index and "claiming paused" in index
+    machine = json.loads((spool / "status" / "status.json").read_text())
+    assert [w["sandbox"] for w in machine["workers"]] == [paused["sandbox"]]
+    metrics = (spool / "status" / "metrics.prom").read_text()
+    assert f'cutor_spool_worker_paused{{worker="{paused["worker"]}",kind="executor",' in metrics
+    paused_series = [ln for ln in metrics.splitlines() if ln.startswith("cutor_spool_worker_paused{")]
+    assert len(paused_series) == 1 and paused_series[0].endswith(" 1"), paused_series
 
-        parent.chmod(0o755)  # repaired: the next probe (5 s after the failure) passes
-        wait_done(spool, ids, timeout=60)
-        for entry_id in ids:
-            status = result(spool, entry_id)
-            assert (status["state"], status["outcome"]) == ("done", "ok"), status
-            assert stage(spool, entry_id, "run")["stdout"] == f"{entry_id}\n"
-            log = [r["event"] for r in read_lines(spool / "done" / entry_id / "result" / "attempts.jsonl")]
-            # Claims that found the host broken went back uncounted: one counted attempt each.
-            assert status["attempts"] == log.count("claimed") and log.count("claimed") - log.count("released") == 1
-        records = [r for i in ids for r in read_lines(spool / "done" / i / "result" / "attempts.jsonl")]
-        released = [r for r in records if r["event"] == "released"]
-        assert len(released) == 1 and released[0]["reason"].startswith("this host cannot run stages")
-        assert not [r for r in records if r["event"] == "failed"]
-        beat = [json.loads(p.read_text()) for p in heartbeats.glob("*.json")]
-        assert beat and all("sandbox" not in b for b in beat)
-        assert "claiming resumes" in executor.output()
-    finally:
-        parent.chmod(0o755)
-        for point in [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()]:
-            if point.startswith(f"{parent}/"):
-                subprocess.run(["umount", "-l", point], check=False)
-        shutil.rmtree(parent, ignore_errors=True)
+    parent.chmod(0o755)  # repaired: the next probe (5 s after the failure) passes
+    wait_done(spool, ids, timeout=60)
+    for entry_id in ids:
+        status = result(spool, entry_id)
+        assert (status["state"], status["outcome"]) == ("done", "ok"), status
+        assert stage(spool, entry_id, "run")["stdout"] == f"{entry_id}\n"
+        log = [r["event"] for r in read_lines(spool / "done" / entry_id / "result" / "attempts.jsonl")]
+        # Claims that found the host broken went back uncounted: one counted attempt each.
+        assert status["attempts"] == log.count("claimed") and log.count("claimed") - log.count("released") == 1
+    records = [r for i in ids for r in read_lines(spool / "done" / i / "result" / "attempts.jsonl")]
+    released = [r for r in records if r["event"] == "released"]
+    assert len(released) == 1 and released[0]["reason"].startswith("this host cannot run stages")
+    assert not [r for r in records if r["event"] == "failed"]
+    beat = [json.loads(p.read_text()) for p in heartbeats.glob("*.json")]
+    assert beat and all("sandbox" not in b for b in beat)
+    assert "claiming resumes" in executor.output()
