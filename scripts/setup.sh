@@ -32,10 +32,16 @@ PY=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
-extras=""
-if [[ "${1:-}" == "--tests" ]]; then extras="[test]"; fi
+# Python packages come from a lock with exact versions and hashes (requirements/*.txt, made by
+# scripts/update-lock.sh): the same bytes on every machine, whatever PyPI published since. The
+# package itself is installed last, without dependencies and without an isolated build (whose
+# setuptools would come from PyPI unpinned): its build backend is in the lock too.
+lock=requirements/runtime.txt
+if [[ "${1:-}" == "--tests" ]]; then lock=requirements/test.txt; fi
 mkdir -p .state
-if ! .venv/bin/pip install -q --disable-pip-version-check -e ".${extras}" >.state/pip.log 2>&1; then
+pip=(.venv/bin/pip install -q --disable-pip-version-check)
+if ! { "${pip[@]}" --require-hashes --no-deps -r "$lock" && "${pip[@]}" --no-deps --no-build-isolation -e .; } \
+  >.state/pip.log 2>&1; then
   cat .state/pip.log >&2
   exit 1
 fi

@@ -12,6 +12,10 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from watchdog.observers.inotify_c import InotifyFD
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,13 @@ def needs_polling(path: Path) -> bool:
 
 
 class _Callback:
-    """Receives raw inotify events for one directory (watchdog's `WatchCallback` protocol)."""
+    """Receives raw inotify events for one directory (watchdog's `WatchCallback` protocol).
+
+    The protocol is watchdog's low-level part and it grows: 7.0 has `on_event` and
+    `on_watch_deleted` and drops the kernel's overflow event unseen (the rescans then find what
+    was lost); 7.1 adds `on_queue_overflow` and then `on_events_lost`, called once every watch has
+    recovered. This class has every method of both, so one type satisfies either protocol; the
+    rescan is asked for from `on_events_lost`, when a rescan sees the watches repaired."""
 
     def __init__(
         self, directory: Path, on_name: Callable[[Path, str], None], on_overflow: Callable[[], None] | None
@@ -78,6 +88,8 @@ class _Callback:
 
     def on_queue_overflow(self) -> None:
         log.warning("inotify queue overflowed on %s; rescanning", self.directory)
+
+    def on_events_lost(self) -> None:
         if self.overflow is not None:
             self.overflow()
 
@@ -101,7 +113,7 @@ class DirectoryWatch:
         self._dirs = [Path(d) for d in directories]
         self._on_name = on_name
         self._on_overflow = on_overflow
-        self._fd: object | None = None
+        self._fd: InotifyFD | None = None
         self._callbacks: list[_Callback] = []
 
     def start(self) -> bool:
@@ -139,9 +151,9 @@ class DirectoryWatch:
             self._fd = None
             # Stop the thread, not just the descriptor: closed, its loop reads nothing at once,
             # forever, and spins a core for the life of the process. stop() closes it too.
-            fd.stop()  # type: ignore[attr-defined]
+            fd.stop()
             if fd is not threading.current_thread():
-                fd.join(5)  # type: ignore[attr-defined]
+                fd.join(5)
 
 
 class Waiter:
