@@ -52,8 +52,8 @@ from pathlib import Path
 from _common import DoneWatch, check_done, drop, executors, make_source, median, percentile, scratch_spool
 
 from cutor_spool.config import load_config
+from cutor_spool.documents.states import ATTEMPTS_LOG
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.results import ATTEMPTS_LOG
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.notify import filesystem_type

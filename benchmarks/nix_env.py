@@ -204,8 +204,8 @@ def warm_lookup(spool: Path, runs: int) -> list[float]:
     """The executor's side, warm: what `prepare` costs before the sandbox starts."""
     from cutor_spool.builder.environments import NixEnvironments
     from cutor_spool.config import load_config
-    from cutor_spool.intake import read_submission
     from cutor_spool.layout import SpoolPaths
+    from cutor_spool.runner.intake import read_submission
 
     config = load_config(spool)
     source = spool.parent / "lookup" / "sub.0000000000000000"

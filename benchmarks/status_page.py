@@ -33,7 +33,7 @@ from cutor_spool.atomic import write_json
 from cutor_spool.config import StatusPageConfig
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.limits import Limits
-from cutor_spool.results import stage_summary
+from cutor_spool.runner.results import stage_summary
 from cutor_spool.runner.stage import StageOutput, StageStatus
 from cutor_spool.watcher.queue import iso
 from cutor_spool.web_status import regenerate

@@ -12,4 +12,6 @@ bash scripts/dockerd.sh
 .venv/bin/ruff check cutor_spool tests benchmarks
 .venv/bin/ruff format --check cutor_spool tests benchmarks
 .venv/bin/mypy cutor_spool
+# The layers of docs/architecture.md (pyproject.toml [tool.importlinter]); its report only when broken.
+.venv/bin/lint-imports --no-cache >.state/lint-imports.log || { cat .state/lint-imports.log; exit 1; }
 exec .venv/bin/pytest "$@"

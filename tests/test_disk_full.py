@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import CLI, make_submission, result, stage, wait_done, write_config
 
-from cutor_spool.results import State
+from cutor_spool.documents.states import State
 
 STATES = {s.value for s in State}
 

@@ -16,7 +16,7 @@ from fuzz_strategies import Entry, materialise, submissions
 from hypothesis import HealthCheck, given, settings
 
 from cutor_spool.config import SpoolConfig
-from cutor_spool.intake import read_submission
+from cutor_spool.runner.intake import read_submission
 
 EXAMPLES = 10_000
 CONFIG = SpoolConfig.model_validate({"max_submission_size": "2MiB", "max_files": 50})

@@ -1,4 +1,4 @@
-"""The executor's circuit breaker (cutor_spool/health.py) as logic: when it pauses, how its
+"""The executor's circuit breaker (cutor_spool/runner/health.py) as logic: when it pauses, how its
 probes back off, when it resumes. The probe and the clock are stand-ins here (a host that breaks
 and heals on cue); the real fault, end to end with bubblewrap, is in test_reliability.py."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 
-from cutor_spool.health import SandboxHealth
+from cutor_spool.runner.health import SandboxHealth
 
 
 class Host:

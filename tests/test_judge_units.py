@@ -13,16 +13,17 @@ import yaml
 from pydantic import ValidationError
 
 from cutor_spool.config import SpoolConfig
-from cutor_spool.intake import read_submission
+from cutor_spool.documents.states import Outcome
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.limits import Limits
-from cutor_spool.results import Outcome, Reporter
+from cutor_spool.runner.intake import read_submission
 from cutor_spool.runner.judge.checkers import BUILTIN
 from cutor_spool.runner.judge.checkers.program import interpret
 from cutor_spool.runner.judge.checkers.show import first_difference
 from cutor_spool.runner.judge.junit import junit_not_judged, junit_xml
 from cutor_spool.runner.judge.scoring import score
 from cutor_spool.runner.judge.verdicts import Case, CaseResult, Verdict
+from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.stage import StageOutput, StageStatus
 from cutor_spool.submission import CheckerKind, CheckerSpec, Submission
 from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity

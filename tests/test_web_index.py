@@ -23,13 +23,14 @@ import pytest
 from conftest import CLI, ExecutorProcess, drop, make_submission, wait_done, write_config
 
 from cutor_spool.config import SpoolConfig, StatusPageConfig
+from cutor_spool.documents.states import ATTEMPTS_LOG, Outcome, State
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.results import ATTEMPTS_LOG, Outcome, Reporter, State
+from cutor_spool.runner.results import Reporter
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
+from cutor_spool.watcher.worker import Maintenance
 from cutor_spool.web_status import StatusPageJob, generate, regenerate
 from cutor_spool.web_status.index import INDEX_NAME
-from cutor_spool.worker import Maintenance
 
 PAGE = StatusPageConfig(interval=1.0, recent=50)
 

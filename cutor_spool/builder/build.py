@@ -32,9 +32,9 @@ from cutor_spool.builder.keys import NIX_FILE_NAME, EnvRequest, short
 from cutor_spool.builder.nixcmd import NixSettings
 from cutor_spool.config import NixConfig
 from cutor_spool.errors import BuildError
-from cutor_spool.pipeline import Cancelled
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
 from cutor_spool.runner.stage import StageStatus
+from cutor_spool.watcher.cancel import Cancelled
 
 log = logging.getLogger(__name__)
 

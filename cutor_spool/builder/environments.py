@@ -26,11 +26,11 @@ from cutor_spool.builder.nixpkgs import PinResolver
 from cutor_spool.builder.requests import Builds
 from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.errors import BuildError
-from cutor_spool.intake import Plan
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.pipeline import Environment, EnvironmentResult
+from cutor_spool.runner.intake import Plan
+from cutor_spool.runner.pipeline import Environment, EnvironmentResult
+from cutor_spool.runner.tree import read_file
 from cutor_spool.submission import NixExpression
-from cutor_spool.tree import read_file
 from cutor_spool.watcher.ids import split_active
 
 log = logging.getLogger(__name__)

@@ -35,14 +35,13 @@ from cutor_spool.builder.nixcmd import NixSettings, host_system
 from cutor_spool.builder.nixpkgs import PinResolver
 from cutor_spool.builder.requests import ENV_SCRIPT_NAME, LOG_NAME, RESULT_NAME, USES_NAME, request_of
 from cutor_spool.config import SpoolConfig
+from cutor_spool.documents.states import ATTEMPTS_LOG
 from cutor_spool.errors import BuildError, LeaseLost, SandboxError, Shutdown, SystemFailure
-from cutor_spool.results import ATTEMPTS_LOG
 from cutor_spool.runner.cgroups import CgroupHost
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR
 from cutor_spool.runner.stage import StageStatus
 from cutor_spool.watcher.queue import Claim, iso
-from cutor_spool.web_status.job import StatusPageJob
-from cutor_spool.worker import Active, QueueWorker
+from cutor_spool.watcher.worker import Active, QueueWorker
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +76,6 @@ class Builder(QueueWorker):
         self.resolver = PinResolver(self.config.nix.nixpkgs, self.paths.root, self.settings, ttl=0.0)
         self.maintenance.info.update(
             {"store": str(store_root or "/nix/store"), "nix": {"system": self.system, "sandbox": self.settings.sandbox}}
-        )
-        # The status page, as executors regenerate it (throttled across all workers of the spool).
-        self.maintenance.periodic.append(
-            StatusPageJob(
-                self.paths, self.config.status_page, self.maintenance.clock.now, generator=self.identity.worker_id
-            )
         )
         self.cgroups: CgroupHost | None = None
         self.cache: CacheTarget | None = None

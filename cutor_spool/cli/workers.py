@@ -9,6 +9,19 @@ import click
 
 from cutor_spool.config import BackendName
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR
+from cutor_spool.watcher.worker import QueueWorker
+from cutor_spool.web_status.job import StatusPageJob
+
+
+def with_status_page(worker: QueueWorker) -> QueueWorker:
+    """Every worker regenerates the status page, throttled across all workers of the spool, off its
+    maintenance thread's critical path."""
+    worker.maintenance.periodic.append(
+        StatusPageJob(
+            worker.paths, worker.config.status_page, worker.maintenance.clock.now, generator=worker.identity.worker_id
+        )
+    )
+    return worker
 
 
 @click.command()
@@ -61,7 +74,8 @@ def executor(
     SIGTERM finishes current work (or hands it back after --grace); a second SIGTERM hands it back
     at once. SIGKILL loses nothing: the lease expires and another worker takes the submission.
     """
-    from cutor_spool.executor import Executor
+    from cutor_spool.builder.environments import NixEnvironments
+    from cutor_spool.runner.executor import Executor
 
     worker = Executor(
         ctx.obj.spool,
@@ -71,8 +85,9 @@ def executor(
         state_dir=state_dir,
         host=host or socket.gethostname(),
         grace=grace,
+        environments=lambda paths, config, poll: NixEnvironments(paths, config, poll=poll),
     )
-    worker.run()
+    with_status_page(worker).run()
 
 
 commands = [executor]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-# Every state a submission can be in, in flow order (results.State), queued first.
+# Every state a submission can be in, in flow order (documents.states.State), queued first.
 STATES = (
     "queued",
     "claimed",

@@ -13,10 +13,10 @@ message flow and a JUnit report. See docs/judge.md.
 
 from __future__ import annotations
 
-from cutor_spool.pipeline import StageRunner
 from cutor_spool.runner.judge.cases import TestData
 from cutor_spool.runner.judge.grading import grade
 from cutor_spool.runner.judge.report import JudgeReport
+from cutor_spool.runner.pipeline import StageRunner
 
 
 def judge_submission(runner: StageRunner) -> None:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cutor_spool.errors import SpoolIOError
-from cutor_spool.intake import Plan
+from cutor_spool.runner.intake import Plan
 from cutor_spool.runner.judge.verdicts import Case
-from cutor_spool.tree import read_file
+from cutor_spool.runner.tree import read_file
 
 
 @dataclass(frozen=True)

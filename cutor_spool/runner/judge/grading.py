@@ -16,11 +16,11 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from cutor_spool.pipeline import StageRunner
 from cutor_spool.runner.judge.cases import TestData
 from cutor_spool.runner.judge.checkers import BUILTIN
 from cutor_spool.runner.judge.checkers.program import ProgramChecker
 from cutor_spool.runner.judge.verdicts import STAGE_VERDICT, Case, CaseResult, Verdict, stage_feedback
+from cutor_spool.runner.pipeline import StageRunner
 from cutor_spool.runner.stage import StageOutput
 from cutor_spool.submission import CheckerKind
 

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from cutor_spool.atomic import write_bytes
+from cutor_spool.documents.states import State
 from cutor_spool.errors import LeaseLost, SpoolIOError
-from cutor_spool.intake import Plan
-from cutor_spool.results import Reporter, State
+from cutor_spool.runner.intake import Plan
 from cutor_spool.runner.judge.grading import CheckerCompiled, Event, TestJudged, TestStarted
 from cutor_spool.runner.judge.junit import junit_xml
 from cutor_spool.runner.judge.scoring import score
 from cutor_spool.runner.judge.verdicts import CaseResult, Verdict
+from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.stage import StageOutput
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cutor_spool.results import Outcome
+from cutor_spool.documents.states import Outcome
 from cutor_spool.runner.judge.verdicts import CaseResult
 from cutor_spool.submission import Scoring, Submission
 

@@ -31,12 +31,12 @@ from pathlib import Path
 
 from cutor_spool.config import StageKind
 from cutor_spool.errors import SpoolIOError
-from cutor_spool.intake import Script
-from cutor_spool.pipeline import StageRunner
+from cutor_spool.runner.intake import Script
 from cutor_spool.runner.judge.checkers.show import excerpt
 from cutor_spool.runner.judge.verdicts import CheckResult
+from cutor_spool.runner.pipeline import StageRunner
 from cutor_spool.runner.stage import StageOutput, StageStatus, signal_name
-from cutor_spool.tree import copy_file
+from cutor_spool.runner.tree import copy_file
 
 INPUT, EXPECTED, OUTPUT = "/run/cutor/input", "/run/cutor/expected", "/run/cutor/output"
 ACCEPT, WRONG, PRESENTATION, POINTS = 0, 1, 2, 7

@@ -17,47 +17,13 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from cutor_spool.atomic import append_line, clear_unless_regular, read_json, write_json
+from cutor_spool.atomic import append_line, clear_unless_regular, write_json
+from cutor_spool.documents.states import RESULT_DIR, TERMINAL, Outcome, State
 from cutor_spool.runner.stage import StageOutput, StageStatus
 from cutor_spool.watcher.queue import Claim, WorkerIdentity, iso
-
-RESULT_DIR = "result"
-ATTEMPTS_LOG = f"{RESULT_DIR}/attempts.jsonl"
-
-
-class State(StrEnum):
-    QUEUED = "queued"
-    CLAIMED = "claimed"
-    INSTALLING_DEPENDENCIES = "installing_dependencies"
-    DEPENDENCIES_INSTALLED = "dependencies_installed"
-    COMPILING = "compiling"
-    COMPILED = "compiled"
-    RUNNING = "running"
-    TESTING = "testing"
-    DONE = "done"
-    INVALID = "invalid"
-    ERROR = "error"
-
-
-TERMINAL = frozenset({State.DONE, State.INVALID, State.ERROR})
-
-
-class Outcome(StrEnum):
-    OK = "ok"
-    COMPILE_ERROR = "compile_error"
-    DEPENDENCY_FAILURE = "dependency_failure"
-    RUNTIME_ERROR = "runtime_error"
-    TIME_LIMIT = "time_limit"
-    MEMORY_LIMIT = "memory_limit"
-    OUTPUT_LIMIT = "output_limit"
-    ACCEPTED = "accepted"
-    PARTIAL = "partial"
-    REJECTED = "rejected"
-
 
 STAGE_OUTCOME = {
     StageStatus.OK: Outcome.OK,
@@ -78,14 +44,6 @@ def stage_summary(output: StageOutput) -> dict[str, Any]:
         "wall_time": round(output.wall_time, 6),
         "memory": output.memory,
     }
-
-
-def read_status(entry: Path) -> dict[str, Any] | None:
-    try:
-        data = read_json(entry / RESULT_DIR / "status.json")
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 class Reporter:

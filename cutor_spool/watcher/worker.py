@@ -24,7 +24,7 @@ from cutor_spool.atomic import write_json
 from cutor_spool.config import SpoolConfig, load_config
 from cutor_spool.errors import CutorError, LeaseLost, SystemFailure
 from cutor_spool.layout import QueueDirs, SpoolPaths
-from cutor_spool.pipeline import Cancelled
+from cutor_spool.watcher.cancel import Cancelled
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.notify import needs_polling

@@ -11,22 +11,28 @@ until the host runs stages again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from cutor_spool.config import BackendName, SpoolConfig
+from cutor_spool.documents.states import ATTEMPTS_LOG, State
 from cutor_spool.errors import LeaseLost, SandboxError, Shutdown, SystemFailure
-from cutor_spool.health import SandboxHealth
-from cutor_spool.pipeline import Environments, Judge, Pipeline
-from cutor_spool.results import ATTEMPTS_LOG, Reporter, State
+from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.backend import Backend, make_backend
+from cutor_spool.runner.health import SandboxHealth
 from cutor_spool.runner.judge import judge_submission
+from cutor_spool.runner.pipeline import Environments, Judge, Pipeline
+from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool
 from cutor_spool.watcher.ids import duplicate_name
 from cutor_spool.watcher.queue import Claim
-from cutor_spool.web_status.job import StatusPageJob
-from cutor_spool.worker import Active, QueueWorker
+from cutor_spool.watcher.worker import Active, QueueWorker
 
 log = logging.getLogger(__name__)
+
+# Makes the executor's source of Nix environments (the builder's, given by the command that starts
+# the executor: the runner does not depend on the builder).
+EnvironmentsFactory = Callable[[SpoolPaths, SpoolConfig, bool], Environments]
 
 
 class Executor(QueueWorker):
@@ -43,6 +49,7 @@ class Executor(QueueWorker):
         host: str | None = None,
         grace: float = 30.0,
         config: SpoolConfig | None = None,
+        environments: EnvironmentsFactory | None = None,
     ) -> None:
         super().__init__(
             spool, work=lambda p: p.submissions, work_log=ATTEMPTS_LOG, reap=lambda p: p.builds,
@@ -51,14 +58,10 @@ class Executor(QueueWorker):
         self.backend_name = backend or self.config.backend
         self.state_dir = state_dir
         self.maintenance.info["backend"] = str(self.backend_name)
-        # The status page, throttled across all workers, regenerated off the maintenance thread.
-        self.status_page = StatusPageJob(
-            self.paths, self.config.status_page, self.maintenance.clock.now, generator=self.identity.worker_id
-        )
-        self.maintenance.periodic.append(self.status_page)
         self.backend: Backend | None = None
         self.pipeline: Pipeline | None = None
         self.environments: Environments | None = None
+        self.make_environments = environments
         self.judge: Judge | None = judge_submission
         self.health = SandboxHealth(self._probe, self._health_changed)
 
@@ -66,10 +69,8 @@ class Executor(QueueWorker):
         box = self.config.sandbox
         slots = SlotPool(uid_base=box.uid_base, count=box.slots, work_size=box.work_size, state_dir=self.state_dir)
         self.backend = make_backend(self.backend_name, self.config, self.state_dir)
-        if self.environments is None and self.config.nix.nixpkgs:
-            from cutor_spool.builder.environments import NixEnvironments
-
-            self.environments = NixEnvironments(self.paths, self.config, poll=self.poll)
+        if self.environments is None and self.config.nix.nixpkgs and self.make_environments is not None:
+            self.environments = self.make_environments(self.paths, self.config, self.poll)
         self.pipeline = Pipeline(self.config, self.backend, slots, environments=self.environments, judge=self.judge)
         backend = self.backend
 

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.limits import Limits
+from cutor_spool.runner.tree import Problem, Tree, read_file, walk
 from cutor_spool.submission import InlineFile, NixExpression, ScriptFile, Submission
-from cutor_spool.tree import Problem, Tree, read_file, walk
 from cutor_spool.yamlload import YamlProblem, load_yaml
 
 YAML_NAME = "submission.yaml"

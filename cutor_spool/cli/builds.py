@@ -82,8 +82,9 @@ def builder(
       cutor-spool --spool /srv/spool builder --concurrency 2
     """
     from cutor_spool.builder.worker import Builder
+    from cutor_spool.cli.workers import with_status_page
 
-    Builder(
+    builder = Builder(
         ctx.obj.spool,
         concurrency=concurrency,
         poll=poll,
@@ -92,7 +93,8 @@ def builder(
         signing_key=signing_key,
         host=host or socket.gethostname(),
         grace=grace,
-    ).run()
+    )
+    with_status_page(builder).run()
 
 
 def _age(value: str | None) -> str:

@@ -16,14 +16,16 @@ from typing import Protocol
 
 from cutor_spool.atomic import write_bytes
 from cutor_spool.config import SpoolConfig, StageKind
-from cutor_spool.errors import LeaseLost, SandboxError, Shutdown
-from cutor_spool.intake import Plan, Script, read_submission
+from cutor_spool.documents.states import Outcome, State
+from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
-from cutor_spool.results import STAGE_OUTCOME, Outcome, Reporter, State
 from cutor_spool.runner.backend import Backend, Sandbox
+from cutor_spool.runner.intake import Plan, Script, read_submission
+from cutor_spool.runner.results import STAGE_OUTCOME, Reporter
 from cutor_spool.runner.slots import SlotPool
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
-from cutor_spool.tree import Problem, copy_file, make_dirs, place, read_file
+from cutor_spool.runner.tree import Problem, copy_file, make_dirs, place, read_file
+from cutor_spool.watcher.cancel import Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +50,6 @@ class EnvironmentResult:
 
 class Environments(Protocol):
     def prepare(self, plan: Plan, entry: Path, cancel: threading.Event) -> EnvironmentResult: ...
-
-
-class Cancelled:
-    """Why a claim's work must stop; set by the lease heartbeat or by a shutdown."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.reason = ""
-
-    def set(self, reason: str) -> None:
-        self.reason = self.reason or reason
-        self.event.set()
-
-    def check(self) -> None:
-        if self.event.is_set():
-            if self.reason == "shutdown":
-                raise Shutdown()
-            raise LeaseLost(self.reason)
 
 
 @dataclass

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from cutor_spool.atomic import read_lines
+from cutor_spool.documents.states import TERMINAL, read_status
 from cutor_spool.errors import CutorError
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.results import TERMINAL, read_status
 from cutor_spool.watcher.ids import new_id, split_active, valid_id
 from cutor_spool.watcher.notify import Waiter, needs_polling
 from cutor_spool.watcher.queue import READY

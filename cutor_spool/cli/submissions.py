@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 
-from cutor_spool import client
 from cutor_spool.cli.output import (
     EXIT_INVALID,
     EXIT_NOT_FOUND,
@@ -23,9 +22,10 @@ from cutor_spool.cli.output import (
     summary,
 )
 from cutor_spool.config import SpoolConfig, load_config
-from cutor_spool.intake import read_submission
 from cutor_spool.layout import SpoolPaths
+from cutor_spool.runner.intake import read_submission
 from cutor_spool.submission import json_schema
+from cutor_spool.watcher import client
 
 
 def _paths(ctx: click.Context, *, must_exist: bool = True) -> SpoolPaths:

@@ -1,0 +1,1 @@
+"""The documents the spool holds and clients read: their vocabulary and their shapes."""

@@ -1,0 +1,56 @@
+"""The vocabulary of a submission's result: where it lives, its states and its outcomes.
+
+The state machine (DESIGN section 4, the seeds' status flow and the judge diagram of seed 003):
+
+    queued -> claimed -> [installing_dependencies -> dependencies_installed]
+           -> [compiling -> compiled] -> running | testing -> done | invalid | error
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from cutor_spool.atomic import read_json
+
+RESULT_DIR = "result"
+ATTEMPTS_LOG = f"{RESULT_DIR}/attempts.jsonl"
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    INSTALLING_DEPENDENCIES = "installing_dependencies"
+    DEPENDENCIES_INSTALLED = "dependencies_installed"
+    COMPILING = "compiling"
+    COMPILED = "compiled"
+    RUNNING = "running"
+    TESTING = "testing"
+    DONE = "done"
+    INVALID = "invalid"
+    ERROR = "error"
+
+
+TERMINAL = frozenset({State.DONE, State.INVALID, State.ERROR})
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    COMPILE_ERROR = "compile_error"
+    DEPENDENCY_FAILURE = "dependency_failure"
+    RUNTIME_ERROR = "runtime_error"
+    TIME_LIMIT = "time_limit"
+    MEMORY_LIMIT = "memory_limit"
+    OUTPUT_LIMIT = "output_limit"
+    ACCEPTED = "accepted"
+    PARTIAL = "partial"
+    REJECTED = "rejected"
+
+
+def read_status(entry: Path) -> dict[str, Any] | None:
+    try:
+        data = read_json(entry / RESULT_DIR / "status.json")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
