@@ -69,6 +69,10 @@
         system:
         let
           pkgs = pkgsFor system;
+          # The Python packages here are the pinned nixpkgs' versions (flake.lock), not those of
+          # requirements/*.txt: Nix builds from its own source tree, with its own hashes. The two
+          # meet in pyproject.toml's ranges, which both satisfy; the lock is what scripts/test.sh
+          # and CI run, and scripts/drift.sh checks the newest versions those ranges allow.
           python = pkgs.python3.withPackages (
             ps:
             import ./nix/python-deps.nix ps
@@ -79,6 +83,8 @@
               ps.mypy
               ps.types-pyyaml
               ps.prometheus-client
+              ps.import-linter
+              ps.radon
             ]
           );
         in

@@ -191,4 +191,4 @@ def gc(
         )
 
 
-commands = [builder, packages, gc]
+commands: list[click.Command] = [builder, packages, gc]

@@ -212,4 +212,4 @@ def watch_time(ctx: click.Context) -> None:  # pragma: no cover - a debugging ai
     say(f"filesystem {fs:.3f}  local {time.time():.3f}  skew {time.time() - fs:+.3f}s")
 
 
-commands = [init, submit, status, wait, list_, validate, schema, watch_time]
+commands: list[click.Command] = [init, submit, status, wait, list_, validate, schema, watch_time]

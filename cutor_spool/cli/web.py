@@ -130,4 +130,4 @@ def systemd(name: str | None, output: Path | None, executable: str | None, env_f
             say(f"wrote {target}: set CUTOR_SPOOL there")
 
 
-commands = [status_page, systemd]
+commands: list[click.Command] = [status_page, systemd]

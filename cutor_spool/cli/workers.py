@@ -90,4 +90,4 @@ def executor(
     with_status_page(worker).run()
 
 
-commands = [executor]
+commands: list[click.Command] = [executor]
