@@ -28,6 +28,20 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Nix builds as root run as the `nixbld` build users (never as root). Debian's nix-bin does not make
+# them (its nix-setup-systemd does, together with a daemon these workers do not use): make the group
+# and 8 users as Nix's own installer does, so that a build on a fresh machine does not fail with
+# "the group 'nixbld' specified in 'build-users-group' does not exist".
+if ! getent group nixbld >/dev/null; then
+  groupadd --system nixbld
+fi
+for i in $(seq 1 8); do
+  if ! getent passwd "nixbld$i" >/dev/null; then
+    useradd --system --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin \
+      --gid nixbld --groups nixbld --comment "Nix build user $i" "nixbld$i"
+  fi
+done
+
 PY=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
