@@ -215,7 +215,7 @@ def validate(ctx: click.Context, directory: Path, as_json: bool) -> None:
 )
 def schema(document: str | None, spool_config: bool, directory: Path | None) -> None:
     """Print the JSON Schema of submission.yaml (for editors), of spool.yaml, or of a document the
-    spool writes (DOCUMENT: status, stage, heartbeat, build), for clients to validate against.
+    spool writes (DOCUMENT: status, stage, dependencies, heartbeat, build), for clients to validate against.
 
     \b
     Examples:

@@ -11,6 +11,7 @@ from typing import Any
 
 from cutor_spool.documents.base import Document
 from cutor_spool.documents.build import BuildRecord
+from cutor_spool.documents.dependencies import DependenciesDocument
 from cutor_spool.documents.heartbeat import Heartbeat
 from cutor_spool.documents.stage import StageDocument
 from cutor_spool.documents.status import StatusDocument
@@ -20,6 +21,7 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 DOCUMENTS: dict[str, tuple[type[Document], str]] = {
     "status": (StatusDocument, "result/status.json"),
     "stage": (StageDocument, "result/<stage>.json and result/tests/<name>.json"),
+    "dependencies": (DependenciesDocument, "result/dependencies.json"),
     "heartbeat": (Heartbeat, "workers/<worker-id>.json"),
     "build": (BuildRecord, "builds/done/<key>/result.json"),
 }
