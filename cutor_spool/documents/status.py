@@ -71,7 +71,7 @@ class StatusDocument(Document):
     max_score: Number | None = None
     subtasks: dict[str, SubtaskResult] | None = None
     failed_subtasks: list[str] | None = None
-    message: str | None = None
+    message: str | None = None  # not written today (a transition's message goes to events.jsonl); older files
     errors: list[Problem] | None = None
     reason: str | None = None  # why the system gave up (state error)
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import ValidationError
+
 from cutor_spool import __version__
 from cutor_spool.atomic import write_json
 from cutor_spool.config import SpoolConfig, load_config
@@ -134,22 +136,26 @@ class Maintenance:
         self.write_heartbeat(current)
 
     def write_heartbeat(self, current: list[Active]) -> None:
-        heartbeat = Heartbeat(
-            worker=self.identity.worker_id,
-            kind=self.kind,
-            host=self.identity.host,
-            pid=self.identity.pid,
-            version=__version__,
-            started_at=iso(self.started),
-            heartbeat_at=iso(time.time()),
-            heartbeat_interval=self.config.heartbeat,
-            processed=self.processed,
-            **self.info,
-            current=[
-                CurrentWork(id=a.claim.entry_id, state=a.state, since=iso(a.since), attempt=a.claim.attempt)
-                for a in current
-            ],
-        )
+        try:
+            heartbeat = Heartbeat(
+                worker=self.identity.worker_id,
+                kind=self.kind,
+                host=self.identity.host,
+                pid=self.identity.pid,
+                version=__version__,
+                started_at=iso(self.started),
+                heartbeat_at=iso(time.time()),
+                heartbeat_interval=self.config.heartbeat,
+                processed=self.processed,
+                **self.info,
+                current=[
+                    CurrentWork(id=a.claim.entry_id, state=a.state, since=iso(a.since), attempt=a.claim.attempt)
+                    for a in current
+                ],
+            )
+        except ValidationError as exc:  # a field the document does not declare: a bug, but never stop reaping
+            log.error("heartbeat not written: %s", exc)
+            return
         try:
             write_json(self.paths.workers / f"{self.identity.worker_id}.json", heartbeat.dump(), fsync=False)
         except CutorError as exc:
