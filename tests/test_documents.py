@@ -6,7 +6,8 @@ the exported schema (by the small validator below: `jsonschema` is not a depende
 project, and the validator refuses any keyword it does not know, so a schema it cannot check
 fails the test instead of passing unchecked), against its model with no unknown field allowed
 (writers never emit an undeclared field), and by dumping the parsed model again (the models keep
-every field and value exactly as written).
+every field and value exactly as written). The page, which reads them through the same models,
+shows what status.json tells.
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ import pytest
 from conftest import CLI, drop, make_submission, wait_done
 from nixtest import builders, need_nix, nix_config
 
+from cutor_spool.config import StatusPageConfig
 from cutor_spool.documents.build import BuildRecord
 from cutor_spool.documents.dependencies import DependenciesDocument
 from cutor_spool.documents.heartbeat import Heartbeat
 from cutor_spool.documents.schemas import DRAFT
 from cutor_spool.documents.stage import StageDocument
+from cutor_spool.documents.states import ATTEMPTS_LOG, State
 from cutor_spool.documents.status import StatusDocument
+from cutor_spool.layout import SpoolPaths
+from cutor_spool.runner.results import Reporter
+from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
+from cutor_spool.web_status import regenerate
 
 __all__ = ["builders"]  # the fixture, imported for pytest
 
@@ -167,3 +174,27 @@ def test_build_records_and_dependencies_fit_their_schemas(
     check(spool / "done/deps/result/dependencies.json", schemas["dependencies"], DependenciesDocument)
     (record,) = (spool / "builds" / "done").glob("*/result.json")
     check(record, schemas["build"], BuildRecord)
+
+
+def test_the_page_shows_what_status_json_tells(tmp_path: Path) -> None:
+    """The submission page reads status.json through its model: the judge's progress on a running
+    submission, failed subtasks and the system's reason on a finished one."""
+    paths = SpoolPaths(tmp_path / "spool")
+    paths.init()
+    drop(paths.root, make_submission(tmp_path / "work", "job", {"run": "true"}), "job")
+    identity = WorkerIdentity.make("executor", "testhost")
+    claim = SpoolQueue(paths.submissions, identity, log_name=ATTEMPTS_LOG).claim("job")
+    assert claim is not None
+    reporter = Reporter(claim, identity)
+    reporter.start()
+    reporter.transition(State.TESTING, test="t2", tests_done=1, tests_total=3, verdicts={"accepted": 1})
+    regenerate(paths, StatusPageConfig(interval=1.0, recent=50))
+    assert 'id="progress">1 of 3, now t2<' in (paths.status / "live" / "job.html").read_text()
+
+    reporter.finish(State.ERROR, reason="test t3: the checker crashed", failed_subtasks=["second"])
+    claim.commit()
+    regenerate(paths, StatusPageConfig(interval=1.0, recent=50))
+    page = (paths.status / "s" / "job.html").read_text()
+    assert "Reason: test t3: the checker crashed" in page and "<dd>second</dd>" in page
+    status = json.loads((paths.submissions.done / "job" / "result" / "status.json").read_text())
+    assert "test" not in status and status["tests_total"] == 3  # the test being judged is gone at the end
