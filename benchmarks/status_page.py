@@ -83,7 +83,7 @@ def write_entry(paths: SpoolPaths, name: str, n: int, finished: float) -> None:
     if kind == 9:  # compile error
         compile_out = output("compile", StageStatus.RUNTIME_ERROR, "", "prog.c:1:12: error: expected ')'\n")
         write_json(result / "compile.json", compile_out.to_json(), fsync=False)
-        status["stages"]["compile"] = stage_summary(compile_out)
+        status["stages"]["compile"] = stage_summary(compile_out).dump()
         status.update(state="done", outcome="compile_error")
     elif kind >= 7:  # judged, 10 tests
         (result / "tests").mkdir()
@@ -107,7 +107,7 @@ def write_entry(paths: SpoolPaths, name: str, n: int, finished: float) -> None:
     else:
         run = output("run", StageStatus.OK, f"hello from submission {n}\n" * 5)
         write_json(result / "run.json", run.to_json(), fsync=False)
-        status["stages"]["run"] = stage_summary(run)
+        status["stages"]["run"] = stage_summary(run).dump()
         status.update(state="done", outcome="ok")
     states["done"] = iso(finished)
     status.update(states=states, updated_at=iso(finished))

@@ -21,6 +21,7 @@ from cutor_spool.builder.keys import NixpkgsPin, for_attrs, for_nix_file
 from cutor_spool.builder.nixcmd import NixSettings
 from cutor_spool.builder.nixpkgs import PinResolver, is_flake_ref
 from cutor_spool.config import NixConfig
+from cutor_spool.documents.build import BuildRecord, BuildStatus
 from cutor_spool.errors import ConfigError
 
 PIN = NixpkgsPin(kind="path", ref="/srv/nixpkgs", identity="sha256-AAAA")
@@ -110,7 +111,7 @@ def test_shell_comes_from_the_closure_when_it_has_one() -> None:
 
 
 def _env(key: str, paths: dict[str, int], uses: dict[str, float], created: float) -> CachedEnv:
-    record = {"status": "ok", "closure_size": sum(paths.values()), "paths": [[p, s] for p, s in paths.items()]}
+    record = BuildRecord(key=key, status=BuildStatus.OK, closure_size=sum(paths.values()), paths=list(paths.items()))
     return CachedEnv(key, Path("/nowhere") / key, record, uses, created)
 
 

@@ -22,7 +22,6 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from cutor_spool.builder.driver import DRIVER_NIX
 from cutor_spool.builder.keys import NIX_FILE_NAME, EnvRequest, short
 from cutor_spool.builder.nixcmd import NixSettings
 from cutor_spool.config import NixConfig
+from cutor_spool.documents.build import BuildStatus as BuildStatus  # noqa: PLC0414 - re-exported from its old home
 from cutor_spool.errors import BuildError
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
 from cutor_spool.runner.stage import StageStatus
@@ -56,12 +56,6 @@ SANDBOX_TMP_LINE = b'export NIX_BUILD_TOP="${TMPDIR:-/tmp}"'
 
 def for_sandbox(script: bytes) -> bytes:
     return script.replace(MKTEMP_LINE, SANDBOX_TMP_LINE, 1)
-
-
-class BuildStatus(StrEnum):
-    OK = "ok"
-    FAILED = "failed"  # Nix refused or could not build it: the submission's dependency failure
-    ERROR = "error"  # the system gave up on it after its attempts (not cached for new requests)
 
 
 @dataclass(frozen=True)

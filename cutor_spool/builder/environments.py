@@ -17,7 +17,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cutor_spool.builder import cache, nixcmd, process
 from cutor_spool.builder.keys import MAX_NIX_FILE, EnvRequest, for_attrs, for_nix_file, short
@@ -25,6 +24,9 @@ from cutor_spool.builder.nixcmd import NixSettings, host_system
 from cutor_spool.builder.nixpkgs import PinResolver
 from cutor_spool.builder.requests import Builds
 from cutor_spool.config import SpoolConfig, StageKind
+from cutor_spool.documents.build import BuildRecord, BuildStatus
+from cutor_spool.documents.dependencies import BuildInfo, DependenciesDocument, EnvironmentInfo
+from cutor_spool.documents.stage import StageStatus, Truncated
 from cutor_spool.errors import BuildError
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.intake import Plan
@@ -44,7 +46,7 @@ class Unavailable(Exception):
 
 @dataclass
 class Obtained:
-    data: dict[str, Any] | None
+    data: BuildRecord | None
     key: str
     source: str  # "cached", "requested" (our request was built), "joined" (someone else's)
     message: str = ""
@@ -79,34 +81,31 @@ class NixEnvironments:
             nix_text = self._nix_text(plan, entry)
         except OSError as exc:  # larger than MAX_NIX_FILE, or swapped for something else
             message = f"the Nix file cannot be used: {exc}"
-            refused = {"stage": "dependencies", "status": "runtime_error", "message": message}
-            return EnvironmentResult(False, Environment(), refused, message)
+            refused = DependenciesDocument(status=StageStatus.RUNTIME_ERROR, message=message)
+            return EnvironmentResult(False, Environment(), refused.dump(), message)
         request = self._request(plan, nix_text)
         got = self._obtain(sub_id, request, nix_text, until=started + limits.wall_time, cancel=cancel)
         waited = time.monotonic() - started
         if got.data is None:
-            record: dict[str, object] = {
-                "stage": "dependencies",
-                "status": "time_limit",
-                "key": got.key,
-                "message": got.message,
-                "request": request.summary(),
-                "waited": round(waited, 3),
-                "limits": limits.to_json(),
-            }
-            return EnvironmentResult(False, Environment(), record, got.message)
+            late = DependenciesDocument(
+                status=StageStatus.TIME_LIMIT,
+                key=got.key,
+                message=got.message,
+                request=request.summary(),
+                waited=round(waited, 3),
+                limits=limits.to_json(),
+            )
+            return EnvironmentResult(False, Environment(), late.dump(), got.message)
         data = got.data
-        ok = data.get("status") == "ok"
-        substituted = got.substituted
-        record = self._record(got, waited, substituted)
-        if not ok:
-            message = f"the environment did not build: {data.get('message') or data.get('status')}"
-            log.info("%s: dependencies %s failed: %s", sub_id, short(got.key), data.get("message"))
+        record = self._record(data, got, waited).dump()
+        if data.status != BuildStatus.OK:
+            message = f"the environment did not build: {data.message or data.status}"
+            log.info("%s: dependencies %s failed: %s", sub_id, short(got.key), data.message)
             return EnvironmentResult(False, Environment(), record, message[-2000:])
         environment = Environment(
             env_script=self.builds.env_script(got.key),
-            ro_binds=tuple(path for path, _ in data.get("paths") or []),
-            shell=str(data.get("shell") or "/bin/bash"),
+            ro_binds=tuple(path for path, _ in data.paths or []),
+            shell=data.shell or "/bin/bash",
         )
         log.info(
             "%s: environment %s ready (%s, %.3fs%s)",
@@ -114,7 +113,7 @@ class NixEnvironments:
             short(got.key),
             got.source,
             waited,
-            ", substituted from the spool's cache" if substituted else "",
+            ", substituted from the spool's cache" if got.substituted else "",
         )
         return EnvironmentResult(True, environment, record, "")
 
@@ -145,8 +144,7 @@ class NixEnvironments:
                 return Obtained(None, key, source, "cancelled")
             data = self.builds.use(key, sub_id)
             if data is not None:
-                status = data.get("status")
-                if status == "error" and not retried:
+                if data.status == BuildStatus.ERROR and not retried:
                     # A system failure is not cached for new submissions: ask once more, with a
                     # fresh look at nixpkgs (the builder may have refused a stale pin).
                     retried = True
@@ -154,11 +152,11 @@ class NixEnvironments:
                         {**request.model_dump(), "nixpkgs": self.resolver.pin(fresh=True).model_dump()}
                     )
                     if request.key() == key:
-                        self.builds.evict(key, f"{sub_id}: {data.get('message')}")
+                        self.builds.evict(key, f"{sub_id}: {data.message}")
                     key = request.key()
                     continue
                 substituted = False
-                if status == "ok":
+                if data.status == BuildStatus.OK:
                     try:
                         substituted = self._ensure_local(key, data, until)
                     except Unavailable as exc:
@@ -194,11 +192,11 @@ class NixEnvironments:
         )
 
     # -- the store ---------------------------------------------------------------------------
-    def _ensure_local(self, key: str, data: dict[str, Any], until: float) -> bool:
+    def _ensure_local(self, key: str, data: BuildRecord, until: float) -> bool:
         """Makes sure the environment's closure is valid in this host's store; True if it had
         to be substituted from the spool's binary cache."""
-        env_path = str(data.get("env_path") or "")
-        closure = [str(path) for path, _ in data.get("paths") or []]
+        env_path = data.env_path or ""
+        closure = [path for path, _ in data.paths or []]
         if not env_path or not closure:
             raise Unavailable("its build record lists no store paths")
         present = all(os.path.lexists(self.settings.host_path(p)) for p in closure)
@@ -236,44 +234,37 @@ class NixEnvironments:
             raise Unavailable(f"cannot substitute {env_path} from {directory}: {done.error_text(1500)}")
 
     # -- the record --------------------------------------------------------------------------
-    def _record(self, got: Obtained, waited: float, substituted: bool) -> dict[str, Any]:
-        data = got.data or {}
+    def _record(self, data: BuildRecord, got: Obtained, waited: float) -> DependenciesDocument:
         tail, cut = self.builds.log_tail(got.key)
-        paths = data.get("paths") or []
-        return {
-            "stage": "dependencies",
-            "status": data.get("stage_status") or data.get("status"),
-            "key": got.key,
-            "source": got.source,
-            "waited": round(waited, 6),
-            "request": data.get("request"),
-            "nixpkgs": data.get("nixpkgs"),
-            "system": data.get("system"),
-            "environment": {
-                "path": data.get("env_path"),
-                "drv": data.get("drv_path"),
-                "paths": len(paths),
-                "closure_size": data.get("closure_size"),
-                "shell": data.get("shell"),
-                "substituted": substituted,
-            },
-            "packages": data.get("packages") or [],
-            "build": {
-                "status": data.get("status"),
-                "builder": data.get("builder"),
-                "host": data.get("host"),
-                "built_at": data.get("built_at"),
-                "attempt": data.get("attempt"),
-            },
-            "stdout": "",
-            "stderr": tail,
-            "output": tail,
-            "exit_code": data.get("exit_code"),
-            "signal": None,
-            "truncated": {"stdout": False, "stderr": cut or bool(data.get("log_truncated"))},
-            "cpu_time": data.get("cpu_time"),
-            "wall_time": data.get("build_time"),
-            "memory": data.get("memory"),
-            "limits": data.get("limits"),
-            "message": data.get("message"),
-        }
+        return DependenciesDocument(
+            status=data.stage_status or StageStatus.INTERNAL_ERROR,
+            key=got.key,
+            source=got.source,
+            waited=round(waited, 6),
+            request=data.request,
+            nixpkgs=data.nixpkgs,
+            system=data.system,
+            environment=EnvironmentInfo(
+                path=data.env_path,
+                drv=data.drv_path,
+                paths=len(data.paths or []),
+                closure_size=data.closure_size,
+                shell=data.shell,
+                substituted=got.substituted,
+            ),
+            packages=data.packages or [],
+            build=BuildInfo(
+                status=data.status, builder=data.builder, host=data.host, built_at=data.built_at, attempt=data.attempt
+            ),
+            stdout="",
+            stderr=tail,
+            output=tail,
+            exit_code=data.exit_code,
+            signal=None,
+            truncated=Truncated(stdout=False, stderr=cut or bool(data.log_truncated)),
+            cpu_time=data.cpu_time,
+            wall_time=data.build_time,
+            memory=data.memory,
+            limits=data.limits.model_dump() if data.limits is not None else None,
+            message=data.message,
+        )

@@ -16,6 +16,7 @@ from typing import Any
 
 from cutor_spool.atomic import read_json
 from cutor_spool.builder.requests import RESULT_NAME, USES_NAME
+from cutor_spool.documents.build import BuildRecord, BuiltPackage
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.watcher.ids import split_active
 from cutor_spool.watcher.queue import iso
@@ -27,17 +28,17 @@ KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 class CachedEnv:
     key: str
     path: Path
-    record: dict[str, Any]
+    record: BuildRecord
     uses: dict[str, float] = field(default_factory=dict)  # submission id -> last use (fs clock)
     created: float = 0.0  # mtime of result.json
 
     @property
     def status(self) -> str:
-        return str(self.record.get("status") or "unknown")
+        return str(self.record.status)
 
     @property
     def size(self) -> int:
-        return int(self.record.get("closure_size") or 0)
+        return self.record.closure_size or 0
 
     @property
     def last_used(self) -> float | None:
@@ -49,40 +50,41 @@ class CachedEnv:
 
     @property
     def closure(self) -> dict[str, int]:
-        out = {}
-        for item in self.record.get("paths") or []:
-            if isinstance(item, list | tuple) and len(item) == 2:
-                out[str(item[0])] = int(item[1] or 0)
-        return out
+        return self.record.closure
+
+    @property
+    def packages(self) -> list[dict[str, Any]]:
+        return [_package_json(p) for p in self.record.packages or []]
 
     def to_json(self) -> dict[str, Any]:
         last = self.last_used
+        record = self.record
         return {
             "key": self.key,
             "status": self.status,
-            "request": self.record.get("request"),
-            "packages": [_package_json(p) for p in self.record.get("packages") or [] if isinstance(p, dict)],
-            "env_path": self.record.get("env_path"),
-            "closure_size": self.record.get("closure_size"),
+            "request": record.request,
+            "packages": self.packages,
+            "env_path": record.env_path,
+            "closure_size": record.closure_size,
             "paths": len(self.closure),
-            "built_at": self.record.get("built_at"),
-            "build_time": self.record.get("build_time"),
-            "builder": self.record.get("builder"),
-            "nixpkgs": self.record.get("nixpkgs"),
-            "system": self.record.get("system"),
+            "built_at": record.built_at,
+            "build_time": record.build_time,
+            "builder": record.builder,
+            "nixpkgs": record.nixpkgs,
+            "system": record.system,
             "uses": len(self.uses),
             "last_used": iso(last) if last else None,
-            "message": self.record.get("message") if self.status != "ok" else None,
+            "message": record.message if self.status != "ok" else None,
         }
 
 
-def _package_json(p: dict[str, Any]) -> dict[str, Any]:
+def _package_json(p: BuiltPackage) -> dict[str, Any]:
     return {
-        "attr": p.get("attr"),
-        "name": p.get("pname") or p.get("name") or p.get("attr"),
-        "version": p.get("version") or None,
-        "path": p.get("path"),
-        "size": p.get("closure_size") or p.get("nar_size"),
+        "attr": p.attr,
+        "name": p.pname or p.name or p.attr,
+        "version": p.version or None,
+        "path": p.path,
+        "size": p.closure_size or p.nar_size,
     }
 
 
@@ -102,11 +104,12 @@ def read_uses(entry: Path) -> dict[str, float]:
 
 def read_env(entry: Path) -> CachedEnv | None:
     try:
-        record = read_json(entry / RESULT_NAME)
+        data = read_json(entry / RESULT_NAME)
         created = os.stat(entry / RESULT_NAME).st_mtime
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict):
+    record = BuildRecord.read(data)
+    if record is None:
         return None
     return CachedEnv(entry.name, entry, record, read_uses(entry), created)
 
@@ -151,10 +154,9 @@ def packages(envs: list[CachedEnv]) -> list[dict[str, Any]]:
     for env in envs:
         if env.status != "ok":
             continue
-        for raw in env.record.get("packages") or []:
-            if not isinstance(raw, dict) or not raw.get("path"):
+        for pkg in env.packages:
+            if not pkg["path"]:
                 continue
-            pkg = _package_json(raw)
             path = str(pkg["path"])
             by_path.setdefault(path, {**pkg, "environments": 0})["environments"] += 1
             users.setdefault(path, set()).update(env.uses)

@@ -25,10 +25,10 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from cutor_spool.atomic import read_json, write_bytes, write_json
 from cutor_spool.builder.keys import NIX_FILE_NAME, REQUEST_NAME, EnvRequest, short
+from cutor_spool.documents.build import BuildRecord
 from cutor_spool.errors import SpoolIOError
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.watcher.clock import stamp
@@ -56,7 +56,7 @@ class Builds:
     def done(self, key: str) -> Path:
         return self.dirs.done / key
 
-    def use(self, key: str, submission_id: str) -> dict[str, Any] | None:
+    def use(self, key: str, submission_id: str) -> BuildRecord | None:
         """Marks the environment used by `submission_id` and returns its result.json; None if
         it is not built (or is being evicted)."""
         marker = self.done(key) / USES_NAME / submission_id
@@ -68,7 +68,7 @@ class Builds:
             raise SpoolIOError(f"cannot mark build {short(key)} used: {exc.strerror}") from exc
         return self.result(key)
 
-    def result(self, key: str) -> dict[str, Any] | None:
+    def result(self, key: str) -> BuildRecord | None:
         try:
             data = read_json(self.done(key) / RESULT_NAME)
         except (FileNotFoundError, NotADirectoryError):
@@ -76,7 +76,10 @@ class Builds:
         except (OSError, ValueError) as exc:
             log.warning("build %s: unreadable result.json (%s)", short(key), exc)
             return None
-        return data if isinstance(data, dict) else None
+        record = BuildRecord.read(data)
+        if record is None:
+            log.warning("build %s: result.json is not a build record", short(key))
+        return record
 
     def env_script(self, key: str) -> bytes:
         with open(self.done(key) / ENV_SCRIPT_NAME, "rb") as fh:

@@ -35,6 +35,7 @@ from cutor_spool.builder.nixcmd import NixSettings, host_system
 from cutor_spool.builder.nixpkgs import PinResolver
 from cutor_spool.builder.requests import ENV_SCRIPT_NAME, LOG_NAME, RESULT_NAME, USES_NAME, request_of
 from cutor_spool.config import SpoolConfig
+from cutor_spool.documents.build import BuildRecord
 from cutor_spool.documents.states import ATTEMPTS_LOG
 from cutor_spool.errors import BuildError, LeaseLost, SandboxError, Shutdown, SystemFailure
 from cutor_spool.runner.cgroups import CgroupHost
@@ -196,6 +197,7 @@ class Builder(QueueWorker):
 
     # -- publishing --------------------------------------------------------------------------
     def _base_record(self, claim: Claim, request: EnvRequest) -> dict[str, Any]:
+        """The fields of every build record (see documents/build.py)."""
         return {
             "key": claim.entry_id,
             "system": request.system,
@@ -210,29 +212,31 @@ class Builder(QueueWorker):
 
     def _publish(self, claim: Claim, request: EnvRequest, report: BuildReport, started_at: float) -> None:
         entry = claim.path
-        record = {
-            **self._base_record(claim, request),
-            "status": str(report.status),
-            "stage_status": str(report.stage_status),
-            "message": report.message,
-            "packages": [p.to_json() for p in report.packages],
-            "env_path": report.env_path,
-            "drv_path": report.drv_path,
-            "shell": report.shell,
-            "env_script": ENV_SCRIPT_NAME if report.env_script is not None else None,
-            "closure_size": report.closure_size if report.closure else None,
-            "paths": [list(item) for item in report.closure],
-            "exported": report.exported,
-            "exit_code": report.exit_code,
-            "log": LOG_NAME,
-            "log_truncated": report.log_truncated,
-            "started_at": iso(started_at),
-            "built_at": iso(time.time()),
-            "build_time": round(report.wall_time, 3),
-            "cpu_time": round(report.cpu_time, 3),
-            "memory": report.memory,
-            "steps": list(report.steps),
-        }
+        record = BuildRecord.model_validate(
+            {
+                **self._base_record(claim, request),
+                "status": str(report.status),
+                "stage_status": str(report.stage_status),
+                "message": report.message,
+                "packages": [p.to_json() for p in report.packages],
+                "env_path": report.env_path,
+                "drv_path": report.drv_path,
+                "shell": report.shell,
+                "env_script": ENV_SCRIPT_NAME if report.env_script is not None else None,
+                "closure_size": report.closure_size if report.closure else None,
+                "paths": [list(item) for item in report.closure],
+                "exported": report.exported,
+                "exit_code": report.exit_code,
+                "log": LOG_NAME,
+                "log_truncated": report.log_truncated,
+                "started_at": iso(started_at),
+                "built_at": iso(time.time()),
+                "build_time": round(report.wall_time, 3),
+                "cpu_time": round(report.cpu_time, 3),
+                "memory": report.memory,
+                "steps": list(report.steps),
+            }
+        )
         write_bytes(entry / LOG_NAME, report.log)
         if report.env_script is not None:
             write_bytes(entry / ENV_SCRIPT_NAME, report.env_script)
@@ -240,24 +244,26 @@ class Builder(QueueWorker):
 
     def _publish_error(self, claim: Claim, request: EnvRequest, reason: str) -> None:
         log.error("build %s: %s", short(claim.entry_id), reason)
-        record = {
-            **self._base_record(claim, request),
-            "status": str(BuildStatus.ERROR),
-            "stage_status": str(StageStatus.INTERNAL_ERROR),
-            "message": reason,
-            "packages": [],
-            "paths": [],
-            "built_at": iso(time.time()),
-        }
+        record = BuildRecord.model_validate(
+            {
+                **self._base_record(claim, request),
+                "status": str(BuildStatus.ERROR),
+                "stage_status": str(StageStatus.INTERNAL_ERROR),
+                "message": reason,
+                "packages": [],
+                "paths": [],
+                "built_at": iso(time.time()),
+            }
+        )
         self._commit(claim, record)
 
-    def _commit(self, claim: Claim, record: dict[str, Any]) -> None:
+    def _commit(self, claim: Claim, record: BuildRecord) -> None:
         entry = claim.path
         try:
             (entry / USES_NAME).mkdir(exist_ok=True)
         except FileNotFoundError as exc:
             raise LeaseLost(f"build {short(claim.entry_id)}: claim is gone") from exc
-        write_json(entry / RESULT_NAME, record)
+        write_json(entry / RESULT_NAME, record.dump())
         claim.commit()
 
     def _discard(self, claim: Claim) -> None:
@@ -270,7 +276,8 @@ class Builder(QueueWorker):
 
     def _reject(self, claim: Claim, reason: str) -> None:
         log.error("build %s: rejected: %s", short(claim.entry_id), reason)
-        write_json(claim.path / RESULT_NAME, {"key": claim.entry_id, "status": "rejected", "message": reason})
+        record = BuildRecord(key=claim.entry_id, status=BuildStatus.REJECTED, message=reason)
+        write_json(claim.path / RESULT_NAME, record.dump())
         claim.commit(f"{claim.entry_id}.rejected-{claim.token}")
 
     def _system_failure(self, claim: Claim, reason: str) -> None:

@@ -8,6 +8,9 @@ from typing import Any
 
 import click
 
+from cutor_spool.documents.states import Outcome, State
+from cutor_spool.documents.status import StatusDocument
+
 EXIT_OK = 0  # done, and the outcome is ok or accepted
 EXIT_FAILED = 1  # done, and the submission's code failed (compile error, limits, wrong answer, ...)
 EXIT_USAGE = 2  # bad command line (click's own)
@@ -16,18 +19,17 @@ EXIT_ERROR = 4  # the system gave up on it (state error)
 EXIT_TIMEOUT = 5  # --wait/--timeout ran out first
 EXIT_NOT_FOUND = 6
 
-GOOD_OUTCOMES = frozenset({"ok", "accepted"})
+GOOD_OUTCOMES = frozenset({Outcome.OK, Outcome.ACCEPTED})
 
 
-def exit_code(status: dict[str, Any] | None) -> int:
+def exit_code(status: StatusDocument | None) -> int:
     if status is None:
         return EXIT_TIMEOUT
-    state = status.get("state")
-    if state == "invalid":
+    if status.state == State.INVALID:
         return EXIT_INVALID
-    if state == "error":
+    if status.state == State.ERROR:
         return EXIT_ERROR
-    return EXIT_OK if status.get("outcome") in GOOD_OUTCOMES else EXIT_FAILED
+    return EXIT_OK if status.outcome in GOOD_OUTCOMES else EXIT_FAILED
 
 
 def emit_json(value: Any) -> None:
@@ -65,21 +67,17 @@ def describe_event(ev: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def summary(status: dict[str, Any]) -> str:
-    state, outcome = status.get("state"), status.get("outcome")
-    head = f"{status.get('id')}: {state}"
-    if outcome:
-        head += f" ({color(outcome, outcome in GOOD_OUTCOMES)})"
-    if status.get("score") is not None:
-        head += f" score {status['score']:g}/{status.get('max_score', 0):g}"
-    stages = status.get("stages") or {}
-    details = [
-        f"{name} {s.get('status')} {s.get('cpu_time', 0):.3f}s cpu {human_size(s.get('memory'))}"
-        for name, s in stages.items()
+def summary(status: StatusDocument) -> str:
+    head = f"{status.id}: {status.state}"
+    if status.outcome:
+        head += f" ({color(status.outcome, status.outcome in GOOD_OUTCOMES)})"
+    if status.score is not None:
+        head += f" score {status.score:g}/{status.max_score or 0:g}"
+    lines = [head] + [
+        f"  {name} {s.status} {s.cpu_time:.3f}s cpu {human_size(s.memory)}" for name, s in status.stages.items()
     ]
-    lines = [head] + [f"  {d}" for d in details]
-    for err in status.get("errors") or []:
-        lines.append(f"  - {err.get('where')}: {err.get('message')}")
-    if status.get("reason"):
-        lines.append(f"  reason: {status['reason']}")
+    for err in status.errors or []:
+        lines.append(f"  - {err.where}: {err.message}")
+    if status.reason:
+        lines.append(f"  reason: {status.reason}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from cutor_spool.atomic import read_json
 from cutor_spool.cli.output import (
     EXIT_INVALID,
     EXIT_NOT_FOUND,
@@ -22,6 +23,9 @@ from cutor_spool.cli.output import (
     summary,
 )
 from cutor_spool.config import SpoolConfig, load_config
+from cutor_spool.documents.schemas import DOCUMENTS, document_schema
+from cutor_spool.documents.stage import StageDocument
+from cutor_spool.documents.states import RESULT_DIR
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.intake import read_submission
 from cutor_spool.submission import json_schema
@@ -56,16 +60,22 @@ def _wait_and_report(paths: SpoolPaths, entry_id: str, *, timeout: float | None,
         say(f"{entry_id}: still not finished after {timeout}s", err=True)
         return exit_code(None)
     if as_json:
-        emit_json(status)
+        emit_json(status.dump())
     else:
         say(summary(status))
         found = client.locate(paths, entry_id)
-        run = found.path / "result" / "run.json" if found else None
-        if run is not None and run.exists() and sys.stdout.isatty():
-            data = json.loads(run.read_text())
-            if data.get("stdout"):
-                say("--- stdout ---\n" + data["stdout"].rstrip("\n"))
+        if found is not None and sys.stdout.isatty():
+            run = _stage(found.path / RESULT_DIR / "run.json")
+            if run is not None and run.stdout:
+                say("--- stdout ---\n" + run.stdout.rstrip("\n"))
     return exit_code(status)
+
+
+def _stage(path: Path) -> StageDocument | None:
+    try:
+        return StageDocument.read(read_json(path))
+    except (OSError, ValueError):
+        return None
 
 
 @click.command()
@@ -129,7 +139,7 @@ def status(ctx: click.Context, entry_id: str, as_json: bool) -> None:
     if current is None:
         say(f"{entry_id}: not in the spool", err=True)
         sys.exit(EXIT_NOT_FOUND)
-    emit_json(current) if as_json else say(summary(current))
+    emit_json(current.dump()) if as_json else say(summary(current))
 
 
 @click.command()
@@ -195,10 +205,43 @@ def validate(ctx: click.Context, directory: Path, as_json: bool) -> None:
 
 
 @click.command()
+@click.argument("document", required=False, type=click.Choice(sorted(DOCUMENTS)))
 @click.option("--spool-config", is_flag=True, help="The schema of spool.yaml instead of submission.yaml.")
-def schema(spool_config: bool) -> None:
-    """Print the JSON Schema of submission.yaml (for editors), or of spool.yaml."""
+@click.option(
+    "--all",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write every schema into this directory (<name>.schema.json) instead of printing one.",
+)
+def schema(document: str | None, spool_config: bool, directory: Path | None) -> None:
+    """Print the JSON Schema of submission.yaml (for editors), of spool.yaml, or of a document the
+    spool writes (DOCUMENT: status, stage, dependencies, heartbeat, build), for clients to validate against.
+
+    \b
+    Examples:
+      cutor-spool schema > submission.schema.json
+      cutor-spool schema status > status.schema.json
+      cutor-spool schema --all schemas/
+    """
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, value in _every_schema().items():
+            path = directory / f"{name}.schema.json"
+            path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+            say(str(path))
+        return
+    if document is not None:
+        emit_json(document_schema(document))
+        return
     emit_json(SpoolConfig.model_json_schema() if spool_config else json_schema())
+
+
+def _every_schema() -> dict[str, dict[str, Any]]:
+    return {
+        "submission": json_schema(),
+        "spool": SpoolConfig.model_json_schema(),
+        **{name: document_schema(name) for name in DOCUMENTS},
+    }
 
 
 @click.command(name="watch-time", hidden=True)

@@ -9,10 +9,6 @@ The state machine (DESIGN section 4, the seeds' status flow and the judge diagra
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
-from typing import Any
-
-from cutor_spool.atomic import read_json
 
 RESULT_DIR = "result"
 ATTEMPTS_LOG = f"{RESULT_DIR}/attempts.jsonl"
@@ -46,11 +42,3 @@ class Outcome(StrEnum):
     ACCEPTED = "accepted"
     PARTIAL = "partial"
     REJECTED = "rejected"
-
-
-def read_status(entry: Path) -> dict[str, Any] | None:
-    try:
-        data = read_json(entry / RESULT_DIR / "status.json")
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

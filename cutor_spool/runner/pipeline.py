@@ -181,7 +181,7 @@ class Pipeline:
             return
         slot = self.slots.acquire()
         try:
-            reporter.status["sandbox_uid"] = slot.uid
+            reporter.note(sandbox_uid=slot.uid)
             sandbox = self.backend.open(slot, reporter.claim.entry_id)
             try:
                 problems = materialise(plan, entry, sandbox.workdir, slot.uid, slot.gid)

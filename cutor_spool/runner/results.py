@@ -22,6 +22,7 @@ from typing import Any
 
 from cutor_spool.atomic import append_line, clear_unless_regular, write_json
 from cutor_spool.documents.states import RESULT_DIR, TERMINAL, Outcome, State
+from cutor_spool.documents.status import StageSummary, StatusDocument
 from cutor_spool.runner.stage import StageOutput, StageStatus
 from cutor_spool.watcher.queue import Claim, WorkerIdentity, iso
 
@@ -36,14 +37,14 @@ STAGE_OUTCOME = {
 }
 
 
-def stage_summary(output: StageOutput) -> dict[str, Any]:
-    return {
-        "status": str(output.status),
-        "exit_code": output.exit_code,
-        "cpu_time": round(output.cpu_time, 6),
-        "wall_time": round(output.wall_time, 6),
-        "memory": output.memory,
-    }
+def stage_summary(output: StageOutput) -> StageSummary:
+    return StageSummary(
+        status=output.status,
+        exit_code=output.exit_code,
+        cpu_time=round(output.cpu_time, 6),
+        wall_time=round(output.wall_time, 6),
+        memory=output.memory,
+    )
 
 
 class Reporter:
@@ -56,17 +57,26 @@ class Reporter:
         self.dir = claim.path / RESULT_DIR
         self._on_state = on_state
         queued_at = claim.queued_at
-        self.status: dict[str, Any] = {
-            "id": claim.entry_id,
-            "state": State.QUEUED.value,
-            "outcome": None,
-            "attempts": claim.attempt,
-            "worker": worker.worker_id,
-            "host": worker.host,
-            "backend": backend,
-            "states": {State.QUEUED.value: iso(queued_at)} if queued_at else {},
-            "stages": {},
-        }
+        self.status = StatusDocument(
+            id=claim.entry_id,
+            state=State.QUEUED,
+            outcome=None,
+            attempts=claim.attempt,
+            worker=worker.worker_id,
+            host=worker.host,
+            backend=backend,
+            states={State.QUEUED.value: iso(queued_at)} if queued_at else {},
+            stages={},
+        )
+
+    def note(self, **fields: Any) -> None:
+        """Adds fields to status.json from its next write on (`sandbox_uid`, say)."""
+        self._update(fields)
+
+    def _update(self, fields: dict[str, Any]) -> None:
+        # model_validate, not model_copy: the fields are checked against the document (a writer
+        # never emits an undeclared field), and the ones given are marked given (see base.py).
+        self.status = StatusDocument.model_validate({**self.status.model_dump(exclude_unset=True), **fields})
 
     def start(self) -> None:
         """A fresh attempt: stage results of an earlier, unfinished attempt are removed, and so
@@ -91,14 +101,14 @@ class Reporter:
 
     def transition(self, state: State, *, message: str | None = None, **fields: Any) -> None:
         now = time.time()
-        self.status["state"] = state.value
-        self.status["states"][state.value] = iso(now)
-        self.status["updated_at"] = iso(now)
-        self.status.update({k: v for k, v in fields.items() if v is not None})
+        given = {k: v for k, v in fields.items() if v is not None}
+        self._update(
+            {"state": state, "states": {**self.status.states, state.value: iso(now)}, "updated_at": iso(now), **given}
+        )
         # Every write is atomic (readers never see half a file); only a terminal state is also
         # fsynced: it is what gets committed. An intermediate state lost in a crash is moot, as
         # the lease expires and the submission runs again.
-        write_json(self.dir / "status.json", self.status, fsync=state in TERMINAL)
+        write_json(self.dir / "status.json", self.status.dump(), fsync=state in TERMINAL)
         extra = {
             k: v
             for k, v in fields.items()
@@ -115,13 +125,15 @@ class Reporter:
         path = self.dir / f"{name}.json"
         if "/" in name:
             path.parent.mkdir(exist_ok=True)
-        write_json(path, {**output.to_json(), **extra}, fsync=fsync)
+        write_json(path, output.document(**extra).dump(), fsync=fsync)
         if "/" not in name:
-            self.status["stages"][name] = stage_summary(output)
+            self._update({"stages": {**self.status.stages, name: stage_summary(output)}})
 
     def write(self, name: str, data: Any) -> None:
         write_json(self.dir / name, data)
 
     def finish(self, state: State, outcome: Outcome | None = None, **fields: Any) -> None:
-        self.status.pop("test", None)  # the test being judged: nothing once finished
+        if self.status.test is not None:  # the test being judged: nothing once finished
+            kept = self.status.model_dump(exclude_unset=True, exclude={"test"})
+            self.status = StatusDocument.model_validate(kept)
         self.transition(state, outcome=outcome.value if outcome else None, **fields)

@@ -6,9 +6,10 @@ import base64
 import signal as signals
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from cutor_spool.documents.stage import AppliedLimits, StageDocument, Truncated
+from cutor_spool.documents.stage import StageStatus as StageStatus  # noqa: PLC0414 - re-exported from its old home
 from cutor_spool.limits import Limits
 from cutor_spool.runner.capture import Capture
 
@@ -20,17 +21,6 @@ STARTED_MARKER = b"\x1ecutor-stage\x1e"
 # limit can strike during the milliseconds of set-up, and stdout and stderr are separate pipes,
 # so a flood on stderr can hit its cap before the marker on stdout has been read.
 STOPPED_BY_US = frozenset({"cpu", "wall", "cancel", "output"})
-
-
-class StageStatus(StrEnum):
-    OK = "ok"
-    RUNTIME_ERROR = "runtime_error"
-    SIGNALED = "signaled"
-    TIME_LIMIT = "time_limit"
-    WALL_TIME_LIMIT = "wall_time_limit"
-    MEMORY_LIMIT = "memory_limit"
-    OUTPUT_LIMIT = "output_limit"
-    INTERNAL_ERROR = "internal_error"
 
 
 @dataclass(frozen=True)
@@ -71,9 +61,9 @@ def signal_name(number: int) -> str:
         return f"SIG{number}"
 
 
-def _text_fields(key: str, data: bytes) -> dict[str, Any]:
+def _text_fields(key: str, data: bytes) -> dict[str, str]:
     text = data.decode("utf-8", "replace")
-    out: dict[str, Any] = {key: text}
+    out = {key: text}
     if text.encode("utf-8") != data:  # not valid UTF-8: keep the exact bytes too
         out[f"{key}_base64"] = base64.b64encode(data).decode("ascii")
     return out
@@ -101,25 +91,22 @@ class StageOutput:
     def ok(self) -> bool:
         return self.status == StageStatus.OK
 
+    def document(self, **judged: Any) -> StageDocument:
+        """The stage's result file; `judged` adds a test's verdict, score and checker."""
+        texts = {
+            k: v for key in ("stdout", "stderr", "output") for k, v in _text_fields(key, getattr(self, key)).items()
+        }
+        return StageDocument(
+            stage=self.stage, status=self.status, **texts, exit_code=self.exit_code,
+            signal=signal_name(self.signal) if self.signal else None,
+            truncated=Truncated(stdout=self.stdout_truncated, stderr=self.stderr_truncated),
+            cpu_time=round(self.cpu_time, 6), wall_time=round(self.wall_time, 6), memory=self.memory,
+            limits=AppliedLimits(**self.limits.to_json()), backend=self.backend, message=self.message or None,
+            **judged,
+        )  # fmt: skip
+
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"stage": self.stage, "status": str(self.status)}
-        for key in ("stdout", "stderr", "output"):
-            data.update(_text_fields(key, getattr(self, key)))
-        data.update(
-            {
-                "exit_code": self.exit_code,
-                "signal": signal_name(self.signal) if self.signal else None,
-                "truncated": {"stdout": self.stdout_truncated, "stderr": self.stderr_truncated},
-                "cpu_time": round(self.cpu_time, 6),
-                "wall_time": round(self.wall_time, 6),
-                "memory": self.memory,
-                "limits": self.limits.to_json(),
-                "backend": self.backend,
-            }
-        )
-        if self.message:
-            data["message"] = self.message
-        return data
+        return self.document().dump()
 
 
 def internal_error(spec: StageSpec, message: str, backend: str) -> StageOutput:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cutor_spool.atomic import read_lines
-from cutor_spool.documents.states import TERMINAL, read_status
+from cutor_spool.documents.states import State
+from cutor_spool.documents.status import StatusDocument, read_status
 from cutor_spool.errors import CutorError
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.watcher.ids import new_id, split_active, valid_id
@@ -120,7 +121,7 @@ def locate(paths: SpoolPaths, entry_id: str) -> Located | None:
     return None
 
 
-def current_status(paths: SpoolPaths, entry_id: str) -> dict[str, Any] | None:
+def current_status(paths: SpoolPaths, entry_id: str) -> StatusDocument | None:
     """The submission's status.json, or a synthetic one while it is queued."""
     for _ in range(3):  # an entry can move between listing and reading
         found = locate(paths, entry_id)
@@ -130,7 +131,8 @@ def current_status(paths: SpoolPaths, entry_id: str) -> dict[str, Any] | None:
         if status is not None and (found.where != "queued"):
             return status
         if found.where == "queued":
-            return {"id": entry_id, "state": "queued", "outcome": None, "attempts": (status or {}).get("attempts", 0)}
+            attempts = status.attempts if status is not None and status.attempts is not None else 0
+            return StatusDocument(id=entry_id, state=State.QUEUED, outcome=None, attempts=attempts)
     return None
 
 
@@ -145,7 +147,7 @@ def follow(
     *,
     timeout: float | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any] | None:
+) -> StatusDocument | None:
     """Waits for the terminal status; calls `on_event` for each new event as it happens.
     Returns None on timeout."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -159,7 +161,7 @@ def follow(
                 for ev in evs[seen:]:
                     on_event(ev)
                 seen = max(seen, len(evs))
-            if status is not None and status.get("state") in TERMINAL:
+            if status is not None and status.terminal:
                 found = locate(paths, entry_id)
                 if found is not None and found.where == "done":
                     return status
@@ -182,19 +184,25 @@ def listing(paths: SpoolPaths, *, limit: int = 50) -> dict[str, list[dict[str, A
     for e in names(subs.active):
         parsed = split_active(e.name)
         if parsed:
-            status = read_status(Path(e.path)) or {}
-            active.append({"id": parsed[0], "state": status.get("state", "claimed"), "worker": status.get("worker")})
+            status = read_status(Path(e.path))
+            active.append(
+                {
+                    "id": parsed[0],
+                    "state": str(status.state) if status else "claimed",
+                    "worker": status.worker if status else None,
+                }
+            )
     done_entries = sorted(names(subs.done), key=lambda e: e.stat().st_mtime, reverse=True)[:limit]
     done = []
     for e in done_entries:
-        status = read_status(Path(e.path)) or {}
+        status = read_status(Path(e.path))
         done.append(
             {
                 "id": e.name,
-                "state": status.get("state"),
-                "outcome": status.get("outcome"),
-                "score": status.get("score"),
-                "max_score": status.get("max_score"),
+                "state": str(status.state) if status else None,
+                "outcome": str(status.outcome) if status and status.outcome else None,
+                "score": status.score if status else None,
+                "max_score": status.max_score if status else None,
             }
         )
     return {"queued": queued, "active": active, "done": done}

@@ -16,13 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from cutor_spool.builder.inventory import CachedEnv, read_uses
 from cutor_spool.builder.requests import RESULT_NAME, USES_NAME
+from cutor_spool.documents.build import BuildRecord
+from cutor_spool.documents.heartbeat import Heartbeat
+from cutor_spool.documents.status import StatusDocument
 from cutor_spool.layout import QueueDirs
 from cutor_spool.watcher.ids import split_active
 from cutor_spool.watcher.queue import scan_arrivals
-from cutor_spool.web_status.model import BUILD_KEYS, integer, mapping, number, text
-from cutor_spool.web_status.reading import STATUS_LIMIT, json_object, open_dir, open_subdir, read_json
+from cutor_spool.web_status.model import BUILD_KEYS, clip
+from cutor_spool.web_status.reading import (
+    STATUS_LIMIT,
+    json_object,
+    open_dir,
+    open_subdir,
+    read_document,
+    read_json,
+)
 
 QUEUE_SHOWN = 50
 HEARTBEAT_LIMIT = 1 * 2**20
@@ -65,7 +77,7 @@ class ActiveEntry:
     host: str | None
     attempt: int | None
     since: str | None  # when it reached its current state
-    status: dict[str, Any] | None
+    status: StatusDocument | None
 
 
 def result_stamp(entry: Path) -> list[int]:
@@ -78,6 +90,42 @@ def result_stamp(entry: Path) -> list[int]:
         except OSError:
             out += [0, 0]
     return out
+
+
+class _Lease(BaseModel):
+    """The claim's `.lease` as the page needs it, until the first status.json is written."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    worker: str | None = None
+    host: str | None = None
+    attempt: int | None = None
+    claimed_at: str | None = None
+
+
+def _read_lease(value: object) -> _Lease:
+    try:
+        return _Lease.model_validate(value)
+    except ValidationError:
+        return _Lease()
+
+
+def _active_entry(name: str, token: str, path: Path, status: StatusDocument | None, lease: _Lease) -> ActiveEntry:
+    if status is None:
+        return ActiveEntry(name, token, path, "claimed", clip(lease.worker, 200), clip(lease.host, 200),
+                           lease.attempt, clip(lease.claimed_at, 40), None)  # fmt: skip
+    state = status.state.value
+    return ActiveEntry(
+        id=name,
+        token=token,
+        path=path,
+        state=state,
+        worker=clip(status.worker or lease.worker, 200),
+        host=clip(status.host or lease.host, 200),
+        attempt=status.attempts or lease.attempt,
+        since=clip(status.states.get(state) or lease.claimed_at, 40),
+        status=status,
+    )
 
 
 def active(dirs: QueueDirs) -> list[ActiveEntry]:
@@ -94,25 +142,11 @@ def active(dirs: QueueDirs) -> list[ActiveEntry]:
         with open_dir(path) as entry_fd:
             lease = read_json(entry_fd, ".lease", HEARTBEAT_LIMIT)
             with open_subdir(entry_fd, "result") as result_fd:
-                status = read_json(result_fd, "status.json", STATUS_LIMIT)
+                status = read_document(result_fd, "status.json", STATUS_LIMIT, StatusDocument)
         if entry_fd is None:
             continue  # committed or requeued while we looked
-        status = status if isinstance(status, dict) else None
-        lease = lease if isinstance(lease, dict) else {}
-        state = text((status or {}).get("state"), 40) or "claimed"
-        out.append(
-            ActiveEntry(
-                id=parsed[0],
-                token=parsed[1],
-                path=path,
-                state=state,
-                worker=text((status or {}).get("worker") or lease.get("worker"), 200),
-                host=text((status or {}).get("host") or lease.get("host"), 200),
-                attempt=integer((status or {}).get("attempts") or lease.get("attempt")),
-                since=text(mapping((status or {}).get("states")).get(state) or lease.get("claimed_at"), 40),
-                status=status,
-            )
-        )
+        found = status if isinstance(status, StatusDocument) else None
+        out.append(_active_entry(parsed[0], parsed[1], path, found, _read_lease(lease)))
     return out
 
 
@@ -134,6 +168,28 @@ class Worker:
 
 STALE_AFTER_HEARTBEATS = 3
 STALE_MIN_SECONDS = 10.0
+_INFO = ("backend", "concurrency", "poll", "store")  # what the page lists of a worker's settings
+
+
+def _worker(heartbeat: Heartbeat, age: float) -> Worker:
+    limit = max(STALE_MIN_SECONDS, STALE_AFTER_HEARTBEATS * heartbeat.heartbeat_interval)
+    info = {key: clip(getattr(heartbeat, key), 100) or "" for key in _INFO if getattr(heartbeat, key) is not None}
+    if heartbeat.sandbox is not None:  # an executor whose host cannot run stages (health.py)
+        info["sandbox"] = clip(heartbeat.sandbox, 400) or ""
+    return Worker(
+        id=clip(heartbeat.worker, 200) or "?",
+        kind=clip(heartbeat.kind, 40) or "?",
+        host=clip(heartbeat.host, 200) or "?",
+        pid=heartbeat.pid,
+        alive=age <= limit,
+        age=age,
+        interval=heartbeat.heartbeat_interval,
+        processed=heartbeat.processed,
+        version=clip(heartbeat.version, 40),
+        started_at=clip(heartbeat.started_at, 40),
+        current=[c.dump() for c in heartbeat.current],
+        info=info,
+    )
 
 
 def workers(directory: Path, now: float) -> list[Worker]:
@@ -149,36 +205,9 @@ def workers(directory: Path, now: float) -> list[Worker]:
             mtime = entry.stat(follow_symlinks=False).st_mtime
         except OSError:
             continue
-        data = json_object(Path(entry.path), HEARTBEAT_LIMIT)
-        if data is None:
-            continue
-        interval = number(data.get("heartbeat_interval"))
-        age = max(0.0, now - mtime)
-        limit = max(STALE_MIN_SECONDS, STALE_AFTER_HEARTBEATS * (interval or 0.0))
-        current = data.get("current")
-        info: dict[str, str] = {
-            key: text(data[key], 100) or ""
-            for key in ("backend", "concurrency", "poll", "store", "nix")
-            if key in data and not isinstance(data[key], (dict, list))
-        }
-        if isinstance(data.get("sandbox"), str):  # an executor whose host cannot run stages (health.py)
-            info["sandbox"] = text(data["sandbox"], 400) or ""
-        out.append(
-            Worker(
-                id=text(data.get("worker"), 200) or entry.name[: -len(".json")],
-                kind=text(data.get("kind"), 40) or "?",
-                host=text(data.get("host"), 200) or "?",
-                pid=integer(data.get("pid")),
-                alive=age <= limit,
-                age=age,
-                interval=interval,
-                processed=integer(data.get("processed")),
-                version=text(data.get("version"), 40),
-                started_at=text(data.get("started_at"), 40),
-                current=[mapping(c) for c in current if isinstance(c, dict)] if isinstance(current, list) else [],
-                info=info,
-            )
-        )
+        heartbeat = Heartbeat.read(json_object(Path(entry.path), HEARTBEAT_LIMIT))
+        if heartbeat is not None:
+            out.append(_worker(heartbeat, max(0.0, now - mtime)))
     out.sort(key=lambda w: (not w.alive, w.kind, w.host, w.id))
     return out
 
@@ -201,44 +230,49 @@ def build_signature(entry: Path, base: list[int]) -> list[int]:
     return [*base, st.st_ino, st.st_mtime_ns]
 
 
+def _package_names(env: CachedEnv) -> list[str]:
+    names = [
+        f"{p['name']} {p['version']}" if p["version"] else str(p["name"] or p["attr"] or "?") for p in env.packages
+    ]
+    request = env.record.request or {}
+    if not names and request:
+        names = [str(a) for a in request.get("attrs") or request.get("dependencies") or []] or [
+            str(request.get("nix") or request.get("file") or "a Nix expression")
+        ]
+    return names
+
+
 def build_summary(entry: Path) -> dict[str, Any]:
     """One cached environment as the page shows it: `builds/done/<key>/result.json` as the
     builder's inventory (`cutor-spool packages`) reads it, opened without following links."""
     with open_dir(entry) as fd:
-        record = read_json(fd, RESULT_NAME, BUILD_RECORD_LIMIT)
-    if not isinstance(record, dict):
+        record = read_document(fd, RESULT_NAME, BUILD_RECORD_LIMIT, BuildRecord)
+    if not isinstance(record, BuildRecord):
         return {
             **dict.fromkeys(BUILD_KEYS),
             "name": entry.name,
             "status": "unknown",
             "message": "no readable result.json",
         }
-    data = CachedEnv(entry.name, entry, record, read_uses(entry)).to_json()
-    names = [
-        f"{p['name']} {p['version']}" if p.get("version") else str(p.get("name") or p.get("attr") or "?")
-        for p in data["packages"]
-    ]
-    request = mapping(data.get("request"))
-    if not names and request:
-        names = [str(a) for a in request.get("attrs") or request.get("dependencies") or []] or [
-            str(request.get("nix") or request.get("file") or "a Nix expression")
-        ]
+    env = CachedEnv(entry.name, entry, record, read_uses(entry))
+    data = env.to_json()
+    names = _package_names(env)
     return {
         "name": entry.name,
-        "status": text(data["status"], 40),
-        "packages": text(", ".join(names), 400) if names else None,
-        "size": integer(data["closure_size"]),
-        "built_at": text(data["built_at"], 40),
-        "last_used": text(data["last_used"], 40),
-        "uses": integer(data["uses"]),
-        "build_time": number(data["build_time"]),
-        "nixpkgs": text(data["nixpkgs"], 200),
-        "system": text(data["system"], 40),
-        "message": text(data["message"]),
+        "status": clip(data["status"], 40),
+        "packages": clip(", ".join(names), 400) if names else None,
+        "size": record.closure_size,
+        "built_at": clip(record.built_at, 40),
+        "last_used": data["last_used"],
+        "uses": data["uses"],
+        "build_time": record.build_time,
+        "nixpkgs": clip(record.nixpkgs, 200),
+        "system": clip(record.system, 40),
+        "message": clip(data["message"]),
         "package_list": [
-            [text(p.get("name"), 100), text(p.get("version"), 60), text(p.get("path"), 300), integer(p.get("size"))]
-            for p in data["packages"]
-            if p.get("path")
+            [clip(p["name"], 100), clip(p["version"], 60), clip(p["path"], 300), p["size"]]
+            for p in env.packages
+            if p["path"]
         ],
     }
 

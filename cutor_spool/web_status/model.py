@@ -1,6 +1,6 @@
-"""What the page shows about one submission, from the files its worker wrote.
+"""What the page shows about one submission, from the documents its worker wrote.
 
-Two views, both pure functions of JSON already read (see `reading.py`):
+Two views, both pure functions of documents already read and parsed (see `reading.py`):
 
 - `summarize`: one small record per submission, kept in the incremental index (`index.py`) so that
   the front page, the history pages, status.json and metrics.prom never re-read the spool's done
@@ -8,24 +8,27 @@ Two views, both pure functions of JSON already read (see `reading.py`):
 - `Detail`: everything a submission's own page shows: stages with their output, the tests table of
   a judged submission, the event log.
 
-The files come from workers of possibly other versions, from the judge and the builder being
-written in parallel, or from a hand-made mess: every field is read defensively, and a value of the
-wrong type is shown as missing, never trusted.
+The files come from workers of possibly other versions, or from a hand-made mess: they are parsed
+with the documents' models (`documents/`), which ignore fields they do not know; a file that does
+not fit its model is shown as missing, never trusted. Text is clipped to what a page can show.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cutor_spool.web_status.reading import TooLarge
+from cutor_spool.documents.stage import AppliedLimits, StageDocument, Verdict
+from cutor_spool.documents.states import Outcome
+from cutor_spool.documents.status import StageSummary, StatusDocument
+from cutor_spool.web_status.reading import Stage, TooLarge
 
 # Stages in the order they run; any other stage file (a checker's compile, say) follows by name.
 STAGE_ORDER = ("dependencies", "compile", "run")
-TERMINAL_STATES = ("done", "invalid", "error")
-GOOD_OUTCOMES = frozenset({"ok", "accepted"})
+GOOD_OUTCOMES = frozenset({Outcome.OK.value, Outcome.ACCEPTED.value})
 MESSAGE_LIMIT = 300
 DISPLAY_LIMIT = 64 * 1024  # characters of one stream shown on a page; the spool keeps all of it
 TEST_DISPLAY_LIMIT = 4 * 1024
@@ -66,27 +69,12 @@ BUILD_KEYS = (
 )
 
 
-def text(value: Any, limit: int = MESSAGE_LIMIT) -> str | None:
-    if value is None or isinstance(value, (dict, list)):
+def clip(value: object, limit: int = MESSAGE_LIMIT) -> str | None:
+    """A value as the page shows it: text, cut to `limit` characters; None stays None."""
+    if value is None:
         return None
     out = str(value)
     return out if len(out) <= limit else out[: limit - 1] + "…"
-
-
-def number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
-def integer(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value
-
-
-def mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def natural_key(name: str) -> tuple[Any, ...]:
@@ -94,26 +82,16 @@ def natural_key(name: str) -> tuple[Any, ...]:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
-def finished_at(status: dict[str, Any]) -> str | None:
-    states = mapping(status.get("states"))
-    state = status.get("state")
-    if isinstance(state, str) and state in TERMINAL_STATES and isinstance(states.get(state), str):
-        return str(states[state])
-    return text(status.get("updated_at"), 40)
-
-
-def _first_message(status: dict[str, Any]) -> str | None:
-    for key in ("reason", "message"):
-        found = text(status.get(key))
+def _first_message(status: StatusDocument) -> str | None:
+    for found in (status.reason, status.message):
         if found:
-            return found
-    errors = status.get("errors")
-    if isinstance(errors, list) and errors:
-        first = mapping(errors[0])
-        where, message = text(first.get("where"), 80), text(first.get("message"))
-        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+            return clip(found)
+    if status.errors:
+        first = status.errors[0]
+        where, message = clip(first.where, 80), clip(first.message)
+        more = f" (+{len(status.errors) - 1} more)" if len(status.errors) > 1 else ""
         if message:
-            return text(f"{where}: {message}{more}" if where else f"{message}{more}")
+            return clip(f"{where}: {message}{more}" if where else f"{message}{more}")
     return None
 
 
@@ -131,81 +109,74 @@ class TestRow:
     stdout_cut: int = 0  # characters not shown
 
 
-def test_rows(status: dict[str, Any], docs: dict[str, dict[str, Any] | TooLarge | None]) -> list[TestRow]:
+def _test_row(name: str, doc: StageDocument | TooLarge | None, listed: Verdict | None) -> TestRow:
+    if not isinstance(doc, StageDocument):
+        message = "result file too large to show" if isinstance(doc, TooLarge) else None
+        verdict = clip(listed, 40)
+        return TestRow(name, verdict, None, None, None, None, None, message)
+    checker = doc.checker.message if doc.checker is not None else None
+    shown = doc.stdout[:TEST_DISPLAY_LIMIT]
+    return TestRow(
+        name=name,
+        verdict=clip(doc.verdict or listed, 40),
+        score=doc.score,
+        points=doc.points,
+        cpu_time=doc.cpu_time,
+        wall_time=doc.wall_time,
+        memory=doc.memory,
+        message=clip(doc.feedback or checker or doc.message, 1000),
+        stdout=shown,
+        stdout_cut=len(doc.stdout) - len(shown),
+    )
+
+
+def test_rows(status: StatusDocument | None, docs: dict[str, StageDocument | TooLarge | None]) -> list[TestRow]:
     """The tests table: from `result/tests/<name>.json` (the judge's stage output plus verdict),
-    completed by whatever `status.json`'s `tests` says (a verdict per name, or a record)."""
-    listed = status.get("tests")
-    names = list(listed) if isinstance(listed, dict) else []
-    names += sorted((n for n in docs if n not in names), key=natural_key)
-    rows = []
-    for name in names:
-        doc = docs.get(name)
-        data = doc if isinstance(doc, dict) else {}
-        extra = listed.get(name) if isinstance(listed, dict) else None
-        record = extra if isinstance(extra, dict) else {}
-        checker = mapping(data.get("checker"))
-        verdict = text(data.get("verdict") or record.get("verdict") or (extra if isinstance(extra, str) else None), 40)
-        message = text(
-            data.get("feedback")
-            or data.get("checker_message")
-            or checker.get("message")
-            or record.get("feedback")
-            or record.get("message")
-            or data.get("message"),
-            1000,
-        )
-        stdout = text(data.get("stdout"), 10**9) or ""
-        shown = stdout[:TEST_DISPLAY_LIMIT]
-        rows.append(
-            TestRow(
-                name=name,
-                verdict=verdict,
-                score=number(data.get("score", record.get("score"))),
-                points=number(data.get("points", record.get("points"))),
-                cpu_time=number(data.get("cpu_time", record.get("cpu_time"))),
-                wall_time=number(data.get("wall_time", record.get("wall_time"))),
-                memory=integer(data.get("memory", record.get("memory"))),
-                message=message if not isinstance(doc, TooLarge) else "result file too large to show",
-                stdout=shown,
-                stdout_cut=len(stdout) - len(shown),
-            )
-        )
-    return rows
+    completed by the verdicts `status.json`'s `tests` lists."""
+    listed = (status.tests if status is not None else None) or {}
+    names = list(listed) + sorted((n for n in docs if n not in listed), key=natural_key)
+    return [_test_row(name, docs.get(name), listed.get(name)) for name in names]
 
 
-def summarize(name: str, status: dict[str, Any] | None, tests: list[TestRow] | None = None) -> dict[str, Any]:
+def _most(values: Iterable[float | None]) -> Any:
+    return max((v for v in values if v is not None), default=None)
+
+
+def _resources(stages: dict[str, StageSummary], rows: list[TestRow]) -> tuple[Any, Any, Any]:
+    """Time and memory as judges show them: the run's, or the worst test's; without either (a
+    compile error, say) the worst of the stages that did run."""
+    run = stages.get("run")
+    basis = list(stages.values()) if run is None and not rows else [run] if run is not None else []
+    return (
+        _most([*(s.cpu_time for s in basis), *(r.cpu_time for r in rows)]),
+        _most([*(s.wall_time for s in basis), *(r.wall_time for r in rows)]),
+        _most([*(s.memory for s in basis), *(r.memory for r in rows)]),
+    )
+
+
+def summarize(name: str, status: StatusDocument | None, tests: list[TestRow] | None = None) -> dict[str, Any]:
     """The index record of one submission (`name` is its directory name in done/ or active/)."""
     if status is None:
         return {**dict.fromkeys(SUMMARY_KEYS), "name": name, "id": name, "state": "unknown"}
-    # Time and memory as judges show them: the run's, or the worst test's; without either (a
-    # compile error, say) the worst of the stages that did run.
-    stage_map = mapping(status.get("stages"))
     rows = tests or []
-    if "run" in stage_map or rows:
-        basis = [mapping(stage_map.get("run"))] if "run" in stage_map else []
-    else:
-        basis = [mapping(s) for s in stage_map.values()]
-    cpu = [number(s.get("cpu_time")) for s in basis] + [r.cpu_time for r in rows]
-    wall = [number(s.get("wall_time")) for s in basis] + [r.wall_time for r in rows]
-    memory = [integer(s.get("memory")) for s in basis] + [r.memory for r in rows]
+    cpu_time, wall_time, memory = _resources(status.stages, rows)
     passed = sum(1 for r in rows if r.verdict in ("accepted", "ok"))
-    states = mapping(status.get("states"))
     return {
         "name": name,
-        "id": text(status.get("id"), 200) or name,
-        "state": text(status.get("state"), 40) or "unknown",
-        "outcome": text(status.get("outcome"), 40),
-        "score": number(status.get("score")),
-        "max_score": number(status.get("max_score")),
+        "id": clip(status.id, 200) or name,
+        "state": status.state.value,
+        "outcome": status.outcome.value if status.outcome else None,
+        "score": status.score,
+        "max_score": status.max_score,
         "tests": f"{passed}/{len(rows)}" if rows else None,
-        "attempts": integer(status.get("attempts")),
-        "worker": text(status.get("worker"), 200),
-        "host": text(status.get("host"), 200),
-        "queued": text(states.get("queued"), 40),
-        "finished": finished_at(status),
-        "cpu_time": max((c for c in cpu if c is not None), default=None),
-        "wall_time": max((w for w in wall if w is not None), default=None),
-        "memory": max((m for m in memory if m is not None), default=None),
+        "attempts": status.attempts,
+        "worker": clip(status.worker, 200),
+        "host": clip(status.host, 200),
+        "queued": clip(status.states.get("queued"), 40),
+        "finished": clip(status.finished_at, 40),
+        "cpu_time": cpu_time,
+        "wall_time": wall_time,
+        "memory": memory,
         "message": _first_message(status),
     }
 
@@ -235,11 +206,25 @@ class StageView:
     too_large: int | None = None
 
 
-def _stream(key: str, label: str, value: Any, truncated: bool) -> Stream | None:
-    if not isinstance(value, str) or not value:
+def _stream(key: str, label: str, value: str | None, truncated: bool) -> Stream | None:
+    if not value:
         return None
     shown = value[:DISPLAY_LIMIT]
     return Stream(key, label, shown, len(value) - len(shown), truncated)
+
+
+def _streams(doc: Stage) -> list[Stream]:
+    cut = doc.truncated
+    streams = [
+        _stream("stdout", "stdout", doc.stdout, bool(cut and cut.stdout)),
+        _stream("stderr", "stderr", doc.stderr, bool(cut and cut.stderr)),
+    ]
+    present = [s for s in streams if s is not None]
+    if len(present) == 2:  # both: the interleaved record shows how they went together
+        streams.append(_stream("output", "stdout and stderr, interleaved", doc.output, False))
+    elif not present:
+        streams.append(_stream("output", "output", doc.output, False))
+    return [s for s in streams if s is not None]
 
 
 _STAGE_FIELDS = frozenset(
@@ -248,54 +233,45 @@ _STAGE_FIELDS = frozenset(
 )
 
 
-def stage_view(name: str, doc: dict[str, Any] | TooLarge | None, summary: dict[str, Any]) -> StageView:
-    if isinstance(doc, TooLarge) or doc is None:
+def stage_view(name: str, doc: Stage | TooLarge | None, summary: StageSummary | None) -> StageView:
+    if doc is None or isinstance(doc, TooLarge):
         return StageView(
             name=name,
-            status=text(summary.get("status"), 40),
-            exit_code=integer(summary.get("exit_code")),
+            status=clip(summary.status if summary else None, 40),
+            exit_code=summary.exit_code if summary else None,
             signal=None,
-            cpu_time=number(summary.get("cpu_time")),
-            wall_time=number(summary.get("wall_time")),
-            memory=integer(summary.get("memory")),
+            cpu_time=summary.cpu_time if summary else None,
+            wall_time=summary.wall_time if summary else None,
+            memory=summary.memory if summary else None,
             message=None,
             limits={},
             streams=[],
             facts=[],
             too_large=doc.size if isinstance(doc, TooLarge) else None,
         )
-    cut = mapping(doc.get("truncated"))
-    streams = [
-        _stream("stdout", "stdout", doc.get("stdout"), bool(cut.get("stdout"))),
-        _stream("stderr", "stderr", doc.get("stderr"), bool(cut.get("stderr"))),
-    ]
-    present = [s for s in streams if s is not None]
-    if len(present) == 2:  # both: the interleaved record shows how they went together
-        streams.append(_stream("output", "stdout and stderr, interleaved", doc.get("output"), False))
-    elif not present:
-        streams.append(_stream("output", "output", doc.get("output"), False))
+    limits = doc.limits.model_dump() if isinstance(doc.limits, AppliedLimits) else dict(doc.limits or {})
     facts = [
-        (key, text(value) or "")
-        for key, value in doc.items()
-        if key not in _STAGE_FIELDS and not isinstance(value, (dict, list)) and value is not None
+        (key, clip(value) or "")
+        for key, value in doc.dump().items()
+        if key not in _STAGE_FIELDS and not isinstance(value, dict | list) and value is not None
     ]
     return StageView(
         name=name,
-        status=text(doc.get("status"), 40) or text(summary.get("status"), 40),
-        exit_code=integer(doc.get("exit_code")),
-        signal=text(doc.get("signal"), 20),
-        cpu_time=number(doc.get("cpu_time")),
-        wall_time=number(doc.get("wall_time")),
-        memory=integer(doc.get("memory")),
-        message=text(doc.get("message"), 4000),
-        limits={k: v for k, v in mapping(doc.get("limits")).items() if number(v) is not None},
-        streams=[s for s in streams if s is not None],
+        status=clip(doc.status, 40),
+        exit_code=doc.exit_code,
+        signal=clip(doc.signal, 20),
+        cpu_time=doc.cpu_time,
+        wall_time=doc.wall_time,
+        memory=doc.memory,
+        message=clip(doc.message, 4000),
+        limits=limits,
+        streams=_streams(doc),
         facts=facts,
     )
 
 
-def stage_names(found: list[str], status: dict[str, Any]) -> list[str]:
-    known = set(found) | set(mapping(status.get("stages")))
+def stage_names(found: list[str], status: StatusDocument | None) -> list[str]:
+    known = set(found) | set(status.stages if status is not None else {})
     return [s for s in STAGE_ORDER if s in known] + sorted(known - set(STAGE_ORDER))
 
 
@@ -308,21 +284,18 @@ class SubtaskRow:
     passed: bool | None
 
 
-def subtask_rows(status: dict[str, Any]) -> list[SubtaskRow]:
-    rows = []
-    for name, value in mapping(status.get("subtasks")).items():
-        item = mapping(value)
-        passed = item.get("passed")
-        rows.append(
-            SubtaskRow(
-                name=str(name),
-                score=number(item.get("score")),
-                points=number(item.get("points")),
-                scoring=text(item.get("scoring"), 40),
-                passed=passed if isinstance(passed, bool) else None,
-            )
-        )
-    return rows
+def subtask_rows(status: StatusDocument) -> list[SubtaskRow]:
+    subtasks = status.subtasks or {}
+    return [SubtaskRow(name, s.score, s.points, clip(s.scoring, 40), s.passed) for name, s in subtasks.items()]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far judging is, on a running submission's page."""
+
+    done: int
+    total: int
+    test: str | None
 
 
 @dataclass(frozen=True)
@@ -330,15 +303,18 @@ class Detail:
     """One submission's page."""
 
     summary: dict[str, Any]
-    status: dict[str, Any]
     live: bool  # active: the page refreshes itself
-    states: list[tuple[str, str]]
     stages: list[StageView]
     tests: list[TestRow]
-    subtasks: list[SubtaskRow]
     events: list[dict[str, Any]]
+    states: list[tuple[str, str]] = field(default_factory=list)
+    subtasks: list[SubtaskRow] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     extra: list[tuple[str, str]] = field(default_factory=list)
+    progress: Progress | None = None
+    failed_subtasks: list[str] = field(default_factory=list)
+    reason: str | None = None
+    message: str | None = None
 
 
 _SHOWN_ELSEWHERE = frozenset(
@@ -347,45 +323,59 @@ _SHOWN_ELSEWHERE = frozenset(
 )
 
 
+def _extra(status: StatusDocument) -> list[tuple[str, str]]:
+    """The status's other fields (the backend, the sandbox's uid, a duplicate's original, ...)."""
+    return [
+        (key, (clip(value, 4000) if not isinstance(value, dict | list) else _compact(value)) or "")
+        for key, value in status.dump().items()
+        if key not in _SHOWN_ELSEWHERE and value is not None
+    ]
+
+
+def _progress(status: StatusDocument) -> Progress | None:
+    if status.tests_total is None:
+        return None
+    return Progress(status.tests_done or 0, status.tests_total, status.test)
+
+
 def detail(
     name: str,
-    status: dict[str, Any] | None,
-    stages: dict[str, dict[str, Any] | TooLarge | None],
-    tests: dict[str, dict[str, Any] | TooLarge | None],
+    status: StatusDocument | None,
+    stages: dict[str, Stage | TooLarge | None],
+    tests: dict[str, StageDocument | TooLarge | None],
     events: list[dict[str, Any]],
     *,
     live: bool,
 ) -> Detail:
-    data = status or {}
-    rows = test_rows(data, tests)
-    summaries = mapping(data.get("stages"))
-    errors = []
-    raw_errors = data.get("errors")
-    for err in raw_errors if isinstance(raw_errors, list) else []:
-        item = mapping(err)
-        errors.append((text(item.get("where"), 200) or "", text(item.get("message"), 4000) or ""))
-    extra = [
-        (key, text(value, 4000) if not isinstance(value, (dict, list)) else _compact(value))
-        for key, value in data.items()
-        if key not in _SHOWN_ELSEWHERE and value is not None
-    ]
+    rows = test_rows(status, tests)
     summary = summarize(name, status, rows)
     if summary["message"] is None:
         # The final transition's message (a compiler's last lines, say) is kept in events.jsonl.
-        final = [e for e in events if e.get("event") == summary["state"] and text(e.get("message"))]
-        summary["message"] = text(final[-1]["message"]) if final else None
+        final = [e for e in events if e.get("event") == summary["state"] and clip(e.get("message"))]
+        summary["message"] = clip(final[-1]["message"]) if final else None
+    summaries = status.stages if status is not None else {}
     return Detail(
         summary=summary,
-        status=data,
         live=live,
-        states=[(str(k), text(v, 40) or "") for k, v in mapping(data.get("states")).items()],
-        stages=[stage_view(s, stages.get(s), mapping(summaries.get(s))) for s in stage_names(list(stages), data)],
+        stages=[stage_view(s, stages.get(s), summaries.get(s)) for s in stage_names(list(stages), status)],
         tests=rows,
-        subtasks=subtask_rows(data),
         events=events,
-        errors=errors,
-        extra=[(k, v or "") for k, v in extra],
+        **(_from_status(status) if status is not None else {}),
     )
+
+
+def _from_status(status: StatusDocument) -> dict[str, Any]:
+    """The parts of a page that only status.json tells."""
+    return {
+        "states": [(k, clip(v, 40) or "") for k, v in status.states.items()],
+        "subtasks": subtask_rows(status),
+        "errors": [(clip(e.where, 200) or "", clip(e.message, 4000) or "") for e in status.errors or []],
+        "extra": _extra(status),
+        "progress": _progress(status),
+        "failed_subtasks": status.failed_subtasks or [],
+        "reason": status.reason,
+        "message": status.message,
+    }
 
 
 def _compact(value: Any) -> str:

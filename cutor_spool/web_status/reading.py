@@ -5,7 +5,8 @@ is a symlink, or a `result/run.json` pointing at `/etc/shadow`, and the page gen
 a root worker. So every read here walks down from the entry's directory with `O_NOFOLLOW` at each
 step (`openat` on directory descriptors), opens regular files only (`O_NONBLOCK`, so a FIFO cannot
 block the worker), caps the bytes it reads, and turns every failure into "not there": the page
-shows what exists and never stops at a broken entry.
+shows what exists and never stops at a broken entry. The spool's documents are parsed with their
+models (`documents/`): one that does not fit its model is "not there" too.
 
 Descriptors are opened and closed within one call: nothing holds a spool entry open (an entry
 keeps its inode when renamed, see `atomic.py`).
@@ -20,9 +21,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cutor_spool.atomic import read_fd
+from cutor_spool.documents.base import Document
+from cutor_spool.documents.dependencies import DependenciesDocument
+from cutor_spool.documents.stage import StageDocument
+from cutor_spool.documents.status import StatusDocument
+
+D = TypeVar("D", bound=Document)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -103,6 +110,14 @@ def read_json(dir_fd: int | None, name: str, limit: int) -> dict[str, Any] | Too
     return value if isinstance(value, dict) else None
 
 
+def read_document(dir_fd: int | None, name: str, limit: int, model: type[D]) -> D | TooLarge | None:
+    """A document of the spool, TooLarge, or None (missing, unreadable, or not that document)."""
+    value = read_json(dir_fd, name, limit)
+    if value is None or isinstance(value, TooLarge):
+        return value
+    return model.read(value)
+
+
 def read_json_lines(dir_fd: int | None, name: str, limit: int, *, last: int) -> list[dict[str, Any]]:
     """The last `last` objects of a JSON-lines file; torn or garbled lines are skipped."""
     raw = read_bytes(dir_fd, name, limit)
@@ -144,35 +159,44 @@ def json_object(path: Path, limit: int) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+Stage = StageDocument | DependenciesDocument
+
+
 @dataclass(frozen=True)
 class EntryFiles:
     """What a submission's worker wrote into its `result/`."""
 
     exists: bool
-    status: dict[str, Any] | None
-    stages: dict[str, dict[str, Any] | TooLarge | None]
-    tests: dict[str, dict[str, Any] | TooLarge | None]
+    status: StatusDocument | None
+    stages: dict[str, Stage | TooLarge | None]
+    tests: dict[str, StageDocument | TooLarge | None]
     events: list[dict[str, Any]]
+
+
+def _stage(result_fd: int | None, name: str) -> Stage | TooLarge | None:
+    model: type[Stage] = DependenciesDocument if name == "dependencies.json" else StageDocument
+    return read_document(result_fd, name, STAGE_LIMIT, model)
 
 
 def read_entry(path: Path, *, events: int = 200) -> EntryFiles:
     """`result/status.json`, every stage JSON next to it, `result/tests/*.json`, and the last
     `events` lines of `events.jsonl`, of the entry at `path`."""
     with open_dir(path) as entry_fd, open_subdir(entry_fd, "result") as result_fd:
-        status = read_json(result_fd, "status.json", STATUS_LIMIT)
+        status = read_document(result_fd, "status.json", STATUS_LIMIT, StatusDocument)
         stages = {
-            name[: -len(".json")]: read_json(result_fd, name, STAGE_LIMIT)
+            name[: -len(".json")]: _stage(result_fd, name)
             for name in list_files(result_fd, ".json")
             if name != "status.json"
         }
         with open_subdir(result_fd, "tests") as tests_fd:
             tests = {
-                name[: -len(".json")]: read_json(tests_fd, name, STAGE_LIMIT) for name in list_files(tests_fd, ".json")
+                name[: -len(".json")]: read_document(tests_fd, name, STAGE_LIMIT, StageDocument)
+                for name in list_files(tests_fd, ".json")
             }
         log = read_json_lines(result_fd, "events.jsonl", EVENTS_LIMIT, last=events)
         return EntryFiles(
             exists=entry_fd is not None,
-            status=status if isinstance(status, dict) else None,
+            status=status if isinstance(status, StatusDocument) else None,
             stages=stages,
             tests=tests,
             events=log,

@@ -88,15 +88,19 @@ def _suite(
     return counts
 
 
-def junit_xml(name: str, sub: Submission, results: Sequence[CaseResult], score: Score | None) -> bytes:
-    """`score` is None when judging ended in error (no score was given)."""
+Group = tuple[str, list[CaseResult], dict[str, object]]  # a testsuite: its name, its tests, its properties
+
+
+def _groups(name: str, sub: Submission, results: Sequence[CaseResult], score: Score | None) -> list[Group]:
+    """The testsuites: one per subtask, after one named after the submission for the tests in no
+    subtask (all of them when there are none)."""
     by_name = {r.name: r for r in results}
-    root = ET.Element("testsuites", name=clean(name))
-    groups: list[tuple[str, list[CaseResult], dict[str, object]]] = []
+    subtask_scores = {s.name: s.score for s in score.subtasks} if score is not None else {}
+    groups: list[Group] = []
     for subtask in sub.subtasks or []:
         props: dict[str, object] = {"points": f"{subtask.points:g}", "scoring": str(subtask.scoring or sub.scoring)}
-        if score is not None:
-            props["score"] = f"{next(s.score for s in score.subtasks if s.name == subtask.name):g}"
+        if subtask.name in subtask_scores:
+            props["score"] = f"{subtask_scores[subtask.name]:g}"
         groups.append((f"{name}/{subtask.name}", [by_name[t] for t in subtask.tests], props))
     in_subtask = {t for s in sub.subtasks or [] for t in s.tests}
     loose = [r for r in results if r.name not in in_subtask]
@@ -105,8 +109,14 @@ def junit_xml(name: str, sub: Submission, results: Sequence[CaseResult], score: 
         if score is not None:
             props = {"outcome": str(score.outcome), "score": f"{score.score:g}", "max_score": f"{score.max_score:g}"}
         groups.insert(0, (name, loose, props))
+    return groups
+
+
+def junit_xml(name: str, sub: Submission, results: Sequence[CaseResult], score: Score | None) -> bytes:
+    """`score` is None when judging ended in error (no score was given)."""
+    root = ET.Element("testsuites", name=clean(name))
     totals = {"tests": 0.0, "failures": 0.0, "errors": 0.0, "skipped": 0.0, "time": 0.0}
-    for suite_name, members, props in groups:
+    for suite_name, members, props in _groups(name, sub, results, score):
         for key, value in _suite(root, suite_name, members, props).items():
             totals[key] += value
     for key, value in totals.items():

@@ -93,7 +93,7 @@ class JudgeReport:
         if result.output is not None:
             extra = dict(fields)
             if result.checker is not None:
-                extra["checker"] = result.checker.to_json()
+                extra["checker"] = result.checker.document()
             self.reporter.stage(f"tests/{result.name}", result.output, fsync=False, **extra)
             self.written.append(self.reporter.dir / "tests" / f"{result.name}.json")
         self.reporter.event("tested", **{**fields, "feedback": _short(result.feedback)}, **_resources(result.output))

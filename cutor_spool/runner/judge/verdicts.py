@@ -9,40 +9,10 @@ submission ends in state `error` instead of `done`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
+from cutor_spool.documents.stage import Verdict as Verdict  # noqa: PLC0414 - re-exported from its old home
 from cutor_spool.limits import Limits
 from cutor_spool.runner.stage import StageOutput, StageStatus, signal_name
-
-
-class Verdict(StrEnum):
-    ACCEPTED = "accepted"
-    PARTIAL = "partial"  # a checker gave a score fraction strictly between 0 and 1
-    WRONG_ANSWER = "wrong_answer"
-    TIME_LIMIT = "time_limit"
-    MEMORY_LIMIT = "memory_limit"
-    OUTPUT_LIMIT = "output_limit"
-    RUNTIME_ERROR = "runtime_error"
-    INTERNAL_ERROR = "internal_error"
-    SKIPPED = "skipped"  # not run: short-circuit after an earlier failure
-
-    @property
-    def code(self) -> str:
-        """The short form judges print (DMOJ's and Codeforces' letters)."""
-        return _CODES[self]
-
-
-_CODES = {
-    Verdict.ACCEPTED: "AC",
-    Verdict.PARTIAL: "PA",
-    Verdict.WRONG_ANSWER: "WA",
-    Verdict.TIME_LIMIT: "TLE",
-    Verdict.MEMORY_LIMIT: "MLE",
-    Verdict.OUTPUT_LIMIT: "OLE",
-    Verdict.RUNTIME_ERROR: "RTE",
-    Verdict.INTERNAL_ERROR: "IE",
-    Verdict.SKIPPED: "SC",
-}
 
 # What a run stage that did not end `ok` means for its test. A wall-clock kill is a time limit too
 # (a program that sleeps or blocks is as late as one that spins); tests/<name>.json keeps the

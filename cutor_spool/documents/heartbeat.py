@@ -1,0 +1,45 @@
+"""`workers/<worker-id>.json`: each executor's and builder's heartbeat and current work.
+
+Rewritten every `heartbeat` seconds by the worker's maintenance thread (`watcher/worker.py`) and
+removed when it stops; read by the status page and `metrics.prom`. Liveness is judged from the
+file's mtime on the filesystem's clock, never from `heartbeat_at` (the worker's own clock).
+Besides its identity, a worker tells what it runs with: an executor its backend and, while its
+host cannot run stages, `sandbox` (why claiming is paused); a builder its store and Nix settings.
+"""
+
+from __future__ import annotations
+
+from cutor_spool.documents.base import Document, Number
+
+
+class CurrentWork(Document):
+    """A claim the worker holds: its entry, its state, since when, which attempt."""
+
+    id: str
+    state: str
+    since: str
+    attempt: int
+
+
+class NixInfo(Document):
+    system: str
+    sandbox: bool | str
+
+
+class Heartbeat(Document):
+    worker: str
+    kind: str  # executor, builder
+    host: str
+    pid: int
+    version: str
+    started_at: str
+    heartbeat_at: str  # the worker's clock: shown, never used to judge liveness
+    heartbeat_interval: Number
+    processed: int
+    concurrency: int | None = None
+    poll: bool | None = None
+    backend: str | None = None  # an executor's
+    sandbox: str | None = None  # an executor whose host cannot run stages: why it does not claim
+    store: str | None = None  # a builder's
+    nix: NixInfo | None = None
+    current: list[CurrentWork] = []
