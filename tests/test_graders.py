@@ -8,13 +8,14 @@ the end-to-end suites (test_judge_cases.py, test_judge_flow.py, test_examples_ci
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_submission
+from conftest import CLI, make_submission
 
 from cutor_spool.config import StageKind, load_config
 from cutor_spool.documents.states import Outcome, State
@@ -90,6 +91,16 @@ def test_an_unknown_grader_is_invalid_and_the_message_names_the_known_ones(
     assert status["errors"] == [
         {"where": "grader", "message": "unknown grader 'interactive': the known graders are batch, run"}
     ]
+
+
+def test_validate_and_submit_say_what_an_executor_would(spool: Path, tmp_path: Path) -> None:
+    directory = make_submission(tmp_path, "interactive", {"run": "cat", "grader": "interactive"})
+    proc = subprocess.run([*CLI, "validate", str(directory)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert "grader: unknown grader 'interactive': the known graders are batch, run" in proc.stdout
+    proc = subprocess.run([*CLI, "--spool", str(spool), "submit", str(directory)], capture_output=True, text=True)
+    assert proc.returncode == 3 and "unknown grader 'interactive'" in proc.stderr
+    assert not any((spool / "incoming").iterdir())
 
 
 def test_a_grader_that_does_not_fit_the_submission_makes_it_invalid(spool: Path, backend: BubblewrapBackend) -> None:

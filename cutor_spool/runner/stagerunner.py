@@ -31,8 +31,8 @@ class Environment:
 
 @dataclass
 class StageRunner:
-    """Builds and runs the stages of one submission in its sandbox (used by plain runs and by the
-    judge). An internal error of the sandbox is a system failure, not the submission's fault."""
+    """Builds and runs the stages of one submission in its sandbox (used by the pipeline and by
+    every grader). An internal error of the sandbox is a system failure, not the submission's fault."""
 
     plan: Plan
     sandbox: Sandbox

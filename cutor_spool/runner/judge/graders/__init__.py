@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cutor_spool.runner.intake import Plan
+from cutor_spool.runner.intake import Intake, Plan
 from cutor_spool.runner.judge.graders.base import Grader, GradingContext, Stopped
 from cutor_spool.runner.judge.graders.batch import BatchGrader
 from cutor_spool.runner.judge.graders.run import RunGrader
 from cutor_spool.runner.tree import Problem
 
-__all__ = ["GRADERS", "Grader", "GradingContext", "Stopped", "choose"]
+__all__ = ["GRADERS", "Grader", "GradingContext", "Stopped", "checked", "choose"]
 
 GRADERS: dict[str, Grader] = {grader.name: grader for grader in (RunGrader(), BatchGrader())}
 
@@ -36,3 +36,12 @@ def choose(plan: Plan, graders: Mapping[str, Grader] = GRADERS) -> tuple[Grader 
         known = ", ".join(sorted(graders))
         return None, [Problem("grader", f"unknown grader {name!r}: the known graders are {known}")]
     return grader, grader.problems(plan)
+
+
+def checked(intake: Intake, graders: Mapping[str, Grader] = GRADERS) -> Intake:
+    """`intake` with its grader's problems too, for whoever checks a submission without running
+    it (`cutor-spool validate`, `submit`): they then say what an executor would."""
+    if intake.plan is None:
+        return intake
+    problems = choose(intake.plan, graders)[1]
+    return Intake(None, (*intake.problems, *problems), intake.raw) if problems else intake
