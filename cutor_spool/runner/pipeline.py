@@ -29,6 +29,7 @@ from cutor_spool.runner.stagerunner import Environment, StageRunner
 from cutor_spool.runner.tree import Problem, copy_file, make_dirs, place
 from cutor_spool.watcher.cancel import Cancelled
 
+# `Environment` lives with the stage runner that uses it; the builder, which makes one, imports it here.
 __all__ = ["Environment", "EnvironmentResult", "Environments", "Pipeline", "materialise"]
 
 log = logging.getLogger(__name__)
