@@ -227,6 +227,9 @@ class Submission(_Strict):
         default=Scoring.SUM, description="sum: partial credit per test; group_min: a group scores its worst test"
     )
     short_circuit: bool = Field(default=False, description="stop judging at the first failed test")
+    grader: Id | None = Field(
+        default=None, description="how it is run and judged (docs/judge.md, Graders): `batch` with `tests`, else `run`"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Submission:

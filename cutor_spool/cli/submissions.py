@@ -28,6 +28,7 @@ from cutor_spool.documents.stage import StageDocument
 from cutor_spool.documents.states import RESULT_DIR
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.intake import read_submission
+from cutor_spool.runner.judge.graders import checked
 from cutor_spool.submission import json_schema
 from cutor_spool.watcher import client
 
@@ -106,7 +107,7 @@ def submit(
     """
     paths = _paths(ctx)
     if not no_check:
-        intake = read_submission(directory, load_config(paths.root))
+        intake = checked(read_submission(directory, load_config(paths.root)))
         if intake.problems:
             for problem in intake.problems:
                 say(f"invalid: {problem}", err=True)
@@ -189,7 +190,7 @@ def validate(ctx: click.Context, directory: Path, as_json: bool) -> None:
     """Check a submission directory and list every problem at once (exit 3 if any)."""
     paths = SpoolPaths(ctx.obj.spool)
     config = load_config(paths.root) if paths.config.exists() else SpoolConfig()
-    intake = read_submission(directory, config)
+    intake = checked(read_submission(directory, config))
     if as_json:
         emit_json({"valid": not intake.problems, "errors": [p.to_json() for p in intake.problems]})
     elif intake.problems:

@@ -20,8 +20,7 @@ from cutor_spool.errors import LeaseLost, SandboxError, Shutdown, SystemFailure
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.backend import Backend, make_backend
 from cutor_spool.runner.health import SandboxHealth
-from cutor_spool.runner.judge import judge_submission
-from cutor_spool.runner.pipeline import Environments, Judge, Pipeline
+from cutor_spool.runner.pipeline import Environments, Pipeline
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool
 from cutor_spool.watcher.ids import duplicate_name
@@ -62,7 +61,6 @@ class Executor(QueueWorker):
         self.pipeline: Pipeline | None = None
         self.environments: Environments | None = None
         self.make_environments = environments
-        self.judge: Judge | None = judge_submission
         self.health = SandboxHealth(self._probe, self._health_changed)
 
     def setup(self) -> None:
@@ -71,7 +69,7 @@ class Executor(QueueWorker):
         self.backend = make_backend(self.backend_name, self.config, self.state_dir)
         if self.environments is None and self.config.nix.nixpkgs and self.make_environments is not None:
             self.environments = self.make_environments(self.paths, self.config, self.poll)
-        self.pipeline = Pipeline(self.config, self.backend, slots, environments=self.environments, judge=self.judge)
+        self.pipeline = Pipeline(self.config, self.backend, slots, environments=self.environments)
         backend = self.backend
 
         def sweep() -> None:

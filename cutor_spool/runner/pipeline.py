@@ -1,43 +1,38 @@
-"""One claimed submission through its stages: validate, dependencies, compile, run or judge.
+"""One claimed submission through its stages: validate, dependencies, compile, then its grader.
 
-Outcomes (invalid, compile error, limits, ...) are values written to the result. Exceptions leave
-this module only for failures of the system (`SystemFailure`), a lost lease (`LeaseLost`) or a
-shutdown (`Shutdown`); the executor decides what they mean, in one place.
+The pipeline is the same for every submission: it installs the dependencies and compiles; what
+running the compiled submission means (once, test by test, ...) is its grader's (runner/judge/
+graders/), asked for once. Outcomes (invalid, compile error, limits, ...) are values written to
+the result. Exceptions leave this module only for failures of the system (`SystemFailure`), a lost
+lease (`LeaseLost`) or a shutdown (`Shutdown`); the executor decides what they mean, in one place.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from cutor_spool.atomic import write_bytes
 from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.documents.states import Outcome, State
 from cutor_spool.errors import SandboxError
-from cutor_spool.limits import Limits
-from cutor_spool.runner.backend import Backend, Sandbox
-from cutor_spool.runner.intake import Plan, Script, read_submission
-from cutor_spool.runner.results import STAGE_OUTCOME, Reporter
+from cutor_spool.runner.backend import Backend
+from cutor_spool.runner.intake import Plan, read_submission
+from cutor_spool.runner.judge.graders import GRADERS, Grader, GradingContext, Stopped, choose
+from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.slots import SlotPool
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
-from cutor_spool.runner.tree import Problem, copy_file, make_dirs, place, read_file
+from cutor_spool.runner.stagerunner import Environment, StageRunner
+from cutor_spool.runner.tree import Problem, copy_file, make_dirs, place
 from cutor_spool.watcher.cancel import Cancelled
 
+# `Environment` lives with the stage runner that uses it; the builder, which makes one, imports it here.
+__all__ = ["Environment", "EnvironmentResult", "Environments", "Pipeline", "materialise"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Environment:
-    """What the dependencies stage gives the later stages: a script to source, the store paths to
-    mount read-only."""
-
-    env_script: bytes | None = None
-    ro_binds: tuple[str, ...] = ()
-    shell: str = "/bin/bash"
 
 
 @dataclass(frozen=True)
@@ -50,73 +45,6 @@ class EnvironmentResult:
 
 class Environments(Protocol):
     def prepare(self, plan: Plan, entry: Path, cancel: threading.Event) -> EnvironmentResult: ...
-
-
-@dataclass
-class StageRunner:
-    """Builds and runs the stages of one submission in its sandbox (used by plain runs and by the
-    judge). An internal error of the sandbox is a system failure, not the submission's fault."""
-
-    plan: Plan
-    sandbox: Sandbox
-    reporter: Reporter
-    cancel: Cancelled
-    env: Environment = field(default_factory=Environment)
-
-    @staticmethod
-    def script_command(
-        script: Script, args: tuple[str, ...] = (), *, root: str = "/work"
-    ) -> tuple[tuple[str, ...], dict[str, bytes]]:
-        """argv and per-stage files for a script: inline text is placed at /run/cutor/script; a
-        file of the submission runs from /work. `#!` scripts are executed; others go to /bin/sh.
-        Pure: nothing here reads /work, which the job controls once a stage has run."""
-        if script.text is not None:
-            data = script.text.encode("utf-8", "surrogatepass")
-            return ("/bin/sh", "/run/cutor/script", *args), {"script": data}
-        assert script.file is not None
-        if script.shebang:
-            return (f"{root}/{script.file}", *args), {}
-        return ("/bin/sh", f"{root}/{script.file}", *args), {}
-
-    def spec(
-        self,
-        name: str,
-        command: tuple[str, ...],
-        limits: Limits,
-        *,
-        stdin: bytes = b"",
-        files: Mapping[str, bytes] | None = None,
-        workdir: str = "work",
-        env: Mapping[str, str] | None = None,
-        network: bool | None = None,
-    ) -> StageSpec:
-        stage_files = dict(files or {})
-        env_script = None
-        if self.env.env_script is not None:
-            stage_files["env.sh"] = self.env.env_script
-            env_script = "/run/cutor/env.sh"
-        sub = self.plan.submission
-        return StageSpec(
-            name=name,
-            command=command,
-            limits=limits,
-            env=dict(sub.env if env is None else env),
-            stdin=stdin,
-            files=stage_files,
-            network=sub.network if network is None else network,
-            ro_binds=self.env.ro_binds,
-            env_script=env_script,
-            env_shell=self.env.shell,
-            workdir=workdir,
-        )
-
-    def run(self, spec: StageSpec) -> StageOutput:
-        self.cancel.check()
-        output = self.sandbox.run(spec, self.cancel.event)
-        self.cancel.check()
-        if output.status == StageStatus.INTERNAL_ERROR:
-            raise SandboxError(f"stage {spec.name}: {output.message or 'internal error'}")
-        return output
 
 
 def materialise(plan: Plan, source: Path, dest: Path, uid: int, gid: int) -> list[Problem]:
@@ -151,9 +79,6 @@ def materialise(plan: Plan, source: Path, dest: Path, uid: int, gid: int) -> lis
     return problems
 
 
-Judge = Callable[[StageRunner], None]
-
-
 class Pipeline:
     def __init__(
         self,
@@ -162,13 +87,13 @@ class Pipeline:
         slots: SlotPool,
         *,
         environments: Environments | None = None,
-        judge: Judge | None = None,
+        graders: Mapping[str, Grader] = GRADERS,
     ) -> None:
         self.config = config
         self.backend = backend
         self.slots = slots
         self.environments = environments
-        self.judge = judge
+        self.graders = graders
 
     def process(self, entry: Path, reporter: Reporter, cancel: Cancelled) -> None:
         intake = read_submission(entry, self.config)
@@ -176,8 +101,11 @@ class Pipeline:
             self._invalid(reporter, list(intake.problems))
             return
         plan = intake.plan
+        grader, problems = choose(plan, self.graders)
         if plan.submission.dependencies and self.environments is None:
-            self._invalid(reporter, [Problem("dependencies", "this executor has no Nix builder configured")])
+            problems.append(Problem("dependencies", "this executor has no Nix builder configured"))
+        if grader is None or problems:
+            self._invalid(reporter, problems)
             return
         slot = self.slots.acquire()
         try:
@@ -188,7 +116,7 @@ class Pipeline:
                 if problems:
                     self._invalid(reporter, problems)
                     return
-                self._stages(plan, entry, StageRunner(plan, sandbox, reporter, cancel))
+                self._stages(grader, GradingContext(StageRunner(plan, sandbox, reporter, cancel), entry))
             finally:
                 sandbox.close()
         finally:
@@ -223,57 +151,41 @@ class Pipeline:
             message=f"{len(problems)} problem(s): " + "; ".join(map(str, problems[:5])),
         )
 
-    def _stages(self, plan: Plan, entry: Path, runner: StageRunner) -> None:
-        reporter, sub = runner.reporter, plan.submission
-        if sub.dependencies and self.environments is not None:
-            reporter.transition(State.INSTALLING_DEPENDENCIES)
-            result = self.environments.prepare(plan, entry, runner.cancel.event)
-            runner.cancel.check()
-            reporter.write("dependencies.json", dict(result.record))
-            if not result.ok:
-                if plan.judged:
-                    _not_judged(reporter, plan, "dependencies", Outcome.DEPENDENCY_FAILURE, result.message, b"")
-                reporter.finish(State.DONE, Outcome.DEPENDENCY_FAILURE, message=result.message)
+    def _stages(self, grader: Grader, context: GradingContext) -> None:
+        for step in (self._dependencies, self._compile):
+            stop = step(context)
+            if stop is not None:
+                grader.stopped(context, stop)
+                context.reporter.finish(State.DONE, stop.outcome, message=stop.message)
                 return
-            runner.env = result.environment
-            reporter.transition(State.DEPENDENCIES_INSTALLED)
-        if plan.compile is not None:
-            reporter.transition(State.COMPILING)
-            command, files = runner.script_command(plan.compile)
-            output = runner.run(runner.spec("compile", command, plan.limits[StageKind.COMPILE], files=files))
-            reporter.stage("compile", output)
-            reporter.transition(State.COMPILED, success=output.ok)
-            if not output.ok:
-                message = _tail(output)
-                if plan.judged:
-                    log, seconds = output.stderr, output.wall_time
-                    _not_judged(reporter, plan, "compile", Outcome.COMPILE_ERROR, message, log, seconds)
-                reporter.finish(State.DONE, Outcome.COMPILE_ERROR, message=message)
-                return
-        if plan.judged:
-            if self.judge is None:
-                raise SandboxError("this executor cannot judge tests")
-            self.judge(runner)
-            return
-        assert plan.run is not None
-        reporter.transition(State.RUNNING)
-        stdin = plan.stdin
-        if sub.stdin_file is not None:  # from the spool entry, never from /work (the job's by now)
-            stdin = read_file(entry, sub.stdin_file, plan.tree.files[sub.stdin_file].size)
-        command, files = runner.script_command(plan.run, tuple(sub.args))
-        output = runner.run(runner.spec("run", command, plan.limits[StageKind.RUN], stdin=stdin, files=files))
-        reporter.stage("run", output)
-        reporter.finish(State.DONE, STAGE_OUTCOME[output.status], message=output.message)
+        grader.grade(context)
 
+    def _dependencies(self, context: GradingContext) -> Stopped | None:
+        plan, runner, reporter = context.plan, context.runner, context.reporter
+        if not plan.submission.dependencies or self.environments is None:
+            return None
+        reporter.transition(State.INSTALLING_DEPENDENCIES)
+        result = self.environments.prepare(plan, context.entry, context.cancel.event)
+        context.cancel.check()
+        reporter.write("dependencies.json", dict(result.record))
+        if not result.ok:
+            return Stopped("dependencies", Outcome.DEPENDENCY_FAILURE, result.message)
+        runner.env = result.environment
+        reporter.transition(State.DEPENDENCIES_INSTALLED)
+        return None
 
-def _not_judged(
-    reporter: Reporter, plan: Plan, step: str, outcome: Outcome, message: str, log: bytes, seconds: float = 0.0
-) -> None:
-    """A judged submission's junit.xml when it ends before its tests: CI shows it failing."""
-    from cutor_spool.runner.judge.junit import junit_not_judged  # the judge package imports this module
-
-    data = junit_not_judged(reporter.claim.entry_id, plan.submission, step, str(outcome), message, log, seconds)
-    write_bytes(reporter.dir / "junit.xml", data)
+    def _compile(self, context: GradingContext) -> Stopped | None:
+        plan, runner, reporter = context.plan, context.runner, context.reporter
+        if plan.compile is None:
+            return None
+        reporter.transition(State.COMPILING)
+        command, files = runner.script_command(plan.compile)
+        output = runner.run(runner.spec("compile", command, plan.limits[StageKind.COMPILE], files=files))
+        reporter.stage("compile", output)
+        reporter.transition(State.COMPILED, success=output.ok)
+        if output.ok:
+            return None
+        return Stopped("compile", Outcome.COMPILE_ERROR, _tail(output), output.stderr, output.wall_time)
 
 
 def _tail(output: StageOutput, limit: int = 500) -> str:

@@ -20,8 +20,8 @@ from cutor_spool.runner.judge.cases import TestData
 from cutor_spool.runner.judge.checkers import BUILTIN
 from cutor_spool.runner.judge.checkers.program import ProgramChecker
 from cutor_spool.runner.judge.verdicts import STAGE_VERDICT, Case, CaseResult, Verdict, stage_feedback
-from cutor_spool.runner.pipeline import StageRunner
 from cutor_spool.runner.stage import StageOutput
+from cutor_spool.runner.stagerunner import StageRunner
 from cutor_spool.submission import CheckerKind
 
 log = logging.getLogger(__name__)

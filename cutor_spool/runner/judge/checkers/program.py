@@ -34,8 +34,8 @@ from cutor_spool.errors import SpoolIOError
 from cutor_spool.runner.intake import Script
 from cutor_spool.runner.judge.checkers.show import excerpt
 from cutor_spool.runner.judge.verdicts import CheckResult
-from cutor_spool.runner.pipeline import StageRunner
 from cutor_spool.runner.stage import StageOutput, StageStatus, signal_name
+from cutor_spool.runner.stagerunner import StageRunner
 from cutor_spool.runner.tree import copy_file
 
 INPUT, EXPECTED, OUTPUT = "/run/cutor/input", "/run/cutor/expected", "/run/cutor/output"

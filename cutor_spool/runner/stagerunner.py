@@ -1,0 +1,96 @@
+"""`StageRunner`: builds and runs the sandboxed stages of one submission.
+
+The pipeline runs the compile stage with it and every grader runs its stages with it (a test, a
+checker program, later an interactor). It lives apart from the pipeline so that graders, which the
+pipeline chooses, need not import the pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cutor_spool.errors import SandboxError
+from cutor_spool.limits import Limits
+from cutor_spool.runner.backend import Sandbox
+from cutor_spool.runner.intake import Plan, Script
+from cutor_spool.runner.results import Reporter
+from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
+from cutor_spool.watcher.cancel import Cancelled
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the dependencies stage gives the later stages: a script to source, the store paths to
+    mount read-only."""
+
+    env_script: bytes | None = None
+    ro_binds: tuple[str, ...] = ()
+    shell: str = "/bin/bash"
+
+
+@dataclass
+class StageRunner:
+    """Builds and runs the stages of one submission in its sandbox (used by the pipeline and by
+    every grader). An internal error of the sandbox is a system failure, not the submission's fault."""
+
+    plan: Plan
+    sandbox: Sandbox
+    reporter: Reporter
+    cancel: Cancelled
+    env: Environment = field(default_factory=Environment)
+
+    @staticmethod
+    def script_command(
+        script: Script, args: tuple[str, ...] = (), *, root: str = "/work"
+    ) -> tuple[tuple[str, ...], dict[str, bytes]]:
+        """argv and per-stage files for a script: inline text is placed at /run/cutor/script; a
+        file of the submission runs from /work. `#!` scripts are executed; others go to /bin/sh.
+        Pure: nothing here reads /work, which the job controls once a stage has run."""
+        if script.text is not None:
+            data = script.text.encode("utf-8", "surrogatepass")
+            return ("/bin/sh", "/run/cutor/script", *args), {"script": data}
+        assert script.file is not None
+        if script.shebang:
+            return (f"{root}/{script.file}", *args), {}
+        return ("/bin/sh", f"{root}/{script.file}", *args), {}
+
+    def spec(
+        self,
+        name: str,
+        command: tuple[str, ...],
+        limits: Limits,
+        *,
+        stdin: bytes = b"",
+        files: Mapping[str, bytes] | None = None,
+        workdir: str = "work",
+        env: Mapping[str, str] | None = None,
+        network: bool | None = None,
+    ) -> StageSpec:
+        stage_files = dict(files or {})
+        env_script = None
+        if self.env.env_script is not None:
+            stage_files["env.sh"] = self.env.env_script
+            env_script = "/run/cutor/env.sh"
+        sub = self.plan.submission
+        return StageSpec(
+            name=name,
+            command=command,
+            limits=limits,
+            env=dict(sub.env if env is None else env),
+            stdin=stdin,
+            files=stage_files,
+            network=sub.network if network is None else network,
+            ro_binds=self.env.ro_binds,
+            env_script=env_script,
+            env_shell=self.env.shell,
+            workdir=workdir,
+        )
+
+    def run(self, spec: StageSpec) -> StageOutput:
+        self.cancel.check()
+        output = self.sandbox.run(spec, self.cancel.event)
+        self.cancel.check()
+        if output.status == StageStatus.INTERNAL_ERROR:
+            raise SandboxError(f"stage {spec.name}: {output.message or 'internal error'}")
+        return output
