@@ -7,4 +7,5 @@ ps: with ps; [
   filelock
   docker
   jinja2
+  pynacl
 ]

@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 # Runtime: the sandbox (bubblewrap, tini, util-linux's prlimit/setpriv), Nix, Docker's engine.
 APT_RUNTIME=(bubblewrap tini util-linux nix-bin docker.io ca-certificates python3 python3-venv gcc libc6-dev)
 # Tests: a static busybox for Docker test images, libfaketime for clock-skew tests, Chromium for the page,
-# systemd for `systemd-analyze verify` of the unit templates (no service is started).
-APT_TESTS=(busybox-static libfaketime chromium procps iproute2 xz-utils systemd)
+# systemd for `systemd-analyze verify` of the unit templates (no service is started), ipfs-cid (`ipfs_cid`)
+# to check the content store's CIDs against an independent implementation.
+APT_TESTS=(busybox-static libfaketime chromium procps iproute2 xz-utils systemd ipfs-cid)
 
 want=("${APT_RUNTIME[@]}")
 if [[ "${1:-}" == "--tests" ]]; then want+=("${APT_TESTS[@]}"); fi

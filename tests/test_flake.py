@@ -105,7 +105,7 @@ SHIM = r"""
             python3Packages =
               base.python3Packages
               // pythonStub [
-                "setuptools" "click" "pydantic" "pyyaml" "watchdog" "filelock" "docker" "jinja2"
+                "setuptools" "click" "pydantic" "pyyaml" "watchdog" "filelock" "docker" "jinja2" "pynacl"
                 "pytest" "pytest-timeout" "hypothesis" "mypy" "types-pyyaml" "prometheus-client"
               ]
               // {
