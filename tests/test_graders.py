@@ -8,6 +8,7 @@ the end-to-end suites (test_judge_cases.py, test_judge_flow.py, test_examples_ci
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ class EchoGrader:
         spec = runner.spec("echo", ("/bin/sh", "-c", "echo graded by echo"), context.plan.limits[StageKind.RUN])
         output = runner.run(spec)
         context.reporter.stage("echo", output)
-        context.reporter.finish(State.DONE, Outcome.OK, echoed=output.stdout.decode().strip())
+        context.reporter.finish(State.DONE, Outcome.OK, reason=output.stdout.decode().strip())
 
     def stopped(self, context: GradingContext, stop: Stopped) -> None:
         self.calls.append(f"stopped {stop.step} {stop.outcome}: {stop.message}")
@@ -80,7 +81,8 @@ def process(spool: Path, backend: BubblewrapBackend, entry_id: str, spec: dict[s
     reporter.start()
     pipeline = Pipeline(load_config(spool), backend, SlotPool(uid_base=UID_BASE, count=SLOTS, work_size=64 << 20))
     pipeline.process(claim.path, reporter, Cancelled())
-    return reporter.status
+    status: dict[str, Any] = json.loads((claim.path / "result" / "status.json").read_text())
+    return status
 
 
 def test_an_unknown_grader_is_invalid_and_the_message_names_the_known_ones(
@@ -115,7 +117,7 @@ def test_a_registered_grader_is_picked_by_the_pipeline(
     spool: Path, backend: BubblewrapBackend, echo: EchoGrader
 ) -> None:
     status = process(spool, backend, "echoed", {"run": "cat", "tests": [{"output": "x"}], "grader": "echo"})
-    assert (status["state"], status["outcome"], status["echoed"]) == ("done", "ok", "graded by echo")
+    assert (status["state"], status["outcome"], status["reason"]) == ("done", "ok", "graded by echo")
     assert status["stages"]["echo"]["status"] == "ok"
     assert "tests" not in status  # the batch grader did not run
     assert echo.calls == ["grade"]
