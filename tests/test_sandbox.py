@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from cutor_spool.limits import Limits
-from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapLayout, BwrapSandbox, bwrap_argv, launch_argv
+from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapSandbox
+from cutor_spool.runner.bwrap_layout import BwrapLayout, bwrap_argv, stage_launch_argv
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, Slot, SlotPool
 from cutor_spool.runner.stage import StageSpec, StageStatus, classify
 
@@ -216,7 +217,7 @@ def test_bwrap_argv_mounts_only_what_the_stage_may_write() -> None:
     assert "--unshare-net" not in bwrap_argv(
         layout, slot_root=Path("/s"), workdir="work", network=True, ro_binds=(), env={}, status_fd=9, command=("x",)
     )
-    launch = launch_argv([Path("/cg/a/cgroup.procs")], LIMITS, 61001, 61001)
+    launch = stage_launch_argv([Path("/cg/a/cgroup.procs")], LIMITS, 61001, 61001)
     assert "--reuid=61001" in launch and "--nproc=34" in launch and "--core=0" in launch
     assert f"--fsize={LIMITS.file_size}" in launch and "--cpu=5:6" in launch
 
