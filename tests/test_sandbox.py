@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cutor_spool.limits import Limits
+from cutor_spool.runner.backend import PIPE
 from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapSandbox
 from cutor_spool.runner.bwrap_layout import BwrapLayout, bwrap_argv, stage_launch_argv
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, Slot, SlotPool
@@ -265,3 +266,39 @@ def test_the_job_runs_as_the_slot_uid_without_groups_or_a_way_back(sandbox: Bwra
     assert lines[:3] == [str(slot.uid), str(slot.gid), str(slot.gid)]
     status = dict(line.split(":\t") for line in lines[3:] if line)
     assert status == {"NoNewPrivs": "1", "CapPrm": "0000000000000000", "CapEff": "0000000000000000"}
+
+
+def test_two_spawned_sandboxes_piped_together(pool: SlotPool, backend: BubblewrapBackend) -> None:
+    """What interactive problems are built on: two sandboxes started at once, the first's stdout
+    the second's stdin, each supervised in the background with its own output and limits."""
+    slots = [pool.acquire(), pool.acquire()]
+    boxes = [backend.open(slot, f"pipe-{n}") for n, slot in enumerate(slots)]
+    try:
+        first = boxes[0].spawn(
+            StageSpec("run", ("/bin/sh", "-c", "cat; echo from-first >&2; exit 4"), LIMITS), stdin=PIPE, stdout=PIPE
+        )
+        assert first.stdin is not None and first.stdout is not None
+        second = boxes[1].spawn(StageSpec("run", ("tr", "a-z", "A-Z"), LIMITS), stdin=first.stdout, stdout=PIPE)
+        os.close(first.stdout)  # the second sandbox holds it now
+        assert second.stdout is not None
+        os.write(first.stdin, b"hello\npiped \xff world\n")
+        os.close(first.stdin)
+        with os.fdopen(second.stdout, "rb") as out:
+            came_out = out.read()
+        one, two = first.wait(), second.wait()
+    finally:
+        for box, slot in zip(boxes, slots, strict=True):
+            box.close()
+            pool.release(slot)
+    assert came_out == b"HELLO\nPIPED \xff WORLD\n"
+    assert (one.status, one.exit_code, one.stdout, one.stderr) == (StageStatus.RUNTIME_ERROR, 4, b"", b"from-first\n")
+    assert (two.status, two.exit_code, two.stdout, two.stderr) == (StageStatus.OK, 0, b"", b"")
+    assert one.to_json()["stage"] == two.to_json()["stage"] == "run"
+
+
+def test_a_spawned_stage_can_be_killed(sandbox: BwrapSandbox) -> None:
+    started = sandbox.spawn(StageSpec("run", ("sleep", "100"), LIMITS), stdout=None)
+    started.kill()
+    out = started.wait()
+    assert out.status == StageStatus.INTERNAL_ERROR and out.wall_time < 10
+    assert "stopped" in (out.message or "")

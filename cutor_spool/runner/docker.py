@@ -35,7 +35,6 @@ containers left by a dead worker are removed by `sweep` and when their slot is n
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import secrets
@@ -53,8 +52,7 @@ from cutor_spool.errors import SandboxError
 from cutor_spool.runner.backend import PIPE, StageProcess
 from cutor_spool.runner.bwrap_layout import BASE_ENV
 from cutor_spool.runner.capture import Capture
-from cutor_spool.runner.cgroups import Cgroup
-from cutor_spool.runner.docker_cgroup import ContainerCgroup, Process, cgroup_of
+from cutor_spool.runner.docker_cgroup import ContainerCgroup, cgroup_of, container_init, container_keeper
 from cutor_spool.runner.docker_exec import watch_exec
 from cutor_spool.runner.docker_layout import (
     OVERHEAD_PROCESSES,
@@ -63,6 +61,7 @@ from cutor_spool.runner.docker_layout import (
     alive_file,
     engine_socket,
     host_config,
+    lock_alive,
     write_etc,
 )
 from cutor_spool.runner.docker_stream import start_exec
@@ -228,26 +227,7 @@ class DockerSandbox:
     def hold(self) -> None:
         """Takes the slot's alive lock, on which the containers' keepers wait (see
         `launcher`): while this process lives, they keep their containers up."""
-        path = alive_file(self.backend.layout, self.slot)
-        path.parent.mkdir(mode=0o755, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            os.fchmod(fd, 0o644)  # the keeper, as the slot's uid, opens it to wait on it
-            deadline = time.monotonic() + 5.0
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:  # a keeper of a dead worker's container, about to exit
-                    if time.monotonic() > deadline:
-                        raise SandboxError(
-                            f"{path} stays locked: a container of slot {self.slot.uid} lives on"
-                        ) from None
-                    time.sleep(0.01)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._alive = fd
+        self._alive = lock_alive(alive_file(self.backend.layout, self.slot), self.slot.uid)
 
     @property
     def workdir(self) -> Path:
@@ -283,7 +263,7 @@ class DockerSandbox:
             self.api.start(container_id)
             init_pid = int(self.api.inspect_container(container_id)["State"]["Pid"])
             cgroup = cgroup_of(init_pid, container_id[:12])
-            spares = (_process(init_pid), self._keeper(cgroup, init_pid))
+            spares = (container_init(init_pid), container_keeper(cgroup, init_pid))
         except BaseException:
             self.remove(container_id)
             raise
@@ -297,17 +277,6 @@ class DockerSandbox:
         self.containers[key] = box
         log.info("%s: container %s (%s) started", self.label, container_id[:12], key.workdir)
         return box
-
-    @staticmethod
-    def _keeper(cgroup: Cgroup, init_pid: int) -> Process:
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline:
-            for pid in cgroup.pids():
-                process = Process.of(pid)
-                if pid != init_pid and process is not None and process.parent() == init_pid:
-                    return process
-            time.sleep(0.002)
-        raise SandboxError("the container's keeper did not start")
 
     def remove(self, container_id: str) -> None:
         """Removes a container (killing what runs in it), retried with a long timeout: the
@@ -410,10 +379,3 @@ class DockerSandbox:
         if not started_ok:
             log.error("%s: %s", self.label, output.message)
         return output
-
-
-def _process(pid: int) -> Process:
-    process = Process.of(pid)
-    if process is None:
-        raise SandboxError(f"the container's init (pid {pid}) is gone")
-    return process
