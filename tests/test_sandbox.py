@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cutor_spool.builder.process import BuildCgroup, start_argv
+from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.backend import PIPE
 from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapSandbox
 from cutor_spool.runner.bwrap_layout import BwrapLayout, bwrap_argv, stage_launch_argv
+from cutor_spool.runner.cgroups import CgroupHost, CgroupV1
+from cutor_spool.runner.launcher import build_launcher, host_argv, launcher_dir
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, Slot, SlotPool
 from cutor_spool.runner.stage import StageSpec, StageStatus, classify
 
@@ -223,6 +229,20 @@ def test_bwrap_argv_mounts_only_what_the_stage_may_write() -> None:
     assert f"--fsize={LIMITS.file_size}" in launch and "--cpu=5:6" in launch
 
 
+def test_a_build_starts_through_the_same_launcher_guarded_and_as_root() -> None:
+    """Nix stays root (its own build users) and the launcher stays as its guard; without the static
+    launcher there is no guard, and no silent start without one."""
+    cgroup = CgroupV1("nixbuild-1-ab", {"memory": Path("/cg/memory/b"), "pids": Path("/cg/pids/b")})
+    argv = start_argv(["nix", "eval"], BuildCgroup(cgroup, Path("/state/launcher/cutor-launch")))
+    assert argv[0] == "/state/launcher/cutor-launch" and argv[-3:] == ["--", "nix", "eval"]
+    assert "cgroup=/cg/memory/b/cgroup.procs" in argv and "guard=yes" in argv
+    assert not any(arg.startswith("user=") for arg in argv)
+    stage = stage_launch_argv([Path("/cg/a/cgroup.procs")], LIMITS, 61001, 61001, Path("/l"))
+    assert "user=61001:61001" in stage and "guard=yes" not in stage
+    with pytest.raises(SandboxError):
+        host_argv(None, cgroup.procs_files, guard=True)
+
+
 @pytest.mark.parametrize(
     ("observed", "expected"),
     [
@@ -302,3 +322,27 @@ def test_a_spawned_stage_can_be_killed(sandbox: BwrapSandbox) -> None:
     out = started.wait()
     assert out.status == StageStatus.INTERNAL_ERROR and out.wall_time < 10
     assert "stopped" in (out.message or "")
+
+
+WORKER = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(1000)"
+
+
+def test_the_launchers_guard_kills_its_cgroup_when_the_worker_dies(tmp_path: Path) -> None:
+    """A build's guard (guard=yes): when its parent, the worker, dies, everything in the cgroup
+    goes, even processes that left the job's session (as Nix's sandboxed builders do)."""
+    launcher = build_launcher(launcher_dir(DEFAULT_STATE_DIR))
+    cgroup = CgroupHost.detect().create(f"guard-test-{os.getpid()}")
+    try:
+        job = [*host_argv(launcher, cgroup.procs_files, guard=True), "sh", "-c", "setsid sleep 1000 & sleep 1000"]
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, *job])
+        deadline = time.monotonic() + 10
+        while len(cgroup.pids()) < 4 and time.monotonic() < deadline:  # guard, sh and two sleeps
+            time.sleep(0.01)
+        assert len(cgroup.pids()) == 4, cgroup.pids()
+        worker.kill()
+        worker.wait()
+        while cgroup.pids() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cgroup.pids() == []
+    finally:
+        cgroup.remove()

@@ -19,6 +19,10 @@ A stage is launched as
   RLIMIT_NPROC.
 - New user, pid, net, ipc, uts and cgroup namespaces; nested user namespaces disabled; `/usr` and
   the Nix store paths read-only; only /work and a size-capped /tmp writable; / itself read-only.
+
+The command line is built by the pure functions of `bwrap_layout.py`; this module runs it: a
+stage's cgroup, its pipes, and the runner's one supervisor (`supervise.py`), in the caller's
+thread (`run`) or a thread of its own (`spawn`, whose stdin and stdout may be another stage's).
 """
 
 from __future__ import annotations

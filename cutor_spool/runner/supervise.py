@@ -239,9 +239,12 @@ class Supervisor:
         while True:
             if drain_until is None:
                 self._watch_exit(sel)
-            wait = self.watch.next_wait() if drain_until is None else max(0.0, drain_until - time.monotonic())
+            if drain_until is None:
+                wait = self.watch.next_wait()
+            else:
+                wait = max(0.0, min(IDLE_POLL, drain_until - time.monotonic()))
             if sel.get_map():
-                self._read(sel, sel.select(min(wait, self.watch.next_wait())))
+                self._read(sel, sel.select(wait))
             else:  # nothing to wait on yet (a Docker exec whose stream ended): ask again soon
                 time.sleep(min(wait, 0.001 * 2**quiet_polls))
                 quiet_polls = min(quiet_polls + 1, 5)
