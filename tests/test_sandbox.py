@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cutor_spool.builder.process import BuildCgroup, start_argv
+from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
-from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapLayout, BwrapSandbox, bwrap_argv, launch_argv
+from cutor_spool.runner.backend import PIPE
+from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapSandbox
+from cutor_spool.runner.bwrap_layout import BwrapLayout, bwrap_argv, stage_launch_argv
+from cutor_spool.runner.cgroups import CgroupHost, CgroupV1
+from cutor_spool.runner.launcher import build_launcher, host_argv, launcher_dir
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, Slot, SlotPool
 from cutor_spool.runner.stage import StageSpec, StageStatus, classify
 
@@ -216,9 +224,23 @@ def test_bwrap_argv_mounts_only_what_the_stage_may_write() -> None:
     assert "--unshare-net" not in bwrap_argv(
         layout, slot_root=Path("/s"), workdir="work", network=True, ro_binds=(), env={}, status_fd=9, command=("x",)
     )
-    launch = launch_argv([Path("/cg/a/cgroup.procs")], LIMITS, 61001, 61001)
+    launch = stage_launch_argv([Path("/cg/a/cgroup.procs")], LIMITS, 61001, 61001)
     assert "--reuid=61001" in launch and "--nproc=34" in launch and "--core=0" in launch
     assert f"--fsize={LIMITS.file_size}" in launch and "--cpu=5:6" in launch
+
+
+def test_a_build_starts_through_the_same_launcher_guarded_and_as_root() -> None:
+    """Nix stays root (its own build users) and the launcher stays as its guard; without the static
+    launcher there is no guard, and no silent start without one."""
+    cgroup = CgroupV1("nixbuild-1-ab", {"memory": Path("/cg/memory/b"), "pids": Path("/cg/pids/b")})
+    argv = start_argv(["nix", "eval"], BuildCgroup(cgroup, Path("/state/launcher/cutor-launch")))
+    assert argv[0] == "/state/launcher/cutor-launch" and argv[-3:] == ["--", "nix", "eval"]
+    assert "cgroup=/cg/memory/b/cgroup.procs" in argv and "guard=yes" in argv
+    assert not any(arg.startswith("user=") for arg in argv)
+    stage = stage_launch_argv([Path("/cg/a/cgroup.procs")], LIMITS, 61001, 61001, Path("/l"))
+    assert "user=61001:61001" in stage and "guard=yes" not in stage
+    with pytest.raises(SandboxError):
+        host_argv(None, cgroup.procs_files, guard=True)
 
 
 @pytest.mark.parametrize(
@@ -264,3 +286,63 @@ def test_the_job_runs_as_the_slot_uid_without_groups_or_a_way_back(sandbox: Bwra
     assert lines[:3] == [str(slot.uid), str(slot.gid), str(slot.gid)]
     status = dict(line.split(":\t") for line in lines[3:] if line)
     assert status == {"NoNewPrivs": "1", "CapPrm": "0000000000000000", "CapEff": "0000000000000000"}
+
+
+def test_two_spawned_sandboxes_piped_together(pool: SlotPool, backend: BubblewrapBackend) -> None:
+    """What interactive problems are built on: two sandboxes started at once, the first's stdout
+    the second's stdin, each supervised in the background with its own output and limits."""
+    slots = [pool.acquire(), pool.acquire()]
+    boxes = [backend.open(slot, f"pipe-{n}") for n, slot in enumerate(slots)]
+    try:
+        first = boxes[0].spawn(
+            StageSpec("run", ("/bin/sh", "-c", "cat; echo from-first >&2; exit 4"), LIMITS), stdin=PIPE, stdout=PIPE
+        )
+        assert first.stdin is not None and first.stdout is not None
+        second = boxes[1].spawn(StageSpec("run", ("tr", "a-z", "A-Z"), LIMITS), stdin=first.stdout, stdout=PIPE)
+        os.close(first.stdout)  # the second sandbox holds it now
+        assert second.stdout is not None
+        os.write(first.stdin, b"hello\npiped \xff world\n")
+        os.close(first.stdin)
+        with os.fdopen(second.stdout, "rb") as out:
+            came_out = out.read()
+        one, two = first.wait(), second.wait()
+    finally:
+        for box, slot in zip(boxes, slots, strict=True):
+            box.close()
+            pool.release(slot)
+    assert came_out == b"HELLO\nPIPED \xff WORLD\n"
+    assert (one.status, one.exit_code, one.stdout, one.stderr) == (StageStatus.RUNTIME_ERROR, 4, b"", b"from-first\n")
+    assert (two.status, two.exit_code, two.stdout, two.stderr) == (StageStatus.OK, 0, b"", b"")
+    assert one.to_json()["stage"] == two.to_json()["stage"] == "run"
+
+
+def test_a_spawned_stage_can_be_killed(sandbox: BwrapSandbox) -> None:
+    started = sandbox.spawn(StageSpec("run", ("sleep", "100"), LIMITS), stdout=None)
+    started.kill()
+    out = started.wait()
+    assert out.status == StageStatus.INTERNAL_ERROR and out.wall_time < 10
+    assert "stopped" in (out.message or "")
+
+
+WORKER = "import subprocess, sys, time; subprocess.Popen(sys.argv[1:]); time.sleep(1000)"
+
+
+def test_the_launchers_guard_kills_its_cgroup_when_the_worker_dies(tmp_path: Path) -> None:
+    """A build's guard (guard=yes): when its parent, the worker, dies, everything in the cgroup
+    goes, even processes that left the job's session (as Nix's sandboxed builders do)."""
+    launcher = build_launcher(launcher_dir(DEFAULT_STATE_DIR))
+    cgroup = CgroupHost.detect().create(f"guard-test-{os.getpid()}")
+    try:
+        job = [*host_argv(launcher, cgroup.procs_files, guard=True), "sh", "-c", "setsid sleep 1000 & sleep 1000"]
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, *job])
+        deadline = time.monotonic() + 10
+        while len(cgroup.pids()) < 4 and time.monotonic() < deadline:  # guard, sh and two sleeps
+            time.sleep(0.01)
+        assert len(cgroup.pids()) == 4, cgroup.pids()
+        worker.kill()
+        worker.wait()
+        while cgroup.pids() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cgroup.pids() == []
+    finally:
+        cgroup.remove()

@@ -33,7 +33,8 @@ from cutor_spool.config import NixConfig
 from cutor_spool.documents.build import BuildStatus as BuildStatus  # noqa: PLC0414 - re-exported from its old home
 from cutor_spool.errors import BuildError
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
-from cutor_spool.runner.stage import StageStatus
+from cutor_spool.runner.stage import StageStatus, classify
+from cutor_spool.runner.supervise import KillReason
 from cutor_spool.watcher.cancel import Cancelled
 
 log = logging.getLogger(__name__)
@@ -128,15 +129,30 @@ class CacheTarget:
     secret_key: Path
 
 
+class _Failed(Exception):
+    """A step of the build failed in the submitter's way (an outcome, not the system's failure)."""
+
+    def __init__(self, report: BuildReport) -> None:
+        super().__init__(report.message)
+        self.report = report
+
+
 class _Steps:
     """Runs the Nix commands of one build under its shared limits and collects its log."""
 
-    def __init__(self, limits: BuildLimits, cgroup: Cgroup | None, cancel: Cancelled, label: str) -> None:
-        self.limits, self.cgroup, self.cancel, self.label = limits, cgroup, cancel, label
-        self.deadline = time.monotonic() + limits.timeout
+    def __init__(
+        self, limits: BuildLimits, build: process.BuildCgroup | None, cancel: Cancelled, label: str, started: float
+    ) -> None:
+        self.limits, self.build, self.cancel, self.label = limits, build, cancel, label
+        self.started = started
+        self.deadline = started + limits.timeout
         self.log = bytearray()
         self.truncated = False
         self.steps: list[dict[str, Any]] = []
+
+    @property
+    def cgroup(self) -> Cgroup | None:
+        return self.build.cgroup if self.build is not None else None
 
     def run(self, name: str, argv: list[str], env: dict[str, str]) -> process.Finished:
         room = max(self.limits.log - len(self.log), 0)
@@ -146,7 +162,7 @@ class _Steps:
             deadline=self.deadline,
             stderr_cap=room,
             cancel=self.cancel.event,
-            cgroup=self.cgroup,
+            build=self.build,
             label=self.label,
         )
         self.log += done.stderr
@@ -155,19 +171,57 @@ class _Steps:
         self.cancel.check()  # a lost lease or a shutdown: the worker decides what happens
         return done
 
+    def must(self, name: str, argv: list[str], env: dict[str, str], failure: str) -> process.Finished:
+        """Runs a step whose failure is the request's (raises _Failed), or the system's (BuildError)."""
+        done = self.run(name, argv, env)
+        if done.ok:
+            return done
+        if SYSTEM_ERRORS.search(done.stderr.decode("utf-8", "replace")):
+            raise BuildError(f"{failure}: {done.error_text(1000)}")
+        status, message = build_status(done, self.cgroup)
+        raise _Failed(self.report(BuildStatus.FAILED, status, f"{failure}: {message}", exit_code=done.returncode))
 
-def _stage_status(done: process.Finished, cgroup: Cgroup | None) -> tuple[StageStatus, str]:
-    if cgroup is not None and cgroup.oom_kills() > 0:
-        return StageStatus.MEMORY_LIMIT, "the build went over its memory limit (nix.build_memory)"
-    if done.killed_for == "time":
-        return StageStatus.TIME_LIMIT, "the build took longer than its time limit (nix.build_timeout)"
-    if b"killed after writing more than" in done.stderr:  # Nix's own max-build-log-size
-        return StageStatus.OUTPUT_LIMIT, "the build's log went over its limit (nix.build_log)"
-    if done.killed_for == "output" and done.stderr_truncated:
-        return StageStatus.OUTPUT_LIMIT, "the build's log went over its limit (nix.build_log)"
-    if done.killed_for == "output":
-        return StageStatus.OUTPUT_LIMIT, "Nix printed more than expected"
-    return StageStatus.RUNTIME_ERROR, done.error_text()
+    def report(self, status: BuildStatus, stage_status: StageStatus, message: str, **fields: Any) -> BuildReport:
+        cgroup = self.cgroup
+        return BuildReport(
+            status=status,
+            stage_status=stage_status,
+            message=message,
+            log=bytes(self.log),
+            log_truncated=self.truncated,
+            wall_time=time.monotonic() - self.started,
+            cpu_time=cgroup.cpu_seconds() if cgroup is not None else 0.0,
+            memory=cgroup.memory_peak() if cgroup is not None else 0,
+            steps=tuple(self.steps),
+            **fields,
+        )
+
+
+BUILD_LIMIT_MESSAGES = {
+    StageStatus.MEMORY_LIMIT: "the build went over its memory limit (nix.build_memory)",
+    StageStatus.TIME_LIMIT: "the build took longer than its time limit (nix.build_timeout)",
+    StageStatus.OUTPUT_LIMIT: "the build's log went over its limit (nix.build_log)",
+}
+
+
+def build_status(done: process.Finished, cgroup: Cgroup | None) -> tuple[StageStatus, str]:
+    """How a failed Nix step ended, by the stages' own classifier: a build has no CPU limit of its
+    own, so its deadline is its time limit. Nix's own max-build-log-size kill is an output limit
+    like ours."""
+    killed_for = done.killed_for
+    if killed_for is None and b"killed after writing more than" in done.stderr:
+        killed_for = KillReason.OUTPUT
+    status, _, _ = classify(
+        started=True,
+        killed_for=killed_for,
+        returncode=done.returncode,
+        oom_kills=cgroup.oom_kills() if cgroup is not None else 0,
+        cpu_time=0.0,
+        limits=None,
+    )
+    if status == StageStatus.OUTPUT_LIMIT and done.stdout_truncated and not done.stderr_truncated:
+        return status, "Nix printed more than expected"
+    return status, BUILD_LIMIT_MESSAGES.get(status) or done.error_text()
 
 
 def profile_target(profile: Path, settings: NixSettings) -> str:
@@ -199,31 +253,31 @@ def build_environment(
     cgroups: CgroupHost | None,
     cancel: Cancelled,
     cache: CacheTarget | None,
+    launcher: Path | None = None,
 ) -> BuildReport:
+    """Builds one environment. With `cgroups`, its Nix processes run in a cgroup of their own,
+    started through `launcher` (the runner's static launcher, required then)."""
     label = short(key)
     started = time.monotonic()
-    cgroup = None
+    build = None
     if cgroups is not None:
+        if launcher is None:
+            raise BuildError("a build in a cgroup starts through the launcher, and none was given")
         cgroup = cgroups.create(f"{CGROUP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
         cgroup.set_limits(memory=limits.memory, pids=limits.processes)
-    steps = _Steps(limits, cgroup, cancel, label)
+        build = process.BuildCgroup(cgroup, launcher)
+    steps = _Steps(limits, build, cancel, label, started)
     try:
-        return _build(request, nix_text, key, settings, workdir, steps, cache, started)
+        return _build(request, nix_text, key, settings, workdir, steps, cache)
+    except _Failed as failed:
+        return failed.report
     finally:
-        if cgroup is not None:
-            cgroup.remove()
+        if build is not None:
+            build.cgroup.remove()
 
 
-def _build(
-    request: EnvRequest,
-    nix_text: bytes | None,
-    key: str,
-    settings: NixSettings,
-    workdir: Path,
-    steps: _Steps,
-    cache: CacheTarget | None,
-    started: float,
-) -> BuildReport:
+def _driver(request: EnvRequest, nix_text: bytes | None, workdir: Path) -> tuple[Path, dict[str, Path], dict[str, str]]:
+    """The driver's directory, Nix search path and arguments for this request."""
     driver_dir, request_dir = workdir / "driver", workdir / "request"
     driver_dir.mkdir(parents=True)
     request_dir.mkdir()
@@ -240,35 +294,17 @@ def _build(
         args["nixName"] = request.nix_name or NIX_FILE_NAME
     else:
         args["attrs"] = json.dumps(list(request.attrs))
+    return driver_dir, search, args
 
-    def failed(done: process.Finished, prefix: str) -> BuildReport:
-        if SYSTEM_ERRORS.search(done.stderr.decode("utf-8", "replace")):
-            raise BuildError(f"{prefix}: {done.error_text(1000)}")
-        status, message = _stage_status(done, steps.cgroup)
-        return _report(steps, started, BuildStatus.FAILED, status, f"{prefix}: {message}", exit_code=done.returncode)
 
-    restricted = nixcmd.nix_env(settings, nixcmd.nix_config(settings, restricted=True), tmpdir=workdir)
-    argv = nixcmd.eval_argv(settings, driver_dir / "env.nix", search_path=search, args=args)
-    done = steps.run("evaluate", argv, restricted)
-    if not done.ok:
-        return failed(done, "evaluation failed")
-    try:
-        info = json.loads(done.stdout)
-        drv_path = str(info["drvPath"])
-        listed = [p for p in info["packages"] if isinstance(p, dict)]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BuildError(f"nix eval gave unexpected output: {exc}") from exc
+Closure = tuple[tuple[str, int], ...]  # (store path, NAR size)
 
-    settings.roots_dir.mkdir(parents=True, exist_ok=True)
-    profile = settings.roots_dir / key
-    plain = nixcmd.nix_env(settings, nixcmd.nix_config(settings), tmpdir=workdir)
-    done = steps.run("build", nixcmd.dev_env_argv(settings, drv_path, profile), plain)
-    if not done.ok:
-        return failed(done, "build failed")
-    env_script = for_sandbox(done.stdout)
-    env_path = profile_target(profile, settings)
 
-    done = steps.run("closure", nixcmd.path_info_argv(settings, env_path), plain)
+def _closure(
+    steps: _Steps, settings: NixSettings, env_path: str, env: dict[str, str], listed: list[dict[str, Any]]
+) -> tuple[Closure, tuple[Package, ...]]:
+    """The environment's closure with its sizes, and its packages as the driver listed them."""
+    done = steps.run("closure", nixcmd.path_info_argv(settings, env_path), env)
     if not done.ok:
         raise BuildError(f"nix path-info {env_path}: {done.error_text(1000)}")
     try:
@@ -288,6 +324,36 @@ def _build(
         )
         for p in listed
     )
+    return closure, packages
+
+
+def _build(
+    request: EnvRequest,
+    nix_text: bytes | None,
+    key: str,
+    settings: NixSettings,
+    workdir: Path,
+    steps: _Steps,
+    cache: CacheTarget | None,
+) -> BuildReport:
+    driver_dir, search, args = _driver(request, nix_text, workdir)
+    restricted = nixcmd.nix_env(settings, nixcmd.nix_config(settings, restricted=True), tmpdir=workdir)
+    argv = nixcmd.eval_argv(settings, driver_dir / "env.nix", search_path=search, args=args)
+    done = steps.must("evaluate", argv, restricted, "evaluation failed")
+    try:
+        info = json.loads(done.stdout)
+        drv_path = str(info["drvPath"])
+        listed = [p for p in info["packages"] if isinstance(p, dict)]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BuildError(f"nix eval gave unexpected output: {exc}") from exc
+
+    settings.roots_dir.mkdir(parents=True, exist_ok=True)
+    profile = settings.roots_dir / key
+    plain = nixcmd.nix_env(settings, nixcmd.nix_config(settings), tmpdir=workdir)
+    done = steps.must("build", nixcmd.dev_env_argv(settings, drv_path, profile), plain, "build failed")
+    env_script = for_sandbox(done.stdout)
+    env_path = profile_target(profile, settings)
+    closure, packages = _closure(steps, settings, env_path, plain, listed)
 
     exported = False
     if cache is not None:
@@ -296,9 +362,7 @@ def _build(
         if not done.ok:
             raise BuildError(f"cannot export {env_path} to the spool's binary cache: {done.error_text(1000)}")
         exported = True
-    return _report(
-        steps,
-        started,
+    return steps.report(
         BuildStatus.OK,
         StageStatus.OK,
         "built",
@@ -310,22 +374,4 @@ def _build(
         closure=closure,
         env_script=env_script,
         exported=exported,
-    )
-
-
-def _report(
-    steps: _Steps, started: float, status: BuildStatus, stage_status: StageStatus, message: str, **fields: Any
-) -> BuildReport:
-    cgroup = steps.cgroup
-    return BuildReport(
-        status=status,
-        stage_status=stage_status,
-        message=message,
-        log=bytes(steps.log),
-        log_truncated=steps.truncated,
-        wall_time=time.monotonic() - started,
-        cpu_time=cgroup.cpu_seconds() if cgroup is not None else 0.0,
-        memory=cgroup.memory_peak() if cgroup is not None else 0,
-        steps=tuple(steps.steps),
-        **fields,
     )

@@ -2,19 +2,22 @@
 
 A build is submitter code (a Nix file can loop in evaluation; a derivation can fork or eat
 memory), so the builder runs every Nix process of a build in one cgroup with a memory and pids
-limit, under one deadline, with its log capped. The launcher shell puts itself into the cgroup
-before exec (so Nix and every builder it forks are counted; no `preexec_fn`), and `setpriv
---pdeathsig KILL` takes Nix down if the worker dies, so a killed builder leaves no build running.
+limit, under one deadline, with its log capped. It is started through the runner's launcher, as
+stages are (`runner/launcher.py`): the launcher joins the cgroup before exec (so Nix and every
+builder it forks are counted; no `preexec_fn`) and, with `guard=yes`, stays as Nix's guard: if the
+worker dies, it kills everything in the cgroup. Nix alone would not do: its sandboxed builders are
+not its children by then and would run on, unbounded in time. The launcher does not drop to
+another uid here: Nix stays root to hand the build to its own build users. Nix processes outside
+a build (gc, hashes, cache checks) get `setpriv --pdeathsig KILL`. Either way the runner's one
+supervisor (`runner/supervise.py`) watches the process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import selectors
 import shlex
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -22,12 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cutor_spool.errors import BuildError
+from cutor_spool.errors import BuildError, SandboxError
+from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup
+from cutor_spool.runner.launcher import host_argv
+from cutor_spool.runner.supervise import KillReason, LimitWatch, PipeSource, ProcessChild, Source, Supervisor
 
 log = logging.getLogger(__name__)
-
-POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class Finished:
     stderr: bytes
     stdout_truncated: bool
     stderr_truncated: bool
-    killed_for: str | None  # "time", "output", "cancel", or None
+    killed_for: KillReason | None
     wall: float
 
     @property
@@ -50,24 +54,19 @@ class Finished:
         return text[-limit:] or f"exit status {self.returncode}"
 
 
-# Joins the cgroup(s), runs the command, and stays as its keeper: if the worker dies, the keeper
-# gets SIGTERM (its parent-death signal) and kills everything in the cgroup. Nix alone would not
-# do: its sandboxed builders are not its children by then and would run on, unbounded in time.
-KEEPER = (
-    'first=$1; while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; '
-    '"$@" & child=$!; '
-    'trap \'for i in 1 2 3; do for p in $(cat "$first"); do [ "$p" = $$ ] || kill -KILL "$p" 2>/dev/null; '
-    "done; done; exit 143' TERM; "
-    'wait "$child"'
-)
+@dataclass(frozen=True)
+class BuildCgroup:
+    """Where a build's Nix processes run: its cgroup, and the static launcher that puts them there."""
+
+    cgroup: Cgroup
+    launcher: Path
 
 
-def launcher(argv: list[str], cgroup: Cgroup | None) -> list[str]:
-    """The argv that runs `argv` in `cgroup` (if any) and takes it down if this process dies."""
-    if cgroup is None:
+def start_argv(argv: list[str], build: BuildCgroup | None) -> list[str]:
+    """The argv that runs `argv` in the build's cgroup (if any), taken down if this process dies."""
+    if build is None:
         return ["setpriv", "--pdeathsig", "KILL", "--", *argv]
-    procs = [str(p) for p in cgroup.procs_files]
-    return ["setpriv", "--pdeathsig", "TERM", "--", "/bin/sh", "-c", KEEPER, "cutor-nix", *procs, "--", *argv]
+    return [*host_argv(build.launcher, build.cgroup.procs_files, rlimits=["core=0"], guard=True), *argv]
 
 
 def run(
@@ -79,7 +78,7 @@ def run(
     stdout_cap: int = 64 * 2**20,
     stderr_cap: int = 4 * 2**20,
     cancel: threading.Event | None = None,
-    cgroup: Cgroup | None = None,
+    build: BuildCgroup | None = None,
     label: str = "",
 ) -> Finished:
     """Runs `argv` to its end, or until `deadline` (monotonic), a cap or `cancel` stops it."""
@@ -87,75 +86,34 @@ def run(
     if shutil.which(argv[0], path=env.get("PATH")) is None:
         raise BuildError(f"{argv[0]} is not installed (Nix: apt install nix-bin)")
     started = time.monotonic()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
     try:
         proc = subprocess.Popen(
-            launcher(argv, cgroup),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env),
-            cwd=cwd,
+            start_argv(argv, build), stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=dict(env), cwd=cwd,
             start_new_session=True,
-        )
-    except OSError as exc:
+        )  # fmt: skip
+    except (OSError, SandboxError) as exc:
+        os.close(out_r)
+        os.close(err_r)
         raise BuildError(f"cannot run {argv[0]}: {exc}") from exc
-    assert proc.stdout is not None and proc.stderr is not None
-    caps = {"stdout": stdout_cap, "stderr": stderr_cap}
-    bufs = {"stdout": bytearray(), "stderr": bytearray()}
-    over = {"stdout": False, "stderr": False}
-    killed_for: str | None = None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
-    sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
-    try:
-        while sel.get_map():
-            for key, _ in sel.select(POLL):
-                data = os.read(key.fd, 65536)
-                if not data:
-                    sel.unregister(key.fileobj)
-                    continue
-                buf = bufs[key.data]
-                room = caps[key.data] - len(buf)
-                buf += data[: max(room, 0)]
-                if len(data) > room:
-                    over[key.data] = True
-                    killed_for = killed_for or "output"
-            if killed_for is None:
-                if cancel is not None and cancel.is_set():
-                    killed_for = "cancel"
-                elif deadline is not None and time.monotonic() >= deadline:
-                    killed_for = "time"
-            if killed_for is not None:
-                break
-        if killed_for is None and proc.poll() is None:  # outputs closed, process not done yet
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                proc.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                killed_for = "time"
     finally:
-        sel.close()
-        proc.stdout.close()
-        proc.stderr.close()
-        if killed_for is not None or proc.poll() is None:
-            _kill(proc, cgroup)
+        os.close(out_w)
+        os.close(err_w)
+    capture = Capture(stdout_cap, stderr_cap=stderr_cap, interleave=False)
+    sources: list[Source] = [PipeSource(out_r, "stdout"), PipeSource(err_r, "stderr")]
+    child = ProcessChild(proc, build.cgroup if build is not None else None)
+    try:
+        killed_for = Supervisor(child, sources, capture, LimitWatch(deadline, cancel), label=label).run()
+    finally:
         proc.wait()
     return Finished(
         argv=tuple(argv),
         returncode=proc.returncode,
-        stdout=bytes(bufs["stdout"]),
-        stderr=bytes(bufs["stderr"]),
-        stdout_truncated=over["stdout"],
-        stderr_truncated=over["stderr"],
+        stdout=bytes(capture.stdout),
+        stderr=bytes(capture.stderr),
+        stdout_truncated=capture.stdout_truncated,
+        stderr_truncated=capture.stderr_truncated,
         killed_for=killed_for,
         wall=time.monotonic() - started,
     )
-
-
-def _kill(proc: subprocess.Popen[bytes], cgroup: Cgroup | None) -> None:
-    if cgroup is not None:
-        cgroup.kill()  # Nix, and the builders it forked (as nixbld users, in their own sessions)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -39,6 +39,7 @@ from cutor_spool.documents.build import BuildRecord
 from cutor_spool.documents.states import ATTEMPTS_LOG
 from cutor_spool.errors import BuildError, LeaseLost, SandboxError, Shutdown, SystemFailure
 from cutor_spool.runner.cgroups import CgroupHost
+from cutor_spool.runner.launcher import build_launcher, launcher_dir
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR
 from cutor_spool.runner.stage import StageStatus
 from cutor_spool.watcher.queue import Claim, iso
@@ -79,6 +80,8 @@ class Builder(QueueWorker):
             {"store": str(store_root or "/nix/store"), "nix": {"system": self.system, "sandbox": self.settings.sandbox}}
         )
         self.cgroups: CgroupHost | None = None
+        self.launcher_dir = launcher_dir(state_dir)
+        self.launcher: Path | None = None
         self.cache: CacheTarget | None = None
         self.built = 0
 
@@ -90,6 +93,10 @@ class Builder(QueueWorker):
             self.cgroups = CgroupHost.detect()
         except (SandboxError, OSError) as exc:
             raise BuildError(f"builds need cgroups for their memory and pids limits: {exc}") from exc
+        try:
+            self.launcher = build_launcher(self.launcher_dir)
+        except SandboxError as exc:
+            raise BuildError(f"builds start through the launcher: {exc}") from exc
         self._sweep_cgroups()
         if self.config.nix.binary_cache:
             public = cache.ensure_signing_key(self.signing_key, self.settings, self.identity.host)
@@ -182,6 +189,7 @@ class Builder(QueueWorker):
                 cgroups=self.cgroups,
                 cancel=active.cancel,
                 cache=self.cache,
+                launcher=self.launcher,
             )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

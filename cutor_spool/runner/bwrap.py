@@ -19,256 +19,50 @@ A stage is launched as
   RLIMIT_NPROC.
 - New user, pid, net, ipc, uts and cgroup namespaces; nested user namespaces disabled; `/usr` and
   the Nix store paths read-only; only /work and a size-capped /tmp writable; / itself read-only.
+
+The command line is built by the pure functions of `bwrap_layout.py`; this module runs it: a
+stage's cgroup, its pipes, and the runner's one supervisor (`supervise.py`), in the caller's
+thread (`run`) or a thread of its own (`spawn`, whose stdin and stdout may be another stage's).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import secrets
-import selectors
 import shutil
-import stat
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cutor_spool.errors import SandboxError
-from cutor_spool.limits import Limits
+from cutor_spool.runner.backend import PIPE
+from cutor_spool.runner.bwrap_layout import (
+    OVERHEAD_PROCESSES,
+    STARTED_WRAPPER,
+    STARTED_WRAPPER_STDERR,
+    BwrapLayout,
+    bwrap_argv,
+    check_reachable,
+    find_init,
+    prepare_etc,
+    stage_launch_argv,
+    system_mounts,
+)
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
-from cutor_spool.runner.launcher import build_launcher, launcher_dir, rlimit_options
-from cutor_spool.runner.slots import Slot, SlotPool, slot_accounts
+from cutor_spool.runner.launcher import build_launcher, launcher_dir
+from cutor_spool.runner.slots import Slot, SlotPool
 from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error
-from cutor_spool.runner.supervise import LimitWatch
+from cutor_spool.runner.supervise import LimitWatch, PipeSource, ProcessChild, Source, Supervisor
 
 log = logging.getLogger(__name__)
 
 NAME = "bubblewrap"
-# Processes the sandbox itself adds to the job's count: bwrap's monitor and tini.
-OVERHEAD_PROCESSES = 2
-LAUNCH = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
-# What of the host's /etc a job may see: copied (symlinks kept as symlinks) into one directory per
-# host that is bound at /etc in a single mount; ten separate binds cost 3 ms per stage.
-SAFE_ETC = (
-    "alternatives",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "localtime",
-    "os-release",
-    "debian_version",
-    "mime.types",
-    "protocols",
-    "services",
-)
-NETWORK_ETC = ("resolv.conf", "nsswitch.conf", "ssl", "ca-certificates", "gai.conf", "host.conf", "hosts")
-STARTED_WRAPPER = "printf '\\036cutor-stage\\036' && exec \"$@\""  # writes STARTED_MARKER
-BASE_ENV = {
-    "PATH": "/usr/local/bin:/usr/bin:/bin",
-    "HOME": "/work",
-    "TMPDIR": "/tmp",
-    "LANG": "C.UTF-8",
-    "USER": "sandbox",
-    "LOGNAME": "sandbox",
-    "SHELL": "/bin/sh",
-}
-
-
-def launch_argv(procs_files: list[Path], limits: Limits, uid: int, gid: int, launcher: Path | None = None) -> list[str]:
-    """Attach to cgroups, set rlimits, drop to the slot's uid. Pure; the bwrap argv follows.
-    With the static launcher (see launcher.py) it is one process start; without it (no C
-    compiler on the host) a shell, `prlimit` and `setpriv`, which cost about 5 ms more."""
-    nproc = limits.processes + OVERHEAD_PROCESSES
-    if launcher is not None:
-        return [
-            str(launcher),
-            *(f"cgroup={path}" for path in procs_files),
-            *rlimit_options(limits, nproc),
-            f"user={uid}:{gid}",
-            "marker=no",
-            "--",
-        ]
-    return [
-        "/bin/sh",
-        "-c",
-        LAUNCH,
-        "cutor-launch",
-        *map(str, procs_files),
-        "--",
-        "prlimit",
-        *(f"--{option}" for option in rlimit_options(limits, nproc)),
-        "--",
-        "setpriv",
-        f"--reuid={uid}",
-        f"--regid={gid}",
-        "--clear-groups",
-        "--no-new-privs",
-        "--",
-    ]
-
-
-def system_mounts(root: Path = Path("/")) -> list[str]:
-    """/usr read-only, and the top-level bin/lib directories as symlinks (merged /usr) or binds."""
-    args = ["--ro-bind", str(root / "usr"), "/usr"]
-    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        path = root / name
-        if path.is_symlink():
-            args += ["--symlink", os.readlink(path), f"/{name}"]
-        elif path.is_dir():
-            args += ["--ro-bind", str(path), f"/{name}"]
-    return args
-
-
-@dataclass(frozen=True)
-class BwrapLayout:
-    """Everything about the sandbox's filesystem that does not change between stages."""
-
-    init: str  # host path of a tini binary, bound at /init
-    system: tuple[str, ...]
-    tmp_size: int
-    etc: Path  # the prepared /etc (see prepare_etc)
-    etc_net: Path  # the same, plus name resolution, for stages with network
-    extra_ro: tuple[str, ...] = ()
-
-
-def ro_bind(src: str | Path, dest: str | None = None) -> list[str]:
-    return ["--ro-bind", str(src), dest or str(src)]
-
-
-def bind(src: str | Path, dest: str) -> list[str]:
-    return ["--bind", str(src), dest]
-
-
-def tmpfs(dest: str, size: int) -> list[str]:
-    return ["--size", str(size), "--tmpfs", dest]
-
-
-def setenv(env: Mapping[str, str]) -> list[str]:
-    return [arg for key, value in env.items() for arg in ("--setenv", key, value)]
-
-
-def bwrap_argv(
-    layout: BwrapLayout,
-    *,
-    slot_root: Path,
-    workdir: str,
-    network: bool,
-    ro_binds: tuple[str, ...],
-    env: Mapping[str, str],
-    status_fd: int,
-    command: tuple[str, ...],
-) -> list[str]:
-    """The whole bwrap command line for one stage. Pure, so it can be read and tested as data.
-    Writable: /work (the slot's tmpfs), /tmp and /dev/shm (size-capped tmpfs); nothing else."""
-    namespaces = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    if not network:
-        namespaces.append("--unshare-net")
-    return [
-        "bwrap", *namespaces, "--disable-userns", "--die-with-parent", "--new-session", "--hostname", "sandbox",
-        *layout.system,
-        *ro_bind(layout.etc_net if network else layout.etc, "/etc"),
-        "--proc", "/proc",
-        "--dev", "/dev", *tmpfs("/dev/shm", layout.tmp_size), "--remount-ro", "/dev",
-        *tmpfs("/tmp", layout.tmp_size),
-        *bind(slot_root / workdir, "/work"),
-        *ro_bind(slot_root / "io", "/run/cutor"),
-        *ro_bind(layout.init, "/init"),
-        *[arg for path in (*layout.extra_ro, *ro_binds) for arg in ro_bind(path)],
-        "--remount-ro", "/", "--chdir", "/work", "--clearenv", *setenv({**BASE_ENV, **env}),
-        "--json-status-fd", str(status_fd), "--as-pid-1", "--", "/init", "--", *command,
-    ]  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen[bytes], cgroup: Cgroup, *, started: bool) -> None:
-    """Kills the sandbox from the inside out (see `Cgroup.kill`), then its monitor if need be.
-    Before bwrap has started the sandbox there is no inside: everything goes at once."""
-    cgroup.kill(spare=proc.pid if started else None)
-    try:
-        proc.wait(timeout=2.0)
-    except subprocess.TimeoutExpired:
-        cgroup.kill()
-        proc.wait()
-
-
-def _etc_sources(network: bool) -> list[tuple[str, str, bytes]]:
-    """(relative name, kind, content) of what the sandbox's /etc holds; kinds l(ink), f(ile), d(ir)."""
-    found: list[tuple[str, str, bytes]] = []
-    pending = [Path(name) for name in SAFE_ETC + (NETWORK_ETC if network else ())]
-    while pending:
-        rel = pending.pop()
-        src = Path("/etc") / rel
-        if src.is_symlink():
-            found.append((str(rel), "l", os.readlink(src).encode()))
-        elif src.is_dir():
-            found.append((str(rel), "d", b""))
-            pending.extend(rel / child for child in sorted(os.listdir(src)))
-        elif src.is_file():
-            found.append((str(rel), "f", src.read_bytes()))
-    return sorted(found)
-
-
-def prepare_etc(base: Path, *, uid_base: int, slots: int, network: bool) -> Path:
-    """The directory that is the sandbox's /etc for this host's files as they are now.
-
-    Content-addressed (`etc-<digest>`), built once and never changed after: executors of a host
-    agree on it without locks, and a new one appears only when the host's files change (new
-    libraries: a new ld.so.cache). Swapping one directory in place was seen to leave a moment
-    with no /etc at all, and a concurrent stage failed to start."""
-    entries = _etc_sources(network)
-    synthetic = slot_accounts(uid_base, slots)
-    if not network:
-        synthetic["hosts"] = "127.0.0.1 localhost sandbox\n::1 localhost\n"
-    entries = [e for e in entries if e[0] not in synthetic] + [(k, "f", v.encode()) for k, v in synthetic.items()]
-    digest = hashlib.sha256(repr(sorted(entries)).encode()).hexdigest()[:16]
-    target = base / f"{'etc-net' if network else 'etc'}-{digest}"
-    if target.is_dir():
-        return target
-    fresh = base / f".build-{target.name}-{os.getpid()}-{secrets.token_hex(3)}"
-    fresh.mkdir(mode=0o755, parents=True)
-    for rel, kind, content in sorted(entries):
-        dst = fresh / rel
-        if kind == "d":
-            dst.mkdir(mode=0o755, exist_ok=True)
-        elif kind == "l":
-            os.symlink(content.decode(), dst)
-        else:
-            dst.write_bytes(content)
-            dst.chmod(0o644)
-    try:
-        os.rename(fresh, target)
-    except OSError:  # another executor published the same directory first
-        shutil.rmtree(fresh, ignore_errors=True)
-    return target
-
-
-def check_reachable(state_dir: Path) -> None:
-    """bubblewrap runs as the slot's uid (the launcher drops to it first), so it binds only what
-    that uid can reach: the state directory's etc, slot and io directories. A state directory
-    under a directory that others may not traverse (a 0700 home or temporary directory) would fail
-    every stage's setup; say so once, at start, before any submission is claimed."""
-    path = state_dir.resolve()
-    for directory in (path, *path.parents):
-        mode = directory.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            raise SandboxError(
-                f"the state directory {state_dir} is out of the sandbox uids' reach: {directory} has mode "
-                f"{stat.S_IMODE(mode):04o} and others may not traverse it; use one whose every parent is "
-                f"o+x (the default is /run/cutor-spool), or chmod o+x {directory}"
-            )
-
-
-def _find_init() -> str:
-    for name in ("tini-static", "tini"):
-        path = shutil.which(name)
-        if path:
-            return os.path.realpath(path)
-    raise SandboxError("tini is not installed (apt install tini): the sandbox needs it as pid 1")
+HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
 class BubblewrapBackend:
@@ -304,7 +98,7 @@ class BubblewrapBackend:
         self._etc_base = state_dir / "etc.d"
         self._etc_stamp = -1.0
         self.layout = BwrapLayout(
-            init=_find_init(),
+            init=find_init(),
             system=tuple(system_mounts()),
             tmp_size=tmp_size,
             etc=self._etc_base,
@@ -370,6 +164,27 @@ class BwrapSandbox:
         pass
 
     def run(self, spec: StageSpec, cancel: threading.Event | None = None) -> StageOutput:
+        try:
+            stage = self._start(spec, cancel, stdin=None, stdout=None)
+        except OSError as exc:
+            log.exception("%s: stage %s failed to run", self.label, spec.name)
+            return internal_error(spec, f"sandbox failure: {exc}", NAME)
+        return stage.supervise()
+
+    def spawn(
+        self, spec: StageSpec, cancel: threading.Event | None = None, *, stdin: int | None = None, stdout: int = PIPE
+    ) -> BwrapStage:
+        """See `Sandbox.spawn`. A failure to start is the system's: SandboxError."""
+        try:
+            stage = self._start(spec, cancel, stdin=stdin, stdout=stdout)
+        except OSError as exc:
+            raise SandboxError(f"{self.label}: stage {spec.name} failed to start: {exc}") from exc
+        stage.supervise_in_background()
+        return stage
+
+    def _start(
+        self, spec: StageSpec, cancel: threading.Event | None, *, stdin: int | None, stdout: int | None
+    ) -> BwrapStage:
         self.stages += 1
         slot = self.slot
         slot.writable(spec.workdir)  # mounts the checker's aux directory on first use
@@ -379,103 +194,184 @@ class BwrapSandbox:
         cgroup = self.backend.cgroups.create(f"{slot.name}-{secrets.token_hex(4)}")
         try:
             cgroup.set_limits(memory=spec.limits.memory, pids=spec.limits.processes + OVERHEAD_PROCESSES)
-            return self._run(spec, cgroup, cancel)
-        except OSError as exc:
-            log.exception("%s: stage %s failed to run", self.label, spec.name)
-            return internal_error(spec, f"sandbox failure: {exc}", NAME)
-        finally:
+            return BwrapStage.start(self, spec, cgroup, cancel, stdin=stdin, stdout=stdout)
+        except BaseException:
             cgroup.remove()
+            raise
 
-    def _run(self, spec: StageSpec, cgroup: Cgroup, cancel: threading.Event | None) -> StageOutput:
-        slot = self.slot
-        stdin_path = slot.root / "stdin"
-        stdin_path.write_bytes(spec.stdin)
-        status_r, status_w = os.pipe()
-        argv = launch_argv(cgroup.procs_files, spec.limits, slot.uid, slot.gid, self.backend.launcher) + bwrap_argv(
-            self.backend.layout,
-            slot_root=slot.root,
-            workdir=spec.workdir,
-            network=spec.network,
-            ro_binds=spec.ro_binds,
-            env=spec.env,
-            status_fd=status_w,
-            command=("/bin/sh", "-c", STARTED_WRAPPER, "cutor-stage", *spec.sandbox_command()),
-        )
-        started = time.monotonic()
+
+class _Pipes:
+    """The fds of a stage being started: the child's ends (closed here once it has them) and ours."""
+
+    def __init__(self) -> None:
+        self.child: dict[str, int] = {}
+        self.ours: dict[str, int] = {}
+        self.close_after: list[int] = []
+
+    def pipe(self, name: str, child_reads: bool) -> None:
+        read, write = os.pipe()
+        self.child[name], self.ours[name] = (read, write) if child_reads else (write, read)
+        self.close_after.append(self.child[name])
+
+    def wire(self, stdin_file: Path, stdin_bytes: bytes, *, stdin: int | None, stdout: int | None) -> None:
+        """The child's stdin, stdout, stderr and bwrap's status fd, as `Sandbox.spawn` says."""
+        self.pipe("status", child_reads=False)
+        self.pipe("stderr", child_reads=False)
+        if stdout is None or stdout == PIPE:
+            self.pipe("stdout", child_reads=False)
+        else:
+            self.child["stdout"] = stdout
+        if stdin == PIPE:
+            self.pipe("stdin", child_reads=True)
+        elif stdin is not None:
+            self.child["stdin"] = stdin
+        else:
+            stdin_file.write_bytes(stdin_bytes)
+            self.child["stdin"] = os.open(stdin_file, os.O_RDONLY | os.O_CLOEXEC)
+            self.close_after.append(self.child["stdin"])
+
+    def started(self) -> None:
+        for fd in self.close_after:
+            os.close(fd)
+        self.close_after.clear()
+
+    def abandon(self) -> None:
+        self.started()
+        for fd in self.ours.values():
+            os.close(fd)
+
+
+@dataclass
+class BwrapStage:
+    """One stage's process and its supervision: `run` supervises it in the caller's thread,
+    `spawn` in a thread of its own (see `Sandbox.spawn`)."""
+
+    sandbox: BwrapSandbox
+    spec: StageSpec
+    cgroup: Cgroup
+    proc: subprocess.Popen[bytes]
+    supervisor: Supervisor
+    watch: LimitWatch
+    started: float
+    stdin: int | None = None
+    stdout: int | None = None
+    _thread: threading.Thread | None = None
+    _output: StageOutput | None = None
+    _error: BaseException | None = None
+
+    @classmethod
+    def start(
+        cls,
+        sandbox: BwrapSandbox,
+        spec: StageSpec,
+        cgroup: Cgroup,
+        cancel: threading.Event | None,
+        *,
+        stdin: int | None,
+        stdout: int | None,
+    ) -> BwrapStage:
+        slot, backend = sandbox.slot, sandbox.backend
+        pipes = _Pipes()
         try:
-            with open(stdin_path, "rb") as stdin:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=stdin,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    pass_fds=(status_w,),
-                    start_new_session=True,
-                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                )
+            pipes.wire(slot.root / "stdin", spec.stdin, stdin=stdin, stdout=stdout)
+            wrapper = STARTED_WRAPPER if stdout is None else STARTED_WRAPPER_STDERR
+            launch = stage_launch_argv(cgroup.procs_files, spec.limits, slot.uid, slot.gid, backend.launcher)
+            argv = launch + bwrap_argv(
+                backend.layout, slot_root=slot.root, workdir=spec.workdir, network=spec.network,
+                ro_binds=spec.ro_binds, env=spec.env, status_fd=pipes.child["status"],
+                command=("/bin/sh", "-c", wrapper, "cutor-stage", *spec.sandbox_command()),
+            )  # fmt: skip
+            started = time.monotonic()
+            proc = subprocess.Popen(
+                argv, stdin=pipes.child["stdin"], stdout=pipes.child["stdout"], stderr=pipes.child["stderr"],
+                pass_fds=(pipes.child["status"],), start_new_session=True, env=HOST_ENV,
+            )  # fmt: skip
+        except BaseException:
+            pipes.abandon()
+            raise
+        pipes.started()
+        return cls._supervised(sandbox, spec, cgroup, cancel, proc, pipes, started, captured=stdout is None)
+
+    @classmethod
+    def _supervised(
+        cls,
+        sandbox: BwrapSandbox,
+        spec: StageSpec,
+        cgroup: Cgroup,
+        cancel: threading.Event | None,
+        proc: subprocess.Popen[bytes],
+        pipes: _Pipes,
+        started: float,
+        *,
+        captured: bool,
+    ) -> BwrapStage:
+        capture = Capture(
+            spec.limits.output, started_marker=STARTED_MARKER, marker_stream="stdout" if captured else "stderr"
+        )
+        sources: list[Source] = [
+            PipeSource(pipes.ours.pop("status"), "status"),
+            PipeSource(pipes.ours.pop("stderr"), "stderr"),
+        ]
+        if captured:
+            sources.append(PipeSource(pipes.ours.pop("stdout"), "stdout"))
+
+        def monitor() -> int | None:  # spared while it takes the sandbox down (see Cgroup.kill)
+            return proc.pid if b"child-pid" in capture.side.get("status", b"") else None
+
+        watch = LimitWatch.stage(spec.limits, cgroup, cancel, started)
+        child = ProcessChild(proc, cgroup, spare=monitor)
+        supervisor = Supervisor(child, sources, capture, watch, label=sandbox.label)
+        return cls(
+            sandbox, spec, cgroup, proc, supervisor, watch, started, pipes.ours.get("stdin"), pipes.ours.get("stdout")
+        )
+
+    def supervise(self) -> StageOutput:
+        try:
+            self.supervisor.run()
+            return self._conclude(time.monotonic() - self.started)
+        except OSError as exc:
+            log.exception("%s: stage %s failed to run", self.sandbox.label, self.spec.name)
+            return internal_error(self.spec, f"sandbox failure: {exc}", NAME)
         finally:
-            os.close(status_w)
-        watch = LimitWatch(spec.limits, cgroup, cancel, started)
-        capture = Capture(spec.limits.output, started_marker=STARTED_MARKER)
-        killed_for, status_lines = self._supervise(proc, cgroup, watch, capture, status_r)
-        wall = time.monotonic() - started
+            self.cgroup.remove()
+
+    def _conclude(self, wall: float) -> StageOutput:
+        cgroup, capture = self.cgroup, self.supervisor.capture
         cgroup.kill()  # nothing should be left; if something is, it goes now
         cpu, peak, ooms = cgroup.cpu_seconds(), cgroup.memory_peak(), cgroup.oom_kills()
         # Without the marker the sandbox never reached the job, unless we stopped it first (see
         # STOPPED_BY_US).
-        started_ok = any("child-pid" in line for line in status_lines) and (
+        killed_for = self.supervisor.reason
+        started_ok = b"child-pid" in capture.side.get("status", b"") and (
             capture.started or killed_for in STOPPED_BY_US
         )
         output = conclude(
-            spec.name, spec.limits, NAME, capture=capture, started=started_ok, killed_for=killed_for,
-            returncode=proc.returncode, oom_kills=ooms, cpu_time=cpu, wall_time=wall, memory=peak,
+            self.spec.name, self.spec.limits, NAME, capture=capture, started=started_ok, killed_for=killed_for,
+            returncode=self.proc.returncode, oom_kills=ooms, cpu_time=cpu, wall_time=wall, memory=peak,
             setup_error=capture.stderr.decode("utf-8", "replace"),
         )  # fmt: skip
         if not started_ok:
-            log.error("%s: %s", self.label, output.message)
+            log.error("%s: %s", self.sandbox.label, output.message)
         return output
 
-    def _supervise(
-        self, proc: subprocess.Popen[bytes], cgroup: Cgroup, watch: LimitWatch, capture: Capture, status_r: int
-    ) -> tuple[str | None, list[str]]:
-        assert proc.stdout is not None and proc.stderr is not None
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
-        sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
-        sel.register(status_r, selectors.EVENT_READ, "status")
-        status_buf = bytearray()
-        killed_for: str | None = None
-        try:
-            while sel.get_map() or proc.poll() is None:
-                if not sel.get_map():
-                    # The job closed its outputs but lives on: wait for it, still watching limits.
-                    try:
-                        proc.wait(timeout=max(watch.next_wait(), 0.001))
-                    except subprocess.TimeoutExpired:
-                        pass
-                else:
-                    for key, _ in sel.select(watch.next_wait()):
-                        fd = key.fd
-                        data = os.read(fd, 65536)
-                        if not data:
-                            sel.unregister(key.fileobj)
-                            continue
-                        if key.data == "status":
-                            status_buf += data
-                        elif not capture.feed(key.data, data) and killed_for is None:
-                            killed_for = "output"
-                if killed_for is None:
-                    killed_for = watch.check()
-                if killed_for is not None:
-                    _stop(proc, cgroup, started=b"child-pid" in status_buf)
-                    for key in list(sel.get_map().values()):
-                        sel.unregister(key.fileobj)
-                    break
-        finally:
-            sel.close()
-            proc.stdout.close()
-            proc.stderr.close()
-            os.close(status_r)
-            if proc.poll() is None:
-                _stop(proc, cgroup, started=b"child-pid" in status_buf)
-        return killed_for, [line for line in status_buf.decode("utf-8", "replace").splitlines() if line.strip()]
+    def supervise_in_background(self) -> None:
+        def target() -> None:
+            try:
+                self._output = self.supervise()
+            except BaseException as exc:  # handed to whoever waits
+                self._error = exc
+
+        self._thread = threading.Thread(target=target, name=f"stage-{self.spec.name}", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> StageOutput:
+        if self._thread is None:
+            return self.supervise()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._output is not None
+        return self._output
+
+    def kill(self) -> None:
+        self.watch.killed.set()

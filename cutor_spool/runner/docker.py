@@ -1,9 +1,10 @@
 """The Docker backend: one long-lived container per submission, an exec per stage.
 
 Stages mean the same as with bubblewrap (`runner/bwrap.py`): the same statuses from
-`stage.classify`, the same `LimitWatch` for wall time, CPU of all processes and cancellation, the
-same byte cap on output, stdin and the stage's files in the slot's `io` directory (read-only at
-/run/cutor), /work the slot's writable directory, Nix store paths read-only at their own paths.
+`stage.classify`, the same supervisor (`supervise.py`) for wall time, CPU of all processes and
+cancellation, the same byte cap on output, stdin and the stage's files in the slot's `io`
+directory (read-only at /run/cutor), /work the slot's writable directory, Nix store paths
+read-only at their own paths.
 
 The container (created lazily, at a submission's first stage that needs it):
 
@@ -34,7 +35,6 @@ containers left by a dead worker are removed by `sweep` and when their slot is n
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import secrets
@@ -49,11 +49,11 @@ import docker.errors
 
 from cutor_spool.config import SpoolConfig
 from cutor_spool.errors import SandboxError
-from cutor_spool.runner.bwrap import BASE_ENV
+from cutor_spool.runner.backend import PIPE, StageProcess
+from cutor_spool.runner.bwrap_layout import BASE_ENV
 from cutor_spool.runner.capture import Capture
-from cutor_spool.runner.cgroups import Cgroup
-from cutor_spool.runner.docker_cgroup import ContainerCgroup, Process, cgroup_of
-from cutor_spool.runner.docker_exec import ExecWatch
+from cutor_spool.runner.docker_cgroup import ContainerCgroup, cgroup_of, container_init, container_keeper
+from cutor_spool.runner.docker_exec import watch_exec
 from cutor_spool.runner.docker_layout import (
     OVERHEAD_PROCESSES,
     ContainerKey,
@@ -61,6 +61,7 @@ from cutor_spool.runner.docker_layout import (
     alive_file,
     engine_socket,
     host_config,
+    lock_alive,
     write_etc,
 )
 from cutor_spool.runner.docker_stream import start_exec
@@ -69,7 +70,7 @@ from cutor_spool.runner.launcher import (
     MOUNT_POINT,
     STDIN_NAME,
     build_launcher,
-    launch_argv,
+    exec_argv,
     launcher_dir,
 )
 from cutor_spool.runner.slots import Slot, SlotPool
@@ -226,26 +227,7 @@ class DockerSandbox:
     def hold(self) -> None:
         """Takes the slot's alive lock, on which the containers' keepers wait (see
         `launcher`): while this process lives, they keep their containers up."""
-        path = alive_file(self.backend.layout, self.slot)
-        path.parent.mkdir(mode=0o755, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            os.fchmod(fd, 0o644)  # the keeper, as the slot's uid, opens it to wait on it
-            deadline = time.monotonic() + 5.0
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:  # a keeper of a dead worker's container, about to exit
-                    if time.monotonic() > deadline:
-                        raise SandboxError(
-                            f"{path} stays locked: a container of slot {self.slot.uid} lives on"
-                        ) from None
-                    time.sleep(0.01)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._alive = fd
+        self._alive = lock_alive(alive_file(self.backend.layout, self.slot), self.slot.uid)
 
     @property
     def workdir(self) -> Path:
@@ -281,7 +263,7 @@ class DockerSandbox:
             self.api.start(container_id)
             init_pid = int(self.api.inspect_container(container_id)["State"]["Pid"])
             cgroup = cgroup_of(init_pid, container_id[:12])
-            spares = (_process(init_pid), self._keeper(cgroup, init_pid))
+            spares = (container_init(init_pid), container_keeper(cgroup, init_pid))
         except BaseException:
             self.remove(container_id)
             raise
@@ -295,17 +277,6 @@ class DockerSandbox:
         self.containers[key] = box
         log.info("%s: container %s (%s) started", self.label, container_id[:12], key.workdir)
         return box
-
-    @staticmethod
-    def _keeper(cgroup: Cgroup, init_pid: int) -> Process:
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline:
-            for pid in cgroup.pids():
-                process = Process.of(pid)
-                if pid != init_pid and process is not None and process.parent() == init_pid:
-                    return process
-            time.sleep(0.002)
-        raise SandboxError("the container's keeper did not start")
 
     def remove(self, container_id: str) -> None:
         """Removes a container (killing what runs in it), retried with a long timeout: the
@@ -342,6 +313,13 @@ class DockerSandbox:
             self.backend.forget(self)
 
     # -- stages ------------------------------------------------------------------------------
+    def spawn(
+        self, spec: StageSpec, cancel: threading.Event | None = None, *, stdin: int | None = None, stdout: int = PIPE
+    ) -> StageProcess:
+        """Not with Docker: an exec's stdin and stdout are the engine's one attach stream, not
+        file descriptors that another stage could be given. Interactive problems need bubblewrap."""
+        raise NotImplementedError("the Docker backend cannot spawn stages wired to other processes; use bubblewrap")
+
     def run(self, spec: StageSpec, cancel: threading.Event | None = None) -> StageOutput:
         self.stages += 1
         slot = self.slot
@@ -363,7 +341,7 @@ class DockerSandbox:
         exec_id = str(
             self.api.exec_create(
                 box.id,
-                launch_argv(limits, nproc, spec.sandbox_command()),
+                exec_argv(limits, nproc, spec.sandbox_command()),
                 user=f"{slot.uid}:{slot.gid}",
                 environment={**BASE_ENV, **spec.env},
                 workdir="/work",
@@ -371,39 +349,33 @@ class DockerSandbox:
         )
         started = time.monotonic()
         sock, early = start_exec(self.backend.socket, self.backend.api_version, exec_id, API_TIMEOUT)
-        watch = LimitWatch(limits, box.cgroup.cgroup, cancel, started, cpu_offset=start.cpu)
+        watch = LimitWatch.stage(limits, box.cgroup.cgroup, cancel, started, cpu_offset=start.cpu)
         capture = Capture(limits.output, started_marker=STARTED_MARKER)
-        execution = ExecWatch(self.api, exec_id, box.cgroup, watch, capture)
         try:
-            execution.run(sock, early)
+            child, limit_watch, killed_for = watch_exec(
+                self.api, exec_id, box.cgroup, watch, capture, sock, early, started=started, label=self.label
+            )
         finally:
             sock.close()
-        returncode = execution.exit_code()
-        wall = (execution.ended or time.monotonic()) - started
-        if execution.container_lost or not box.cgroup.intact():
-            cpu, peak, ooms = execution.cpu_seen, 0, 0
-            lost = True
+        returncode = child.exit_code()
+        wall = (child.ended or time.monotonic()) - started
+        lost = child.container_lost or not box.cgroup.intact()
+        if lost:
+            cpu, peak, ooms = limit_watch.cpu_seen, 0, 0
         else:
             cg = box.cgroup.cgroup
             cpu, ooms = cg.cpu_seconds() - start.cpu, cg.oom_kills() - start.oom_kills
             peak = max(0, box.cgroup.peak() - start.usage)
-            lost = False
         # The launcher writes the started marker just before exec'ing the job: without it the
         # stage never reached the job, unless we stopped it first for a limit.
-        started_ok = not execution.engine and (capture.started or execution.killed_for in STOPPED_BY_US)
+        engine = capture.side.get("engine", b"")
+        started_ok = not engine and (capture.started or killed_for in STOPPED_BY_US)
         output = conclude(
-            spec.name, limits, NAME, capture=capture, started=started_ok, killed_for=execution.killed_for,
+            spec.name, limits, NAME, capture=capture, started=started_ok, killed_for=killed_for,
             returncode=returncode, oom_kills=ooms, cpu_time=cpu, wall_time=wall, memory=peak,
-            setup_error=(execution.engine or capture.stderr).decode("utf-8", "replace"),
+            setup_error=(engine or capture.stderr).decode("utf-8", "replace"),
             note="the stage killed its container's keeper; the container ended with it" if lost else None,
         )  # fmt: skip
         if not started_ok:
             log.error("%s: %s", self.label, output.message)
         return output
-
-
-def _process(pid: int) -> Process:
-    process = Process.of(pid)
-    if process is None:
-        raise SandboxError(f"the container's init (pid {pid}) is gone")
-    return process

@@ -75,6 +75,25 @@ def _stat(pid: int) -> list[str] | None:
     return text[text.rindex(")") + 2 :].split()
 
 
+def container_init(pid: int) -> Process:
+    process = Process.of(pid)
+    if process is None:
+        raise SandboxError(f"the container's init (pid {pid}) is gone")
+    return process
+
+
+def container_keeper(cgroup: Cgroup, init_pid: int) -> Process:
+    """The container's keeper: the child of its init (see launcher.py), once it has started."""
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        for pid in cgroup.pids():
+            process = Process.of(pid)
+            if pid != init_pid and process is not None and process.parent() == init_pid:
+                return process
+        time.sleep(0.002)
+    raise SandboxError("the container's keeper did not start")
+
+
 def cgroup_of(pid: int, name: str) -> Cgroup:
     """The host cgroup(s) of a process, from /proc/<pid>/cgroup: v1 where the memory controller is
     a v1 hierarchy (this host), v2 otherwise."""

@@ -1,19 +1,23 @@
-"""Watching one exec: its output with a byte cap, its limits, and when it is over.
+"""One Docker exec as the supervisor sees it: its stream, its main process, its limits.
+
+The exec's output is no pipe but the engine's socket, stdout and stderr multiplexed in frames
+(`docker_stream`): `FrameSource` is that socket as one more `supervise.Source`, so the exec is
+watched by the same loop as every other child (`supervise.Supervisor`).
 
 An exec is over when its main process exits, not when its output stream closes: the engine keeps
 the stream open while anything holds the stage's stdout (a background child), and then gives up
 only two seconds later. So, like the bubblewrap backend (whose pid 1 takes the pid namespace down
 with it), the end of the main process ends the stage: what it left behind is killed and the
-stream drained. The main process is known by its host pid (from the engine, once it has started)
-through a pidfd; before that, the engine is asked about it every INSPECT_POLL.
+stream drained (the supervisor's DRAIN). The main process is known by its host pid (from the
+engine, once it has started) through a pidfd; before that, the engine is asked about it every
+INSPECT_POLL.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import selectors
+import select
 import socket
 import time
 from dataclasses import dataclass, field
@@ -23,12 +27,9 @@ from cutor_spool.errors import SandboxError
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.docker_cgroup import ContainerCgroup, Process
 from cutor_spool.runner.docker_stream import FrameReader
-from cutor_spool.runner.supervise import LimitWatch
-
-log = logging.getLogger(__name__)
+from cutor_spool.runner.supervise import CHUNK, KillReason, LimitWatch, Piece, Supervisor
 
 INSPECT_POLL = 0.1  # seconds between questions to the engine until the main process is known
-DRAIN = 2.0  # after the main process ended and its leftovers were killed: the rest of the stream
 EXIT_WAIT = 10.0  # for the engine to record the exit code of an exec that is over
 
 
@@ -37,103 +38,68 @@ class ExecApi(Protocol):
 
 
 @dataclass
-class ExecWatch:
+class FrameSource:
+    """The exec's socket: its frames as (stream, bytes) pieces; the engine's own messages are
+    the side stream "engine"."""
+
+    sock: socket.socket
+    reader: FrameReader = field(default_factory=FrameReader)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def decode(self, data: bytes) -> list[Piece]:
+        return list(self.reader.feed(data))
+
+    def read(self) -> list[Piece] | None:
+        try:
+            data = self.sock.recv(CHUNK)
+        except BlockingIOError:
+            return []
+        return self.decode(data) if data else None
+
+    def close(self) -> None:
+        pass  # the socket is the caller's
+
+
+@dataclass
+class ExecChild:
+    """The exec's main process (see the module's docstring) and how to end the stage."""
+
     api: ExecApi
     exec_id: str
     cgroup: ContainerCgroup
-    watch: LimitWatch
-    capture: Capture
-    killed_for: str | None = None
-    engine: bytearray = field(default_factory=bytearray)  # the engine's own messages (stream 3)
+    started: float
     ended: float | None = None  # when the main process was seen to end
-    cpu_seen: float = 0.0  # the last CPU reading, in case the container's cgroup disappears
     container_lost: bool = False
     recorded: int | None = None  # the exit code, when the engine gave it while we watched
-    _reader: FrameReader = field(default_factory=FrameReader)
+    pidfd: int | None = None
+    _next_inspect: float = 0.0
 
-    def _feed(self, data: bytes) -> None:
-        for stream, piece in self._reader.feed(data):
-            if stream == "engine":
-                self.engine += piece[:4096]
-            elif not self.capture.feed(stream, piece) and self.killed_for is None:
-                self.killed_for = "output"
+    def __post_init__(self) -> None:
+        self._next_inspect = self.started + INSPECT_POLL
 
-    def run(self, sock: socket.socket, early: bytes) -> None:
-        """Reads until the exec is over or must be stopped; leaves the stage's processes dead."""
-        sel = selectors.DefaultSelector()
-        sel.register(sock, selectors.EVENT_READ, "stream")
-        pidfd: int | None = None
-        stream_open, main_done, swept = True, False, False
-        next_inspect = self.watch.started + INSPECT_POLL
-        drain_until, quiet_polls = 0.0, 0
-        self._feed(early)
-        try:
-            while self.killed_for is None and not (main_done and not stream_open):
-                wait = self.watch.next_wait()
-                if sel.get_map():
-                    events = sel.select(wait)
-                else:  # the stream ended, the main process is not known: the engine is asked soon
-                    time.sleep(min(wait, 0.001 * 2**quiet_polls))  # after the exit, or backs off
-                    quiet_polls = min(quiet_polls + 1, 5)
-                    events = []
-                for key, _ in events:
-                    if key.data == "main":
-                        sel.unregister(key.fileobj)
-                        main_done = True
-                        continue
-                    try:
-                        data = sock.recv(262144)
-                    except BlockingIOError:
-                        continue
-                    if data:
-                        self._feed(data)
-                    else:
-                        sel.unregister(sock)
-                        stream_open = False
-                now = time.monotonic()
-                if not main_done and pidfd is None and (not stream_open or now >= next_inspect):
-                    next_inspect = now + INSPECT_POLL
-                    info = self.api.exec_inspect(self.exec_id)
-                    if info.get("ExitCode") is not None and not info.get("Running"):
-                        main_done, self.recorded = True, int(info["ExitCode"])
-                    elif info.get("Pid"):
-                        pidfd = self._open_main(int(info["Pid"]))
-                        if pidfd is not None:
-                            sel.register(pidfd, selectors.EVENT_READ, "main")
-                if main_done:
-                    if self.ended is None:
-                        self.ended = now
-                    if not swept:  # what the main process left behind dies with it
-                        self._kill()
-                        swept, drain_until = True, now + DRAIN
-                    elif now > drain_until:
-                        log.warning("exec %s: the engine kept the stream open after the stage ended", self.exec_id[:12])
-                        break
-                    continue
-                if self.killed_for is None:
-                    self.killed_for = self._check()
-        except BaseException:
-            with contextlib.suppress(Exception):  # the error that got us here is the one to report
-                self._kill()
-            raise
-        finally:
-            sel.close()
-            if pidfd is not None:
-                os.close(pidfd)
-        if self.ended is None:
-            self.ended = time.monotonic()
-        self._kill()
+    def exit_fd(self) -> int | None:
+        return self.pidfd
 
-    def _check(self) -> str | None:
-        try:
-            reason = self.watch.check()
-            self.cpu_seen = self.watch.cpu.cpu_seconds() - self.watch.cpu_offset if self.watch.cpu else 0.0
-            self.cgroup.sample()
-        except FileNotFoundError:  # the container died (its keeper was killed): nothing left to watch
-            self.container_lost = True
-            self.watch.cpu = None
-            return self.watch.check()
-        return reason
+    def exited(self, now: float, quiet: bool) -> bool:
+        if self.ended is None and self._main_done(now, quiet):
+            self.ended = now
+        return self.ended is not None
+
+    def _main_done(self, now: float, quiet: bool) -> bool:
+        if self.pidfd is not None:
+            return bool(select.select([self.pidfd], [], [], 0)[0])
+        if not quiet and now < self._next_inspect:
+            return False
+        self._next_inspect = now + INSPECT_POLL
+        info = self.api.exec_inspect(self.exec_id)
+        if info.get("ExitCode") is not None and not info.get("Running"):
+            self.recorded = int(info["ExitCode"])
+            return True
+        if info.get("Pid"):
+            self.pidfd = self._open_main(int(info["Pid"]))
+        return False
 
     def _open_main(self, pid: int) -> int | None:
         """A pidfd for the exec's main process, if `pid` still is it: a member of the container
@@ -153,11 +119,19 @@ class ExecWatch:
             return None
         return fd
 
-    def _kill(self) -> None:
+    def stop(self) -> None:
+        self.sweep()
+
+    def sweep(self) -> None:
         try:
             self.cgroup.kill_stage()
         except FileNotFoundError:
             self.container_lost = True
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
     def exit_code(self) -> int | None:
         """The exec's exit code once the engine has recorded it (processes still starting when the
@@ -172,5 +146,45 @@ class ExecWatch:
             if time.monotonic() > deadline:
                 raise SandboxError(f"exec {self.exec_id[:12]}: the engine did not record its end")
             with contextlib.suppress(SandboxError):
-                self._kill()
+                self.sweep()
             time.sleep(0.005)
+
+
+@dataclass
+class ContainerWatch:
+    """The stage's limits on the container's cgroup, which the stage can take down with it (by
+    killing the keeper): then there is nothing left to watch but the clock."""
+
+    watch: LimitWatch
+    child: ExecChild
+    cpu_seen: float = 0.0  # the last CPU reading, in case the container's cgroup disappears
+
+    def check(self) -> KillReason | None:
+        try:
+            reason = self.watch.check()
+            self.cpu_seen = self.watch.cpu_used()
+            self.child.cgroup.sample()
+        except FileNotFoundError:
+            self.child.container_lost = True
+            self.watch.cpu = None
+            return self.watch.check()
+        return reason
+
+    def next_wait(self) -> float:
+        return self.watch.next_wait()
+
+
+def watch_exec(
+    api: ExecApi, exec_id: str, cgroup: ContainerCgroup, watch: LimitWatch, capture: Capture, sock: socket.socket,
+    early: bytes, *, started: float, label: str,
+) -> tuple[ExecChild, ContainerWatch, KillReason | None]:  # fmt: skip
+    """Supervises an exec until it is over or must be stopped; leaves the stage's processes dead."""
+    child = ExecChild(api, exec_id, cgroup, started)
+    limits = ContainerWatch(watch, child)
+    source = FrameSource(sock)
+    supervisor = Supervisor(child, [source], capture, limits, label=f"{label}: exec {exec_id[:12]}")
+    reason = supervisor.run(early=source.decode(early))
+    if child.ended is None:
+        child.ended = time.monotonic()
+    child.sweep()
+    return child, limits, reason

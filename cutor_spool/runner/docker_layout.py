@@ -8,7 +8,9 @@ container.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,27 @@ class Layout:
 
 def alive_file(layout: Layout, slot: Slot) -> Path:
     return layout.alive / str(slot.uid)
+
+
+def lock_alive(path: Path, uid: int) -> int:
+    """Takes a slot's alive lock (exclusive) and returns its fd: the slot's containers' keepers
+    wait for a shared lock on it, and end their containers when this process lets go of it."""
+    path.parent.mkdir(mode=0o755, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.fchmod(fd, 0o644)  # the keeper, as the slot's uid, opens it to wait on it
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:  # a keeper of a dead worker's container, about to exit
+                if time.monotonic() > deadline:
+                    raise SandboxError(f"{path} stays locked: a container of slot {uid} lives on") from None
+                time.sleep(0.01)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def mounts(layout: Layout, slot: Slot, key: ContainerKey) -> list[Mount]:

@@ -7,9 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int fail(const char *what, const char *arg, int err) {
@@ -36,6 +38,59 @@ static int number(const char *text, rlim_t *out) {
     return 0;
 }
 
+/* Kills every process in a cgroup (its cgroup.procs file) but this one, a few rounds: what is
+   forking as we read is caught by the next. */
+static void kill_cgroup(const char *procs) {
+    for (int round = 0; round < 3; round++) {
+        int fd = open(procs, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return;
+        static char buf[1 << 16];
+        ssize_t len = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (len <= 0) return;
+        buf[len] = 0;
+        for (char *p = buf, *end; *p; p = end) {
+            long pid = strtol(p, &end, 10);
+            if (end == p) break;
+            if (pid > 0 && pid != getpid()) kill((pid_t)pid, SIGKILL);
+        }
+    }
+}
+
+/* guard=yes: the job runs in a child, and this process stays as its guard. When the worker dies
+   (the guard's parent-death signal, SIGTERM) it kills everything in the job's cgroup, which the
+   job's own parent-death signal could not do: Nix's sandboxed builders are not its children. The
+   guard exits as the job did, a signal N as 128+N (as a shell does). Returns in the child. */
+static int guard(const char *procs, int *status) {
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGCHLD);
+    signal(SIGCHLD, SIG_DFL);
+    sigprocmask(SIG_BLOCK, &set, &old);
+    pid_t parent = getppid();
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) return *status = fail("pdeathsig", procs, errno), 1;
+    if (getppid() != parent) return *status = 143, 1; /* the worker died before the job started */
+    pid_t child = fork();
+    if (child < 0) return *status = fail("fork", procs, errno), 1;
+    if (child == 0) {
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        return 0;
+    }
+    for (;;) {
+        int sig = sigwaitinfo(&set, NULL);
+        if (sig == SIGTERM) {
+            kill_cgroup(procs);
+            return *status = 143, 1;
+        }
+        int wstatus;
+        if (sig == SIGCHLD && waitpid(child, &wstatus, WNOHANG) == child) {
+            *status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+            return 1;
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "keep") == 0) {
         int fd = open(argv[2], O_RDONLY | O_CLOEXEC);
@@ -44,7 +99,8 @@ int main(int argc, char **argv) {
             if (errno != EINTR) return fail("flock", argv[2], errno);
         return 0;  /* the worker is gone */
     }
-    int i = 1, marker = 1;
+    int i = 1, marker = 1, guarded = 0;
+    const char *first_cgroup = NULL;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
         char *eq = strchr(argv[i], '=');
         if (!eq) return fail("bad option", argv[i], 0);
@@ -57,6 +113,7 @@ int main(int argc, char **argv) {
             if (fd < 0) return fail("open", value, errno);
             if (write(fd, pid, len) != len) return fail("join cgroup", value, errno);
             close(fd);
+            if (!first_cgroup) first_cgroup = value;
             continue;
         }
         if (strcmp(argv[i], "user") == 0) {
@@ -79,6 +136,11 @@ int main(int argc, char **argv) {
             marker = 0;
             continue;
         }
+        if (strcmp(argv[i], "guard") == 0) {
+            if (strcmp(value, "yes") != 0 || !first_cgroup) return fail("bad option", "guard (after a cgroup)", 0);
+            guarded = 1;
+            continue;
+        }
         if (strcmp(argv[i], "stdin") == 0) {
             int fd = open(value, O_RDONLY | O_CLOEXEC);
             if (fd < 0) return fail("open", value, errno);
@@ -94,6 +156,8 @@ int main(int argc, char **argv) {
         if (setrlimit(res, &limit) != 0) return fail("setrlimit", argv[i], errno);
     }
     if (i + 1 >= argc) return fail("usage", "[LIMIT=N]... -- COMMAND", 0);
+    int status;
+    if (guarded && guard(first_cgroup, &status)) return status;
     /* The stage's started marker (stage.STARTED_MARKER): everything before this is ours, what
        follows is the job's, a missing command included. */
     if (marker && write(1, "\036cutor-stage\036", 13) != 13) return fail("write", "marker", errno);

@@ -12,6 +12,7 @@ from cutor_spool.documents.stage import AppliedLimits, StageDocument, Truncated
 from cutor_spool.documents.stage import StageStatus as StageStatus  # noqa: PLC0414 - re-exported from its old home
 from cutor_spool.limits import Limits
 from cutor_spool.runner.capture import Capture
+from cutor_spool.runner.supervise import KillReason
 
 # Written to a stage's stdout inside the sandbox just before the job is exec'd (by the bwrap
 # backend's wrapper, by the Docker backend's launcher): the proof that the sandbox got as far as
@@ -20,7 +21,7 @@ STARTED_MARKER = b"\x1ecutor-stage\x1e"
 # Why we may stop a stage before its marker was read, which still means it had started: a tight
 # limit can strike during the milliseconds of set-up, and stdout and stderr are separate pipes,
 # so a flood on stderr can hit its cap before the marker on stdout has been read.
-STOPPED_BY_US = frozenset({"cpu", "wall", "cancel", "output"})
+STOPPED_BY_US = frozenset(KillReason)
 
 
 @dataclass(frozen=True)
@@ -129,35 +130,43 @@ def internal_error(spec: StageSpec, message: str, backend: str) -> StageOutput:
     )
 
 
+def _exit_status(returncode: int | None) -> tuple[int | None, int | None]:
+    """(exit code, signal) of a return code as subprocess reports it."""
+    if returncode is None:
+        return None, None
+    if returncode < 0:
+        return None, -returncode
+    # tini (pid 1), shells and the launcher's guard report a child killed by signal N as 128+N.
+    return returncode, returncode - 128 if 128 < returncode <= 128 + 64 else None
+
+
 def classify(
-    *, started: bool, killed_for: str | None, returncode: int | None, oom_kills: int, cpu_time: float, limits: Limits
+    *,
+    started: bool,
+    killed_for: KillReason | None,
+    returncode: int | None,
+    oom_kills: int,
+    cpu_time: float,
+    limits: Limits | None,
 ) -> tuple[StageStatus, int | None, int | None]:
-    """(status, exit_code, signal) from what was observed. The order matters: a stage we stopped
-    for its output is an output limit even if it was also killed; the OOM counter, not the exit
-    code, says *memory limit*; CPU over the limit (all processes summed) is a time limit even
-    when the kernel's per-process SIGXCPU did not fire."""
-    exit_code: int | None = None
-    sig: int | None = None
-    if returncode is not None:
-        if returncode < 0:
-            sig = -returncode
-        else:
-            exit_code = returncode
-            # tini (pid 1) and shells report a child killed by signal N as exit status 128+N.
-            if 128 < returncode <= 128 + 64:
-                sig = returncode - 128
-    if not started:
+    """(status, exit_code, signal) of how a stage or a build ended, from what was observed. The
+    order matters: a child we stopped for its output is an output limit even if it was also
+    killed; the OOM counter, not the exit code, says *memory limit*; CPU over the limit (all
+    processes summed) is a time limit even when the kernel's per-process SIGXCPU did not fire.
+    `limits` is None for a child without a CPU limit of its own (a build): its deadline is then
+    its one time limit, and passing it is a *time limit*."""
+    exit_code, sig = _exit_status(returncode)
+    if not started or killed_for == KillReason.CANCEL:
         return StageStatus.INTERNAL_ERROR, exit_code, sig
-    if killed_for == "output":
+    if killed_for == KillReason.OUTPUT:
         return StageStatus.OUTPUT_LIMIT, exit_code, sig
-    if killed_for == "cancel":
-        return StageStatus.INTERNAL_ERROR, exit_code, sig
     if oom_kills > 0:
         return StageStatus.MEMORY_LIMIT, exit_code, sig
-    if killed_for == "cpu" or cpu_time >= limits.cpu_time or sig == signals.SIGXCPU:
+    over_cpu = limits is not None and cpu_time >= limits.cpu_time
+    if killed_for == KillReason.CPU or over_cpu or sig == signals.SIGXCPU:
         return StageStatus.TIME_LIMIT, exit_code, sig
-    if killed_for == "wall":
-        return StageStatus.WALL_TIME_LIMIT, exit_code, sig
+    if killed_for == KillReason.WALL:
+        return (StageStatus.WALL_TIME_LIMIT if limits is not None else StageStatus.TIME_LIMIT), exit_code, sig
     if sig is not None:
         return StageStatus.SIGNALED, exit_code, sig
     if exit_code:
@@ -172,7 +181,7 @@ def conclude(
     *,
     capture: Capture,
     started: bool,
-    killed_for: str | None,
+    killed_for: KillReason | None,
     returncode: int | None,
     oom_kills: int,
     cpu_time: float,
@@ -192,8 +201,8 @@ def conclude(
         limits=limits,
     )
     message = note
-    if killed_for == "cancel":
-        message = "stopped: the worker lost its lease or is shutting down"
+    if killed_for == KillReason.CANCEL:
+        message = "stopped: the worker lost its lease or is shutting down, or its caller killed it"
     elif not started:
         message = f"the sandbox did not start: {setup_error.strip()[-2000:]}"
     elif message is None and status == StageStatus.SIGNALED and sig == signals.SIGXFSZ:

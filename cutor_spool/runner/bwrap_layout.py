@@ -1,0 +1,206 @@
+"""What a bubblewrap stage is made of, as data: its command line built by pure functions (testable
+without running anything) and the /etc it sees. `bwrap.py` runs it; its docstring says why each
+part is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cutor_spool.errors import SandboxError
+from cutor_spool.limits import Limits
+from cutor_spool.runner.launcher import host_argv, rlimit_options
+from cutor_spool.runner.slots import slot_accounts
+
+# Processes the sandbox itself adds to the job's count: bwrap's monitor and tini.
+OVERHEAD_PROCESSES = 2
+# What of the host's /etc a job may see: copied (symlinks kept as symlinks) into one directory per
+# host that is bound at /etc in a single mount; ten separate binds cost 3 ms per stage.
+SAFE_ETC = (
+    "alternatives",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "os-release",
+    "debian_version",
+    "mime.types",
+    "protocols",
+    "services",
+)
+NETWORK_ETC = ("resolv.conf", "nsswitch.conf", "ssl", "ca-certificates", "gai.conf", "host.conf", "hosts")
+# Write STARTED_MARKER, on stdout or (for a stage whose stdout goes to another process) stderr.
+STARTED_WRAPPER = "printf '\\036cutor-stage\\036' && exec \"$@\""
+STARTED_WRAPPER_STDERR = "printf '\\036cutor-stage\\036' >&2 && exec \"$@\""
+BASE_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/work",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "USER": "sandbox",
+    "LOGNAME": "sandbox",
+    "SHELL": "/bin/sh",
+}
+
+
+def stage_launch_argv(
+    procs_files: list[Path], limits: Limits, uid: int, gid: int, launcher: Path | None = None
+) -> list[str]:
+    """A stage's start on the host: its cgroups, its rlimits (the sandbox's own processes
+    counted), the slot's uid. The bwrap argv follows."""
+    rlimits = rlimit_options(limits, limits.processes + OVERHEAD_PROCESSES)
+    return host_argv(launcher, procs_files, rlimits=rlimits, user=(uid, gid))
+
+
+def system_mounts(root: Path = Path("/")) -> list[str]:
+    """/usr read-only, and the top-level bin/lib directories as symlinks (merged /usr) or binds."""
+    args = ["--ro-bind", str(root / "usr"), "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = root / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), f"/{name}"]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), f"/{name}"]
+    return args
+
+
+@dataclass(frozen=True)
+class BwrapLayout:
+    """Everything about the sandbox's filesystem that does not change between stages."""
+
+    init: str  # host path of a tini binary, bound at /init
+    system: tuple[str, ...]
+    tmp_size: int
+    etc: Path  # the prepared /etc (see prepare_etc)
+    etc_net: Path  # the same, plus name resolution, for stages with network
+    extra_ro: tuple[str, ...] = ()
+
+
+def ro_bind(src: str | Path, dest: str | None = None) -> list[str]:
+    return ["--ro-bind", str(src), dest or str(src)]
+
+
+def bind(src: str | Path, dest: str) -> list[str]:
+    return ["--bind", str(src), dest]
+
+
+def tmpfs(dest: str, size: int) -> list[str]:
+    return ["--size", str(size), "--tmpfs", dest]
+
+
+def setenv(env: Mapping[str, str]) -> list[str]:
+    return [arg for key, value in env.items() for arg in ("--setenv", key, value)]
+
+
+def bwrap_argv(
+    layout: BwrapLayout,
+    *,
+    slot_root: Path,
+    workdir: str,
+    network: bool,
+    ro_binds: tuple[str, ...],
+    env: Mapping[str, str],
+    status_fd: int,
+    command: tuple[str, ...],
+) -> list[str]:
+    """The whole bwrap command line for one stage. Pure, so it can be read and tested as data.
+    Writable: /work (the slot's tmpfs), /tmp and /dev/shm (size-capped tmpfs); nothing else."""
+    namespaces = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if not network:
+        namespaces.append("--unshare-net")
+    return [
+        "bwrap", *namespaces, "--disable-userns", "--die-with-parent", "--new-session", "--hostname", "sandbox",
+        *layout.system,
+        *ro_bind(layout.etc_net if network else layout.etc, "/etc"),
+        "--proc", "/proc",
+        "--dev", "/dev", *tmpfs("/dev/shm", layout.tmp_size), "--remount-ro", "/dev",
+        *tmpfs("/tmp", layout.tmp_size),
+        *bind(slot_root / workdir, "/work"),
+        *ro_bind(slot_root / "io", "/run/cutor"),
+        *ro_bind(layout.init, "/init"),
+        *[arg for path in (*layout.extra_ro, *ro_binds) for arg in ro_bind(path)],
+        "--remount-ro", "/", "--chdir", "/work", "--clearenv", *setenv({**BASE_ENV, **env}),
+        "--json-status-fd", str(status_fd), "--as-pid-1", "--", "/init", "--", *command,
+    ]  # fmt: skip
+
+
+def _etc_sources(network: bool) -> list[tuple[str, str, bytes]]:
+    """(relative name, kind, content) of what the sandbox's /etc holds; kinds l(ink), f(ile), d(ir)."""
+    found: list[tuple[str, str, bytes]] = []
+    pending = [Path(name) for name in SAFE_ETC + (NETWORK_ETC if network else ())]
+    while pending:
+        rel = pending.pop()
+        src = Path("/etc") / rel
+        if src.is_symlink():
+            found.append((str(rel), "l", os.readlink(src).encode()))
+        elif src.is_dir():
+            found.append((str(rel), "d", b""))
+            pending.extend(rel / child for child in sorted(os.listdir(src)))
+        elif src.is_file():
+            found.append((str(rel), "f", src.read_bytes()))
+    return sorted(found)
+
+
+def prepare_etc(base: Path, *, uid_base: int, slots: int, network: bool) -> Path:
+    """The directory that is the sandbox's /etc for this host's files as they are now.
+
+    Content-addressed (`etc-<digest>`), built once and never changed after: executors of a host
+    agree on it without locks, and a new one appears only when the host's files change (new
+    libraries: a new ld.so.cache). Swapping one directory in place was seen to leave a moment
+    with no /etc at all, and a concurrent stage failed to start."""
+    entries = _etc_sources(network)
+    synthetic = slot_accounts(uid_base, slots)
+    if not network:
+        synthetic["hosts"] = "127.0.0.1 localhost sandbox\n::1 localhost\n"
+    entries = [e for e in entries if e[0] not in synthetic] + [(k, "f", v.encode()) for k, v in synthetic.items()]
+    digest = hashlib.sha256(repr(sorted(entries)).encode()).hexdigest()[:16]
+    target = base / f"{'etc-net' if network else 'etc'}-{digest}"
+    if target.is_dir():
+        return target
+    fresh = base / f".build-{target.name}-{os.getpid()}-{secrets.token_hex(3)}"
+    fresh.mkdir(mode=0o755, parents=True)
+    for rel, kind, content in sorted(entries):
+        dst = fresh / rel
+        if kind == "d":
+            dst.mkdir(mode=0o755, exist_ok=True)
+        elif kind == "l":
+            os.symlink(content.decode(), dst)
+        else:
+            dst.write_bytes(content)
+            dst.chmod(0o644)
+    try:
+        os.rename(fresh, target)
+    except OSError:  # another executor published the same directory first
+        shutil.rmtree(fresh, ignore_errors=True)
+    return target
+
+
+def check_reachable(state_dir: Path) -> None:
+    """bubblewrap runs as the slot's uid (the launcher drops to it first), so it binds only what
+    that uid can reach: the state directory's etc, slot and io directories. A state directory
+    under a directory that others may not traverse (a 0700 home or temporary directory) would fail
+    every stage's setup; say so once, at start, before any submission is claimed."""
+    path = state_dir.resolve()
+    for directory in (path, *path.parents):
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            raise SandboxError(
+                f"the state directory {state_dir} is out of the sandbox uids' reach: {directory} has mode "
+                f"{stat.S_IMODE(mode):04o} and others may not traverse it; use one whose every parent is "
+                f"o+x (the default is /run/cutor-spool), or chmod o+x {directory}"
+            )
+
+
+def find_init() -> str:
+    for name in ("tini-static", "tini"):
+        path = shutil.which(name)
+        if path:
+            return os.path.realpath(path)
+    raise SandboxError("tini is not installed (apt install tini): the sandbox needs it as pid 1")
