@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, ExecutorProcess, drop, make_submission, need, result, wait_done, write_config
+from conftest import CLI, ROOT, ExecutorProcess, drop, make_submission, need, result, wait_done, write_config
 from docker_image.fixtures import IMAGE, start_engine_and_build
 
 from cutor_spool.runner.slots import processes_of
@@ -79,9 +79,7 @@ def hostile_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         need((problem := start_engine_and_build()) is None, problem or "")
     base = tmp_path_factory.mktemp(f"hostile-{backend}")
     spool = base / "spool"
-    subprocess.run(
-        ["python", "-m", "cutor_spool", "--spool", str(spool), "init"], check=True, capture_output=True, cwd=ROOT
-    )
+    subprocess.run([*CLI, "--spool", str(spool), "init"], check=True, capture_output=True, cwd=ROOT)
     write_config(spool, backend=backend, docker={"image": IMAGE})
     server = LoopbackServer()
     executor = ExecutorProcess(spool, ["executor", "--concurrency", "3"], base / "executor.log")
