@@ -130,6 +130,7 @@ class Worker:
     started_at: str | None
     current: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, str] = field(default_factory=dict)
+    unexpected_errors: int = 0  # programming errors the worker met (watcher/maintenance.py)
 
 
 STALE_AFTER_HEARTBEATS = 3
@@ -177,6 +178,7 @@ def workers(directory: Path, now: float) -> list[Worker]:
                 started_at=text(data.get("started_at"), 40),
                 current=[mapping(c) for c in current if isinstance(c, dict)] if isinstance(current, list) else [],
                 info=info,
+                unexpected_errors=integer(data.get("unexpected_errors")) or 0,
             )
         )
     out.sort(key=lambda w: (not w.alive, w.kind, w.host, w.id))

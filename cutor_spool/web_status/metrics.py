@@ -131,6 +131,15 @@ def prometheus(status: dict[str, Any]) -> str:
         "1 while a worker claims nothing because its host cannot run stages (a failed probe stage).",
         (({"worker": w["worker"], "kind": w["kind"], "host": w["host"]}, bool(w.get("sandbox"))) for w in workers),
     )
+    out.family(
+        "cutor_spool_worker_unexpected_errors_total",
+        "counter",
+        "Programming errors each worker met since it started (the last one is in its heartbeat file).",
+        (
+            ({"worker": w["worker"], "kind": w["kind"], "host": w["host"]}, w.get("unexpected_errors") or 0)
+            for w in workers
+        ),
+    )
     builds = status["builds"]
     out.family(
         "cutor_spool_builds",
