@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from cutor_spool.documents.states import State
+from cutor_spool.errors import SpoolIOError
 from cutor_spool.watcher.ids import duplicate_name
 from cutor_spool.watcher.queue import Claim, SpoolQueue
 
@@ -64,7 +65,11 @@ def refusal(claim: Claim, queue: SpoolQueue, max_attempts: int) -> Ending | None
             "starting with a letter or digit, and a directory"
         )
         return Ending(Cause.MISNAMED, reason, {"original_name": claim.original_name})
-    if queue.known_elsewhere(claim):
+    try:
+        known = queue.known_elsewhere(claim)
+    except OSError as exc:  # active/ unreadable (NFS): the system's failure, not a bug
+        raise SpoolIOError(f"{claim.entry_id}: cannot look for other claims of it: {exc.strerror}") from exc
+    if known:
         final = duplicate_name(claim.entry_id, claim.token)
         reason = f"{claim.entry_id!r} is already active or done; this duplicate was not run and is kept as done/{final}"
         return Ending(Cause.DUPLICATE, reason, {"duplicate_of": claim.entry_id, "id": final}, name=final)

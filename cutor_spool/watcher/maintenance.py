@@ -8,7 +8,8 @@ it is given, and runs the periodic jobs (the status page, sweeping what dead wor
 The heartbeat also counts the worker's programming errors apart (`unexpected_errors`, with the last
 one's type and message in `last_unexpected_error`): an exception that is not one of the error
 tree's (errors.py) is a bug, and an operator sees it here and in metrics.prom instead of in a
-submission's burnt attempts.
+submission's burnt attempts. One in maintenance itself is counted and logged, never re-raised, not
+even in strict mode: no entry's fate depends on it, and the next tick tries again.
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ class QueueWorker(ABC, Generic[Job]):
         self.crashed: Exception | None = None  # strict mode: the bug that stopped this worker
         self.queue = self._queue(self.queue_kind)
         for directory in (self.queue.dirs.incoming, self.queue.dirs.active, self.queue.dirs.done):
-            directory.mkdir(parents=True, exist_ok=True)  # a spool made before this queue existed
+            directory.mkdir(parents=True, exist_ok=True)  # `init` makes those of layout.QUEUES only
         interval = self.config.poll_interval if self.poll else self.config.rescan
         self.finder = Finder(self.queue, poll=self.poll, interval=interval)
         self.signals = Signals()
