@@ -121,14 +121,16 @@ def heartbeat(spool: Path, worker: QueueWorker[Any]) -> dict[str, Any]:
 
 
 def test_a_programming_error_is_counted_apart_and_retried_in_production(
-    spool: Path, tmp_path: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+    spool: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug that only a patched function can make: the pipeline raises KeyError for every
     submission. Without strict mode the worker survives it, the submission is retried as after a
     system failure, claiming is not paused, and the heartbeat and metrics.prom count it."""
     monkeypatch.setenv("CUTOR_SPOOL_STRICT", "0")
     monkeypatch.setattr(Pipeline, "process", broken_process)
-    worker = Executor(spool, state_dir=run_dir, host="testhost", grace=5.0)
+    # The host's state directory, as every executor here: its sweep at start then leaves alone the
+    # stage cgroups of the slots that other executors hold (a state directory of its own would not).
+    worker = Executor(spool, host="testhost", grace=5.0)
     with running(worker):
         drop(spool, make_submission(tmp_path, "s", {"run": "echo never"}), "job")
         wait_done(spool, "job")
@@ -149,13 +151,13 @@ def test_a_programming_error_is_counted_apart_and_retried_in_production(
 
 
 def test_in_strict_mode_a_programming_error_stops_the_worker_and_is_re_raised(
-    spool: Path, tmp_path: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch
+    spool: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same injected bug (a patched function) under CUTOR_SPOOL_STRICT=1, as tests run: `run`
     raises it, and the submission goes back to the queue with no attempt burnt."""
     monkeypatch.setenv("CUTOR_SPOOL_STRICT", "1")
     monkeypatch.setattr(Pipeline, "process", broken_process)
-    worker = Executor(spool, state_dir=run_dir, host="testhost", grace=5.0)
+    worker = Executor(spool, host="testhost", grace=5.0)
     drop(spool, make_submission(tmp_path, "s", {"run": "echo never"}), "job")
     safety = threading.Timer(60, worker.stop)  # if the bug were swallowed, run() would not return
     safety.start()
