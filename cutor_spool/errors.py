@@ -12,7 +12,15 @@ result, never exceptions. Exceptions are for failures of the system itself, and 
       LeaseLost                     another worker owns the submission now: discard all work
 
 `Shutdown` derives from BaseException so that `except Exception` in a stage cannot swallow it.
-"SystemFailure -> retry then error" is decided in exactly one place: `executor.Executor._process`.
+"SystemFailure -> retry then error" is decided in exactly one place, for every queue:
+`watcher.worker.QueueWorker._retry`, called by `_process`. A worker's only say is `host_fault`:
+the executor hands a sandbox failure that a probe shows to be the host's back uncounted, and
+pauses claiming.
+
+Any other exception in a worker is a programming error, not a failure of the system: it is counted
+in the worker's heartbeat (`unexpected_errors`) and in metrics.prom. In production the entry is
+then retried like a system failure, so that a bug never takes a worker down; with
+`CUTOR_SPOOL_STRICT=1` (the test suite sets it) the worker stops and re-raises it instead.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cutor_spool.config import CONFIG_NAME, DEFAULT_CONFIG_TEXT
+from cutor_spool.documents.states import ATTEMPTS_LOG
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,35 @@ class QueueDirs:
 
 
 @dataclass(frozen=True)
+class QueueKind:
+    """One queue of the spool protocol: its folder under the spool ("" is the top) and where each
+    entry keeps its attempt log (inside the entry, so that it travels with every rename)."""
+
+    folder: str
+    attempts_log: str
+
+
+SUBMISSIONS = QueueKind("", ATTEMPTS_LOG)  # the log in result/, where clients read results
+BUILDS = QueueKind("builds", "attempts.jsonl")
+# Every queue of the spool: `init` makes their folders and every worker reaps them all. A new
+# queue is a line here and a `watcher.worker.QueueWorker` subclass that serves it.
+QUEUES = (SUBMISSIONS, BUILDS)
+
+
+@dataclass(frozen=True)
 class SpoolPaths:
     root: Path
 
+    def queue(self, kind: QueueKind) -> QueueDirs:
+        return QueueDirs(self.root / kind.folder)
+
     @property
     def submissions(self) -> QueueDirs:
-        return QueueDirs(self.root)
+        return self.queue(SUBMISSIONS)
 
     @property
     def builds(self) -> QueueDirs:
-        return QueueDirs(self.root / "builds")
+        return self.queue(BUILDS)
 
     @property
     def tmp(self) -> Path:
@@ -57,15 +77,10 @@ class SpoolPaths:
         return self.root / CONFIG_NAME
 
     def directories(self) -> list[Path]:
-        subs, builds = self.submissions, self.builds
+        queues = [self.queue(kind) for kind in QUEUES]
         return [
             self.tmp,
-            subs.incoming,
-            subs.active,
-            subs.done,
-            builds.incoming,
-            builds.active,
-            builds.done,
+            *(d for q in queues for d in (q.incoming, q.active, q.done)),
             self.workers,
             self.status,
         ]

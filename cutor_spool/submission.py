@@ -199,6 +199,14 @@ class Subtask(_Strict):
     scoring: Scoring | None = Field(default=None, description="defaults to the submission's `scoring`")
 
 
+def _unique(message: str, names: list[str]) -> None:
+    """Raises `message: the repeated names` if any name is repeated. A Counter, not a pairwise
+    scan: 10,000 tests must not cost a quadratic scan at intake."""
+    repeated = sorted(n for n, k in Counter(names).items() if k > 1)
+    if repeated:
+        raise ValueError(f"{message}: {', '.join(repeated)}")
+
+
 class Submission(_Strict):
     """A submission directory's `submission.yaml`."""
 
@@ -241,22 +249,15 @@ class Submission(_Strict):
             return self
         if self.stdin is not None or self.stdin_file is not None:
             raise ValueError("`stdin` and `stdin_file` are for plain runs: each test has its own `input`")
-        # Counters and sets: 10,000 tests must not cost a quadratic scan at intake.
         names = self.test_names()
-        duplicates = sorted(n for n, k in Counter(names).items() if k > 1)
-        if duplicates:
-            raise ValueError(f"test names must be unique: {', '.join(duplicates)}")
-        duplicates = sorted(n for n, k in Counter(s.name for s in self.subtasks or []).items() if k > 1)
-        if duplicates:
-            raise ValueError(f"subtask names must be unique: {', '.join(duplicates)}")
+        _unique("test names must be unique", names)
+        _unique("subtask names must be unique", [s.name for s in self.subtasks or []])
         known = set(names)
         for subtask in self.subtasks or []:
             unknown = [t for t in subtask.tests if t not in known]
             if unknown:
                 raise ValueError(f"subtask {subtask.name!r} names unknown tests: {', '.join(unknown)}")
-            twice = sorted(n for n, k in Counter(subtask.tests).items() if k > 1)
-            if twice:
-                raise ValueError(f"subtask {subtask.name!r} names tests twice: {', '.join(twice)}")
+            _unique(f"subtask {subtask.name!r} names tests twice", subtask.tests)
         return self
 
     def test_names(self) -> list[str]:

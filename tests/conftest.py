@@ -24,6 +24,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CUTOR_SPOOL_CI") == "1"
+# Strict mode (watcher/worker.py): a programming error in a worker stops it and is re-raised, for
+# in-process workers and for the worker processes started here (they inherit the environment),
+# instead of being retried as a system failure where no test would notice it.
+os.environ.setdefault("CUTOR_SPOOL_STRICT", "1")
 CLI = [sys.executable, "-m", "cutor_spool"]
 
 # Short timings so that protocol tests run in seconds. The lease is 6 heartbeats: on a loaded

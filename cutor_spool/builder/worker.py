@@ -1,12 +1,13 @@
 """`cutor-spool builder`: claims `builds/incoming/<key>` with the same claim/lease/commit/reap code
 as submissions, builds the environment, and publishes `builds/done/<key>`.
 
-The loop is the executor's: take a candidate, claim it, process, commit. `_process` is where the
-builder's system failures (`BuildError`: Nix broken, store unwritable, cache unwritable) become
-"hand back and retry", and past `max_attempts` a result with status `error`. A request that is
-already built or being built (a request that slipped in after the commit) is discarded: many
-executors asking for one key cause one build. A request whose content does not hash to its
-entry's name is set aside as `<key>.rejected-<token>`, never published under that key.
+The loop and the decisions are the generic worker's (watcher/worker.py): its system failures
+(`BuildError`: Nix broken, store unwritable, cache unwritable) are handed back and retried, and past
+`max_attempts` published as a result with status `error`. The builder says how to build one
+request and how to finish one: a request that is already built or being built (one that slipped
+in after the commit) is discarded, as many executors asking for one key cause one build; a
+request whose content does not hash to its entry's name is set aside as `<key>.rejected-<token>`,
+never published under that key.
 """
 
 from __future__ import annotations
@@ -36,22 +37,24 @@ from cutor_spool.builder.nixpkgs import PinResolver
 from cutor_spool.builder.requests import ENV_SCRIPT_NAME, LOG_NAME, RESULT_NAME, USES_NAME, request_of
 from cutor_spool.config import SpoolConfig
 from cutor_spool.documents.build import BuildRecord
-from cutor_spool.documents.states import ATTEMPTS_LOG
-from cutor_spool.errors import BuildError, LeaseLost, SandboxError, Shutdown, SystemFailure
+from cutor_spool.documents.states import State
+from cutor_spool.errors import BuildError, LeaseLost, SandboxError
+from cutor_spool.layout import BUILDS
 from cutor_spool.runner.cgroups import CgroupHost
 from cutor_spool.runner.launcher import build_launcher, launcher_dir
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR
 from cutor_spool.runner.stage import StageStatus
+from cutor_spool.watcher.endings import Ending
+from cutor_spool.watcher.maintenance import Active
 from cutor_spool.watcher.queue import Claim, iso
-from cutor_spool.watcher.worker import Active, QueueWorker
+from cutor_spool.watcher.worker import QueueWorker
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS = "attempts.jsonl"
 
-
-class Builder(QueueWorker):
+class Builder(QueueWorker[None]):
     kind = "builder"
+    queue_kind = BUILDS
 
     def __init__(
         self,
@@ -66,10 +69,7 @@ class Builder(QueueWorker):
         grace: float = 30.0,
         config: SpoolConfig | None = None,
     ) -> None:
-        super().__init__(
-            spool, work=lambda p: p.builds, work_log=ATTEMPTS, reap=lambda p: p.submissions, reap_log=ATTEMPTS_LOG,
-            concurrency=concurrency, poll=poll, host=host, grace=grace, config=config,
-        )  # fmt: skip
+        super().__init__(spool, concurrency=concurrency, poll=poll, host=host, grace=grace, config=config)
         self.work_root = state_dir / "builds"
         self.settings = NixSettings.from_config(self.config.nix, self.paths.root, store_root=store_root)
         self.limits = BuildLimits.from_config(self.config.nix)
@@ -130,45 +130,40 @@ class Builder(QueueWorker):
     def label(self, name: str) -> str:
         return f"build {short(name)}"
 
-    def _process(self, claim: Claim) -> None:
-        """The one place where the builder's system failures become "hand back, retry, error"."""
-        active = self.maintenance.track(claim)
-        label = short(claim.entry_id)
-        try:
-            self._handle(claim, active)
-        except LeaseLost as exc:
-            log.error("build %s: %s; its work is discarded", label, exc)
-        except Shutdown:
-            log.warning("build %s: handed back on shutdown", label)
-            claim.release("builder shutting down")
-        except SystemFailure as exc:
-            log.error("build %s: attempt %d failed: %s", label, claim.attempt, exc)
-            self._system_failure(claim, str(exc))
-        except Exception as exc:  # a bug must not take the builder down
-            log.exception("build %s: unexpected failure", label)
-            self._system_failure(claim, f"unexpected {type(exc).__name__}: {exc}")
-        finally:
-            self.maintenance.untrack(claim)
+    # -- one build -----------------------------------------------------------------------------
+    def begin(self, claim: Claim, active: Active) -> None:
+        return None
 
-    def _handle(self, claim: Claim, active: Active) -> None:
-        label = short(claim.entry_id)
-        if claim.original_name != claim.entry_id or self.queue.known_elsewhere(claim):
-            # Built already, or being built under another claim: this request adds nothing.
-            log.info("build %s: already built or building; request discarded", label)
+    def finish(self, claim: Claim, job: None, ending: Ending) -> None:
+        if ending.state is State.INVALID:
+            # A duplicate (built already, or being built under another claim) adds nothing, and a
+            # name that is not a key cannot be published.
+            log.info("build %s: request discarded", short(claim.entry_id))
             self._discard(claim)
             return
+        checked = self._request(claim)
+        if checked is not None:
+            self._publish_error(claim, checked[0], ending.reason)
+
+    def _request(self, claim: Claim) -> tuple[EnvRequest, bytes | None] | None:
+        """The entry's request, or None once it is set aside: unreadable, or not hashing to its
+        entry's name (it must never be published under that key)."""
         try:
             request, nix_text = request_of(claim.path)
         except (OSError, ValueError, ValidationError) as exc:
             self._reject(claim, f"unreadable request: {exc}")
-            return
+            return None
         if request.key() != claim.entry_id:
             self._reject(claim, f"its request hashes to {short(request.key())}, not to its name")
+            return None
+        return request, nix_text
+
+    def handle(self, claim: Claim, job: None, active: Active) -> None:
+        label = short(claim.entry_id)
+        checked = self._request(claim)
+        if checked is None:
             return
-        if claim.counted_attempts > self.config.max_attempts:
-            reason = f"gave up after {claim.counted_attempts - 1} attempt(s) that did not finish"
-            self._publish_error(claim, request, reason)
-            return
+        request, nix_text = checked
         pin = self.resolver.pin()
         if pin.identity != request.nixpkgs.identity or request.system != self.system:
             mine = f"nixpkgs {pin.identity} on {self.system}"
@@ -287,13 +282,6 @@ class Builder(QueueWorker):
         record = BuildRecord(key=claim.entry_id, status=BuildStatus.REJECTED, message=reason)
         write_json(claim.path / RESULT_NAME, record.dump())
         claim.commit(f"{claim.entry_id}.rejected-{claim.token}")
-
-    def _system_failure(self, claim: Claim, reason: str) -> None:
-        def give_up() -> None:
-            request, _ = request_of(claim.path)
-            self._publish_error(claim, request, f"attempt {claim.attempt}: {reason}")
-
-        self._retry_or_give_up(claim, reason, give_up)
 
 
 def _alive(pid: int) -> bool:

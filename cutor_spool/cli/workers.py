@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,7 +14,7 @@ from cutor_spool.watcher.worker import QueueWorker
 from cutor_spool.web_status.job import StatusPageJob
 
 
-def with_status_page(worker: QueueWorker) -> QueueWorker:
+def with_status_page(worker: QueueWorker[Any]) -> QueueWorker[Any]:
     """Every worker regenerates the status page, throttled across all workers of the spool, off its
     maintenance thread's critical path."""
     worker.maintenance.periodic.append(

@@ -21,6 +21,15 @@ class CurrentWork(Document):
     attempt: int
 
 
+class UnexpectedError(Document):
+    """The last programming error a worker met (watcher/maintenance.py): what, where, when."""
+
+    type: str
+    message: str
+    where: str
+    at: str
+
+
 class NixInfo(Document):
     system: str
     sandbox: bool | str
@@ -43,3 +52,5 @@ class Heartbeat(Document):
     store: str | None = None  # a builder's
     nix: NixInfo | None = None
     current: list[CurrentWork] = []
+    unexpected_errors: int = 0  # programming errors met since start (not failures of the system)
+    last_unexpected_error: UnexpectedError | None = None

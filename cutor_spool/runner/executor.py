@@ -1,11 +1,10 @@
 """`cutor-spool executor`: claims submissions and runs them, until SIGTERM.
 
-System failures (`SystemFailure`: the sandbox, the builder, the spool itself) are mapped to
-"hand back and retry, then `error`" here, in `_process`, and nowhere else. A submission that kills
-its worker every time is stopped the same way: each claim is logged in its attempt log, and past
-`max_attempts` it ends in `error` instead of poisoning the queue. A sandbox failure that a probe
-stage shows to be the host's (health.py) is handed back uncounted, and the executor stops claiming
-until the host runs stages again.
+The generic worker (watcher/worker.py) decides what happens to a claim: misnamed, duplicate and
+worn-out submissions, and "hand back and retry, then `error`" on a system failure. The executor
+says how to run one submission (the pipeline), how to write its result (a `Reporter`), and whose a
+sandbox failure is: one that a probe stage shows to be the host's (health.py) is handed back
+uncounted, and the executor stops claiming until the host runs stages again.
 """
 
 from __future__ import annotations
@@ -15,17 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cutor_spool.config import BackendName, SpoolConfig
-from cutor_spool.documents.states import ATTEMPTS_LOG, State
-from cutor_spool.errors import LeaseLost, SandboxError, Shutdown, SystemFailure
-from cutor_spool.layout import SpoolPaths
+from cutor_spool.errors import CutorError, SandboxError
+from cutor_spool.layout import SUBMISSIONS, SpoolPaths
 from cutor_spool.runner.backend import Backend, make_backend
 from cutor_spool.runner.health import SandboxHealth
 from cutor_spool.runner.pipeline import Environments, Pipeline
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool
-from cutor_spool.watcher.ids import duplicate_name
+from cutor_spool.watcher.endings import Ending
+from cutor_spool.watcher.maintenance import Active
 from cutor_spool.watcher.queue import Claim
-from cutor_spool.watcher.worker import Active, QueueWorker
+from cutor_spool.watcher.worker import QueueWorker
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,9 @@ log = logging.getLogger(__name__)
 EnvironmentsFactory = Callable[[SpoolPaths, SpoolConfig, bool], Environments]
 
 
-class Executor(QueueWorker):
+class Executor(QueueWorker[Reporter]):
     kind = "executor"
+    queue_kind = SUBMISSIONS
 
     def __init__(
         self,
@@ -50,10 +50,7 @@ class Executor(QueueWorker):
         config: SpoolConfig | None = None,
         environments: EnvironmentsFactory | None = None,
     ) -> None:
-        super().__init__(
-            spool, work=lambda p: p.submissions, work_log=ATTEMPTS_LOG, reap=lambda p: p.builds,
-            reap_log="attempts.jsonl", concurrency=concurrency, poll=poll, host=host, grace=grace, config=config,
-        )  # fmt: skip
+        super().__init__(spool, concurrency=concurrency, poll=poll, host=host, grace=grace, config=config)
         self.backend_name = backend or self.config.backend
         self.state_dir = state_dir
         self.maintenance.info["backend"] = str(self.backend_name)
@@ -103,96 +100,29 @@ class Executor(QueueWorker):
         if self.backend is not None:
             self.backend.close()
 
-    def _process(self, claim: Claim) -> None:
-        """The one place where failures of the system become "hand back, retry, then error"."""
-        active = self.maintenance.track(claim)
-        reporter = Reporter(
-            claim, self.identity, backend=str(self.backend_name), on_state=lambda state: setattr(active, "state", state)
-        )
-        try:
-            self._handle(claim, reporter, active)
-        except LeaseLost as exc:
-            log.error("%s: %s; its work is discarded (another worker owns it now)", claim.entry_id, exc)
-        except Shutdown:
-            log.warning("%s: handed back on shutdown", claim.entry_id)
-            claim.release("worker shutting down")
-        except SystemFailure as exc:
-            log.error("%s: attempt %d failed: %s", claim.entry_id, claim.attempt, exc)
-            if isinstance(exc, SandboxError) and self.health.host_is_at_fault():
-                self._host_failure(claim, reporter, str(exc))
-            else:
-                self._system_failure(claim, reporter, str(exc))
-        except Exception as exc:  # a bug is a system failure too: never let it take the worker down
-            log.exception("%s: unexpected failure", claim.entry_id)
-            self._system_failure(claim, reporter, f"unexpected {type(exc).__name__}: {exc}")
-        finally:
-            self.maintenance.untrack(claim)
+    def host_fault(self, exc: CutorError) -> str | None:
+        if isinstance(exc, SandboxError) and self.health.host_is_at_fault():  # claiming is paused now
+            return "this host cannot run stages"
+        return None
 
-    def _handle(self, claim: Claim, reporter: Reporter, active: Active) -> None:
-        if claim.original_name != claim.entry_id:
-            reporter.start()
-            reporter.finish(
-                State.INVALID,
-                original_name=claim.original_name,
-                errors=[
-                    {
-                        "where": "id",
-                        "message": f"{claim.original_name!r} is not a valid id: use "
-                        "letters, digits, '_' and '-', at most 128, starting with a letter or digit, "
-                        "and a directory",
-                    }
-                ],
-            )
-            claim.commit()
-            return
-        if self.queue.known_elsewhere(claim):
-            final = duplicate_name(claim.entry_id, claim.token)
-            reporter.start()
-            reporter.finish(
-                State.INVALID,
-                duplicate_of=claim.entry_id,
-                id=final,
-                errors=[
-                    {
-                        "where": "id",
-                        "message": f"{claim.entry_id!r} is already active or done; this duplicate was "
-                        f"not run and is kept as done/{final}",
-                    }
-                ],
-            )
-            claim.commit(final)
-            return
-        if claim.counted_attempts > self.config.max_attempts:
-            reporter.start()
-            reporter.finish(
-                State.ERROR,
-                reason=f"gave up after {claim.counted_attempts - 1} attempt(s) that did "
-                "not finish (a worker died, lost its lease, or the system failed each time)",
-            )
-            claim.commit()
-            return
-        reporter.start()
+    # -- one submission ----------------------------------------------------------------------
+    def begin(self, claim: Claim, active: Active) -> Reporter:
+        def on_state(state: str) -> None:
+            active.state = state
+
+        return Reporter(claim, self.identity, backend=str(self.backend_name), on_state=on_state)
+
+    def handle(self, claim: Claim, job: Reporter, active: Active) -> None:
+        job.start()
         assert self.pipeline is not None
-        self.pipeline.process(claim.path, reporter, active.cancel)
+        self.pipeline.process(claim.path, job, active.cancel)
         claim.commit()
 
-    @staticmethod
-    def _record_failure(claim: Claim, reporter: Reporter, event: str, reason: str) -> None:
-        try:
-            reporter.event(event, reason=reason)
-        except (LeaseLost, SystemFailure) as exc:
-            log.error("%s: cannot record the failure (%s)", claim.entry_id, exc)
+    def finish(self, claim: Claim, job: Reporter, ending: Ending) -> None:
+        if not ending.ran:
+            job.start()
+        job.finish(ending.state, **ending.fields)
+        claim.commit(ending.name)
 
-    def _host_failure(self, claim: Claim, reporter: Reporter, reason: str) -> None:
-        """The host cannot run stages, whatever the submission: back to the queue, uncounted
-        (a hand-back that fails logs why; the lease then expires as usual)."""
-        self._record_failure(claim, reporter, "host_failure", reason)
-        claim.release(f"this host cannot run stages: {reason}")
-
-    def _system_failure(self, claim: Claim, reporter: Reporter, reason: str) -> None:
-        def give_up() -> None:
-            reporter.finish(State.ERROR, reason=f"attempt {claim.attempt}: {reason}")
-            claim.commit()
-
-        self._record_failure(claim, reporter, "system_failure", reason)
-        self._retry_or_give_up(claim, reason, give_up)
+    def note(self, claim: Claim, job: Reporter, event: str, reason: str) -> None:
+        job.event(event, reason=reason)

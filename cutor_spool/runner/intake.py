@@ -190,18 +190,26 @@ def read_submission(root: Path, config: SpoolConfig) -> Intake:
     return Intake(None if problems else plan, tuple(problems), raw)
 
 
-def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems: list[Problem]) -> Plan:
-    names = set(tree.files)
-    hidden = {YAML_NAME}
+@dataclass
+class _Files:
+    """The directory's files as the YAML refers to them: which exist (a missing one is a problem)
+    and which are spool-side only (`hidden`: the YAML, test data, the checker's files)."""
 
-    def must_exist(where: str, name: str | None, *, hide: bool = True) -> None:
+    names: set[str]
+    problems: list[Problem]
+    hidden: set[str] = field(default_factory=lambda: {YAML_NAME})
+
+    def must_exist(self, where: str, name: str | None, *, hide: bool = True) -> None:
         if name is None:
             return
-        if name not in names:
-            problems.append(Problem(where, f"{name!r} is not a file of the submission"))
+        if name not in self.names:
+            self.problems.append(Problem(where, f"{name!r} is not a file of the submission"))
         elif hide:
-            hidden.add(name)
+            self.hidden.add(name)
 
+
+def _inline_files(sub: Submission, tree: Tree, problems: list[Problem]) -> list[tuple[str, bytes, bool]]:
+    names = set(tree.files)
     inline: list[tuple[str, bytes, bool]] = []
     for i, item in enumerate(sub.files):
         try:
@@ -214,28 +222,44 @@ def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems
         elif any(item.name.startswith(d + "/") for d in names) or item.name in tree.dirs:
             problems.append(Problem(f"files.{i}.name", f"{item.name!r} collides with a file or directory"))
         inline.append((item.name, data, item.executable))
-    inline_names = {n for n, _, _ in inline}
+    return inline
 
+
+def _data_files(sub: Submission, files: _Files) -> None:
+    """The files that the dependencies, stdin and tests name."""
     if isinstance(sub.dependencies, NixExpression):
-        must_exist("dependencies.nix", sub.dependencies.nix)
-    must_exist("stdin_file", sub.stdin_file, hide=False)
+        files.must_exist("dependencies.nix", sub.dependencies.nix)
+    files.must_exist("stdin_file", sub.stdin_file, hide=False)
     for i, test in enumerate(sub.tests or []):
-        must_exist(f"tests.{i}.input_file", test.input_file)
-        must_exist(f"tests.{i}.output_file", test.output_file)
+        files.must_exist(f"tests.{i}.input_file", test.input_file)
+        files.must_exist(f"tests.{i}.output_file", test.output_file)
         if test.output is None and test.output_file is None and sub.checker_spec().type != "program":
-            problems.append(Problem(f"tests.{i}", "needs `output` or `output_file` (or a program checker)"))
-    checker = sub.checker_spec()
+            files.problems.append(Problem(f"tests.{i}", "needs `output` or `output_file` (or a program checker)"))
+
+
+def _checker_files(sub: Submission, tree: Tree, files: _Files) -> set[str]:
     checker_files: set[str] = set()
-    for i, name in enumerate(checker.files):
+    for i, name in enumerate(sub.checker_spec().files):
         if name in tree.dirs:  # a directory stands for every file under it
-            inside = {n for n in names if n.startswith(name + "/")}
-            hidden.update(inside)
+            inside = {n for n in files.names if n.startswith(name + "/")}
+            files.hidden.update(inside)
             checker_files.update(inside)
         else:
-            must_exist(f"checker.files.{i}", name)
+            files.must_exist(f"checker.files.{i}", name)
             checker_files.add(name)
+    return checker_files
 
-    every = names | inline_names
+
+def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems: list[Problem]) -> Plan:
+    names = set(tree.files)
+    files = _Files(names, problems)
+    inline = _inline_files(sub, tree, problems)
+    _data_files(sub, files)
+    checker = sub.checker_spec()
+    checker_files = _checker_files(sub, tree, files)
+    hidden = files.hidden
+
+    every = names | {n for n, _, _ in inline}
     heads = {n: d[:2] for n, d, _ in inline}
 
     def head(name: str) -> bytes:
@@ -263,9 +287,7 @@ def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems
     if sub.network and not config.allow_network:
         problems.append(Problem("network", "this spool does not allow network access"))
 
-    stdin = b""
-    if sub.stdin is not None:
-        stdin = sub.stdin.encode("utf-8", "surrogatepass")
+    stdin = b"" if sub.stdin is None else sub.stdin.encode("utf-8", "surrogatepass")
     stages, test_limits = _resolved_limits(sub, config)
     return Plan(
         submission=sub,

@@ -1,9 +1,30 @@
-"""What every long-running worker (executor or builder) shares: identity, the heartbeat file in
-`workers/`, the maintenance loop (touch leases, reap, heartbeat), signals and shutdown.
+"""The generic worker: what the worker of every queue (executor, builder, the next one) shares, and
+the one place where what can go wrong with an entry is decided.
 
-The loop of a worker thread is a short sequence, as in rq and dramatiq: stop check, take a
-candidate, check readiness, claim, process, commit. Maintenance runs on its own thread every
-`heartbeat` seconds so that a long stage never starves its lease.
+A work thread's loop is a short sequence, as in rq and dramatiq: stop check, take a candidate,
+check readiness, claim, process. `_process` is a template method; a subclass fills in its hooks:
+
+    misnamed (not an id)           finish(claim, job, Ending INVALID)
+    its id already active or done  finish(claim, job, Ending INVALID, kept under a distinct name)
+    claimed past max_attempts      finish(claim, job, Ending ERROR)   (it killed its workers)
+    otherwise                      handle(claim, job, active)          the work, then commit
+  and what it raises:
+    LeaseLost                      its work is discarded: another worker owns the entry now
+    Shutdown                       handed back, the attempt not counted
+    CutorError (SystemFailure...)  host_fault(exc)? handed back uncounted (the subclass pauses)
+                                   else retry, then error: handed back counted, or past
+                                   max_attempts finish(claim, job, Ending ERROR)
+    anything else                  a programming error: counted in the heartbeat
+                                   (`unexpected_errors`); then as a system failure, or, in
+                                   strict mode, the worker stops and `run()` re-raises it
+
+Strict mode (`CUTOR_SPOOL_STRICT=1`, which tests/conftest.py sets for in-process workers and the
+processes it starts): a bug must fail the test that meets it, not burn a submission's attempts
+or hand it back as if the system had failed. In production a bug never takes a worker down.
+
+A new queue is a line in `layout.QUEUES` (its folder and attempt log) and a subclass with `kind`,
+`queue_kind` and the hooks `setup`, `describe`, `begin`, `handle` and `finish` (`note`,
+`host_fault`, `label`, `may_claim` and `_stopped` are optional).
 """
 
 from __future__ import annotations
@@ -14,152 +35,27 @@ import signal
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar, Generic, TypeVar
 
-from pydantic import ValidationError
-
-from cutor_spool import __version__
-from cutor_spool.atomic import write_json
 from cutor_spool.config import SpoolConfig, load_config
-from cutor_spool.documents.heartbeat import CurrentWork, Heartbeat
-from cutor_spool.errors import CutorError, LeaseLost, SystemFailure
-from cutor_spool.layout import QueueDirs, SpoolPaths
-from cutor_spool.watcher.cancel import Cancelled
-from cutor_spool.watcher.clock import FsClock
+from cutor_spool.errors import CutorError, LeaseLost, Shutdown
+from cutor_spool.layout import QUEUES, QueueKind, SpoolPaths
+from cutor_spool.watcher.endings import Cause, Ending, refusal
 from cutor_spool.watcher.finder import Finder
+from cutor_spool.watcher.maintenance import Active, Maintenance
 from cutor_spool.watcher.notify import needs_polling
-from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity, iso
+from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity
 from cutor_spool.watcher.readiness import seconds_until_ready
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Active:
-    claim: Claim
-    cancel: Cancelled
-    state: str = "claimed"
-    since: float = field(default_factory=time.time)
+STRICT_ENV = "CUTOR_SPOOL_STRICT"
 
 
-class Maintenance:
-    """Touches the leases of this worker's claims, writes its heartbeat file, reaps stale leases
-    of every queue it is given, and runs any extra periodic job (the status page)."""
-
-    def __init__(
-        self,
-        paths: SpoolPaths,
-        config: SpoolConfig,
-        identity: WorkerIdentity,
-        kind: str,
-        queues: list[SpoolQueue],
-        info: dict[str, Any],
-    ) -> None:
-        self.paths, self.config, self.identity, self.kind = paths, config, identity, kind
-        self.queues = queues
-        self.info = info
-        self.clock = FsClock(paths.tmp, identity.worker_id)
-        self.active: dict[str, Active] = {}
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.periodic: list[Callable[[], None]] = []
-        self.processed = 0
-        self.started = time.time()
-        self._thread = threading.Thread(target=self._loop, name=f"{kind}-maintenance", daemon=True)
-
-    def start(self) -> None:
-        self._safe_tick()
-        self._thread.start()
-
-    def shutdown(self) -> None:
-        self.stop.set()
-        self._thread.join(timeout=10)
-        try:
-            os.unlink(self.paths.workers / f"{self.identity.worker_id}.json")
-        except OSError:
-            pass
-        self.clock.remove()
-
-    def track(self, claim: Claim) -> Active:
-        active = Active(claim, Cancelled())
-        with self.lock:
-            self.active[claim.path.name] = active
-        return active
-
-    def untrack(self, claim: Claim) -> None:
-        with self.lock:
-            self.active.pop(claim.path.name, None)
-            self.processed += 1
-
-    def _loop(self) -> None:
-        while not self.stop.wait(self.config.heartbeat):
-            self._safe_tick()
-
-    def _safe_tick(self) -> None:
-        try:
-            self.tick()
-        except CutorError as exc:  # a full disk, a flaky NFS server: try again next heartbeat
-            log.warning("maintenance: %s", exc)
-        except Exception:  # the maintenance thread must outlive any single failure
-            log.exception("maintenance failed; retrying next heartbeat")
-
-    def tick(self) -> None:
-        with self.lock:
-            current = list(self.active.values())
-        for item in current:
-            try:
-                item.claim.heartbeat()
-            except LeaseLost:
-                if item.claim.finished:  # committed or handed back between our snapshot and now
-                    continue
-                log.error("%s: lease lost (reaped by another worker); stopping its work", item.claim.entry_id)
-                item.cancel.set("lease lost")
-            except CutorError as exc:
-                log.warning("%s: heartbeat failed: %s", item.claim.entry_id, exc)
-        self.write_heartbeat(current)
-        now = self.clock.now()
-        for queue in self.queues:
-            queue.reap(now, self.config.lease_timeout)
-        for job in self.periodic:
-            try:
-                job()
-            except Exception:
-                log.exception("periodic job failed")
-
-    def beat(self) -> None:
-        """The heartbeat file now, not at the next tick (after `info` changed)."""
-        with self.lock:
-            current = list(self.active.values())
-        self.write_heartbeat(current)
-
-    def write_heartbeat(self, current: list[Active]) -> None:
-        try:
-            heartbeat = Heartbeat(
-                worker=self.identity.worker_id,
-                kind=self.kind,
-                host=self.identity.host,
-                pid=self.identity.pid,
-                version=__version__,
-                started_at=iso(self.started),
-                heartbeat_at=iso(time.time()),
-                heartbeat_interval=self.config.heartbeat,
-                processed=self.processed,
-                **self.info,
-                current=[
-                    CurrentWork(id=a.claim.entry_id, state=a.state, since=iso(a.since), attempt=a.claim.attempt)
-                    for a in current
-                ],
-            )
-        except ValidationError as exc:  # a field the document does not declare: a bug, but never stop reaping
-            log.error("heartbeat not written: %s", exc)
-            return
-        try:
-            write_json(self.paths.workers / f"{self.identity.worker_id}.json", heartbeat.dump(), fsync=False)
-        except CutorError as exc:
-            log.warning("cannot write heartbeat: %s", exc)
+def strict_mode() -> bool:
+    """True when `CUTOR_SPOOL_STRICT` is set (and not "0"): see the module's docstring."""
+    return os.environ.get(STRICT_ENV, "") not in ("", "0")
 
 
 class Signals:
@@ -183,10 +79,6 @@ class Signals:
             self.stopping.set()
 
 
-def default_worker_id(kind: str, host: str) -> str:
-    return f"{kind}-{host}-{os.getpid()}"
-
-
 def spool_paths(spool: Path) -> SpoolPaths:
     # Absolute: paths are handed to Nix (file:// URLs), written into records, and must not change
     # meaning with the working directory.
@@ -196,23 +88,22 @@ def spool_paths(spool: Path) -> SpoolPaths:
     return paths
 
 
-class QueueWorker(ABC):
-    """What an executor and a builder share: an identity, one queue to take work from (and
-    another whose stale leases it reaps too), the Finder, the maintenance thread, signals, the
-    life cycle, and the work loop. A subclass says how to set up, how to describe itself, and how
-    to process one claim (`_process`, the one place its system failures become "hand back,
-    retry, then error")."""
+Job = TypeVar("Job")  # what a subclass keeps for one claim (the executor: its result's Reporter)
 
-    kind: ClassVar[str]
+
+class QueueWorker(ABC, Generic[Job]):
+    """A worker of one queue: an identity, the Finder, the maintenance thread (which reaps every
+    queue of the spool), signals, the life cycle, the work loop, and `_process` (see the module's
+    docstring). A subclass says how to set up, how to describe itself, and how to handle one
+    entry."""
+
+    kind: ClassVar[str]  # the worker's kind: "executor", "builder"
+    queue_kind: ClassVar[QueueKind]  # the queue it takes work from
 
     def __init__(
         self,
         spool: Path,
         *,
-        work: Callable[[SpoolPaths], QueueDirs],
-        work_log: str,
-        reap: Callable[[SpoolPaths], QueueDirs],
-        reap_log: str,
         concurrency: int,
         poll: bool | None,
         host: str | None,
@@ -225,20 +116,27 @@ class QueueWorker(ABC):
         self.concurrency = concurrency
         self.poll = needs_polling(spool) if poll is None else poll
         self.grace = grace
-        self.queue = SpoolQueue(work(self.paths), self.identity, log_name=work_log)
+        self.strict = strict_mode()
+        self.crashed: Exception | None = None  # strict mode: the bug that stopped this worker
+        self.queue = self._queue(self.queue_kind)
+        for directory in (self.queue.dirs.incoming, self.queue.dirs.active, self.queue.dirs.done):
+            directory.mkdir(parents=True, exist_ok=True)  # `init` makes those of layout.QUEUES only
         interval = self.config.poll_interval if self.poll else self.config.rescan
         self.finder = Finder(self.queue, poll=self.poll, interval=interval)
         self.signals = Signals()
-        other = SpoolQueue(reap(self.paths), self.identity, log_name=reap_log)
+        others = [self._queue(kind) for kind in QUEUES if kind != self.queue_kind]
         self.maintenance = Maintenance(
             self.paths,
             self.config,
             self.identity,
             self.kind,
-            [self.queue, other],
+            [self.queue, *others],
             {"concurrency": concurrency, "poll": self.poll},
         )
         self.ready = False
+
+    def _queue(self, kind: QueueKind) -> SpoolQueue:
+        return SpoolQueue(self.paths.queue(kind), self.identity, log_name=kind.attempts_log)
 
     # -- what a kind of worker says ------------------------------------------------------------
     @abstractmethod
@@ -250,18 +148,43 @@ class QueueWorker(ABC):
         """The start-up log line after the worker id."""
 
     @abstractmethod
-    def _process(self, claim: Claim) -> None: ...
+    def begin(self, claim: Claim, active: Active) -> Job:
+        """What this worker keeps for one claim, made before anything can fail (no I/O)."""
+
+    @abstractmethod
+    def handle(self, claim: Claim, job: Job, active: Active) -> None:
+        """Works on one claimed entry (a valid id, the only claim of it, within its attempts) and
+        commits it. Raises a `SystemFailure` when the system failed it; `active.cancel` says when
+        to stop (lease lost, shutdown)."""
+
+    @abstractmethod
+    def finish(self, claim: Claim, job: Job, ending: Ending) -> None:
+        """Finalises the entry as `ending` says (its state, reason and name in done/) and commits
+        it; `ending.ran` tells a refusal before the work from giving up after it."""
+
+    def note(self, claim: Claim, job: Job, event: str, reason: str) -> None:
+        """Records a failure (`system_failure`, `host_failure`) in the entry, if it keeps events."""
+
+    def host_fault(self, exc: CutorError) -> str | None:
+        """Why this host, not the entry, is at fault for `exc` (then the entry goes back
+        uncounted, and the subclass stops claiming until it heals), or None (the default)."""
+        return None
 
     def label(self, name: str) -> str:
         return name
 
-    def _stopped(self) -> None:  # noqa: B027 - an optional hook, empty by default
+    def may_claim(self) -> bool:
+        """False while this worker must not claim (it waits a little before returning it)."""
+        return True
+
+    def _stopped(self) -> None:
         """Called once every thread has finished."""
 
     # -- life cycle --------------------------------------------------------------------------
     def run(self, *, install_signals: bool = True) -> None:
         """Works until SIGTERM; then lets current work finish for `grace` seconds (a second
-        SIGTERM: at once) and hands back what is left."""
+        SIGTERM: at once) and hands back what is left. In strict mode, re-raises the bug that
+        stopped it."""
         if install_signals:
             self.signals.install()
         if not self.ready:
@@ -292,27 +215,13 @@ class QueueWorker(ABC):
         self.maintenance.shutdown()
         self._stopped()
         log.info("%s %s stopped", self.kind, self.identity.worker_id)
+        if self.crashed is not None:
+            raise self.crashed
 
     def stop(self) -> None:
         self.signals.stopping.set()
 
-    def _retry_or_give_up(self, claim: Claim, reason: str, give_up: Callable[[], None]) -> None:
-        """The rule for a system failure, for every kind of worker: hand the claim back, the
-        attempt counted, or past `max_attempts` call `give_up` (which finalises it as an error).
-        If even that fails, the lease expires and the reaper hands it back."""
-        try:
-            if claim.counted_attempts >= self.config.max_attempts:
-                give_up()
-            elif not claim.release(reason, counts=True):
-                log.error("%s: could not hand back; the lease will expire", self.label(claim.entry_id))
-        except (LeaseLost, SystemFailure, OSError, ValueError) as exc:
-            log.error("%s: cannot record the failure (%s); the lease will expire", self.label(claim.entry_id), exc)
-
     # -- the loop ----------------------------------------------------------------------------
-    def may_claim(self) -> bool:
-        """False while this worker must not claim (it waits a little before returning it)."""
-        return True
-
     def _work_loop(self) -> None:
         while not self.signals.stopping.is_set():
             if not self.may_claim():
@@ -322,8 +231,9 @@ class QueueWorker(ABC):
                 continue
             try:
                 self._try(name)
-            except Exception:  # a worker thread must outlive anything one entry does to it
+            except Exception as exc:  # a bug; a work thread must outlive anything one entry does to it
                 log.exception("%s: unexpected failure while claiming; retrying later", self.label(name))
+                self._bug(exc, name)
                 self.finder.defer(name, 1.0)
 
     def _try(self, name: str) -> None:
@@ -331,7 +241,7 @@ class QueueWorker(ABC):
             wait = seconds_until_ready(self.finder.incoming / name, self.maintenance.clock.now, self.config.settle)
         except FileNotFoundError:
             return  # claimed by someone else meanwhile
-        except (OSError, SystemFailure) as exc:  # a full disk, a flaky NFS server
+        except (OSError, CutorError) as exc:  # a full disk, a flaky NFS server
             log.warning("%s: cannot check readiness (%s); retrying", self.label(name), exc)
             self.finder.defer(name, 1.0)
             return
@@ -343,9 +253,78 @@ class QueueWorker(ABC):
         except LeaseLost as exc:  # reaped or taken between our rename and our lease: theirs now
             log.warning("%s: %s", self.label(name), exc)
             return
-        except SystemFailure as exc:
+        except CutorError as exc:
             log.error("%s: cannot claim: %s", self.label(name), exc)
             self.finder.defer(name, 1.0)
             return
         if claim is not None:
             self._process(claim)
+
+    def _bug(self, exc: Exception, where: str) -> None:
+        """Counts a programming error; in strict mode, stops this worker (`run` re-raises it)."""
+        self.maintenance.unexpected(exc, where)
+        if self.strict:
+            log.critical("strict mode (%s): stopping on a programming error", STRICT_ENV)
+            if self.crashed is None:
+                self.crashed = exc
+            self.signals.stopping.set()
+
+    # -- one claim: the template -------------------------------------------------------------
+    def _process(self, claim: Claim) -> None:
+        active = self.maintenance.track(claim)
+        job = self.begin(claim, active)
+        label = self.label(claim.entry_id)
+        try:
+            ending = refusal(claim, self.queue, self.config.max_attempts)
+            if ending is None:
+                self.handle(claim, job, active)
+            else:
+                log.info("%s: %s", label, ending.reason)
+                self.finish(claim, job, ending)
+        except LeaseLost as exc:
+            log.error("%s: %s; its work is discarded (another worker owns it now)", label, exc)
+        except Shutdown:
+            log.warning("%s: handed back on shutdown", label)
+            claim.release("worker shutting down")
+        except CutorError as exc:
+            log.error("%s: attempt %d failed: %s", label, claim.attempt, exc)
+            self._failed(claim, job, exc)
+        except Exception as exc:
+            log.exception("%s: unexpected failure (a bug)", label)
+            self._bug(exc, claim.entry_id)
+            if self.strict:  # not the entry's fault: back to the queue, uncounted
+                claim.release(f"the worker stopped on a programming error: {type(exc).__name__}")
+            else:
+                self._retry(claim, job, f"unexpected {type(exc).__name__}: {exc}")
+        finally:
+            self.maintenance.untrack(claim)
+
+    def _failed(self, claim: Claim, job: Job, exc: CutorError) -> None:
+        reason = str(exc)
+        host = self.host_fault(exc)
+        if host is None:
+            self._retry(claim, job, reason)
+            return
+        # The host cannot do this work, whatever the entry: back to the queue, uncounted (a
+        # hand-back that fails logs why; the lease then expires as usual).
+        self._note(claim, job, "host_failure", reason)
+        claim.release(f"{host}: {reason}")
+
+    def _retry(self, claim: Claim, job: Job, reason: str) -> None:
+        """Retry, then error: the rule for a failure of the system, for every queue, here once.
+        The claim goes back with its attempt counted, or past `max_attempts` it is finished as
+        an error. If even that fails, the lease expires and the reaper hands it back."""
+        self._note(claim, job, "system_failure", reason)
+        try:
+            if claim.counted_attempts >= self.config.max_attempts:
+                self.finish(claim, job, Ending(Cause.GAVE_UP, f"attempt {claim.attempt}: {reason}"))
+            elif not claim.release(reason, counts=True):
+                log.error("%s: could not hand back; the lease will expire", self.label(claim.entry_id))
+        except (CutorError, OSError, ValueError) as exc:
+            log.error("%s: cannot record the failure (%s); the lease will expire", self.label(claim.entry_id), exc)
+
+    def _note(self, claim: Claim, job: Job, event: str, reason: str) -> None:
+        try:
+            self.note(claim, job, event, reason)
+        except CutorError as exc:
+            log.error("%s: cannot record the failure (%s)", self.label(claim.entry_id), exc)

@@ -287,6 +287,7 @@ def machine_status(
                 "current": w.current,
                 # Why an executor's host cannot run stages, while it has stopped claiming (health.py).
                 "sandbox": w.info.get("sandbox"),
+                "unexpected_errors": w.unexpected_errors,
             }
             for w in workers
         ],

@@ -164,6 +164,7 @@ class Worker:
     started_at: str | None
     current: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, str] = field(default_factory=dict)
+    unexpected_errors: int = 0  # programming errors the worker met (watcher/maintenance.py)
 
 
 STALE_AFTER_HEARTBEATS = 3
@@ -189,6 +190,7 @@ def _worker(heartbeat: Heartbeat, age: float) -> Worker:
         started_at=clip(heartbeat.started_at, 40),
         current=[c.dump() for c in heartbeat.current],
         info=info,
+        unexpected_errors=heartbeat.unexpected_errors,
     )
 
 

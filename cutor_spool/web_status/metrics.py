@@ -75,6 +75,11 @@ class Exposition:
         return "\n".join(self.lines) + "\n"
 
 
+def _per_worker(workers: list[dict[str, Any]], key: str) -> Iterable[tuple[dict[str, Any], int]]:
+    """A number of each worker's entry in status.json (0 when missing), labelled by worker."""
+    return (({"worker": w["worker"], "kind": w["kind"], "host": w["host"]}, w.get(key) or 0) for w in workers)
+
+
 def prometheus(status: dict[str, Any]) -> str:
     counts = status["counts"]
     by_state: dict[str, int] = counts["by_state"]
@@ -130,6 +135,12 @@ def prometheus(status: dict[str, Any]) -> str:
         "gauge",
         "1 while a worker claims nothing because its host cannot run stages (a failed probe stage).",
         (({"worker": w["worker"], "kind": w["kind"], "host": w["host"]}, bool(w.get("sandbox"))) for w in workers),
+    )
+    out.family(
+        "cutor_spool_worker_unexpected_errors_total",
+        "counter",
+        "Programming errors each worker met since it started (the last one is in its heartbeat file).",
+        _per_worker(workers, "unexpected_errors"),
     )
     builds = status["builds"]
     out.family(
