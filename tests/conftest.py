@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,30 @@ def wait_done(spool: Path, ids: list[str] | str, timeout: float = 60.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"not done after {timeout}s: {missing[:10]} (of {len(wanted)})")
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Polls `condition` until it returns something true, and returns that; fails after `timeout`
+    seconds, saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not after {timeout}s: {what}")
+        time.sleep(interval)
+
+
+def hold(condition: Callable[[], bool], seconds: float, what: str, interval: float = 0.1) -> None:
+    """Asserts that `condition` stays true for `seconds`: for checks that something does *not*
+    happen, where no event can say "it never will", so the wait is a fixed, bounded time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert condition(), what
+        if time.monotonic() > deadline:
+            return
+        time.sleep(interval)
 
 
 class ExecutorProcess:
