@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CUTOR_SPOOL_CI") == "1"
@@ -39,6 +40,35 @@ FAST_CONFIG: dict[str, Any] = {
     "poll_interval": "0.1s",
     "sandbox": {"slots": 32, "work_size": "128MiB", "tmp_size": "32MiB"},
 }
+
+
+# Two tiers. Without options everything runs, as in CI. `--quick` leaves out the tests marked
+# `slow` (more than ~5 s each on a 2-core machine) and loads the hypothesis profile "quick", with
+# fewer examples, so that a change is checked in a few minutes; "ci" keeps the full counts.
+settings.register_profile("ci", max_examples=10_000)
+settings.register_profile("quick", max_examples=100)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--quick", action="store_true", help="Leave out tests marked slow and run property tests with fewer examples."
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any test module is imported: a hypothesis `settings(...)` takes its defaults from the
+    # profile loaded when it is built. An explicit --hypothesis-profile wins.
+    if not config.getoption("--hypothesis-profile", default=None):
+        settings.load_profile("quick" if config.getoption("--quick") else "ci")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--quick"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 def need(condition: bool, reason: str) -> None:

@@ -18,12 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from cutor_spool.config import SpoolConfig
 from cutor_spool.intake import read_submission
 
-EXAMPLES = 10_000
 CONFIG = SpoolConfig.model_validate({"max_submission_size": "2MiB", "max_files": 50})
 counter = itertools.count()
-FUZZ = settings(
-    max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
-)
+# The number of examples comes from the hypothesis profile conftest loads: 10,000 in full ("ci"),
+# fewer with --quick.
+FUZZ = settings(deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 
 @pytest.mark.timeout(1800)
@@ -102,7 +101,7 @@ def test_drop_generated_submissions_at_a_running_executor(
 @pytest.mark.timeout(2400)
 def test_every_generated_submission_ended_invalid_with_reasons_or_ran(live: Dropped) -> None:
     assert live.spool is not None and live.executor is not None
-    assert len(live.ids) >= EXAMPLES
+    assert len(live.ids) >= settings.default.max_examples
     wait_done(live.spool, live.ids, timeout=1800)  # a stall fails here
     outcomes: dict[str, int] = {}
     for entry_id in live.ids:
