@@ -206,7 +206,6 @@ def run_chaos(base: Path, *, poll: bool) -> None:
     for worker in workers:
         worker.start()
     jobs = workload(base)
-    source_root = base / "sources"
     order = list(jobs)
     random.Random(7).shuffle(order)
     stop_killing = threading.Event()
@@ -237,7 +236,16 @@ def run_chaos(base: Path, *, poll: bool) -> None:
         chaos.join()
         for worker in workers:
             worker.stop()
-    assert source_root.exists() is False  # sources were built in the spool's tmp/, nothing outside
+    # Each submission was written in the spool's tmp/ and renamed from there into incoming/, as a
+    # client does: nothing of it is left in tmp/, and its files exist nowhere but in its done/ entry
+    # (no worker leaves a copy of a submission behind, in the spool or in its state directory).
+    staged = sorted(p.name for p in (spool / "tmp").iterdir() if p.name in jobs)
+    assert staged == [], f"left in tmp/: {staged[:10]}"
+    sources = {"submission.yaml", "hello.c", "sum.c"}
+    copies = [p for p in base.rglob("*") if p.name in sources and (spool / "done") not in p.parents]
+    assert copies == [], f"sources outside done/: {copies[:10]}"
+    in_done = Counter(p.name for entry in (spool / "done").iterdir() for p in entry.iterdir() if p.name in sources)
+    assert in_done == Counter(name for _, _, files in jobs.values() for name in ["submission.yaml", *files])
 
     # Exactly one final result per submission: nothing missing, nothing twice, nothing left over.
     assert sorted(p.name for p in (spool / "done").iterdir()) == sorted(order)
