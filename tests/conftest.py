@@ -43,8 +43,10 @@ FAST_CONFIG: dict[str, Any] = {
 
 
 # Two tiers. Without options everything runs, as in CI. `--quick` leaves out the tests marked
-# `slow` (more than ~5 s each on a 2-core machine) and loads the hypothesis profile "quick", with
-# fewer examples, so that a change is checked in a few minutes; "ci" keeps the full counts.
+# `slow` (above ~5 s each on a 2-core machine, or the only users of a costly fixture) and loads the
+# hypothesis profile "quick", with fewer examples, so that a change is checked in a few minutes;
+# "ci" keeps the full counts. A module whose every test takes longer keeps its quickest one, so
+# that all but test_chaos.py and test_benchmarks.py run some tests in the quick tier.
 settings.register_profile("ci", max_examples=10_000)
 settings.register_profile("quick", max_examples=100)
 

@@ -28,6 +28,7 @@ from nixtest import CHANNEL, NIX_ENV, SANDBOX_PATHS, need_nix
 from cutor_spool.atomic import read_lines
 from cutor_spool.runner.cgroups import CgroupHost
 
+pytestmark = pytest.mark.slow  # minutes each: 500 submissions, Nix builds, a worker killed every 2 s
 COUNT = int(os.environ.get("CUTOR_SPOOL_CHAOS_COUNT", "500"))
 UID_BASE, SLOTS = 62000, 32  # its own range: the leftover check must see only its own jobs
 ENV_EXTRAS = [
@@ -292,13 +293,11 @@ def run_chaos(base: Path, *, poll: bool) -> None:
     )
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_chaos_with_inotify(tmp_path: Path) -> None:
     run_chaos(tmp_path, poll=False)
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_chaos_with_polling_alone(tmp_path: Path) -> None:
     run_chaos(tmp_path, poll=True)

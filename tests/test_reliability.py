@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import CLI, LEASE_TIMEOUT, drop, hold, make_submission, result, stage, wait_done, wait_until
 
 from cutor_spool.atomic import read_lines
@@ -66,6 +67,7 @@ def test_two_executors_race_over_200_submissions_and_each_finishes_exactly_once(
     assert a.proc is not None and a.proc.poll() is None and b.proc is not None and b.proc.poll() is None
 
 
+@pytest.mark.slow  # ~6 s: waits out a lease
 def test_sigkill_mid_stage_is_reclaimed_after_the_lease_and_finished_by_another(
     spool: Path, tmp_path: Path, executors: Any
 ) -> None:
@@ -93,6 +95,7 @@ def test_sigkill_mid_stage_is_reclaimed_after_the_lease_and_finished_by_another(
     assert processes_of(doomed_uid) == [], "the killed worker's sandbox must not outlive it"
 
 
+@pytest.mark.slow  # ~7 s: waits out a lease
 def test_a_paused_worker_past_its_lease_cannot_commit_or_write_into_the_new_claim(
     spool: Path, tmp_path: Path, executors: Any
 ) -> None:
@@ -131,6 +134,7 @@ def test_a_paused_worker_past_its_lease_cannot_commit_or_write_into_the_new_clai
     assert sleeper.proc is not None and sleeper.proc.poll() is None
 
 
+@pytest.mark.slow  # ~10 s: three leases
 def test_a_submission_that_kills_its_worker_every_time_ends_in_error_and_the_queue_flows(
     spool: Path, tmp_path: Path, executors: Any
 ) -> None:
@@ -221,6 +225,7 @@ def test_sigterm_received_by_another_thread_still_stops_the_executor(spool: Path
     assert worker.proc.wait(15) == 0, "SIGTERM handled only once the main thread wakes up"
 
 
+@pytest.mark.slow  # ~6 s: a 4 s job, run twice
 def test_sigterm_past_the_grace_hands_work_back_without_using_an_attempt(
     spool: Path, tmp_path: Path, executors: Any
 ) -> None:
@@ -238,6 +243,7 @@ def test_sigterm_past_the_grace_hands_work_back_without_using_an_attempt(
     assert events == ["claimed", "released", "claimed"]
 
 
+@pytest.mark.slow  # ~7 s: waits for the 5 s probe
 def test_a_host_that_cannot_run_stages_pauses_instead_of_burning_the_queue(
     spool: Path, tmp_path: Path, run_dir: Path, executors: Any
 ) -> None:
