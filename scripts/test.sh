@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need and runs them: style (ruff), types (mypy), then pytest against
 # real components (bubblewrap, cgroups, Nix, Docker, Chromium). Run as root on Debian 12.
+# Arguments go to pytest: `--quick` leaves out the tests marked slow (see tests/conftest.py).
 set -euo pipefail
 if [[ $EUID -ne 0 ]]; then  # the sandbox needs root (jobs themselves never run as root)
   command -v sudo >/dev/null || { echo "$0: run this as root" >&2; exit 1; }

@@ -15,12 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CUTOR_SPOOL_CI") == "1"
@@ -43,6 +44,37 @@ FAST_CONFIG: dict[str, Any] = {
     "poll_interval": "0.1s",
     "sandbox": {"slots": 32, "work_size": "128MiB", "tmp_size": "32MiB"},
 }
+
+
+# Two tiers. Without options everything runs, as in CI. `--quick` leaves out the tests marked
+# `slow` (above ~5 s each on a 2-core machine, or the only users of a costly fixture) and loads the
+# hypothesis profile "quick", with fewer examples, so that a change is checked in a few minutes;
+# "ci" keeps the full counts. A module whose every test takes longer keeps its quickest one, so
+# that all but test_chaos.py and test_benchmarks.py run some tests in the quick tier.
+settings.register_profile("ci", max_examples=10_000)
+settings.register_profile("quick", max_examples=100)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--quick", action="store_true", help="Leave out tests marked slow and run property tests with fewer examples."
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any test module is imported: a hypothesis `settings(...)` takes its defaults from the
+    # profile loaded when it is built. An explicit --hypothesis-profile wins.
+    if not config.getoption("--hypothesis-profile", default=None):
+        settings.load_profile("quick" if config.getoption("--quick") else "ci")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--quick"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 def need(condition: bool, reason: str) -> None:
@@ -136,6 +168,30 @@ def wait_done(spool: Path, ids: list[str] | str, timeout: float = 60.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"not done after {timeout}s: {missing[:10]} (of {len(wanted)})")
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Polls `condition` until it returns something true, and returns that; fails after `timeout`
+    seconds, saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not after {timeout}s: {what}")
+        time.sleep(interval)
+
+
+def hold(condition: Callable[[], bool], seconds: float, what: str, interval: float = 0.1) -> None:
+    """Asserts that `condition` stays true for `seconds`: for checks that something does *not*
+    happen, where no event can say "it never will", so the wait is a fixed, bounded time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert condition(), what
+        if time.monotonic() > deadline:
+            return
+        time.sleep(interval)
 
 
 class ExecutorProcess:

@@ -18,6 +18,9 @@ import pytest
 from conftest import ROOT, need
 from docker_image.fixtures import start_engine_and_build
 
+# ~45 s: both tests read one `run_all.py --quick` run (the module fixture), the time is all there.
+pytestmark = pytest.mark.slow
+
 # The figures issue 7 asks for; run_all.py may print more, never fewer.
 REQUIRED = {
     "pipeline.docker_run",  # the `docker run` baseline a user would otherwise pick

@@ -72,6 +72,7 @@ def test_environment_is_built_once_and_reused(spool: Path, tmp_path: Path, execu
     assert "mktemp" not in env_script  # no process spent on a temporary directory per stage
 
 
+@pytest.mark.slow  # ~6 s
 def test_twenty_submissions_one_new_environment_one_build(
     spool: Path, tmp_path: Path, executors: Any, builders: Any
 ) -> None:
@@ -110,6 +111,7 @@ def test_twenty_submissions_one_new_environment_one_build(
     assert len(list((entries[0] / "uses").iterdir())) == 20
 
 
+@pytest.mark.slow  # ~13 s: waits out a lease
 def test_two_builders_one_killed_mid_build_still_finish_it(
     spool: Path, tmp_path: Path, executors: Any, builders: Any
 ) -> None:

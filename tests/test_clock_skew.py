@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import LEASE_TIMEOUT, drop, make_submission, need, result, stage, wait_done
 
 FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -51,6 +52,7 @@ def wait_worker(spool: Path, pid: int, timeout: float = 60) -> None:
     raise AssertionError(f"worker {pid} never started")
 
 
+@pytest.mark.slow  # ~13 s: a 12 s job outlives two lease timeouts
 def test_a_worker_ten_minutes_ahead_does_not_reap_a_live_lease(spool: Path, tmp_path: Path, executors: Any) -> None:
     executors(spool)  # honest clock, one slot: it takes the long job
     drop(
@@ -73,6 +75,7 @@ def test_a_worker_ten_minutes_ahead_does_not_reap_a_live_lease(spool: Path, tmp_
     assert "expired" not in (spool / "done" / "long" / "result" / "attempts.jsonl").read_text()
 
 
+# ~6 s (a lease timeout), yet not slow: the module's quickest test keeps it in the quick tier.
 def test_a_dead_workers_lease_is_reaped_whatever_its_clock_said(spool: Path, tmp_path: Path, executors: Any) -> None:
     """The dead worker's clock ran 10 minutes ahead: a lease stamped with its own idea of now
     would look 10 minutes in the future to everyone else, and be kept long after it died.

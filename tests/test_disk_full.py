@@ -83,6 +83,7 @@ class StatusReader(threading.Thread):
             time.sleep(0.01)
 
 
+# ~8 s, yet not slow: the module's one test keeps it in the quick tier.
 def test_a_full_spool_fails_cleanly_loses_nothing_and_resumes(
     small_spool: Path, tmp_path: Path, executors: Any
 ) -> None:

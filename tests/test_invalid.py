@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI, drop, make_submission, result, stage, wait_done, write_config
+from conftest import CLI, drop, hold, make_submission, result, stage, wait_done, write_config
 
 Builder = Callable[[Path], Path]
 
@@ -194,7 +194,13 @@ def test_cp_r_into_incoming_is_claimed_once_it_settles_and_dot_names_are_ignored
     wait_done(spool, "by-hand", timeout=30)
     assert time.monotonic() - started >= 0.4  # waited for `settle` (0.5 s in tests): no .ready
     assert stage(spool, "by-hand", "run")["stdout"] == "copied by hand\n"
-    time.sleep(1.5)
+    # A dot name is never claimed: an absence, so watched for a fixed 1.5 s, the 0.5 s settle a
+    # claim would wait plus a full rescan (1 s in tests) that lists it again.
+    hold(
+        lambda: (spool / "incoming" / ".partial-rsync").is_dir() and not (spool / "done" / ".partial-rsync").exists(),
+        1.5,
+        "a dot name in incoming/ was claimed",
+    )
     assert (spool / "incoming" / ".partial-rsync").is_dir()
     assert not (spool / "done" / ".partial-rsync").exists()
 

@@ -23,7 +23,8 @@ from docker_image.fixtures import IMAGE, start_engine_and_build
 
 JUDGE = Path(__file__).parent / "judge"
 CASES = sorted(p.name for p in JUDGE.iterdir() if (p / "expect.yaml").exists())
-BACKENDS = ["bubblewrap", "docker"]
+# The quick tier judges on bubblewrap only (on Docker, ~15 s more); test_docker_backend.py stays in it.
+BACKENDS = ["bubblewrap", pytest.param("docker", marks=pytest.mark.slow)]
 FLOW = {"claimed", "compiling", "compiled", "checker_compiled", "testing", "tested", "done", "error", "invalid"}
 
 

@@ -37,6 +37,7 @@ def _state(spool: Path, entry_id: str) -> str | None:
     return None
 
 
+@pytest.mark.slow  # ~9 s
 def test_gc_keeps_what_is_in_use_and_frees_the_rest(spool: Path, tmp_path: Path, executors: Any, builders: Any) -> None:
     nix_config(spool)
     builders(spool)
@@ -185,6 +186,7 @@ def test_executor_with_its_own_store_substitutes_from_the_spool_cache(
     assert again["source"] == "cached" and again["environment"]["substituted"] is False
 
 
+@pytest.mark.slow  # ~33 s: its executor stops only after the 30 s grace
 def test_executor_refuses_a_cache_not_signed_by_a_trusted_key(
     spool: Path, tmp_path: Path, executors: Any, builders: Any
 ) -> None:

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import CLI, LEASE_TIMEOUT, drop, make_submission, result, stage, wait_done
+import pytest
+from conftest import CLI, LEASE_TIMEOUT, drop, hold, make_submission, result, stage, wait_done, wait_until
 
 from cutor_spool.atomic import read_lines
 from cutor_spool.runner.slots import processes_of
@@ -31,6 +32,14 @@ def active_claim(spool: Path, entry_id: str, timeout: float = 20.0, state: str |
 
 def attempts_log(spool: Path, entry_id: str) -> list[dict[str, Any]]:
     return read_lines(spool / "done" / entry_id / "result" / "attempts.jsonl")
+
+
+def heartbeat(spool: Path, worker_id: str) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((spool / "workers" / f"{worker_id}.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data
 
 
 def test_two_executors_race_over_200_submissions_and_each_finishes_exactly_once(
@@ -58,6 +67,7 @@ def test_two_executors_race_over_200_submissions_and_each_finishes_exactly_once(
     assert a.proc is not None and a.proc.poll() is None and b.proc is not None and b.proc.poll() is None
 
 
+@pytest.mark.slow  # ~6 s: waits out a lease
 def test_sigkill_mid_stage_is_reclaimed_after_the_lease_and_finished_by_another(
     spool: Path, tmp_path: Path, executors: Any
 ) -> None:
@@ -85,6 +95,7 @@ def test_sigkill_mid_stage_is_reclaimed_after_the_lease_and_finished_by_another(
     assert processes_of(doomed_uid) == [], "the killed worker's sandbox must not outlive it"
 
 
+@pytest.mark.slow  # ~7 s: waits out a lease
 def test_a_paused_worker_past_its_lease_cannot_commit_or_write_into_the_new_claim(
     spool: Path, tmp_path: Path, executors: Any
 ) -> None:
@@ -100,10 +111,17 @@ def test_a_paused_worker_past_its_lease_cannot_commit_or_write_into_the_new_clai
     finally:
         sleeper.signal(signal.SIGCONT)  # it wakes up holding a claim that is no longer its own
     wait_done(spool, "paused", timeout=60)
-    time.sleep(1.0)  # give the resumed worker time to try everything it would
+    # The resumed worker has tried everything it would (heartbeat, stage, result, commit) once it
+    # has let go of the claim: its heartbeat then counts it processed and holds nothing.
+    stale_id = f"executor-{os.uname().nodename}-{sleeper.pid}"
+    wait_until(
+        lambda: (beat := heartbeat(spool, stale_id)) and beat["processed"] >= 1 and beat["current"] == [],
+        30,
+        "the resumed worker let go of its stale claim",
+    )
     status = result(spool, "paused")
     assert (status["state"], status["attempts"]) == ("done", 2)
-    assert status["worker"] != f"executor-{os.uname().nodename}-{sleeper.pid}"
+    assert status["worker"] != stale_id
     events = read_lines(spool / "done" / "paused" / "result" / "events.jsonl")
     expired_at = next(i for i, e in enumerate(events) if e["event"] == "claimed" and e["attempt"] == 2)
     assert all(e["attempt"] == 2 for e in events[expired_at:]), "the stale worker wrote into the new claim"
@@ -116,6 +134,7 @@ def test_a_paused_worker_past_its_lease_cannot_commit_or_write_into_the_new_clai
     assert sleeper.proc is not None and sleeper.proc.poll() is None
 
 
+@pytest.mark.slow  # ~10 s: three leases
 def test_a_submission_that_kills_its_worker_every_time_ends_in_error_and_the_queue_flows(
     spool: Path, tmp_path: Path, executors: Any
 ) -> None:
@@ -161,6 +180,27 @@ def test_sigterm_lets_current_work_finish(spool: Path, tmp_path: Path, executors
     assert (status["state"], status["outcome"], status["attempts"]) == ("done", "ok", 1)
 
 
+def settled_threads(pid: int, minimum: int) -> list[int] | None:
+    """The ids of `pid`'s threads other than the main one, once the main thread sleeps in a timed
+    futex wait (the executor's `stopping.wait(0.5)` loop, reached after every thread started) and
+    at least `minimum` others exist, the same ones 0.1 s apart; None until then.
+
+    /proc/PID/task/TID/syscall is "202 uaddr op val timeout ..." while a thread blocks in futex(2)
+    (202 on x86_64); a timeout of 0x0 is an untimed wait, as in Thread.start()."""
+
+    def sample() -> tuple[bool, set[int]]:
+        fields = Path(f"/proc/{pid}/task/{pid}/syscall").read_text().split()
+        waiting = len(fields) > 4 and fields[0] == "202" and fields[4] != "0x0"
+        return waiting, {int(tid) for tid in os.listdir(f"/proc/{pid}/task")} - {pid}
+
+    waiting, others = sample()
+    if not waiting or len(others) < minimum:
+        return None
+    time.sleep(0.1)
+    still, again = sample()
+    return sorted(others) if still and again == others else None
+
+
 def tgkill(pid: int, tid: int, signum: int) -> None:
     """A signal for one thread of a process: the case where the kernel hands a process's SIGTERM
     to a thread other than the main one (it may, e.g. while the main thread is stopped)."""
@@ -177,13 +217,15 @@ def test_sigterm_received_by_another_thread_still_stops_the_executor(spool: Path
     while "1 slot" not in worker.log.read_text() and "2 slot" not in worker.log.read_text():
         assert time.monotonic() < deadline, "the executor never started"
         time.sleep(0.05)
-    time.sleep(0.5)  # its main thread now waits for a signal, the others for work
-    others = [int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid]
+    # Its main thread waits for a signal, the others for work: the maintenance thread, the
+    # finder's scanner and one thread per slot at least.
+    others = wait_until(lambda: settled_threads(pid, 2 + 2), 20, "the executor's threads settled")
     assert others, "the executor should run worker threads"
     tgkill(pid, max(others), signal.SIGTERM)
     assert worker.proc.wait(15) == 0, "SIGTERM handled only once the main thread wakes up"
 
 
+@pytest.mark.slow  # ~6 s: a 4 s job, run twice
 def test_sigterm_past_the_grace_hands_work_back_without_using_an_attempt(
     spool: Path, tmp_path: Path, executors: Any
 ) -> None:
@@ -201,6 +243,7 @@ def test_sigterm_past_the_grace_hands_work_back_without_using_an_attempt(
     assert events == ["claimed", "released", "claimed"]
 
 
+@pytest.mark.slow  # ~7 s: waits for the 5 s probe
 def test_a_host_that_cannot_run_stages_pauses_instead_of_burning_the_queue(
     spool: Path, tmp_path: Path, run_dir: Path, executors: Any
 ) -> None:
@@ -231,7 +274,19 @@ def test_a_host_that_cannot_run_stages_pauses_instead_of_burning_the_queue(
         time.sleep(0.1)
     assert paused, executor.output()[-3000:]
     assert paused["sandbox"].startswith("broken, claiming paused:") and "Permission denied" in paused["sandbox"]
-    time.sleep(2)  # paused: nothing is claimed, nothing ends
+    # The claim that found the host broken is handed back first ...
+    wait_until(
+        lambda: sorted(p.name for p in (spool / "incoming").iterdir()) == ids and not any((spool / "active").iterdir()),
+        30,
+        "every queued submission back in incoming/",
+    )
+
+    # ... and then nothing is claimed, nothing ends. An absence has no event to wait for: it is
+    # watched for a fixed 2 s (four claiming loops of a paused executor).
+    def untouched() -> bool:
+        return not any((spool / "done" / i).exists() for i in ids) and not any((spool / "active").iterdir())
+
+    hold(untouched, 2.0, "a paused executor claimed or finished something")
     assert not any((spool / "done" / i).exists() for i in ids)
     assert sorted(p.name for p in (spool / "incoming").iterdir()) == ids
     page = subprocess.run([*CLI, "--spool", str(spool), "status-page"], capture_output=True, text=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI, ExecutorProcess, drop, make_submission, wait_done, write_config
+from conftest import CLI, ExecutorProcess, drop, make_submission, wait_done, wait_until, write_config
 
 from cutor_spool.config import SpoolConfig, StatusPageConfig
 from cutor_spool.documents.states import ATTEMPTS_LOG, Outcome, State
@@ -309,25 +309,35 @@ def test_two_writers_at_once_leave_a_whole_page(finished: Path, tmp_path: Path) 
             except ValueError as exc:
                 torn.append(str(exc))
 
+    def passes_over_all(log: Path) -> int:  # a debug line per regeneration (-vv) says what it saw
+        lines = log.read_text(errors="replace").splitlines()
+        return sum(1 for line in lines if "status page: Report(" in line and ", done=40," in line)
+
     reader = threading.Thread(target=read_while_writing)
     reader.start()
-    writers = [
-        subprocess.Popen(
-            [*CLI, "--spool", str(paths.root), "-q", "status-page", "--watch"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(2)
-    ]
+    logs = [tmp_path / f"writer-{n}.log" for n in range(2)]
+    writers = []
+    for log in logs:
+        with log.open("wb") as stderr:
+            writers.append(
+                subprocess.Popen(
+                    [*CLI, "--spool", str(paths.root), "-vv", "status-page", "--watch"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                )
+            )
     try:
-        for i in range(40):
+        for i in range(40):  # spread over 2 s, so that both writers regenerate while entries land
             land(paths, finished / ("judged" if i % 2 else "hello"), f"r{i:03d}")
             time.sleep(0.05)
-        time.sleep(2)
+        # Both writers keep racing on the final state: each regenerates the whole page twice more.
+        wait_until(lambda: all(passes_over_all(log) >= 2 for log in logs), 60, "both writers saw all 40 entries")
     finally:
         for proc in writers:
             proc.terminate()
-        errors = [proc.communicate(timeout=30)[1].decode() for proc in writers]
+        for proc in writers:
+            proc.wait(timeout=30)
+        errors = [log.read_text(errors="replace") for log in logs]
         stop.set()
         reader.join()
     assert torn == []
