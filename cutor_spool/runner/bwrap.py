@@ -38,11 +38,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cutor_spool.config import SeccompConfig
 from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
 from cutor_spool.runner.launcher import build_launcher, launcher_dir, rlimit_options
+from cutor_spool.runner.seccomp import bwrap_args, policy, write_filter
 from cutor_spool.runner.slots import Slot, SlotPool, slot_accounts
 from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error
 from cutor_spool.runner.supervise import LimitWatch
@@ -163,6 +165,7 @@ def bwrap_argv(
     env: Mapping[str, str],
     status_fd: int,
     command: tuple[str, ...],
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """The whole bwrap command line for one stage. Pure, so it can be read and tested as data.
     Writable: /work (the slot's tmpfs), /tmp and /dev/shm (size-capped tmpfs); nothing else."""
@@ -181,7 +184,7 @@ def bwrap_argv(
         *ro_bind(layout.init, "/init"),
         *[arg for path in (*layout.extra_ro, *ro_binds) for arg in ro_bind(path)],
         "--remount-ro", "/", "--chdir", "/work", "--clearenv", *setenv({**BASE_ENV, **env}),
-        "--json-status-fd", str(status_fd), "--as-pid-1", "--", "/init", "--", *command,
+        "--json-status-fd", str(status_fd), *bwrap_args(seccomp_fd), "--as-pid-1", "--", "/init", "--", *command,
     ]  # fmt: skip
 
 
@@ -283,8 +286,10 @@ class BubblewrapBackend:
         tmp_size: int,
         extra_ro: list[str] | None = None,
         launcher: bool = True,
+        seccomp: SeccompConfig | None = None,
     ) -> None:
-        """`launcher=False` uses `prlimit` and `setpriv` even where the static launcher builds."""
+        """`launcher=False` uses `prlimit` and `setpriv` even where the static launcher builds;
+        `seccomp` is the spool's system call filter (on, with the default policy, when not given)."""
         if shutil.which("bwrap") is None:
             raise SandboxError("bubblewrap is not installed (apt install bubblewrap)")
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -313,6 +318,8 @@ class BubblewrapBackend:
         )
         self._refresh_etc()
         self.cgroups = CgroupHost.detect()
+        seccomp = seccomp or SeccompConfig()  # the filter is on unless a spool turns it off
+        self.seccomp = write_filter(state_dir / "seccomp", policy(seccomp)) if seccomp.enabled else None
 
     def _refresh_etc(self) -> None:
         """Points stages at the prepared /etc for the host's current files, checked cheaply by
@@ -391,6 +398,7 @@ class BwrapSandbox:
         stdin_path = slot.root / "stdin"
         stdin_path.write_bytes(spec.stdin)
         status_r, status_w = os.pipe()
+        seccomp_fd = None if self.backend.seccomp is None else os.open(self.backend.seccomp, os.O_RDONLY)
         argv = launch_argv(cgroup.procs_files, spec.limits, slot.uid, slot.gid, self.backend.launcher) + bwrap_argv(
             self.backend.layout,
             slot_root=slot.root,
@@ -400,6 +408,7 @@ class BwrapSandbox:
             env=spec.env,
             status_fd=status_w,
             command=("/bin/sh", "-c", STARTED_WRAPPER, "cutor-stage", *spec.sandbox_command()),
+            seccomp_fd=seccomp_fd,
         )
         started = time.monotonic()
         try:
@@ -409,12 +418,14 @@ class BwrapSandbox:
                     stdin=stdin,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
-                    pass_fds=(status_w,),
+                    pass_fds=(status_w,) if seccomp_fd is None else (status_w, seccomp_fd),
                     start_new_session=True,
                     env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
                 )
         finally:
             os.close(status_w)
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
         watch = LimitWatch(spec.limits, cgroup, cancel, started)
         capture = Capture(spec.limits.output, started_marker=STARTED_MARKER)
         killed_for, status_lines = self._supervise(proc, cgroup, watch, capture, status_r)
