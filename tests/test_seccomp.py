@@ -273,3 +273,9 @@ def test_docker_kill_ends_the_stage_security_violation(docker_image: str, docker
     ordinary, query = outputs[len(PROBED) :]
     assert ordinary.status == StageStatus.OK and query.status == StageStatus.OK, (ordinary, query)
     assert ordinary.stdout.decode().split() == ["c", "ok", "thread", "ok", "42", "python", "ok"]
+
+
+def test_the_readme_lists_every_group() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for group in seccomp.GROUPS:
+        assert f"| `{group.name}` |" in readme, group.name
