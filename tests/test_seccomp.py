@@ -26,7 +26,7 @@ from cutor_spool.config import DEFAULT_LIMITS, SeccompAction, SeccompConfig, Spo
 from cutor_spool.errors import ConfigError
 from cutor_spool.limits import Limits
 from cutor_spool.runner import seccomp
-from cutor_spool.runner.bwrap import BubblewrapBackend
+from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapLayout, bwrap_argv
 from cutor_spool.runner.docker import DockerBackend
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus, classify
@@ -175,6 +175,15 @@ def test_a_stage_killed_by_sigsys_is_a_security_violation() -> None:
             started=True, killed_for=None, returncode=returncode, oom_kills=0, cpu_time=0.0, limits=LIMITS
         )
         assert (status, sig) == (StageStatus.SECURITY_VIOLATION, signal.SIGSYS)
+
+
+def test_bwrap_reads_the_filter_from_the_descriptor_it_inherits() -> None:
+    layout = BwrapLayout(init="/init", system=(), tmp_size=1 << 20, etc=Path("/e"), etc_net=Path("/e"))
+    args: dict[str, Any] = {"slot_root": Path("/s"), "workdir": "work", "network": False, "ro_binds": ()}
+    argv = bwrap_argv(layout, **args, env={}, status_fd=5, command=("true",), seccomp_fd=7)
+    at = argv.index("--seccomp")
+    assert argv[at + 1] == "7" and at < argv.index("--")
+    assert "--seccomp" not in bwrap_argv(layout, **args, env={}, status_fd=5, command=("true",))
 
 
 # --- bubblewrap ----------------------------------------------------------------------------------
