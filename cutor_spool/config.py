@@ -89,12 +89,27 @@ class LimitsConfig(_Strict):
         return self
 
 
+class SeccompAction(StrEnum):
+    ERRNO = "errno"  # a denied call fails with EPERM; the program's verdict is its own
+    KILL = "kill"  # a denied call kills the process; the stage ends `security_violation`
+
+
+class SeccompConfig(_Strict):
+    """The stages' system call filter (runner/seccomp.py holds the policy and checks the names)."""
+
+    enabled: bool = True
+    action: SeccompAction = SeccompAction.ERRNO
+    allow: list[str] = Field(default_factory=list, description="groups or calls of the policy to allow")
+    deny: list[str] = Field(default_factory=list, description="more system calls to deny")
+
+
 class SandboxConfig(_Strict):
     uid_base: int = Field(default=61000, ge=1000, le=2**31 - 70000)
     slots: int = Field(default=64, ge=1, le=65536)
     work_size: Size = 512 * 2**20
     tmp_size: Size = 64 * 2**20
     ro_binds: list[str] = Field(default_factory=list, description="extra host paths mounted read-only")
+    seccomp: SeccompConfig = SeccompConfig()
 
 
 class DockerConfig(_Strict):
@@ -209,6 +224,10 @@ sandbox:
   slots: 64
   work_size: 512MiB          # the submission's /work (a tmpfs; counts towards memory)
   tmp_size: 64MiB            # its /tmp
+  seccomp:                   # the system calls no stage may make (README: "System calls")
+    action: errno            # a denied call fails with EPERM; `kill`: the stage ends security_violation
+    allow: []                # groups or calls of the policy to allow after all (e.g. ptrace)
+    deny: []                 # more system calls to deny
 docker:
   image: cutor-spool-sandbox:latest
 nix:

@@ -8,8 +8,9 @@ if [[ $EUID -ne 0 ]]; then  # the sandbox needs root (jobs themselves never run 
 fi
 cd "$(dirname "$0")/.."
 
-# Runtime: the sandbox (bubblewrap, tini, util-linux's prlimit/setpriv), Nix, Docker's engine.
-APT_RUNTIME=(bubblewrap tini util-linux nix-bin docker.io ca-certificates python3 python3-venv gcc libc6-dev)
+# Runtime: the sandbox (bubblewrap, tini, util-linux's prlimit/setpriv, libseccomp2 for the stages' seccomp
+# filter), Nix, Docker's engine.
+APT_RUNTIME=(bubblewrap tini util-linux libseccomp2 nix-bin docker.io ca-certificates python3 python3-venv gcc libc6-dev)
 # Tests: a static busybox for Docker test images, libfaketime for clock-skew tests, Chromium for the page,
 # systemd for `systemd-analyze verify` of the unit templates (no service is started), ipfs-cid (`ipfs_cid`)
 # to check the content store's CIDs against an independent implementation.

@@ -156,7 +156,9 @@ def test_container_settings_as_the_engine_reports_them(sandbox: DockerSandbox) -
     host = info["HostConfig"]
     assert info["Config"]["User"] == f"{sandbox.slot.uid}:{sandbox.slot.gid}"
     assert (host["Init"], host["ReadonlyRootfs"], host["NetworkMode"]) == (True, True, "none")
-    assert (host["CapDrop"], host["SecurityOpt"], host["LogConfig"]["Type"]) == (["ALL"], ["no-new-privileges"], "none")
+    security = ["no-new-privileges", *sandbox.backend.layout.seccomp]  # the spool's seccomp profile (on by default)
+    assert (host["CapDrop"], host["SecurityOpt"], host["LogConfig"]["Type"]) == (["ALL"], security, "none")
+    assert len(security) == 2 and security[1].startswith("seccomp={")
     assert host["Memory"] == host["MemorySwap"] > 0 and host["PidsLimit"] > 0
     assert "size=33554432" in host["Tmpfs"]["/tmp"] and host["ShmSize"] == 32 * MiB
     mounts = {m["Destination"]: m for m in info["Mounts"]}

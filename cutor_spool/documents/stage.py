@@ -25,6 +25,8 @@ class StageStatus(StrEnum):
     MEMORY_LIMIT = "memory_limit"
     OUTPUT_LIMIT = "output_limit"
     INTERNAL_ERROR = "internal_error"
+    # killed by the spool's seccomp filter (`sandbox.seccomp.action: kill`): a denied system call
+    SECURITY_VIOLATION = "security_violation"
 
 
 class Verdict(StrEnum):

@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cutor_spool.config import SeccompConfig
 from cutor_spool.errors import SandboxError
 from cutor_spool.runner.backend import PIPE
 from cutor_spool.runner.bwrap_layout import (
@@ -55,6 +56,7 @@ from cutor_spool.runner.bwrap_layout import (
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
 from cutor_spool.runner.launcher import build_launcher, launcher_dir
+from cutor_spool.runner.seccomp import policy, write_filter
 from cutor_spool.runner.slots import Slot, SlotPool
 from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error
 from cutor_spool.runner.supervise import LimitWatch, PipeSource, ProcessChild, Source, Supervisor
@@ -77,8 +79,10 @@ class BubblewrapBackend:
         tmp_size: int,
         extra_ro: list[str] | None = None,
         launcher: bool = True,
+        seccomp: SeccompConfig | None = None,
     ) -> None:
-        """`launcher=False` uses `prlimit` and `setpriv` even where the static launcher builds."""
+        """`launcher=False` uses `prlimit` and `setpriv` even where the static launcher builds;
+        `seccomp` is the spool's system call filter (on, with the default policy, when not given)."""
         if shutil.which("bwrap") is None:
             raise SandboxError("bubblewrap is not installed (apt install bubblewrap)")
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -107,6 +111,8 @@ class BubblewrapBackend:
         )
         self._refresh_etc()
         self.cgroups = CgroupHost.detect()
+        seccomp = seccomp or SeccompConfig()  # the filter is on unless a spool turns it off
+        self.seccomp = write_filter(state_dir / "seccomp", policy(seccomp)) if seccomp.enabled else None
 
     def _refresh_etc(self) -> None:
         """Points stages at the prepared /etc for the host's current files, checked cheaply by
@@ -272,6 +278,7 @@ class BwrapStage:
     ) -> BwrapStage:
         slot, backend = sandbox.slot, sandbox.backend
         pipes = _Pipes()
+        seccomp_fd = None if backend.seccomp is None else os.open(backend.seccomp, os.O_RDONLY)
         try:
             pipes.wire(slot.root / "stdin", spec.stdin, stdin=stdin, stdout=stdout)
             wrapper = STARTED_WRAPPER if stdout is None else STARTED_WRAPPER_STDERR
@@ -279,16 +286,20 @@ class BwrapStage:
             argv = launch + bwrap_argv(
                 backend.layout, slot_root=slot.root, workdir=spec.workdir, network=spec.network,
                 ro_binds=spec.ro_binds, env=spec.env, status_fd=pipes.child["status"],
-                command=("/bin/sh", "-c", wrapper, "cutor-stage", *spec.sandbox_command()),
+                command=("/bin/sh", "-c", wrapper, "cutor-stage", *spec.sandbox_command()), seccomp_fd=seccomp_fd,
             )  # fmt: skip
             started = time.monotonic()
             proc = subprocess.Popen(
                 argv, stdin=pipes.child["stdin"], stdout=pipes.child["stdout"], stderr=pipes.child["stderr"],
-                pass_fds=(pipes.child["status"],), start_new_session=True, env=HOST_ENV,
+                pass_fds=(pipes.child["status"], *(() if seccomp_fd is None else (seccomp_fd,))),
+                start_new_session=True, env=HOST_ENV,
             )  # fmt: skip
         except BaseException:
             pipes.abandon()
             raise
+        finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
         pipes.started()
         return cls._supervised(sandbox, spec, cgroup, cancel, proc, pipes, started, captured=stdout is None)
 

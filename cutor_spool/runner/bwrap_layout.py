@@ -17,6 +17,7 @@ from pathlib import Path
 from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.launcher import host_argv, rlimit_options
+from cutor_spool.runner.seccomp import bwrap_args
 from cutor_spool.runner.slots import slot_accounts
 
 # Processes the sandbox itself adds to the job's count: bwrap's monitor and tini.
@@ -109,6 +110,7 @@ def bwrap_argv(
     env: Mapping[str, str],
     status_fd: int,
     command: tuple[str, ...],
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """The whole bwrap command line for one stage. Pure, so it can be read and tested as data.
     Writable: /work (the slot's tmpfs), /tmp and /dev/shm (size-capped tmpfs); nothing else."""
@@ -127,7 +129,7 @@ def bwrap_argv(
         *ro_bind(layout.init, "/init"),
         *[arg for path in (*layout.extra_ro, *ro_binds) for arg in ro_bind(path)],
         "--remount-ro", "/", "--chdir", "/work", "--clearenv", *setenv({**BASE_ENV, **env}),
-        "--json-status-fd", str(status_fd), "--as-pid-1", "--", "/init", "--", *command,
+        "--json-status-fd", str(status_fd), *bwrap_args(seccomp_fd), "--as-pid-1", "--", "/init", "--", *command,
     ]  # fmt: skip
 
 

@@ -73,6 +73,7 @@ from cutor_spool.runner.launcher import (
     exec_argv,
     launcher_dir,
 )
+from cutor_spool.runner.seccomp import docker_security_opt, policy
 from cutor_spool.runner.slots import Slot, SlotPool
 from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error
 from cutor_spool.runner.supervise import LimitWatch
@@ -135,6 +136,7 @@ class DockerBackend:
                 # per uid, across all of the slot's containers (each adds its init and keeper)
                 ("nproc", maximum.processes + 8 * OVERHEAD_PROCESSES),
             ),
+            seccomp=(docker_security_opt(policy(box.seccomp)),) if box.seccomp.enabled else (),
         )
         self._lock = threading.Lock()
         self._open: set[DockerSandbox] = set()

@@ -57,6 +57,7 @@ class Layout:
     maximum_memory: int
     maximum_processes: int
     ulimits: tuple[tuple[str, int], ...]  # the ceilings a stage's launcher lowers its rlimits from
+    seccomp: tuple[str, ...] = ()  # the seccomp profile's security_opt entry (runner/seccomp.py)
 
 
 def alive_file(layout: Layout, slot: Slot) -> Path:
@@ -112,7 +113,7 @@ def host_config(layout: Layout, slot: Slot, key: ContainerKey) -> dict[str, Any]
         "network_mode": layout.network if key.network else "none",
         "read_only": True,
         "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
+        "security_opt": ["no-new-privileges", *layout.seccomp],
         "pids_limit": layout.maximum_processes + OVERHEAD_PROCESSES,
         "mem_limit": layout.maximum_memory,
         "memswap_limit": layout.maximum_memory,

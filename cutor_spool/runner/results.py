@@ -30,6 +30,7 @@ STAGE_OUTCOME = {
     StageStatus.OK: Outcome.OK,
     StageStatus.RUNTIME_ERROR: Outcome.RUNTIME_ERROR,
     StageStatus.SIGNALED: Outcome.RUNTIME_ERROR,
+    StageStatus.SECURITY_VIOLATION: Outcome.RUNTIME_ERROR,  # the stage's own status says which
     StageStatus.TIME_LIMIT: Outcome.TIME_LIMIT,
     StageStatus.WALL_TIME_LIMIT: Outcome.TIME_LIMIT,
     StageStatus.MEMORY_LIMIT: Outcome.MEMORY_LIMIT,

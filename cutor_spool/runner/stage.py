@@ -167,6 +167,8 @@ def classify(
         return StageStatus.TIME_LIMIT, exit_code, sig
     if killed_for == KillReason.WALL:
         return (StageStatus.WALL_TIME_LIMIT if limits is not None else StageStatus.TIME_LIMIT), exit_code, sig
+    if sig == signals.SIGSYS:  # on x86-64 only a seccomp filter's kill sends it (or the job itself)
+        return StageStatus.SECURITY_VIOLATION, exit_code, sig
     if sig is not None:
         return StageStatus.SIGNALED, exit_code, sig
     if exit_code:
@@ -207,6 +209,8 @@ def conclude(
         message = f"the sandbox did not start: {setup_error.strip()[-2000:]}"
     elif message is None and status == StageStatus.SIGNALED and sig == signals.SIGXFSZ:
         message = "file size limit exceeded (SIGXFSZ)"
+    elif message is None and status == StageStatus.SECURITY_VIOLATION:
+        message = "killed for a system call the spool's seccomp policy denies (SIGSYS)"
     return StageOutput(
         stage=spec_name, status=status, exit_code=exit_code, signal=sig, stdout=bytes(capture.stdout),
         stderr=bytes(capture.stderr), output=bytes(capture.interleaved), stdout_truncated=capture.stdout_truncated,

@@ -20,6 +20,7 @@ from cutor_spool.runner.stage import StageOutput, StageStatus, signal_name
 STAGE_VERDICT = {
     StageStatus.RUNTIME_ERROR: Verdict.RUNTIME_ERROR,
     StageStatus.SIGNALED: Verdict.RUNTIME_ERROR,
+    StageStatus.SECURITY_VIOLATION: Verdict.RUNTIME_ERROR,  # as DMOJ: a disallowed call is a runtime error
     StageStatus.TIME_LIMIT: Verdict.TIME_LIMIT,
     StageStatus.WALL_TIME_LIMIT: Verdict.TIME_LIMIT,
     StageStatus.MEMORY_LIMIT: Verdict.MEMORY_LIMIT,
