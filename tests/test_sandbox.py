@@ -16,11 +16,11 @@ import pytest
 from cutor_spool.builder.process import BuildCgroup, start_argv
 from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
-from cutor_spool.runner.backend import PIPE
 from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapSandbox
 from cutor_spool.runner.bwrap_layout import BwrapLayout, bwrap_argv, stage_launch_argv
 from cutor_spool.runner.cgroups import CgroupHost, CgroupV1
 from cutor_spool.runner.launcher import build_launcher, host_argv, launcher_dir
+from cutor_spool.runner.sandbox import PIPE
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, Slot, SlotPool
 from cutor_spool.runner.stage import StageSpec, StageStatus, classify
 

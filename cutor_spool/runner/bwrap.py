@@ -40,7 +40,6 @@ from pathlib import Path
 
 from cutor_spool.config import SeccompConfig
 from cutor_spool.errors import SandboxError
-from cutor_spool.runner.backend import PIPE
 from cutor_spool.runner.bwrap_layout import (
     OVERHEAD_PROCESSES,
     STARTED_WRAPPER,
@@ -56,6 +55,7 @@ from cutor_spool.runner.bwrap_layout import (
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
 from cutor_spool.runner.launcher import build_launcher, launcher_dir
+from cutor_spool.runner.sandbox import PIPE
 from cutor_spool.runner.seccomp import policy, write_filter
 from cutor_spool.runner.slots import Slot, SlotPool
 from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error

@@ -49,7 +49,6 @@ import docker.errors
 
 from cutor_spool.config import SpoolConfig
 from cutor_spool.errors import SandboxError
-from cutor_spool.runner.backend import PIPE, StageProcess
 from cutor_spool.runner.bwrap_layout import BASE_ENV
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.docker_cgroup import ContainerCgroup, cgroup_of, container_init, container_keeper
@@ -73,6 +72,7 @@ from cutor_spool.runner.launcher import (
     exec_argv,
     launcher_dir,
 )
+from cutor_spool.runner.sandbox import PIPE, StageProcess
 from cutor_spool.runner.seccomp import docker_security_opt, policy
 from cutor_spool.runner.slots import Slot, SlotPool
 from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error

@@ -16,10 +16,11 @@ from pathlib import Path
 from cutor_spool.config import BackendName, SpoolConfig
 from cutor_spool.errors import CutorError, SandboxError
 from cutor_spool.layout import SUBMISSIONS, SpoolPaths
-from cutor_spool.runner.backend import Backend, make_backend
+from cutor_spool.runner.backend import make_backend
 from cutor_spool.runner.health import SandboxHealth
 from cutor_spool.runner.pipeline import Environments, Pipeline
 from cutor_spool.runner.results import Reporter
+from cutor_spool.runner.sandbox import Backend
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool
 from cutor_spool.watcher.endings import Ending
 from cutor_spool.watcher.maintenance import Active

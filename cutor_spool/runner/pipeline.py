@@ -19,10 +19,10 @@ from typing import Protocol
 from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.documents.states import Outcome, State
 from cutor_spool.errors import SandboxError
-from cutor_spool.runner.backend import Backend
 from cutor_spool.runner.intake import Plan, read_submission
 from cutor_spool.runner.judge.graders import GRADERS, Grader, GradingContext, Stopped, choose
 from cutor_spool.runner.results import Reporter
+from cutor_spool.runner.sandbox import Backend
 from cutor_spool.runner.slots import SlotPool
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
 from cutor_spool.runner.stagerunner import Environment, StageRunner

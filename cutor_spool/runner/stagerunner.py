@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
-from cutor_spool.runner.backend import Sandbox
 from cutor_spool.runner.intake import Plan, Script
 from cutor_spool.runner.results import Reporter
+from cutor_spool.runner.sandbox import Sandbox
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
 from cutor_spool.watcher.cancel import Cancelled
 

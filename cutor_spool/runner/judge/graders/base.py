@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Protocol
 
 from cutor_spool.documents.states import Outcome
-from cutor_spool.runner.backend import Sandbox
 from cutor_spool.runner.intake import Plan
 from cutor_spool.runner.results import Reporter
+from cutor_spool.runner.sandbox import Sandbox
 from cutor_spool.runner.stagerunner import StageRunner
 from cutor_spool.runner.tree import Problem
 from cutor_spool.watcher.cancel import Cancelled
