@@ -243,9 +243,17 @@ def test_hard_links_and_files_the_submitter_cannot_read_are_refused(shared: Shar
 # Run as the client before the drop: a process whose working directory is d/ of its submission and
 # which holds a descriptor of d/; told to (one line on stdin), it tries every way of changing d/.
 INSIDE = """
-import os, sys
+import os, struct, sys
 os.chdir(sys.argv[1])
 held = os.open('.', os.O_RDONLY | os.O_DIRECTORY)
+# An ACL naming the client itself (rwx) outlives a chown: custody must drop it.
+ANY = 0xFFFFFFFF
+acl = [(0x01, 7, ANY), (0x02, 7, os.getuid()), (0x04, 5, ANY), (0x10, 7, ANY), (0x20, 5, ANY)]
+blob = struct.pack('<I', 2) + b''.join(struct.pack('<HHI', *entry) for entry in acl)
+try:
+    os.setxattr('.', 'system.posix_acl_access', blob)
+except OSError:
+    pass  # a filesystem without ACLs
 print('ready', flush=True)
 sys.stdin.readline()
 attempts = {
@@ -267,7 +275,8 @@ for what, attempt in attempts.items():
 
 def test_a_client_inside_its_entry_cannot_change_it_after_the_claim(shared: Shared, executors: Any) -> None:
     """The client keeps a process whose working directory is inside its submission and which holds
-    a descriptor of that directory: after the claim, neither may change any name in it."""
+    a descriptor of that directory, to which it gave itself an ACL entry: after the claim, none of
+    it may change any name in it."""
     source = shared.prepare("stdin-file", "inside")
     inside = as_client(INSIDE, str(source / "d"), str(shared.vault))
     assert inside.stdout.readline().strip() == "ready"
@@ -281,6 +290,8 @@ def test_a_client_inside_its_entry_cannot_change_it_after_the_claim(shared: Shar
     shared.assert_no_secret("inside")
     assert stage(shared.spool, "inside", "run")["stdout"] == DECOY.decode()
     assert sorted(os.listdir(shared.spool / "done" / "inside" / "d")) == ["data"]
+    with pytest.raises(OSError):  # ENODATA: the ACL is gone
+        os.getxattr(shared.spool / "done" / "inside" / "d", "system.posix_acl_access")
 
 
 def test_a_requeued_entry_keeps_its_submitter(tmp_path: Path) -> None:

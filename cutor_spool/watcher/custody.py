@@ -95,9 +95,10 @@ def _lock(fd: int, st: os.stat_result) -> None:
         except OSError as exc:
             if exc.errno not in (errno.ENODATA, errno.EOPNOTSUPP, errno.ENOTSUP):
                 raise
-    mode = stat.S_IMODE(st.st_mode) & 0o755
-    if stat.S_IMODE(st.st_mode) != mode:
-        os.fchmod(fd, mode)
+    # Its mode as of now: the client, still its owner until the chown, may have changed it since `st`.
+    now = stat.S_IMODE(os.fstat(fd).st_mode)
+    if now != now & 0o755:
+        os.fchmod(fd, now & 0o755)
 
 
 def _lock_children(parent: int, device: int, depth: int) -> None:
