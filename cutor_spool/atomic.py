@@ -5,6 +5,10 @@ because an entry keeps its inode when it is renamed, and a file kept open in a c
 requeued would go on writing into the *next* claim. No write creates missing directories either:
 if a claim's directory is gone (the lease was lost), the write fails with ENOENT, which is the
 point.
+
+Writes and reads inside a spool entry (a directory a client made) pass `beneath`, the spool's own
+directory the entry lives in: every component below it is then opened without following a
+symlink (`nofollow.py`), not just the last one.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cutor_spool.errors import LeaseLost, SpoolIOError
+from cutor_spool.nofollow import opened_dir, relative
 
 
 def _raise(path: Path, exc: OSError) -> None:
@@ -30,13 +35,25 @@ def _raise(path: Path, exc: OSError) -> None:
 TEMPORARY_PREFIX = ".tmp-"  # write_bytes's temporaries: `.tmp-<name>-<random>`, beside the target
 
 
-def write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
+def _parent(path: Path, beneath: Path | None) -> tuple[Path, str]:
+    """(anchor, the parent's path below it): where `path`'s directory is opened from."""
+    if beneath is None:
+        return path.parent, ""
+    return beneath, relative(path.parent, beneath)
+
+
+def write_bytes(path: Path, data: bytes, *, fsync: bool = True, beneath: Path | None = None) -> None:
     """Temporary file in the same directory, fsync, rename: the old version or the new, never half."""
-    tmp = path.parent / f"{TEMPORARY_PREFIX}{path.name}-{secrets.token_hex(4)}"
+    tmp = f"{TEMPORARY_PREFIX}{path.name}-{secrets.token_hex(4)}"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        with opened_dir(*_parent(path, beneath)) as parent:
+            _write_in(parent, tmp, path.name, data, fsync)
     except OSError as exc:
         _raise(path, exc)
+
+
+def _write_in(parent: int, tmp: str, name: str, data: bytes, fsync: bool) -> None:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=parent)
     try:
         try:
             view = memoryview(data)
@@ -46,27 +63,26 @@ def write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, path)
-    except BaseException as exc:  # a signal handler's exception too: leave no temporary behind
+        os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+    except BaseException:  # a signal handler's exception too: leave no temporary behind
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=parent)
         except OSError:
             pass
-        if isinstance(exc, OSError):
-            _raise(path, exc)
         raise
 
 
-def write_json(path: Path, value: Any, *, fsync: bool = True) -> None:
-    write_bytes(path, (json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode(), fsync=fsync)
+def write_json(path: Path, value: Any, *, fsync: bool = True, beneath: Path | None = None) -> None:
+    text = json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    write_bytes(path, text.encode(), fsync=fsync, beneath=beneath)
 
 
-def append_line(path: Path, value: Any) -> None:
+def append_line(path: Path, value: Any, *, beneath: Path | None = None) -> None:
     """Appends one JSON line (O_APPEND, one write, closed at once). Lines under PIPE_BUF-ish sizes
     land whole; readers skip a torn last line left by a crash."""
     line = (json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
     try:
-        fd = _open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        fd = _open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, beneath)
     except OSError as exc:
         _raise(path, exc)
     try:
@@ -77,11 +93,12 @@ def append_line(path: Path, value: Any) -> None:
         os.close(fd)
 
 
-def _open_regular(path: Path, flags: int) -> int:
+def _open_regular(path: Path, flags: int, beneath: Path | None = None) -> int:
     """Opens a file of the spool protocol: never through a symlink, never blocking on a FIFO, and
     only if it is a regular file. Entries come from clients; what they plant under names the
     spool uses must not make a root worker write elsewhere or hang."""
-    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    with opened_dir(*_parent(path, beneath)) as parent:
+        fd = os.open(path.name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644, dir_fd=parent)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, f"{path} is not a regular file")
@@ -101,8 +118,8 @@ def read_fd(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_bytes(path: Path, limit: int = 64 << 20) -> bytes:
-    fd = _open_regular(path, os.O_RDONLY)
+def read_bytes(path: Path, limit: int = 64 << 20, *, beneath: Path | None = None) -> bytes:
+    fd = _open_regular(path, os.O_RDONLY, beneath)
     try:
         data = read_fd(fd, limit)
     finally:
@@ -112,15 +129,15 @@ def read_bytes(path: Path, limit: int = 64 << 20) -> bytes:
     return data
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(read_bytes(path))
+def read_json(path: Path, *, beneath: Path | None = None) -> Any:
+    return json.loads(read_bytes(path, beneath=beneath))
 
 
-def read_lines(path: Path) -> list[Any]:
+def read_lines(path: Path, *, beneath: Path | None = None) -> list[Any]:
     """Reads a JSON-lines file, skipping a torn or garbled line instead of failing. A missing
     file, or anything that is not a regular file, reads as empty."""
     try:
-        raw = read_bytes(path)
+        raw = read_bytes(path, beneath=beneath)
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError:
@@ -134,19 +151,33 @@ def read_lines(path: Path) -> list[Any]:
     return out
 
 
-def clear_unless_regular(path: Path) -> None:
+def clear_unless_regular(path: Path, *, beneath: Path | None = None) -> None:
     """Removes `path` unless it is absent or a regular file (a planted symlink, FIFO, device or
     directory under a name the spool writes). Symlinks are unlinked, never followed."""
+    with opened_dir(*_parent(path, beneath)) as parent:
+        try:
+            st = os.lstat(path.name, dir_fd=parent)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if stat.S_ISREG(st.st_mode):
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path.name, dir_fd=parent)  # rmtree does not follow symlinks inside
+        else:
+            os.unlink(path.name, dir_fd=parent)
+
+
+def make_dir(path: Path, *, beneath: Path | None = None) -> None:
+    """Makes the directory `path` unless it is there (no parent is made, nor followed through a
+    symlink below `beneath`)."""
     try:
-        st = os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    if stat.S_ISREG(st.st_mode):
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)  # rmtree does not follow symlinks inside
-    else:
-        os.unlink(path)
+        with opened_dir(*_parent(path, beneath)) as parent:
+            try:
+                os.mkdir(path.name, 0o755, dir_fd=parent)
+            except FileExistsError:
+                pass
+    except OSError as exc:
+        _raise(path, exc)
 
 
 def set_aside(path: Path, suffix: str) -> Path | None:

@@ -59,6 +59,7 @@ class StatusDocument(Document):
     stages: dict[str, StageSummary] = {}
     updated_at: str | None = None
     sandbox_uid: int | None = None
+    submitter: int | None = None  # the uid that owned the dropped directory
     original_name: str | None = None  # a drop whose name is not a valid id
     duplicate_of: str | None = None
     success: bool | None = None  # did it compile

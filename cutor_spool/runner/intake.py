@@ -157,9 +157,11 @@ def _resolved_limits(sub: Submission, config: SpoolConfig) -> tuple[dict[StageKi
     return stages, tests
 
 
-def read_submission(root: Path, config: SpoolConfig) -> Intake:
+def read_submission(root: Path, config: SpoolConfig, *, submitter: int | None = None) -> Intake:
+    """`submitter`: the uid the files are read for (see tree.py: what it could not read is refused)."""
     problems: list[Problem] = []
-    tree = walk(root, max_files=config.max_files, max_size=config.max_submission_size, problems=problems)
+    limits = {"max_files": config.max_files, "max_size": config.max_submission_size}
+    tree = walk(root, **limits, problems=problems, submitter=submitter)
     names = set(tree.files)
     raw: object = None
     if YAML_NAME not in names:

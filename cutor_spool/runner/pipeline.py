@@ -96,7 +96,11 @@ class Pipeline:
         self.graders = graders
 
     def process(self, entry: Path, reporter: Reporter, cancel: Cancelled) -> None:
-        intake = read_submission(entry, self.config)
+        claim = reporter.claim
+        if claim.custody_failure is not None:  # nothing of it is read while its client can change it
+            self._invalid(reporter, [Problem("owner", claim.custody_failure)])
+            return
+        intake = read_submission(entry, self.config, submitter=claim.submitter)
         if intake.plan is None:
             self._invalid(reporter, list(intake.problems))
             return

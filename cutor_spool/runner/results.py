@@ -8,7 +8,8 @@ The state machine (DESIGN section 4, the seeds' status flow and the judge diagra
 `status.json` is rewritten atomically at each transition, with a timestamp per state reached;
 `events.jsonl` is append-only (transitions and messages, every attempt's). All writes go through
 paths that contain the claim's token, so a worker that lost its lease cannot write into the next
-claim (see `atomic.py`).
+claim (see `atomic.py`), and every one is opened below active/ without following a symlink: the
+claim made `result/` itself, in an entry its client can no longer change (`watcher/custody.py`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from cutor_spool.atomic import append_line, clear_unless_regular, write_json
+from cutor_spool.atomic import append_line, clear_unless_regular, make_dir, write_json
 from cutor_spool.documents.states import RESULT_DIR, TERMINAL, Outcome, State
 from cutor_spool.documents.status import StageSummary, StatusDocument
+from cutor_spool.nofollow import opened_dir, relative
 from cutor_spool.runner.stage import StageOutput, StageStatus
 from cutor_spool.watcher.queue import Claim, WorkerIdentity, iso
 
@@ -56,6 +57,7 @@ class Reporter:
     ) -> None:
         self.claim = claim
         self.dir = claim.path / RESULT_DIR
+        self.anchor = claim.anchor
         self._on_state = on_state
         queued_at = claim.queued_at
         self.status = StatusDocument(
@@ -68,6 +70,7 @@ class Reporter:
             backend=backend,
             states={State.QUEUED.value: iso(queued_at)} if queued_at else {},
             stages={},
+            submitter=claim.submitter,
         )
 
     def note(self, **fields: Any) -> None:
@@ -84,21 +87,20 @@ class Reporter:
         is whatever a client planted under the names written here. Nothing in result/ is
         trusted: not a status (a forged "accepted" must never be taken for the spool's), not a
         symlink (a root worker would write or delete through it)."""
-        for entry in os.scandir(self.dir):
-            path = Path(entry.path)
-            if entry.name in ("events.jsonl", "status.json"):
-                clear_unless_regular(path)  # the events of every attempt are kept, if a file
-            elif entry.name in {"tests", "junit.xml"} or entry.name.endswith(".json"):
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(path)  # does not follow symlinks inside
-                else:
-                    os.unlink(path)  # a symlink is unlinked, never followed
+        with opened_dir(self.anchor, relative(self.dir, self.anchor)) as result:
+            for entry in os.scandir(result):
+                if entry.name in ("events.jsonl", "status.json"):
+                    clear_unless_regular(self.dir / entry.name, beneath=self.anchor)  # every attempt's events
+                elif entry.name in {"tests", "junit.xml"} or entry.name.endswith(".json"):
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.name, dir_fd=result)  # does not follow symlinks inside
+                    else:
+                        os.unlink(entry.name, dir_fd=result)  # a symlink is unlinked, never followed
         self.transition(State.CLAIMED, message=f"attempt {self.claim.attempt}")
 
     def event(self, kind: str, **fields: Any) -> None:
-        append_line(
-            self.dir / "events.jsonl", {"at": iso(time.time()), "event": kind, "attempt": self.claim.attempt, **fields}
-        )
+        record = {"at": iso(time.time()), "event": kind, "attempt": self.claim.attempt, **fields}
+        append_line(self.dir / "events.jsonl", record, beneath=self.anchor)
 
     def transition(self, state: State, *, message: str | None = None, **fields: Any) -> None:
         now = time.time()
@@ -109,7 +111,7 @@ class Reporter:
         # Every write is atomic (readers never see half a file); only a terminal state is also
         # fsynced: it is what gets committed. An intermediate state lost in a crash is moot, as
         # the lease expires and the submission runs again.
-        write_json(self.dir / "status.json", self.status.dump(), fsync=state in TERMINAL)
+        write_json(self.dir / "status.json", self.status.dump(), fsync=state in TERMINAL, beneath=self.anchor)
         extra = {
             k: v
             for k, v in fields.items()
@@ -125,13 +127,13 @@ class Reporter:
         judge does, for all its tests at once)."""
         path = self.dir / f"{name}.json"
         if "/" in name:
-            path.parent.mkdir(exist_ok=True)
-        write_json(path, output.document(**extra).dump(), fsync=fsync)
+            make_dir(path.parent, beneath=self.anchor)
+        write_json(path, output.document(**extra).dump(), fsync=fsync, beneath=self.anchor)
         if "/" not in name:
             self._update({"stages": {**self.status.stages, name: stage_summary(output)}})
 
     def write(self, name: str, data: Any) -> None:
-        write_json(self.dir / name, data)
+        write_json(self.dir / name, data, beneath=self.anchor)
 
     def finish(self, state: State, outcome: Outcome | None = None, **fields: Any) -> None:
         if self.status.test is not None:  # the test being judged: nothing once finished

@@ -1,19 +1,30 @@
 """The files of a submission directory: walked without following anything, copied defensively.
 
 A submission is hostile from the moment it is dropped. The walk uses `lstat` only and reports
-symlinks, FIFOs, sockets and devices as problems instead of touching them. The copy into the
-sandbox's work directory re-checks every file it opens (`O_NOFOLLOW | O_NONBLOCK`, then `fstat`),
-because a client may still hold the directory open and swap an entry after it was checked.
+symlinks, FIFOs, sockets and devices as problems instead of touching them. Every directory is
+opened from its parent's descriptor without following a symlink, and so is every file read
+(`nofollow.py`): `d/secret` is never read through a `d` the client turned into a symlink. Each file
+read is re-checked on its descriptor (a regular file, one link), because a client may have kept a
+descriptor of its own and changed what it could before the claim took the entry from it.
+
+A root worker must not read for a client what the client could not read itself. A hard link
+(`st_nlink > 1`) may reach any file of the same filesystem where the kernel's
+`protected_hardlinks` is off, so a linked file is refused; so is a file its submitter (the uid
+recorded at the claim) could not read: one owned by another uid without read permission for it. A
+directory on another filesystem (a FUSE mount the client made) is refused as well: its contents are
+whatever its owner's daemon says, at the pace it likes.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from cutor_spool.atomic import read_fd
+from cutor_spool.nofollow import DIR_FLAGS, open_beneath, opened_dir
 
 # Names at the top of a spool entry that belong to the spool protocol, not to the submission.
 PROTOCOL_NAMES = frozenset({".ready", ".lease", "result"})
@@ -68,73 +79,146 @@ def _kind(mode: int) -> str | None:
     return None
 
 
-def walk(root: Path, *, max_files: int, max_size: int, problems: list[Problem]) -> Tree:
+class Reader:
+    """Who the files are read for: refuses what `uid` could not read itself (None: no one in
+    particular, as for the spool's own uid)."""
+
+    def __init__(self, uid: int | None) -> None:
+        self.uid = None if uid in (None, os.geteuid(), 0) else uid
+        self.groups: frozenset[int] = frozenset()
+        if self.uid is not None:
+            try:
+                user = pwd.getpwuid(self.uid)
+                self.groups = frozenset(os.getgrouplist(user.pw_name, user.pw_gid))
+            except KeyError:  # a uid without a name here (NFS): no group is known to be its
+                pass
+
+    def refusal(self, st: os.stat_result) -> str | None:
+        if st.st_nlink > 1:
+            return (
+                f"has {st.st_nlink} hard links: a submission's files must be its own copies "
+                "(a hard link can reach a file its submitter may not read)"
+            )
+        if self.uid is None or st.st_uid == self.uid:
+            return None
+        bit = stat.S_IRGRP if st.st_gid in self.groups else stat.S_IROTH
+        if st.st_mode & bit:
+            return None
+        return f"is owned by uid {st.st_uid} and not readable by its submitter (uid {self.uid})"
+
+
+def walk(root: Path, *, max_files: int, max_size: int, problems: list[Problem], submitter: int | None = None) -> Tree:
     """Lists the regular files under `root` (protocol names at the top excluded); every other kind
     of entry, bad name, or excess becomes a problem."""
-    files: dict[str, TreeFile] = {}
-    dirs: set[str] = set()
-    total = 0
-    pending: list[tuple[str, int]] = [("", 0)]
-    while pending:
-        prefix, depth = pending.pop()
+    found = _Walk(max_files, max_size, problems, Reader(submitter))
+    with opened_dir(root.parent, root.name) as top:
+        found.directory(top, "", 0, os.fstat(top).st_dev)
+    return Tree(found.files, frozenset(found.dirs), found.total)
+
+
+@dataclass
+class _Walk:
+    max_files: int
+    max_size: int
+    problems: list[Problem]
+    reader: Reader
+    total: int = 0
+    full: bool = False
+
+    def __post_init__(self) -> None:
+        self.files: dict[str, TreeFile] = {}
+        self.dirs: set[str] = set()
+
+    def directory(self, fd: int, prefix: str, depth: int, device: int) -> None:
         try:
-            entries = sorted(os.scandir(root / prefix if prefix else root), key=lambda e: e.name)
+            entries = sorted(os.scandir(fd), key=lambda e: e.name)
         except OSError as exc:
-            problems.append(Problem(f"file {_display(prefix) or '.'}", f"cannot be read: {exc.strerror}"))
-            continue
+            self.problems.append(Problem(f"file {_display(prefix) or '.'}", f"cannot be read: {exc.strerror}"))
+            return
         for entry in entries:
+            if self.full:
+                return
             name = f"{prefix}/{entry.name}" if prefix else entry.name
             if not prefix and entry.name in PROTOCOL_NAMES:
                 continue
-            where = f"file {_display(name)}"
-            if not prefix and entry.name.startswith(RESERVED_PREFIXES):
-                original = entry.name.partition("-foreign-")[0]
-                problems.append(
-                    Problem(
-                        f"file {_display(original)}",
-                        f"{original!r} is reserved for the spool "
-                        "(its lease and its results); the submission's own was kept aside",
-                    )
+            self.entry(fd, entry, name, depth, device)
+
+    def entry(self, parent: int, entry: os.DirEntry[str], name: str, depth: int, device: int) -> None:
+        where = f"file {_display(name)}"
+        if "/" not in name and entry.name.startswith(RESERVED_PREFIXES):
+            original = entry.name.partition("-foreign-")[0]
+            self.problems.append(
+                Problem(
+                    f"file {_display(original)}",
+                    f"{original!r} is reserved for the spool "
+                    "(its lease and its results); the submission's own was kept aside",
                 )
-                continue
-            try:
-                entry.name.encode("utf-8")
-            except UnicodeEncodeError:
-                problems.append(Problem(where, "has a name that is not valid UTF-8"))
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                problems.append(Problem(where, f"cannot be read: {exc.strerror}"))
-                continue
-            kind = _kind(st.st_mode)
-            if kind:
-                problems.append(Problem(where, f"{kind}; a submission holds only regular files and directories"))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if depth + 1 >= MAX_DEPTH:
-                    problems.append(Problem(where, f"is nested deeper than {MAX_DEPTH} directories"))
-                    continue
-                dirs.add(name)
-                pending.append((name, depth + 1))
-                continue
-            if len(files) >= max_files:
-                problems.append(Problem(where, f"is past the limit of {max_files} files"))
-                return Tree(files, frozenset(dirs), total)
-            total += st.st_size
-            if total > max_size:
-                problems.append(Problem(where, f"brings the submission past its size limit of {max_size} bytes"))
-                return Tree(files, frozenset(dirs), total)
-            files[name] = TreeFile(name, st.st_size, bool(st.st_mode & 0o111))
-    return Tree(files, frozenset(dirs), total)
+            )
+            return
+        try:
+            entry.name.encode("utf-8")
+        except UnicodeEncodeError:
+            self.problems.append(Problem(where, "has a name that is not valid UTF-8"))
+            return
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            self.problems.append(Problem(where, f"cannot be read: {exc.strerror}"))
+            return
+        kind = _kind(st.st_mode)
+        if kind:
+            self.problems.append(Problem(where, f"{kind}; a submission holds only regular files and directories"))
+        elif stat.S_ISDIR(st.st_mode):
+            self.subdirectory(parent, entry.name, name, depth, device)
+        else:
+            self.file(st, name, where)
+
+    def subdirectory(self, parent: int, base: str, name: str, depth: int, device: int) -> None:
+        where = f"file {_display(name)}"
+        if depth + 1 >= MAX_DEPTH:
+            self.problems.append(Problem(where, f"is nested deeper than {MAX_DEPTH} directories"))
+            return
+        try:
+            fd = os.open(base, DIR_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            self.problems.append(Problem(where, f"cannot be read: {exc.strerror}"))
+            return
+        try:
+            if os.fstat(fd).st_dev != device:
+                self.problems.append(Problem(where, "is a mount point; a submission is one directory tree"))
+                return
+            self.dirs.add(name)
+            self.directory(fd, name, depth + 1, device)
+        finally:
+            os.close(fd)
+
+    def file(self, st: os.stat_result, name: str, where: str) -> None:
+        refusal = self.reader.refusal(st)
+        if refusal:
+            self.problems.append(Problem(where, refusal))
+            return
+        if len(self.files) >= self.max_files:
+            self.problems.append(Problem(where, f"is past the limit of {self.max_files} files"))
+            self.full = True
+            return
+        self.total += st.st_size
+        if self.total > self.max_size:
+            self.problems.append(Problem(where, f"brings the submission past its size limit of {self.max_size} bytes"))
+            self.full = True
+            return
+        self.files[name] = TreeFile(name, st.st_size, bool(st.st_mode & 0o111))
 
 
 def read_file(root: Path, name: str, limit: int) -> bytes:
-    """Reads one file of the submission, refusing anything that is not (any more) a regular file."""
-    fd = os.open(root / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    """Reads one file of the submission, refusing anything that is not (any more) a regular file
+    of one link. No component of `name`, nor `root` itself, is followed through a symlink."""
+    fd = open_beneath(root.parent, f"{root.name}/{name}", os.O_RDONLY | os.O_NONBLOCK)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise OSError(f"{name} is not a regular file")
+        if st.st_nlink > 1:
+            raise OSError(f"{name} has {st.st_nlink} hard links")
         data = read_fd(fd, limit)
         if len(data) > limit:
             raise OSError(f"{name} grew past {limit} bytes")

@@ -13,6 +13,9 @@
   back to incoming/<id>. If the owner died before writing its lease, the entry's own ctime (set by
   the claiming rename) stands in for the lease's mtime.
 - Committing renames active/<id>.<token> to done/<id> once every result file is written.
+- Custody: right after the claiming rename, the entry's directories become the worker's
+  (`custody.py`), so the client can no longer change any name in it; a `result/` the spool did
+  not make is set aside; every open below active/ follows no symlink (`nofollow.py`).
 - On NFS a rename that reports failure may still have happened (a retransmitted request whose
   reply was lost): before concluding, look for the destination.
 """
@@ -31,10 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cutor_spool.atomic import append_line, clear_unless_regular, read_json, read_lines, set_aside
+from cutor_spool.atomic import append_line, clear_unless_regular, make_dir, read_json, read_lines, set_aside
 from cutor_spool.errors import LeaseLost, SpoolIOError
 from cutor_spool.layout import QueueDirs
+from cutor_spool.nofollow import open_beneath
 from cutor_spool.watcher.clock import stamp
+from cutor_spool.watcher.custody import Custody, take
 from cutor_spool.watcher.ids import active_name, duplicate_name, misnamed_name, new_token, split_active, valid_id
 
 log = logging.getLogger(__name__)
@@ -73,6 +78,14 @@ class Claim:
     history: list[dict[str, Any]] = field(default_factory=list)
     queued_at: float | None = None
     finished: bool = False  # committed or handed back: its paths are gone by our own doing
+    submitter: int | None = None  # the uid that owned the dropped directory
+    custody_failure: str | None = None  # why the entry could not be taken from its client
+
+    @property
+    def anchor(self) -> Path:
+        """The spool's own directory the claim lives in: nothing below it is opened through a
+        symlink."""
+        return self.dirs.active
 
     @property
     def path(self) -> Path:
@@ -118,7 +131,8 @@ class Claim:
         expires as usual."""
         event = "failed" if counts else "released"
         try:
-            append_line(self.log_path, {"event": event, "token": self.token, "reason": reason, "at": iso(time.time())})
+            record = {"event": event, "token": self.token, "reason": reason, "at": iso(time.time())}
+            append_line(self.log_path, record, beneath=self.dirs.active)
             os.unlink(self.lease)
             os.rename(self.path, self.dirs.incoming / self.entry_id)
             self.finished = True
@@ -130,9 +144,20 @@ class Claim:
 
 def _lease_token(entry: Path) -> str | None:
     try:
-        return str(read_json(entry / LEASE).get("token"))
+        return str(read_json(entry / LEASE, beneath=entry.parent).get("token"))
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _submitter(custody: Custody, history: list[dict[str, Any]]) -> int:
+    """The uid that dropped the entry: its owner when claimed, unless the entry was the worker's
+    already (a requeue: then the earlier claim's record, which only the spool writes; else the
+    worker's own uid dropped it)."""
+    if custody.owner != os.geteuid():
+        return custody.owner
+    recorded = [rec.get("submitter") for rec in history if rec.get("event") == "claimed"]
+    last = recorded[-1] if recorded else None
+    return last if isinstance(last, int) and not isinstance(last, bool) else custody.owner
 
 
 def scan_arrivals(directory: Path, known: Mapping[str, float]) -> dict[str, float]:
@@ -219,12 +244,14 @@ class SpoolQueue:
         now = time.time()
         log_path = path / self.log_name
         try:
-            self._make_names_ours(path, log_path, token)
+            custody = take(self.dirs.active, path.name)
+            self._make_names_ours(path, log_path, token, custody)
         except FileNotFoundError as exc:
             raise LeaseLost(f"{entry_id}: claim vanished while starting") from exc
         except OSError as exc:
             raise SpoolIOError(f"{entry_id}: cannot prepare the claim: {exc.strerror}") from exc
-        history = read_lines(log_path)
+        history = read_lines(log_path, beneath=self.dirs.active)
+        submitter = _submitter(custody, history)
         claims = sum(1 for rec in history if rec.get("event") == "claimed")
         released = sum(1 for rec in history if rec.get("event") == "released")
         attempt = claims + 1
@@ -238,12 +265,13 @@ class SpoolQueue:
         }
         try:
             # Written in place, not atomically: only its mtime matters to the protocol.
-            fd = os.open(path / LEASE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            fd = open_beneath(self.dirs.active, f"{path.name}/{LEASE}", flags)
             try:
                 os.write(fd, json.dumps(lease).encode())
             finally:
                 os.close(fd)
-            append_line(log_path, {"event": "claimed", **lease})
+            append_line(log_path, {"event": "claimed", **lease, "submitter": submitter}, beneath=self.dirs.active)
         except FileNotFoundError as exc:
             raise LeaseLost(f"{entry_id}: claim vanished while starting") from exc
         except OSError as exc:
@@ -258,24 +286,27 @@ class SpoolQueue:
             log_path=log_path,
             history=history,
             queued_at=queued_at,
+            submitter=submitter,
+            custody_failure=custody.failure,
         )
 
-    @staticmethod
-    def _make_names_ours(path: Path, log_path: Path, token: str) -> None:
+    def _make_names_ours(self, path: Path, log_path: Path, token: str, custody: Custody) -> None:
         """The client owned every byte of the entry until this claim. A `.lease` the spool did
-        not write (the reaper and hand-backs remove ours before requeueing) and a log directory
-        that is not a real directory are set aside (validation reports them); a log file that is
-        not a regular file is removed. Nothing below writes through a client's symlink."""
+        not write (the reaper and hand-backs remove ours before requeueing), and a `result/` the
+        spool did not make (a client's directory there would let it swap our results for a
+        symlink), are set aside (validation reports them); a log file that is not a regular file
+        is removed. Nothing below writes through a client's symlink."""
         lease = path / LEASE
         if os.path.lexists(lease):
             set_aside(lease, token)
         parent = log_path.parent
         if parent != path:
             st = os.lstat(parent) if os.path.lexists(parent) else None
-            if st is not None and not stat.S_ISDIR(st.st_mode):
+            foreign = st is not None and not stat.S_ISDIR(st.st_mode)
+            if foreign or (st is not None and not custody.result_ours):
                 set_aside(parent, token)
-            parent.mkdir(exist_ok=True)
-        clear_unless_regular(log_path)
+            make_dir(parent, beneath=self.dirs.active)
+        clear_unless_regular(log_path, beneath=self.dirs.active)
 
     def known_elsewhere(self, claim: Claim) -> bool:
         """Is this id already active under another claim, or done? Checked after our own rename,
@@ -338,7 +369,8 @@ class SpoolQueue:
             try:  # best effort: a claimer that died early may not have made the log's directory
                 append_line(
                     path / self.log_name,
-                    {
+                    beneath=self.dirs.active,
+                    value={
                         "event": "expired",
                         "token": token,
                         "by": self.worker.worker_id,
