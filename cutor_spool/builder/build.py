@@ -31,6 +31,7 @@ from cutor_spool.builder.keys import NIX_FILE_NAME, EnvRequest, short
 from cutor_spool.builder.nixcmd import NixSettings
 from cutor_spool.config import NixConfig
 from cutor_spool.documents.build import BuildStatus as BuildStatus  # noqa: PLC0414 - re-exported from its old home
+from cutor_spool.documents.build import BuiltPackage
 from cutor_spool.errors import BuildError
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
 from cutor_spool.runner.stage import StageStatus, classify
@@ -75,28 +76,6 @@ class BuildLimits:
 
 
 @dataclass(frozen=True)
-class Package:
-    attr: str | None
-    name: str
-    pname: str
-    version: str
-    path: str
-    nar_size: int | None = None
-    closure_size: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "attr": self.attr,
-            "name": self.name,
-            "pname": self.pname,
-            "version": self.version,
-            "path": self.path,
-            "nar_size": self.nar_size,
-            "closure_size": self.closure_size,
-        }
-
-
-@dataclass(frozen=True)
 class BuildReport:
     status: BuildStatus
     stage_status: StageStatus
@@ -110,7 +89,7 @@ class BuildReport:
     drv_path: str | None = None
     env_path: str | None = None
     shell: str = "/bin/bash"
-    packages: tuple[Package, ...] = ()
+    packages: tuple[BuiltPackage, ...] = ()
     closure: tuple[tuple[str, int], ...] = ()
     env_script: bytes | None = None
     exported: bool = False
@@ -302,7 +281,7 @@ Closure = tuple[tuple[str, int], ...]  # (store path, NAR size)
 
 def _closure(
     steps: _Steps, settings: NixSettings, env_path: str, env: dict[str, str], listed: list[dict[str, Any]]
-) -> tuple[Closure, tuple[Package, ...]]:
+) -> tuple[Closure, tuple[BuiltPackage, ...]]:
     """The environment's closure with its sizes, and its packages as the driver listed them."""
     done = steps.run("closure", nixcmd.path_info_argv(settings, env_path), env)
     if not done.ok:
@@ -313,7 +292,7 @@ def _closure(
         raise BuildError(f"nix path-info gave unexpected output: {exc}") from exc
     closure = tuple(sorted((path, int(p.get("narSize") or 0)) for path, p in infos.items()))
     packages = tuple(
-        Package(
+        BuiltPackage(
             attr=p.get("attr"),
             name=str(p.get("name") or ""),
             pname=str(p.get("pname") or ""),

@@ -221,7 +221,7 @@ class Builder(QueueWorker[None]):
                 "status": str(report.status),
                 "stage_status": str(report.stage_status),
                 "message": report.message,
-                "packages": [p.to_json() for p in report.packages],
+                "packages": list(report.packages),
                 "env_path": report.env_path,
                 "drv_path": report.drv_path,
                 "shell": report.shell,
