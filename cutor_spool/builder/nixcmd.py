@@ -177,7 +177,3 @@ def flake_metadata_argv(ref: str) -> list[str]:
 
 def generate_key_argv(name: str) -> list[str]:
     return ["nix", "key", "generate-secret", "--key-name", name]
-
-
-def public_key_argv() -> list[str]:
-    return ["nix", "key", "convert-secret-to-public"]

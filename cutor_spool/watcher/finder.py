@@ -120,10 +120,6 @@ class Finder:
                 self._cond.wait(wait)
         return None
 
-    def wake_all(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
-
     @property
     def incoming(self) -> Path:
         return self.queue.dirs.incoming
