@@ -40,9 +40,10 @@ class QueueKind:
 
 SUBMISSIONS = QueueKind("", ATTEMPTS_LOG)  # the log in result/, where clients read results
 BUILDS = QueueKind("builds", "attempts.jsonl")
+INVOCATIONS = QueueKind("invocations", "attempts.jsonl")  # deployments' builds and invocations
 # Every queue of the spool: `init` makes their folders and every worker reaps them all. A new
 # queue is a line here and a `watcher.worker.QueueWorker` subclass that serves it.
-QUEUES = (SUBMISSIONS, BUILDS)
+QUEUES = (SUBMISSIONS, BUILDS, INVOCATIONS)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,21 @@ class SpoolPaths:
     @property
     def builds(self) -> QueueDirs:
         return self.queue(BUILDS)
+
+    @property
+    def invocations(self) -> QueueDirs:
+        return self.queue(INVOCATIONS)
+
+    @property
+    def deployments(self) -> Path:
+        """`deployments/<cid>/`: what the spool knows of a deployment beyond its immutable spec
+        (its build record); the spec and bundles are blobs of `cas/`."""
+        return self.root / "deployments"
+
+    @property
+    def terms(self) -> Path:
+        """The operator's terms and conditions, which `deploy` shows and the owner signs."""
+        return self.root / "terms.md"
 
     @property
     def tmp(self) -> Path:
@@ -83,6 +99,7 @@ class SpoolPaths:
             *(d for q in queues for d in (q.incoming, q.active, q.done)),
             self.workers,
             self.status,
+            self.deployments,
         ]
 
     def exists(self) -> bool:

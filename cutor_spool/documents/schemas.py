@@ -12,6 +12,7 @@ from typing import Any
 from cutor_spool.documents.base import Document
 from cutor_spool.documents.build import BuildRecord
 from cutor_spool.documents.dependencies import DependenciesDocument
+from cutor_spool.documents.deployment import DeploymentBuild, DeploymentSpec, InvocationRequest, Response
 from cutor_spool.documents.heartbeat import Heartbeat
 from cutor_spool.documents.stage import StageDocument
 from cutor_spool.documents.status import StatusDocument
@@ -24,6 +25,10 @@ DOCUMENTS: dict[str, tuple[type[Document], str]] = {
     "dependencies": (DependenciesDocument, "result/dependencies.json"),
     "heartbeat": (Heartbeat, "workers/<worker-id>.json"),
     "build": (BuildRecord, "builds/done/<key>/result.json"),
+    "deployment": (DeploymentSpec, "cas/…/<cid>: a deployment's spec.json"),
+    "deployment-build": (DeploymentBuild, "deployments/<cid>/build.json"),
+    "invocation": (InvocationRequest, "invocations/incoming/<id>/request.json"),
+    "response": (Response, "invocations/done/<id>/result/response.json"),
 }
 
 
