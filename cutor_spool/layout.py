@@ -9,6 +9,9 @@ from pathlib import Path
 from cutor_spool.config import CONFIG_NAME, DEFAULT_CONFIG_TEXT
 from cutor_spool.documents.states import ATTEMPTS_LOG
 
+# The marker a client writes into an entry before its rename into incoming/: ready at once.
+READY = ".ready"
+
 
 @dataclass(frozen=True)
 class QueueDirs:

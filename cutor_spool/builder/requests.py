@@ -30,11 +30,10 @@ from cutor_spool.atomic import read_json, write_bytes, write_json
 from cutor_spool.builder.keys import NIX_FILE_NAME, REQUEST_NAME, EnvRequest, short
 from cutor_spool.documents.build import BuildRecord
 from cutor_spool.errors import SpoolIOError
-from cutor_spool.layout import SpoolPaths
+from cutor_spool.layout import READY, SpoolPaths
 from cutor_spool.watcher.clock import stamp
 from cutor_spool.watcher.ids import new_token
 from cutor_spool.watcher.notify import Waiter
-from cutor_spool.watcher.queue import READY
 
 log = logging.getLogger(__name__)
 

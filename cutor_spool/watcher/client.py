@@ -21,10 +21,9 @@ from cutor_spool.atomic import read_lines
 from cutor_spool.documents.states import State
 from cutor_spool.documents.status import StatusDocument, read_status
 from cutor_spool.errors import CutorError
-from cutor_spool.layout import SpoolPaths
+from cutor_spool.layout import READY, SpoolPaths
 from cutor_spool.watcher.ids import new_id, split_active, valid_id
 from cutor_spool.watcher.notify import Waiter, needs_polling
-from cutor_spool.watcher.queue import READY
 
 
 class SubmitError(CutorError):

@@ -45,7 +45,6 @@ from cutor_spool.watcher.ids import active_name, duplicate_name, misnamed_name, 
 log = logging.getLogger(__name__)
 
 LEASE = ".lease"
-READY = ".ready"
 
 
 def iso(ts: float) -> str:

@@ -13,7 +13,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from cutor_spool.watcher.queue import READY
+from cutor_spool.layout import READY
 
 MAX_WALK = 20_000
 
