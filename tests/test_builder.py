@@ -160,6 +160,7 @@ def test_failed_build_is_a_dependency_failure_with_nix_error(
     status = result(spool, "broken-build")
     assert status["state"] == "done" and status["outcome"] == "dependency_failure"
     assert "run" not in status["stages"]
+    assert status["stages"]["dependencies"]["status"] == "runtime_error"  # listed as every stage is
     deps = stage(spool, "broken-build", "dependencies")
     assert deps["status"] == "runtime_error" and deps["build"]["status"] == "failed"
     assert "cutor-boom-in-the-build" in deps["stderr"]

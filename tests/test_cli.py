@@ -48,7 +48,7 @@ def test_status_wait_list_and_ids(spool: Path, tmp_path: Path, executors: Any) -
     assert proc.returncode == 0 and proc.stdout.strip() == "job-1"
     queued = json.loads(cli(spool, "status", "job-1", "--json").stdout)
     assert queued["state"] == "queued"
-    assert json.loads(cli(spool, "list", "--json").stdout)["queued"] == [{"id": "job-1"}]
+    assert json.loads(cli(spool, "list", "--json").stdout)["queued"] == [{"id": "job-1", "state": "queued"}]
     executors(spool)
     assert cli(spool, "wait", "job-1", "--timeout", "60").returncode == 0
     assert json.loads(cli(spool, "status", "job-1", "--json").stdout)["outcome"] == "ok"

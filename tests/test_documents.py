@@ -174,6 +174,8 @@ def test_build_records_and_dependencies_fit_their_schemas(
     drop(spool, make_submission(tmp_path, "deps", {"dependencies": ["hello"], "run": "hello"}), "deps")
     wait_done(spool, "deps", timeout=180)
     check(spool / "done/deps/result/dependencies.json", schemas["dependencies"], DependenciesDocument)
+    status = json.loads((spool / "done/deps/result/status.json").read_text())
+    assert status["stages"]["dependencies"]["status"] == "ok" and "run" in status["stages"]
     (record,) = (spool / "builds" / "done").glob("*/result.json")
     check(record, schemas["build"], BuildRecord)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -41,7 +42,8 @@ def say(message: str, *, err: bool = False) -> None:
 
 
 def color(text: str, good: bool | None) -> str:
-    if not sys.stdout.isatty() or good is None:
+    """Green or red on a terminal; plain text elsewhere and when NO_COLOR is set (no-color.org)."""
+    if not sys.stdout.isatty() or good is None or os.environ.get("NO_COLOR"):
         return text
     return click.style(text, fg="green" if good else "red", bold=True)
 

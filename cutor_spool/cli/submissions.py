@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from cutor_spool.atomic import read_json
+from cutor_spool.cli.filters import parse_since, row_filter
 from cutor_spool.cli.output import (
     EXIT_INVALID,
     EXIT_NOT_FOUND,
@@ -22,10 +22,10 @@ from cutor_spool.cli.output import (
     say,
     summary,
 )
+from cutor_spool.cli.report import build_report
 from cutor_spool.config import SpoolConfig, load_config
 from cutor_spool.documents.schemas import DOCUMENTS, document_schema
-from cutor_spool.documents.stage import StageDocument
-from cutor_spool.documents.states import RESULT_DIR
+from cutor_spool.documents.status import StatusDocument
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.intake import read_submission
 from cutor_spool.runner.judge.graders import checked
@@ -60,23 +60,21 @@ def _wait_and_report(paths: SpoolPaths, entry_id: str, *, timeout: float | None,
     if status is None:
         say(f"{entry_id}: still not finished after {timeout}s", err=True)
         return exit_code(None)
-    if as_json:
-        emit_json(status.dump())
-    else:
-        say(summary(status))
-        found = client.locate(paths, entry_id)
-        if found is not None and sys.stdout.isatty():
-            run = _stage(found.path / RESULT_DIR / "run.json")
-            if run is not None and run.stdout:
-                say("--- stdout ---\n" + run.stdout.rstrip("\n"))
+    _show(paths, status, as_json=as_json)
     return exit_code(status)
 
 
-def _stage(path: Path) -> StageDocument | None:
-    try:
-        return StageDocument.read(read_json(path))
-    except (OSError, ValueError):
-        return None
+def _show(paths: SpoolPaths, status: StatusDocument, *, as_json: bool) -> None:
+    """The summary and, once it ended, the report (cli/report.py); `--json`: both as one object."""
+    found = client.locate(paths, status.id) if status.terminal else None
+    report = build_report(found.path, status) if found is not None else None
+    if as_json:
+        emit_json({**status.dump(), **({"report": report.to_json()} if report else {})})
+        return
+    say(summary(status))
+    if report is not None:
+        for line in report.lines(show_ok_stdout=sys.stdout.isatty()):
+            say(line)
 
 
 @click.command()
@@ -99,8 +97,9 @@ def submit(
     """Submit DIRECTORY: copy, fsync, mark ready and rename into incoming/ in one step.
 
     \b
-    Exit codes with --wait: 0 ok/accepted, 1 failed outcome (compile error, limits, wrong
-    answer...), 3 invalid, 4 error, 5 timed out.
+    Exit codes: 0 submitted (with --wait: ended ok/accepted), 1 with --wait: a failed outcome
+    (compile error, a limit, wrong answer...), 2 bad command line, 3 invalid (checked locally
+    first, or by the executor), 4 error (the system gave up on it), 5 --timeout ran out first.
     \b
     Example (CI):
       cutor-spool submit ./job --wait --json > result.json || echo "job failed: $?"
@@ -140,7 +139,7 @@ def status(ctx: click.Context, entry_id: str, as_json: bool) -> None:
     if current is None:
         say(f"{entry_id}: not in the spool", err=True)
         sys.exit(EXIT_NOT_FOUND)
-    emit_json(current.dump()) if as_json else say(summary(current))
+    _show(paths, current, as_json=as_json)
 
 
 @click.command()
@@ -160,13 +159,28 @@ def wait(ctx: click.Context, entry_id: str, timeout: float | None, as_json: bool
 
 
 @click.command(name="list")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--limit", type=int, default=20, show_default=True, help="How many recent results.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--limit", type=int, default=20, show_default=True, help="How many recent results (after filters).")
+@click.option(
+    "--state", "states", multiple=True, help="Only these states (repeatable): queued, running, done, invalid…"
+)
+@click.option("--outcome", "outcomes", multiple=True, help="Only finished ones with these outcomes (repeatable).")
+@click.option("--since", help="Only finished since then: a duration (90s, 30m, 2h, 7d) or an ISO 8601 time.")
+@click.option("--prefix", default="", help="Only ids that begin with this.")
 @click.pass_context
-def list_(ctx: click.Context, as_json: bool, limit: int) -> None:
-    """What is queued, active and done."""
+def list_(
+    ctx: click.Context,
+    as_json: bool,
+    limit: int,
+    states: tuple[str, ...],
+    outcomes: tuple[str, ...],
+    since: str | None,
+    prefix: str,
+) -> None:
+    """What is queued, active and done, with each finished one's reason; filters combine."""
     paths = _paths(ctx)
-    data = client.listing(paths, limit=limit)
+    keep = row_filter(states=set(states), outcomes=set(outcomes), since=parse_since(since), prefix=prefix)
+    data = client.listing(paths, limit=limit, keep=keep)
     if as_json:
         emit_json(data)
         return
@@ -179,7 +193,9 @@ def list_(ctx: click.Context, as_json: bool, limit: int) -> None:
     say(f"done (latest {len(data['done'])}):")
     for item in data["done"]:
         outcome = item.get("outcome") or ""
-        say(f"  {item['id']}  {item['state']}  {color(outcome, outcome in ('ok', 'accepted')) if outcome else ''}")
+        shown = color(outcome, outcome in ("ok", "accepted")) if outcome else ""
+        reason = f"  {item['reason']}" if item.get("reason") else ""
+        say(f"  {item['id']}  {item['state']}  {shown}{reason}")
 
 
 @click.command()

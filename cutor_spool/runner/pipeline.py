@@ -171,7 +171,7 @@ class Pipeline:
         reporter.transition(State.INSTALLING_DEPENDENCIES)
         result = self.environments.prepare(plan, context.entry, context.cancel.event)
         context.cancel.check()
-        reporter.write("dependencies.json", dict(result.record))
+        reporter.dependencies(result.record)
         if not result.ok:
             return Stopped("dependencies", Outcome.DEPENDENCY_FAILURE, result.message)
         runner.env = result.environment

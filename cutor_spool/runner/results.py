@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from cutor_spool.atomic import append_line, clear_unless_regular, make_dir, write_json
+from cutor_spool.documents.dependencies import DependenciesDocument
 from cutor_spool.documents.states import RESULT_DIR, TERMINAL, Outcome, State
 from cutor_spool.documents.status import StageSummary, StatusDocument
 from cutor_spool.nofollow import opened_dir, relative
@@ -131,6 +132,20 @@ class Reporter:
         write_json(path, output.document(**extra).dump(), fsync=fsync, beneath=self.anchor)
         if "/" not in name:
             self._update({"stages": {**self.status.stages, name: stage_summary(output)}})
+
+    def dependencies(self, record: Mapping[str, object]) -> None:
+        """Writes `dependencies.json` and lists the stage in the status's `stages`, as every stage."""
+        write_json(self.dir / "dependencies.json", dict(record), beneath=self.anchor)
+        doc = DependenciesDocument.read(dict(record))
+        if doc is not None:
+            summary = StageSummary(
+                status=doc.status,
+                exit_code=doc.exit_code,
+                cpu_time=round(float(doc.cpu_time or 0.0), 6),
+                wall_time=round(float(doc.wall_time or doc.waited or 0.0), 6),
+                memory=doc.memory or 0,
+            )
+            self._update({"stages": {**self.status.stages, "dependencies": summary}})
 
     def write(self, name: str, data: Any) -> None:
         write_json(self.dir / name, data, beneath=self.anchor)

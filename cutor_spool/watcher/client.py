@@ -169,8 +169,13 @@ def follow(
             waiter.wait(0.05 if on_event is not None else 0.2)
 
 
-def listing(paths: SpoolPaths, *, limit: int = 50) -> dict[str, list[dict[str, Any]]]:
+def listing(
+    paths: SpoolPaths, *, limit: int = 50, keep: Callable[[dict[str, Any]], bool] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """What is queued, active and done (the `limit` latest done that `keep` keeps, newest first).
+    Each row: id, state, and what the status says of it (worker; outcome, score, reason, ended)."""
     subs = paths.submissions
+    keep = keep or (lambda _row: True)
 
     def names(directory: Path) -> Iterator[os.DirEntry[str]]:
         try:
@@ -178,30 +183,45 @@ def listing(paths: SpoolPaths, *, limit: int = 50) -> dict[str, list[dict[str, A
         except FileNotFoundError:
             return
 
-    queued = [{"id": e.name} for e in names(subs.incoming)]
-    active = []
+    queued = [row for row in ({"id": e.name, "state": "queued"} for e in names(subs.incoming)) if keep(row)]
+    active: list[dict[str, Any]] = []
     for e in names(subs.active):
         parsed = split_active(e.name)
         if parsed:
             status = read_status(Path(e.path))
-            active.append(
-                {
-                    "id": parsed[0],
-                    "state": str(status.state) if status else "claimed",
-                    "worker": status.worker if status else None,
-                }
-            )
-    done_entries = sorted(names(subs.done), key=lambda e: e.stat().st_mtime, reverse=True)[:limit]
-    done = []
-    for e in done_entries:
-        status = read_status(Path(e.path))
-        done.append(
-            {
-                "id": e.name,
-                "state": str(status.state) if status else None,
-                "outcome": str(status.outcome) if status and status.outcome else None,
-                "score": status.score if status else None,
-                "max_score": status.max_score if status else None,
-            }
-        )
+            row: dict[str, Any] = {"id": parsed[0], "state": str(status.state) if status else "claimed"}
+            row["worker"] = status.worker if status else None
+            if keep(row):
+                active.append(row)
+    done: list[dict[str, Any]] = []
+    for e in sorted(names(subs.done), key=_mtime, reverse=True):
+        if len(done) >= limit:
+            break
+        row = _done_row(e.name, read_status(Path(e.path)))
+        if keep(row):
+            done.append(row)
     return {"queued": queued, "active": active, "done": done}
+
+
+def _mtime(entry: os.DirEntry[str]) -> float:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime
+    except FileNotFoundError:  # pruned or moved while listed
+        return 0.0
+
+
+def _done_row(entry_id: str, status: StatusDocument | None) -> dict[str, Any]:
+    reason = None
+    if status is not None:
+        first = status.errors[0] if status.errors else None
+        more = f" (and {len(status.errors or []) - 1} more)" if len(status.errors or []) > 1 else ""
+        reason = status.reason or (f"{first.where}: {first.message}{more}" if first else None)
+    return {
+        "id": entry_id,
+        "state": str(status.state) if status else None,
+        "outcome": str(status.outcome) if status and status.outcome else None,
+        "score": status.score if status else None,
+        "max_score": status.max_score if status else None,
+        "reason": reason,
+        "ended": status.finished_at if status else None,
+    }
