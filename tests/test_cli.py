@@ -105,3 +105,26 @@ def test_executor_refuses_a_state_directory_the_sandbox_uids_cannot_reach(spool:
     assert f"{private} has mode 0700 and others may not traverse it" in proc.stderr, proc.stderr
     assert [p.name for p in (spool / "incoming").iterdir()] == ["waiting"]
     assert not any((spool / "active").iterdir()) and not any((spool / "done").iterdir())
+
+
+def test_every_option_of_every_command_has_help_text() -> None:
+    import click
+
+    from cutor_spool.cli import cli as root
+
+    def commands(group: click.Group, path: str) -> list[tuple[str, click.Command]]:
+        found: list[tuple[str, click.Command]] = []
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                found += commands(command, f"{path} {name}")
+            elif not command.hidden:
+                found.append((f"{path} {name}", command))
+        return found
+
+    bare = [
+        f"{path} {param.opts[0]}"
+        for path, command in commands(root, "cutor-spool")
+        for param in command.params
+        if isinstance(param, click.Option) and not param.hidden and not param.help
+    ]
+    assert bare == []

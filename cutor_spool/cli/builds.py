@@ -143,7 +143,7 @@ def packages(ctx: click.Context, as_json: bool, show_all: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only say what would be evicted.")
 @click.option("--no-collect", is_flag=True, help="Evict from the spool, but do not run the store's garbage collector.")
 @click.option("--nix-store", "store_root", type=click.Path(file_okay=False, path_type=Path), help=STORE_HELP)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print what was (or would be) evicted as JSON.")
 @click.pass_context
 def gc(
     ctx: click.Context,

@@ -130,7 +130,7 @@ def submit(
 
 @click.command()
 @click.argument("entry_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print status.json, with the report once it ended.")
 @click.pass_context
 def status(ctx: click.Context, entry_id: str, as_json: bool) -> None:
     """Show where submission ID is and how it went."""
@@ -144,8 +144,8 @@ def status(ctx: click.Context, entry_id: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("entry_id", metavar="ID")
-@click.option("--timeout", type=float, default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--timeout", type=float, default=None, help="Give up after this many seconds (exit 5).")
+@click.option("--json", "as_json", is_flag=True, help="Print status.json with its report.")
 @click.option("--progress/--no-progress", default=None, help="Show each event (default: on a terminal).")
 @click.pass_context
 def wait(ctx: click.Context, entry_id: str, timeout: float | None, as_json: bool, progress: bool | None) -> None:
@@ -200,7 +200,7 @@ def list_(
 
 @click.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"valid": …, "errors": […]}.')
 @click.pass_context
 def validate(ctx: click.Context, directory: Path, as_json: bool) -> None:
     """Check a submission directory and list every problem at once (exit 3 if any)."""
