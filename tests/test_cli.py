@@ -107,6 +107,20 @@ def test_executor_refuses_a_state_directory_the_sandbox_uids_cannot_reach(spool:
     assert not any((spool / "active").iterdir()) and not any((spool / "done").iterdir())
 
 
+def test_workers_refuse_a_directory_that_is_not_a_spool(tmp_path: Path) -> None:
+    """A typo, or an NFS share not mounted yet: the worker says so and exits 78 (which the systemd
+    units do not restart) instead of making an empty spool and waiting on it forever."""
+    for command in ("executor", "builder"):
+        missing = tmp_path / f"no-spool-{command}"
+        proc = cli(missing, command, timeout=60)
+        assert proc.returncode == 78, proc.stderr
+        assert "is not an initialised spool" in proc.stderr and "init" in proc.stderr
+        assert not missing.exists()
+    empty = tmp_path / "unmounted"
+    empty.mkdir()
+    assert cli(empty, "executor", timeout=60).returncode == 78 and not any(empty.iterdir())
+
+
 def test_every_option_of_every_command_has_help_text() -> None:
     import click
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
 from cutor_spool.config import SpoolConfig, load_config
-from cutor_spool.errors import CutorError, LeaseLost, Shutdown
+from cutor_spool.errors import ConfigError, CutorError, LeaseLost, Shutdown
 from cutor_spool.layout import QUEUES, QueueKind, SpoolPaths
 from cutor_spool.watcher.endings import Cause, Ending, refusal
 from cutor_spool.watcher.finder import Finder
@@ -80,11 +80,19 @@ class Signals:
 
 
 def spool_paths(spool: Path) -> SpoolPaths:
-    # Absolute: paths are handed to Nix (file:// URLs), written into records, and must not change
-    # meaning with the working directory.
+    """The spool's paths, absolute (they are handed to Nix as file:// URLs and written into
+    records). A worker never makes a spool: a directory without `spool.yaml` is a typo or an NFS
+    share that is not mounted yet, and a worker that made an empty spool there would wait forever
+    on a queue nobody writes to. It refuses with a ConfigError (exit 78, which the systemd units
+    do not restart). A spool made by an older version gets the folders it lacks (a new queue)."""
     paths = SpoolPaths(spool.absolute())
+    if not paths.config.is_file():
+        raise ConfigError(
+            f"{paths.root} is not an initialised spool (it has no {paths.config.name}): "
+            f"create it with `cutor-spool --spool {paths.root} init`, or mount the share first"
+        )
     if not paths.exists():
-        paths.init(write_config=not paths.config.exists())
+        paths.init(write_config=False)
     return paths
 
 
