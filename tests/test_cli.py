@@ -121,6 +121,18 @@ def test_workers_refuse_a_directory_that_is_not_a_spool(tmp_path: Path) -> None:
     assert cli(empty, "executor", timeout=60).returncode == 78 and not any(empty.iterdir())
 
 
+def test_dependencies_without_nix_configured_are_the_systems_error_naming_the_fix(
+    spool: Path, tmp_path: Path, executors: Any
+) -> None:
+    """Not `invalid` (the user did nothing wrong): retried, then `error` with what to set."""
+    executors(spool)
+    job = make_submission(tmp_path, "deps", {"dependencies": ["hello"], "run": "hello"})
+    proc = cli(spool, "submit", str(job), "--id", "deps", "--wait", "--json", "--timeout", "90")
+    status = json.loads(proc.stdout)
+    assert proc.returncode == 4 and status["state"] == "error", proc.stdout
+    assert "nix.nixpkgs" in status["reason"] and status["attempts"] == 3
+
+
 def test_every_option_of_every_command_has_help_text() -> None:
     import click
 

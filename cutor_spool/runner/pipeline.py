@@ -18,7 +18,7 @@ from typing import Protocol
 
 from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.documents.states import Outcome, State
-from cutor_spool.errors import SandboxError
+from cutor_spool.errors import SandboxError, SystemFailure
 from cutor_spool.runner.intake import Plan, read_submission
 from cutor_spool.runner.judge.graders import GRADERS, Grader, GradingContext, Stopped, choose
 from cutor_spool.runner.results import Reporter
@@ -105,9 +105,14 @@ class Pipeline:
             self._invalid(reporter, list(intake.problems))
             return
         plan = intake.plan
-        grader, problems = choose(plan, self.graders)
         if plan.submission.dependencies and self.environments is None:
-            problems.append(Problem("dependencies", "this executor has no Nix builder configured"))
+            # The operator's to fix, not the submission's fault: retried (another executor may
+            # have Nix), then `error` with this reason.
+            raise SystemFailure(
+                "it asks for dependencies, and this executor has no Nix configured: set `nix.nixpkgs` "
+                "in spool.yaml (docs/nix.md) and restart the executors, or run one that has it"
+            )
+        grader, problems = choose(plan, self.graders)
         if grader is None or problems:
             self._invalid(reporter, problems)
             return
