@@ -212,3 +212,20 @@ def test_validate_command_lists_every_problem_with_its_path(tmp_path: Path) -> N
     assert proc.returncode == 3
     for part in ("run:", "bogus: unknown key", "limits.run.memory", "file pw: is a symbolic link"):
         assert part in proc.stdout, proc.stdout
+
+
+def test_validate_finds_a_stage_that_names_a_missing_file(tmp_path: Path) -> None:
+    """`run: run.sh` without run.sh would run as a shell command and fail as "not found" at run
+    time; validation says so first. A command, `./x` made by compile, and a present file pass."""
+    missing = yaml_only("compile: build.sh\nrun: run.sh\n")(tmp_path / "missing")
+    proc = subprocess.run([*CLI, "validate", str(missing)], capture_output=True, text=True)
+    assert proc.returncode == 3
+    assert "compile: 'build.sh' names no file of the submission" in proc.stdout, proc.stdout
+    assert "run: 'run.sh' names no file of the submission" in proc.stdout
+    for good in ("run: python3 -c 'print(1)'\n", "compile: cc -o x x.c\nrun: ./x\n", "run: python3.11\n"):
+        ok = yaml_only(good)(tmp_path / f"ok-{len(good)}")
+        (ok / "x.c").write_text("int main(void) { return 0; }\n")
+        assert subprocess.run([*CLI, "validate", str(ok)], capture_output=True).returncode == 0, good
+    present = yaml_only("run: run.sh\n")(tmp_path / "present")
+    (present / "run.sh").write_text("echo hi\n")
+    assert subprocess.run([*CLI, "validate", str(present)], capture_output=True).returncode == 0

@@ -110,6 +110,11 @@ def _decode(item: InlineFile) -> bytes:
     return item.content.encode("utf-8", "surrogatepass")
 
 
+# A one-word stage value with a script's extension and no directory: meant as a file's name (a
+# command on PATH rarely ends in .sh or .py, and a shell would not find one in /work anyway).
+_LOOKS_LIKE_A_SCRIPT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.(?:sh|bash|py|pl|rb|js|lua|php|R|jl)")
+
+
 def _script(value: str | ScriptFile | None, stage: str, names: set[str], problems: list[Problem]) -> Script | None:
     if isinstance(value, ScriptFile):
         if value.file not in names:
@@ -121,6 +126,14 @@ def _script(value: str | ScriptFile | None, stage: str, names: set[str], problem
     stripped = value.strip()
     if "\n" not in stripped and stripped in names:
         return Script(file=stripped)  # `run: run.sh` names a file of the submission
+    if _LOOKS_LIKE_A_SCRIPT.fullmatch(stripped):  # `run: run.sh` with no run.sh: it would fail as "not found"
+        problems.append(
+            Problem(
+                stage,
+                f"{stripped!r} names no file of the submission (name an existing file, write "
+                f"`./{stripped}` if an earlier stage makes it, or `{{file: {stripped}}}`)",
+            )
+        )
     return Script(text=value)
 
 
