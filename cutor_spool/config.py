@@ -132,6 +132,14 @@ class StatusPageConfig(_Strict):
     recent: int = Field(default=200, ge=1)
 
 
+class RetentionConfig(_Strict):
+    """The workers' own pruning of finished submissions (watcher/prune.py); off by default."""
+
+    older_than: Duration | None = Field(default=None, description="remove done submissions that ended longer ago")
+    keep_failed: bool = Field(default=False, description="keep those that did not end ok/accepted")
+    interval: Duration = Field(default=600.0, gt=0, description="how often each worker looks")
+
+
 class NixConfig(_Strict):
     """Dependency environments (cutor_spool/builder, docs/nix.md)."""
 
@@ -164,6 +172,7 @@ class SpoolConfig(_Strict):
     allow_network: bool = False
     max_submission_size: Size = 64 * 2**20
     max_files: int = Field(default=10_000, ge=1)
+    retention: RetentionConfig = RetentionConfig()
     limits: LimitsConfig = LimitsConfig()
     sandbox: SandboxConfig = SandboxConfig()
     docker: DockerConfig = DockerConfig()
@@ -210,6 +219,9 @@ max_attempts: 3              # claims before a submission ends in `error`
 rescan: 5s                   # full rescan even with inotify (it can miss events)
 poll_interval: 500ms         # scan period with --poll (automatic on NFS)
 allow_network: false         # may submissions ask for `network: true`?
+retention:                   # workers remove finished submissions themselves (or: cutor-spool prune)
+  older_than: null           # e.g. 30d; null keeps everything
+  keep_failed: false         # keep those that did not end ok/accepted
 limits:
   default:   {cpu_time: 5s, wall_time: 10s, memory: 512MiB, processes: 64,
               file_size: 64MiB, open_files: 256, stack: 64MiB, output: 1MiB}

@@ -45,6 +45,7 @@ from cutor_spool.watcher.endings import Cause, Ending, refusal
 from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.maintenance import Active, Maintenance
 from cutor_spool.watcher.notify import needs_polling
+from cutor_spool.watcher.prune import Retention
 from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity
 from cutor_spool.watcher.readiness import seconds_until_ready
 
@@ -141,6 +142,16 @@ class QueueWorker(ABC, Generic[Job]):
             [self.queue, *others],
             {"concurrency": concurrency, "poll": self.poll},
         )
+        retention = self.config.retention
+        if retention.older_than is not None:  # spool.yaml's `retention:`: every worker prunes done/
+            self.maintenance.periodic.append(
+                Retention(
+                    self.paths,
+                    older_than=retention.older_than,
+                    keep_failed=retention.keep_failed,
+                    interval=retention.interval,
+                )
+            )
         self.ready = False
 
     def _queue(self, kind: QueueKind) -> SpoolQueue:
