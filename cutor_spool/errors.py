@@ -54,5 +54,9 @@ class LeaseLost(CutorError):
     """The claim's path is gone: the lease expired and another worker may own the submission."""
 
 
+class CancelRequested(CutorError):
+    """Someone allowed to (its submitter, root) asked with `cutor-spool cancel` that it stop."""
+
+
 class Shutdown(BaseException):  # a signal, not an error: deliberately not *Error
     """The worker was asked to stop; unwinds through `except Exception`."""

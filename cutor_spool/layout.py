@@ -80,6 +80,11 @@ class SpoolPaths:
         return self.root / "terms.md"
 
     @property
+    def cancels(self) -> Path:
+        """`cancel/<id>`: a client's request that submission <id> stop (watcher/cancel.py)."""
+        return self.root / "cancel"
+
+    @property
     def tmp(self) -> Path:
         return self.root / "tmp"
 
@@ -103,6 +108,7 @@ class SpoolPaths:
             self.workers,
             self.status,
             self.deployments,
+            self.cancels,
         ]
 
     def exists(self) -> bool:

@@ -1,15 +1,25 @@
-"""Commands that change what the spool holds: prune."""
+"""Commands that change what the spool holds: cancel, prune."""
 
 from __future__ import annotations
 
+import os
+import pwd
+import sys
+import time
+from pathlib import Path
+
 import click
 
-from cutor_spool.cli.output import emit_json, human_size, say
+from cutor_spool.cli.output import EXIT_NOT_FOUND, EXIT_OK, emit_json, exit_code, human_size, say, summary
 from cutor_spool.cli.submissions import _paths
 from cutor_spool.config import load_config
+from cutor_spool.documents.states import State
 from cutor_spool.units import parse_duration
+from cutor_spool.watcher import client
+from cutor_spool.watcher.cancel import request_cancel
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.prune import prune as prune_done
+from cutor_spool.watcher.queue import iso
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
@@ -49,4 +59,82 @@ def prune(ctx: click.Context, older_than: float, keep_failed: bool, dry_run: boo
     say(f"{verb} {len(pruned.removed)} finished submission(s), {human_size(pruned.freed)}{kept}")
 
 
-commands: list[click.Command] = [prune]
+@click.command()
+@click.argument("entry_id", metavar="ID")
+@click.option("--wait", "wait_", is_flag=True, help="Follow it until it has ended.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds (exit 5).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_context
+def cancel(ctx: click.Context, entry_id: str, wait_: bool, timeout: float | None, as_json: bool) -> None:
+    """Stop submission ID, queued or running: it ends `cancelled` (who asked, and when).
+
+    \b
+    A worker honours the request when it claims the submission, or within one heartbeat while it
+    runs (its sandbox is killed; what it wrote so far is kept). Only its submitter or root may
+    cancel it. Cancelling twice, or after the end, changes nothing and says so (exit 0).
+    Exit codes: 0 requested (with --wait: it ended cancelled) or nothing to do, 1 not allowed,
+    5 --timeout ran out, 6 no such id; with --wait, an end other than cancelled gives its own code
+    as `wait` does.
+    """
+    paths = _paths(ctx)
+    found = client.locate(paths, entry_id)
+    if found is None:
+        _done(as_json, {"id": entry_id, "result": "not_found"}, f"{entry_id}: not in the spool", EXIT_NOT_FOUND)
+    assert found is not None
+    current = client.current_status(paths, entry_id)
+    if found.where == "done" or (current is not None and current.terminal):
+        state = current.state if current else "done"
+        _done(
+            as_json,
+            {"id": entry_id, "result": "already_ended", "state": str(state)},
+            f"{entry_id}: already ended ({state}); nothing to cancel",
+            EXIT_OK,
+        )
+    submitter = current.submitter if current and current.submitter is not None else _owner(found.path)
+    uid = os.getuid()
+    if uid != 0 and submitter is not None and submitter != uid:
+        _done(
+            as_json,
+            {"id": entry_id, "result": "not_allowed"},
+            f"{entry_id}: only its submitter (uid {submitter}) or root may cancel it",
+            1,
+        )
+    paths.cancels.mkdir(exist_ok=True)
+    fresh = request_cancel(paths.cancels, entry_id, by=_who(uid), at=iso(time.time()))
+    if not wait_:
+        result = "requested" if fresh else "already_requested"
+        message = "cancel requested" if fresh else "a cancel was already requested"
+        _done(
+            as_json,
+            {"id": entry_id, "result": result},
+            f"{entry_id}: {message}; a worker stops it at its next heartbeat",
+            EXIT_OK,
+        )
+    status = client.follow(paths, entry_id, timeout=timeout)
+    if as_json:
+        emit_json(status.dump() if status else {"id": entry_id, "result": "timeout"})
+    else:
+        say(summary(status) if status else f"{entry_id}: still not ended after {timeout}s")
+    sys.exit(EXIT_OK if status is not None and status.state == State.CANCELLED else exit_code(status))
+
+
+def _done(as_json: bool, data: dict[str, str], message: str, code: int) -> None:
+    emit_json(data) if as_json else say(message, err=code != EXIT_OK)
+    sys.exit(code)
+
+
+def _owner(path: Path) -> int | None:
+    try:
+        return os.lstat(path).st_uid
+    except OSError:
+        return None
+
+
+def _who(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+commands: list[click.Command] = [cancel, prune]

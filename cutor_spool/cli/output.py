@@ -19,6 +19,7 @@ EXIT_INVALID = 3  # the submission is invalid
 EXIT_ERROR = 4  # the system gave up on it (state error)
 EXIT_TIMEOUT = 5  # --wait/--timeout ran out first
 EXIT_NOT_FOUND = 6
+EXIT_CANCELLED = 7  # it ended cancelled (`cutor-spool cancel`)
 
 GOOD_OUTCOMES = frozenset({Outcome.OK, Outcome.ACCEPTED})
 
@@ -30,6 +31,8 @@ def exit_code(status: StatusDocument | None) -> int:
         return EXIT_INVALID
     if status.state == State.ERROR:
         return EXIT_ERROR
+    if status.state == State.CANCELLED:
+        return EXIT_CANCELLED
     return EXIT_OK if status.outcome in GOOD_OUTCOMES else EXIT_FAILED
 
 

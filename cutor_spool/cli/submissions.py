@@ -99,7 +99,8 @@ def submit(
     \b
     Exit codes: 0 submitted (with --wait: ended ok/accepted), 1 with --wait: a failed outcome
     (compile error, a limit, wrong answer...), 2 bad command line, 3 invalid (checked locally
-    first, or by the executor), 4 error (the system gave up on it), 5 --timeout ran out first.
+    first, or by the executor), 4 error (the system gave up on it), 5 --timeout ran out first,
+    7 cancelled (`cutor-spool cancel`).
     \b
     Example (CI):
       cutor-spool submit ./job --wait --json > result.json || echo "job failed: $?"

@@ -4,6 +4,8 @@ The state machine (DESIGN section 4, the seeds' status flow and the judge diagra
 
     queued -> claimed -> [installing_dependencies -> dependencies_installed]
            -> [compiling -> compiled] -> running | testing -> done | invalid | error
+
+and from queued or any state before the end: -> cancelled (`cutor-spool cancel`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ class State(StrEnum):
     DONE = "done"
     INVALID = "invalid"
     ERROR = "error"
+    CANCELLED = "cancelled"  # stopped by `cutor-spool cancel`: `cancelled_by` says who, `states` when
 
 
-TERMINAL = frozenset({State.DONE, State.INVALID, State.ERROR})
+TERMINAL = frozenset({State.DONE, State.INVALID, State.ERROR, State.CANCELLED})
 
 
 class Outcome(StrEnum):

@@ -75,6 +75,7 @@ class StatusDocument(Document):
     message: str | None = None  # not written today (a transition's message goes to events.jsonl); older files
     errors: list[Problem] | None = None
     reason: str | None = None  # why the system gave up (state error)
+    cancelled_by: str | None = None  # who asked (user name, or uid), when the state is cancelled
 
     @property
     def terminal(self) -> bool:

@@ -37,6 +37,7 @@ EnvironmentsFactory = Callable[[SpoolPaths, SpoolConfig, bool], Environments]
 class Executor(QueueWorker[Reporter]):
     kind = "executor"
     queue_kind = SUBMISSIONS
+    cancellable = True
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ class Cause(StrEnum):
     DUPLICATE = "duplicate"  # its id is already active or done
     OUT_OF_ATTEMPTS = "out_of_attempts"  # claimed past max_attempts: its earlier claims never finished
     GAVE_UP = "gave_up"  # the system failed its last attempt
+    CANCELLED = "cancelled"  # its submitter (or root) asked: `cutor-spool cancel`
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,18 @@ class Ending:
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
+    started: bool = False  # a cancel that stopped it while it ran
 
     @property
     def state(self) -> State:
+        if self.cause is Cause.CANCELLED:
+            return State.CANCELLED
         return State.INVALID if self.cause in (Cause.MISNAMED, Cause.DUPLICATE) else State.ERROR
 
     @property
     def ran(self) -> bool:
         """Whether this attempt ran (its results so far stay) or is refused before it started."""
-        return self.cause is Cause.GAVE_UP
+        return self.cause is Cause.GAVE_UP or self.started
 
     @property
     def fields(self) -> dict[str, Any]:

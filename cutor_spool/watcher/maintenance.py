@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,7 +31,7 @@ from cutor_spool.config import SpoolConfig
 from cutor_spool.documents.heartbeat import CurrentWork, Heartbeat
 from cutor_spool.errors import CutorError, LeaseLost
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.watcher.cancel import Cancelled
+from cutor_spool.watcher.cancel import CANCELLED, Cancelled, pending_cancel
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity, iso
 
@@ -68,6 +69,7 @@ class Maintenance:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.periodic: list[Callable[[], None]] = []
+        self.cancels: Path | None = None  # where cancel requests are, for a worker that honours them
         self.processed = 0
         self.started = time.time()
         # Present from the start, so that `info` never changes size while a heartbeat is written
@@ -126,6 +128,9 @@ class Maintenance:
                 item.cancel.set("lease lost")
             except CutorError as exc:
                 log.warning("%s: heartbeat failed: %s", item.claim.entry_id, exc)
+            if self.cancels is not None and pending_cancel(self.cancels, item.claim.entry_id, item.claim.submitter):
+                log.info("%s: cancel requested; stopping its work", item.claim.entry_id)
+                item.cancel.set(CANCELLED)
         self.write_heartbeat(current)
         now = self.clock.now()
         for queue in self.queues:

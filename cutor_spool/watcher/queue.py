@@ -77,6 +77,7 @@ class Claim:
     history: list[dict[str, Any]] = field(default_factory=list)
     queued_at: float | None = None
     finished: bool = False  # committed or handed back: its paths are gone by our own doing
+    committed: bool = False  # in done/: it ended
     submitter: int | None = None  # the uid that owned the dropped directory
     custody_failure: str | None = None  # why the entry could not be taken from its client
 
@@ -112,14 +113,14 @@ class Claim:
             os.rename(self.path, target)
         except FileNotFoundError as exc:
             if _lease_token(target) == self.token:  # our own rename happened after all (NFS)
-                self.finished = True
+                self.finished = self.committed = True
                 return target
             raise LeaseLost(f"{self.entry_id}: claim {self.path} is gone; discarding its work") from exc
         except OSError as exc:
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 return self.commit(duplicate_name(self.entry_id, self.token))
             raise SpoolIOError(f"{self.entry_id}: cannot commit: {exc.strerror}") from exc
-        self.finished = True
+        self.finished = self.committed = True
         return target
 
     def release(self, reason: str, *, counts: bool = False) -> bool:

@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
 from cutor_spool.config import SpoolConfig, load_config
-from cutor_spool.errors import ConfigError, CutorError, LeaseLost, Shutdown
+from cutor_spool.errors import CancelRequested, ConfigError, CutorError, LeaseLost, Shutdown
 from cutor_spool.layout import QUEUES, QueueKind, SpoolPaths
+from cutor_spool.watcher.cancel import clear_cancel, pending_cancel
 from cutor_spool.watcher.endings import Cause, Ending, refusal
 from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.maintenance import Active, Maintenance
@@ -108,6 +109,7 @@ class QueueWorker(ABC, Generic[Job]):
 
     kind: ClassVar[str]  # the worker's kind: "executor", "builder"
     queue_kind: ClassVar[QueueKind]  # the queue it takes work from
+    cancellable: ClassVar[bool] = False  # honours `cutor-spool cancel` (cancel/<id>, watcher/cancel.py)
 
     def __init__(
         self,
@@ -142,6 +144,8 @@ class QueueWorker(ABC, Generic[Job]):
             [self.queue, *others],
             {"concurrency": concurrency, "poll": self.poll},
         )
+        if self.cancellable:
+            self.maintenance.cancels = self.paths.cancels
         retention = self.config.retention
         if retention.older_than is not None:  # spool.yaml's `retention:`: every worker prunes done/
             self.maintenance.periodic.append(
@@ -294,12 +298,16 @@ class QueueWorker(ABC, Generic[Job]):
         job = self.begin(claim, active)
         label = self.label(claim.entry_id)
         try:
-            ending = refusal(claim, self.queue, self.config.max_attempts)
+            ending = refusal(claim, self.queue, self.config.max_attempts) or self._cancel_requested(claim)
             if ending is None:
                 self.handle(claim, job, active)
             else:
                 log.info("%s: %s", label, ending.reason)
                 self.finish(claim, job, ending)
+        except CancelRequested:
+            ending = self._cancel_requested(claim, started=True)
+            log.info("%s: %s", label, ending.reason if ending else "cancelled")
+            self.finish(claim, job, ending or Ending(Cause.CANCELLED, "cancelled on request", started=True))
         except LeaseLost as exc:
             log.error("%s: %s; its work is discarded (another worker owns it now)", label, exc)
         except Shutdown:
@@ -317,6 +325,17 @@ class QueueWorker(ABC, Generic[Job]):
                 self._retry(claim, job, f"unexpected {type(exc).__name__}: {exc}")
         finally:
             self.maintenance.untrack(claim)
+            if self.cancellable and claim.committed:  # it ended: a request for it is spent
+                clear_cancel(self.paths.cancels, claim.entry_id)
+
+    def _cancel_requested(self, claim: Claim, *, started: bool = False) -> Ending | None:
+        if not self.cancellable:
+            return None
+        request = pending_cancel(self.paths.cancels, claim.entry_id, claim.submitter)
+        if request is None:
+            return None
+        reason = f"cancelled by {request.by}" + (" while it ran" if started else " before it ran")
+        return Ending(Cause.CANCELLED, reason, {"cancelled_by": request.by}, started=started)
 
     def _failed(self, claim: Claim, job: Job, exc: CutorError) -> None:
         reason = str(exc)

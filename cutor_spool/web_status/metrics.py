@@ -26,6 +26,7 @@ STATES = (
     "done",
     "invalid",
     "error",
+    "cancelled",
 )
 OUTCOMES = (
     "ok",
