@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from cutor_spool.cli import batch as batches
 from cutor_spool.cli.filters import parse_since, row_filter
 from cutor_spool.cli.output import (
     EXIT_INVALID,
@@ -25,12 +26,16 @@ from cutor_spool.cli.output import (
 from cutor_spool.cli.report import build_report
 from cutor_spool.config import SpoolConfig, load_config
 from cutor_spool.documents.schemas import DOCUMENTS, document_schema
+from cutor_spool.documents.states import Outcome, State
 from cutor_spool.documents.status import StatusDocument
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.intake import read_submission
 from cutor_spool.runner.judge.graders import checked
 from cutor_spool.submission import json_schema
 from cutor_spool.watcher import client
+
+STATES = [s.value for s in State]
+OUTCOMES = [o.value for o in Outcome]
 
 
 def _paths(ctx: click.Context, *, must_exist: bool = True) -> SpoolPaths:
@@ -64,6 +69,31 @@ def _wait_and_report(paths: SpoolPaths, entry_id: str, *, timeout: float | None,
     return exit_code(status)
 
 
+def _submit_many(
+    paths: SpoolPaths,
+    directories: tuple[Path, ...],
+    batch_file: Path | None,
+    *,
+    wait_: bool,
+    timeout: float | None,
+    as_json: bool,
+    check: bool,
+) -> int:
+    config = load_config(paths.root)
+    with batches.staging_dir() as staging:
+        sources = batches.directories(directories)
+        results = batches.drop_all(paths, sources, config=config, check=check)
+        if batch_file is not None:
+            lines = batches.batch_lines(batch_file, Path(staging))
+            results += batches.drop_all(paths, lines, config=config, check=check)
+    batches.report_drops(results, as_json=as_json, quiet=wait_)
+    code = batches.set_code(results)
+    if wait_:
+        ids = [r.id for r in results if r.id and not r.problems]
+        code = max(code, batches.wait_set(paths, ids, timeout=timeout, as_json=as_json))
+    return code
+
+
 def _show(paths: SpoolPaths, status: StatusDocument, *, as_json: bool) -> None:
     """The summary and, once it ended, the report (cli/report.py); `--json`: both as one object."""
     found = client.locate(paths, status.id) if status.terminal else None
@@ -78,8 +108,13 @@ def _show(paths: SpoolPaths, status: StatusDocument, *, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--id", "entry_id", help="Use this id (default: a fresh time-ordered one).")
+@click.argument("directories", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--batch",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also submit each line of this JSONL file: {id?, submission, files?} (see docs).",
+)
+@click.option("--id", "entry_id", help="Use this id (default: a fresh time-ordered one); one DIRECTORY only.")
 @click.option("--wait", "wait_", is_flag=True, help="Follow it to its end; the exit code tells the outcome.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -87,7 +122,8 @@ def _show(paths: SpoolPaths, status: StatusDocument, *, as_json: bool) -> None:
 @click.pass_context
 def submit(
     ctx: click.Context,
-    directory: Path,
+    directories: tuple[Path, ...],
+    batch: Path | None,
     entry_id: str | None,
     wait_: bool,
     timeout: float | None,
@@ -95,6 +131,9 @@ def submit(
     no_check: bool,
 ) -> None:
     """Submit DIRECTORY: copy, fsync, mark ready and rename into incoming/ in one step.
+
+    Several directories, or --batch, drop each on its own (a bad one is reported and does not stop
+    the others); the exit code is then the highest of theirs, and --json prints a list.
 
     \b
     Exit codes: 0 submitted (with --wait: ended ok/accepted), 1 with --wait: a failed outcome
@@ -106,6 +145,15 @@ def submit(
       cutor-spool submit ./job --wait --json > result.json || echo "job failed: $?"
     """
     paths = _paths(ctx)
+    if batch is not None or len(directories) != 1:
+        if entry_id is not None:
+            raise click.UsageError("--id names one submission: give one DIRECTORY and no --batch")
+        if not directories and batch is None:
+            raise click.UsageError("give a DIRECTORY (or several, or --batch FILE)")
+        sys.exit(
+            _submit_many(paths, directories, batch, wait_=wait_, timeout=timeout, as_json=as_json, check=not no_check)
+        )
+    directory = directories[0]
     if not no_check:
         intake = checked(read_submission(directory, load_config(paths.root)))
         if intake.problems:
@@ -144,14 +192,20 @@ def status(ctx: click.Context, entry_id: str, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("entry_id", metavar="ID")
+@click.argument("entry_ids", metavar="ID...", nargs=-1, required=True)
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds (exit 5).")
 @click.option("--json", "as_json", is_flag=True, help="Print status.json with its report.")
 @click.option("--progress/--no-progress", default=None, help="Show each event (default: on a terminal).")
 @click.pass_context
-def wait(ctx: click.Context, entry_id: str, timeout: float | None, as_json: bool, progress: bool | None) -> None:
-    """Wait for submission ID to finish; the exit code tells the outcome (see submit)."""
+def wait(
+    ctx: click.Context, entry_ids: tuple[str, ...], timeout: float | None, as_json: bool, progress: bool | None
+) -> None:
+    """Wait for submission ID to finish; the exit code tells the outcome (see submit). Several
+    IDs: each is shown as it ends, the exit code is the highest, --json prints a list."""
     paths = _paths(ctx)
+    if len(entry_ids) > 1:
+        sys.exit(batches.wait_set(paths, list(entry_ids), timeout=timeout, as_json=as_json))
+    (entry_id,) = entry_ids
     if client.locate(paths, entry_id) is None:
         say(f"{entry_id}: not in the spool", err=True)
         sys.exit(EXIT_NOT_FOUND)
@@ -162,10 +216,8 @@ def wait(ctx: click.Context, entry_id: str, timeout: float | None, as_json: bool
 @click.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.option("--limit", type=int, default=20, show_default=True, help="How many recent results (after filters).")
-@click.option(
-    "--state", "states", multiple=True, help="Only these states (repeatable): queued, running, done, invalid…"
-)
-@click.option("--outcome", "outcomes", multiple=True, help="Only finished ones with these outcomes (repeatable).")
+@click.option("--state", "states", multiple=True, type=click.Choice(STATES), help="Only these states (repeatable).")
+@click.option("--outcome", "outcomes", multiple=True, type=click.Choice(OUTCOMES), help="Only these outcomes.")
 @click.option("--since", help="Only finished since then: a duration (90s, 30m, 2h, 7d) or an ISO 8601 time.")
 @click.option("--prefix", default="", help="Only ids that begin with this.")
 @click.pass_context
