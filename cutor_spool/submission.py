@@ -238,6 +238,9 @@ class Submission(_Strict):
     grader: Id | None = Field(
         default=None, description="how it is run and judged (docs/judge.md, Graders): `batch` with `tests`, else `run`"
     )
+    problem: Id | None = Field(
+        default=None, description="the problem it answers: `cutor-spool rerun --problem DIR` rejudges all of them"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Submission:

@@ -1,4 +1,4 @@
-"""Commands that change what the spool holds: cancel, prune."""
+"""Commands that change what the spool holds: cancel, rerun, prune."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from pathlib import Path
 
 import click
 
+from cutor_spool.cli.batch import wait_set
 from cutor_spool.cli.output import EXIT_NOT_FOUND, EXIT_OK, emit_json, exit_code, human_size, say, summary
 from cutor_spool.cli.submissions import _paths
 from cutor_spool.config import load_config
 from cutor_spool.documents.states import State
 from cutor_spool.units import parse_duration
 from cutor_spool.watcher import client
+from cutor_spool.watcher import rerun as reruns
 from cutor_spool.watcher.cancel import request_cancel
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.prune import prune as prune_done
@@ -137,4 +139,56 @@ def _who(uid: int) -> str:
         return f"uid {uid}"
 
 
-commands: list[click.Command] = [cancel, prune]
+@click.command()
+@click.argument("entry_id", metavar="ID", required=False)
+@click.option("--as", "new_id", help="The rerun's id (default: ID-r1, ID-r2, ...).")
+@click.option(
+    "--problem",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Rejudge every finished submission of the problem in this directory, with its current tests.",
+)
+@click.option("--wait", "wait_", is_flag=True, help="Follow the rerun(s) to the end; the exit code as `wait`'s.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new id(s) (with --wait: the results) as JSON.")
+@click.pass_context
+def rerun(
+    ctx: click.Context,
+    entry_id: str | None,
+    new_id: str | None,
+    problem: Path | None,
+    wait_: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Run finished submission ID again (the old result stays; the new one's status.json links to
+    it as `rerun_of`), or with --problem DIR rejudge every submission of a problem.
+
+    \b
+    DIR is the problem as a submission.yaml with `problem: NAME`, its tests (checker, subtasks,
+    scoring, limits) and their files. Each finished submission that names the problem is run
+    again with its own solution and the problem's current judging (docs/judge.md, "Rejudging").
+    """
+    paths = _paths(ctx)
+    if (entry_id is None) == (problem is None):
+        raise click.UsageError("give an ID, or --problem DIR")
+    if problem is not None and new_id is not None:
+        raise click.UsageError("--as names one rerun; --problem makes one per submission")
+    if problem is None:
+        assert entry_id is not None
+        pairs = [(entry_id, reruns.rerun(paths, entry_id, new_id=new_id))]
+    else:
+        name = reruns.problem_name(problem)
+        pairs = [(old, reruns.rerun(paths, old, problem=problem)) for old in reruns.submissions_of(paths, name)]
+        if not pairs:
+            say(f"no finished submission of problem {name!r} in the spool", err=True)
+    if not wait_:
+        if as_json:
+            emit_json([{"rerun_of": old, "id": new} for old, new in pairs])
+        else:
+            for old, new in pairs:
+                say(f"{new}  (rerun of {old})")
+        return
+    sys.exit(wait_set(paths, [new for _old, new in pairs], timeout=timeout, as_json=as_json))
+
+
+commands: list[click.Command] = [cancel, rerun, prune]

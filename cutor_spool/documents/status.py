@@ -62,6 +62,7 @@ class StatusDocument(Document):
     submitter: int | None = None  # the uid that owned the dropped directory
     original_name: str | None = None  # a drop whose name is not a valid id
     duplicate_of: str | None = None
+    rerun_of: str | None = None  # `cutor-spool rerun`: the submission this one runs again (kept as it was)
     success: bool | None = None  # did it compile
     test: str | None = None  # the test being judged
     tests_done: int | None = None

@@ -26,7 +26,7 @@ from cutor_spool.runner.sandbox import Backend
 from cutor_spool.runner.slots import SlotPool
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
 from cutor_spool.runner.stagerunner import Environment, StageRunner
-from cutor_spool.runner.tree import Problem, copy_file, make_dirs, place
+from cutor_spool.runner.tree import Problem, copy_file, make_dirs, place, rerun_link
 from cutor_spool.watcher.cancel import Cancelled
 
 # `Environment` lives with the stage runner that uses it; the builder, which makes one, imports it here.
@@ -100,6 +100,9 @@ class Pipeline:
         if claim.custody_failure is not None:  # nothing of it is read while its client can change it
             self._invalid(reporter, [Problem("owner", claim.custody_failure)])
             return
+        rerun_of = rerun_link(entry)
+        if rerun_of is not None:
+            reporter.note(rerun_of=rerun_of)
         intake = read_submission(entry, self.config, submitter=claim.submitter)
         if intake.plan is None:
             self._invalid(reporter, list(intake.problems))

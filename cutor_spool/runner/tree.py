@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,14 @@ from pathlib import Path
 from cutor_spool.atomic import read_fd
 from cutor_spool.nofollow import DIR_FLAGS, open_beneath, opened_dir
 
+# A rerun's link to the submission it runs again (`cutor-spool rerun`): that one's id.
+RERUN_OF = ".rerun-of"
 # Names at the top of a spool entry that belong to the spool protocol, not to the submission.
-PROTOCOL_NAMES = frozenset({".ready", ".lease", "result"})
+PROTOCOL_NAMES = frozenset({".ready", ".lease", "result", RERUN_OF})
 # What a claim sets aside when a client put something of its own under a protocol name.
 RESERVED_PREFIXES = (".lease-foreign-", "result-foreign-")
 MAX_DEPTH = 32
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -263,3 +267,19 @@ def copy_file(src_root: Path, name: str, dest: Path, *, size_limit: int, executa
 def make_dirs(dest: Path, names: frozenset[str], uid: int, gid: int) -> None:
     for name in sorted(names):
         _ensure_dir(dest, name, uid, gid)
+
+
+def rerun_link(entry: Path) -> str | None:
+    """The id in the entry's `.rerun-of` (see RERUN_OF), when it holds one; a missing, odd or
+    oversized file is no link (the rerun runs all the same)."""
+    try:
+        fd = open_beneath(entry, RERUN_OF, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        text = read_fd(fd, 200).decode("ascii", errors="replace").strip()
+    finally:
+        os.close(fd)
+    return text if _ID.fullmatch(text) else None
