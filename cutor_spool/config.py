@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cutor_spool.errors import ConfigError
 from cutor_spool.limits import Duration, Limits, LimitsSpec, Size
+from cutor_spool.submission import Priority
 from cutor_spool.yamlload import YamlProblem, load_yaml
 
 CONFIG_NAME = "spool.yaml"
@@ -172,6 +173,7 @@ class SpoolConfig(_Strict):
     allow_network: bool = False
     max_submission_size: Size = 64 * 2**20
     max_files: int = Field(default=10_000, ge=1)
+    max_priority: Priority = Field(default="high", description="the highest lane a submission may ask for")
     retention: RetentionConfig = RetentionConfig()
     limits: LimitsConfig = LimitsConfig()
     sandbox: SandboxConfig = SandboxConfig()
@@ -219,6 +221,7 @@ max_attempts: 3              # claims before a submission ends in `error`
 rescan: 5s                   # full rescan even with inotify (it can miss events)
 poll_interval: 500ms         # scan period with --poll (automatic on NFS)
 allow_network: false         # may submissions ask for `network: true`?
+max_priority: high           # the highest lane a submission may ask for (high, normal, low, -100..100)
 retention:                   # workers remove finished submissions themselves (or: cutor-spool prune)
   older_than: null           # e.g. 30d; null keeps everything
   keep_failed: false         # keep those that did not end ok/accepted

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
@@ -68,6 +68,8 @@ def relative_name(value: str) -> str:
 
 
 Id = Annotated[str, AfterValidator(_id)]
+# A priority lane (watcher/priority.py): a name, or a number from -100 (last) to 100 (first).
+Priority = Literal["high", "normal", "low"] | Annotated[int, Field(ge=-100, le=100, strict=True)]
 AttrPath = Annotated[str, AfterValidator(_attr_path)]
 Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_no_nul)]
 RelName = Annotated[str, AfterValidator(relative_name)]
@@ -237,6 +239,9 @@ class Submission(_Strict):
     short_circuit: bool = Field(default=False, description="stop judging at the first failed test")
     grader: Id | None = Field(
         default=None, description="how it is run and judged (docs/judge.md, Graders): `batch` with `tests`, else `run`"
+    )
+    priority: Priority = Field(
+        default="normal", description="its lane: high, normal, low or -100..100, up to the spool's max_priority"
     )
     problem: Id | None = Field(
         default=None, description="the problem it answers: `cutor-spool rerun --problem DIR` rejudges all of them"

@@ -38,6 +38,7 @@ class Executor(QueueWorker[Reporter]):
     kind = "executor"
     queue_kind = SUBMISSIONS
     cancellable = True
+    prioritised = True
 
     def __init__(
         self,

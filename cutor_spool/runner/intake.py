@@ -20,6 +20,7 @@ from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.limits import Limits
 from cutor_spool.runner.tree import Problem, Tree, read_file, walk
 from cutor_spool.submission import InlineFile, NixExpression, ScriptFile, Submission
+from cutor_spool.watcher.priority import lane_value
 from cutor_spool.yamlload import YamlProblem, load_yaml
 
 YAML_NAME = "submission.yaml"
@@ -301,6 +302,10 @@ def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems
             problems.append(Problem(stage, f"{script.file!r} is test data or the checker's: it never enters /work"))
     if sub.network and not config.allow_network:
         problems.append(Problem("network", "this spool does not allow network access"))
+    if lane_value(sub.priority) > lane_value(config.max_priority):
+        problems.append(
+            Problem("priority", f"{sub.priority!r} is above this spool's max_priority ({config.max_priority})")
+        )
 
     stdin = b"" if sub.stdin is None else sub.stdin.encode("utf-8", "surrogatepass")
     stages, test_limits = _resolved_limits(sub, config)

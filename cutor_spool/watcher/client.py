@@ -7,6 +7,7 @@ Submitting is one atomic step for the executors: the copy is made in `tmp/`, fsy
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ from cutor_spool.errors import CutorError
 from cutor_spool.layout import READY, SpoolPaths
 from cutor_spool.watcher.ids import new_id, split_active, valid_id
 from cutor_spool.watcher.notify import Waiter, needs_polling
+from cutor_spool.watcher.priority import yaml_priority
 
 
 class SubmitError(CutorError):
@@ -64,7 +66,9 @@ def _copy_tree(src: Path, dst: Path, *, top: bool = True) -> None:
     _fsync_dir(dst)
 
 
-def submit(paths: SpoolPaths, directory: Path, entry_id: str | None = None) -> str:
+def submit(paths: SpoolPaths, directory: Path, entry_id: str | None = None, *, priority: int | None = None) -> str:
+    """Copies `directory` into the spool and drops it in one rename; `priority` goes into its
+    `.ready` marker (watcher/priority.py), read from its submission.yaml when not given."""
     if not directory.is_dir():
         raise SubmitError(f"{directory} is not a directory")
     entry_id = entry_id or new_id()
@@ -76,7 +80,8 @@ def submit(paths: SpoolPaths, directory: Path, entry_id: str | None = None) -> s
     try:
         _copy_tree(directory, staging)
         fd = os.open(staging / READY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.write(fd, f"{time.time():.6f}\n".encode())
+        lane = yaml_priority(directory / "submission.yaml") if priority is None else priority
+        os.write(fd, json.dumps({"at": round(time.time(), 6), "priority": lane}).encode())
         os.fsync(fd)
         os.close(fd)
         _fsync_dir(staging)

@@ -46,6 +46,7 @@ from cutor_spool.watcher.endings import Cause, Ending, refusal
 from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.maintenance import Active, Maintenance
 from cutor_spool.watcher.notify import needs_polling
+from cutor_spool.watcher.priority import lane_value, marker_priority
 from cutor_spool.watcher.prune import Retention
 from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity
 from cutor_spool.watcher.readiness import seconds_until_ready
@@ -110,6 +111,7 @@ class QueueWorker(ABC, Generic[Job]):
     kind: ClassVar[str]  # the worker's kind: "executor", "builder"
     queue_kind: ClassVar[QueueKind]  # the queue it takes work from
     cancellable: ClassVar[bool] = False  # honours `cutor-spool cancel` (cancel/<id>, watcher/cancel.py)
+    prioritised: ClassVar[bool] = False  # claims by priority lane (watcher/priority.py)
 
     def __init__(
         self,
@@ -133,7 +135,8 @@ class QueueWorker(ABC, Generic[Job]):
         for directory in (self.queue.dirs.incoming, self.queue.dirs.active, self.queue.dirs.done):
             directory.mkdir(parents=True, exist_ok=True)  # `init` makes those of layout.QUEUES only
         interval = self.config.poll_interval if self.poll else self.config.rescan
-        self.finder = Finder(self.queue, poll=self.poll, interval=interval)
+        lanes = self._lane if self.prioritised else None
+        self.finder = Finder(self.queue, poll=self.poll, interval=interval, priority=lanes)
         self.signals = Signals()
         others = [self._queue(kind) for kind in QUEUES if kind != self.queue_kind]
         self.maintenance = Maintenance(
@@ -157,6 +160,9 @@ class QueueWorker(ABC, Generic[Job]):
                 )
             )
         self.ready = False
+
+    def _lane(self, name: str) -> int:
+        return marker_priority(self.queue.dirs.incoming / name, lane_value(self.config.max_priority))
 
     def _queue(self, kind: QueueKind) -> SpoolQueue:
         return SpoolQueue(self.paths.queue(kind), self.identity, log_name=kind.attempts_log)
