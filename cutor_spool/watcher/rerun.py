@@ -11,7 +11,8 @@ it (`problem: NAME`) with its `tests` (and checker, subtasks, scoring, limits) p
 Every finished submission of that problem in `done/` (the ones that name it and are not reruns
 themselves) is submitted again with its own solution (compile, run, dependencies, files) and the
 problem's current judging: the judging keys are replaced by the problem's, the problem's limits
-override the submission's, and the problem's files are copied over the submission's.
+override the submission's, its `priority` (if it names one) is the reruns' lane, and the
+problem's files are copied over the submission's.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def _apply_problem(problem: Path, staging: Path) -> None:
         sub.pop(key, None)
         if key in spec:
             sub[key] = spec[key]
+    if "priority" in spec:  # a rejudge may go in its own lane (low: new work goes first)
+        sub["priority"] = spec["priority"]
     if isinstance(spec.get("limits"), dict):
         sub["limits"] = {**(sub.get("limits") or {}), **spec["limits"]}
     for root, _dirs, files in os.walk(problem):
