@@ -39,6 +39,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,14 +61,19 @@ class Custody:
     failure: str | None = None  # why custody could not be taken
 
 
-def take(anchor: Path, name: str) -> Custody:
-    """Takes custody of `anchor/name` (see the module's docstring)."""
+def take(anchor: Path, name: str, *, close: Callable[[int], None] | None = None) -> Custody:
+    """Takes custody of `anchor/name` (see the module's docstring). `close`, in a shared spool,
+    shuts the top directory to everyone but the operators (`sharing.Sharing.close`) once it is the
+    worker's and before anything is listed or made in it: no other user can open a directory
+    below it from then on (a descriptor of `result/` taken now would read every result)."""
     with opened_dir(anchor, name) as top:
         st = os.fstat(top)
         try:
             _lock(top, st)
         except CustodyRefused as exc:
             return Custody(st.st_uid, False, str(exc))
+        if close is not None:
+            close(top)
         try:
             found = os.lstat("result", dir_fd=top)
             result_ours = stat.S_ISDIR(found.st_mode) and found.st_uid == os.geteuid()

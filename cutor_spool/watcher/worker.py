@@ -41,6 +41,7 @@ from typing import ClassVar, Generic, TypeVar
 from cutor_spool.config import SpoolConfig, load_config
 from cutor_spool.errors import CutorError, LeaseLost, Shutdown
 from cutor_spool.layout import QUEUES, QueueKind, SpoolPaths
+from cutor_spool.sharing import Sharing
 from cutor_spool.watcher.endings import Cause, Ending, refusal
 from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.maintenance import Active, Maintenance
@@ -136,7 +137,8 @@ class QueueWorker(ABC, Generic[Job]):
         self.ready = False
 
     def _queue(self, kind: QueueKind) -> SpoolQueue:
-        return SpoolQueue(self.paths.queue(kind), self.identity, log_name=kind.attempts_log)
+        sharing = Sharing.from_config(self.config.shared) if kind.private else None
+        return SpoolQueue(self.paths.queue(kind), self.identity, log_name=kind.attempts_log, sharing=sharing)
 
     # -- what a kind of worker says ------------------------------------------------------------
     @abstractmethod
