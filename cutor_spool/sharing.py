@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cutor_spool.config import SharedConfig
+from cutor_spool.errors import ConfigError
 
 INCOMING_MODE = 0o1730
 STATUS_MODE = 0o2750
@@ -48,7 +49,7 @@ _UNDEFINED = 0xFFFFFFFF
 _R, _X = 4, 1
 
 
-class GroupUnknown(ValueError):
+class GroupUnknown(ConfigError):
     pass
 
 
@@ -93,7 +94,7 @@ def entry_acl(submitter: int) -> bytes:
     )
 
 
-def named_readers(path: Path | int) -> tuple[list[int], list[int]] | None:
+def named_readers(path: Path) -> tuple[list[int], list[int]] | None:
     """The uids and gids that a directory's access ACL names with read permission (None without
     an ACL)."""
     try:

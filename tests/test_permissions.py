@@ -203,6 +203,10 @@ def test_only_the_submitter_and_the_operators_read_a_result(shared: Spool, execu
         assert mine.returncode == 0, mine.stderr
         assert (json.loads(mine.stdout)["state"], json.loads(mine.stdout)["outcome"]) == ("done", "ok")
 
+    listed = {uid: json.loads(shared.cli(uid, "list", "--json").stdout)["done"] for uid in (ALICE, BOB)}
+    assert listed[ALICE] == [{"id": "alpha", "state": "done", "outcome": "ok", "score": None, "max_score": None}]
+    assert listed[BOB] == [{"id": "alpha", "state": None, "outcome": None, "score": None, "max_score": None}]
+
     page = shared.root / "status" / "s" / "alpha.html"
     wait_until(page.exists, 60, "the executor rendered alpha's page")
     assert OUTPUT_SECRET in reads(OLGA, page)[page]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,8 @@ def init(ctx: click.Context, directory: Path | None, submitters: str | None, ope
     """
     paths = SpoolPaths(directory or ctx.obj.spool)
     shared = SharedConfig(submitters=submitters, operators=operators) if submitters else None
+    if shared and os.geteuid() != 0:
+        raise click.ClickException("init --shared must run as root: it gives the spool's directories to root")
     try:
         paths.init(shared=shared)
     except (GroupUnknown, PermissionError) as exc:

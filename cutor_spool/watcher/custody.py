@@ -28,6 +28,11 @@ the log of its earlier claim, which only the spool could have written (`result/`
 own directory, see `queue.py`). An entry dropped by the worker's own uid (root on a single-user
 spool) is its own submitter.
 
+In a spool shared between users (`sharing.py`, docs/shared-spool.md) the top directory is also
+closed (the operators' group, 0750) as soon as it is the worker's, before anything in it is listed
+or made, and sealed (`seal`) with one ACL entry for its submitter once the submitter is known: no
+other user can open anything in it from then on, nor through a descriptor taken earlier.
+
 A directory on another filesystem (a FUSE mount the client made on its own directory) is not
 entered: intake refuses it. A worker that may not `chown` (not root, and the entry another uid's)
 cannot take custody; the claim records why and the submission ends `invalid` with that reason,
@@ -44,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cutor_spool.nofollow import DIR_FLAGS, opened_dir
+from cutor_spool.sharing import Sharing
 
 # Deeper than this is refused at intake (runner/tree.py MAX_DEPTH, 32) and never read.
 MAX_DEPTH = 34
@@ -84,6 +90,14 @@ def take(anchor: Path, name: str, *, close: Callable[[int], None] | None = None)
         except CustodyRefused as exc:
             return Custody(st.st_uid, result_ours, str(exc))
         return Custody(st.st_uid, result_ours)
+
+
+def seal(sharing: Sharing, anchor: Path, name: str, submitter: int) -> bool:
+    """A shared spool: from now on only the entry's submitter and the operators may read it
+    (`sharing.py`); it stays sealed through the commit, which renames the same directory. False
+    when the filesystem has no ACLs (then only the operators may)."""
+    with opened_dir(anchor, name) as top:
+        return sharing.seal(top, submitter)
 
 
 def _lock(fd: int, st: os.stat_result) -> None:

@@ -37,10 +37,10 @@ from typing import Any
 from cutor_spool.atomic import append_line, clear_unless_regular, make_dir, read_json, read_lines, set_aside
 from cutor_spool.errors import LeaseLost, SpoolIOError
 from cutor_spool.layout import QueueDirs
-from cutor_spool.nofollow import open_beneath, opened_dir
+from cutor_spool.nofollow import open_beneath
 from cutor_spool.sharing import Sharing
 from cutor_spool.watcher.clock import stamp
-from cutor_spool.watcher.custody import Custody, take
+from cutor_spool.watcher.custody import Custody, seal, take
 from cutor_spool.watcher.ids import active_name, duplicate_name, misnamed_name, new_token, split_active, valid_id
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,13 @@ class SpoolQueue:
         history = read_lines(log_path, beneath=self.dirs.active)
         submitter = _submitter(custody, history)
         if self.sharing is not None and custody.failure is None:
-            self._seal(entry_id, path, submitter)
+            try:
+                if not seal(self.sharing, self.dirs.active, path.name, submitter):
+                    log.warning("%s: no ACLs on this filesystem: its submitter cannot read its result", entry_id)
+            except FileNotFoundError as exc:
+                raise LeaseLost(f"{entry_id}: claim vanished while starting") from exc
+            except OSError as exc:
+                raise SpoolIOError(f"{entry_id}: cannot seal the claim: {exc.strerror}") from exc
         claims = sum(1 for rec in history if rec.get("event") == "claimed")
         released = sum(1 for rec in history if rec.get("event") == "released")
         attempt = claims + 1
@@ -295,19 +301,6 @@ class SpoolQueue:
             submitter=submitter,
             custody_failure=custody.failure,
         )
-
-    def _seal(self, entry_id: str, path: Path, submitter: int) -> None:
-        """A shared spool: from now on only the submitter and the operators may read the entry
-        (`sharing.py`); it stays sealed through the commit, which renames the same directory."""
-        assert self.sharing is not None
-        try:
-            with opened_dir(self.dirs.active, path.name) as top:
-                if not self.sharing.seal(top, submitter):
-                    log.warning("%s: no ACLs on this filesystem: its submitter cannot read its result", entry_id)
-        except FileNotFoundError as exc:
-            raise LeaseLost(f"{entry_id}: claim vanished while starting") from exc
-        except OSError as exc:
-            raise SpoolIOError(f"{entry_id}: cannot seal the claim: {exc.strerror}") from exc
 
     def _make_names_ours(self, path: Path, log_path: Path, token: str, custody: Custody) -> None:
         """The client owned every byte of the entry until this claim. A `.lease` the spool did
