@@ -44,7 +44,7 @@ DEFAULT_ACL = "system.posix_acl_default"
 
 # The kernel's xattr form of a POSIX ACL (linux/posix_acl_xattr.h): a version, then (tag, perm, id).
 _VERSION = 2
-_USER_OBJ, _USER, _GROUP_OBJ, _GROUP, _MASK, _OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 _UNDEFINED = 0xFFFFFFFF
 _R, _X = 4, 1
 
@@ -71,7 +71,7 @@ class AclEntry:
 
 
 def encode_acl(entries: list[AclEntry]) -> bytes:
-    ordered = sorted(entries, key=lambda e: (e.tag, e.qualifier if e.tag in (_USER, _GROUP) else 0))
+    ordered = sorted(entries, key=lambda e: (e.tag, e.qualifier if e.tag in (USER, GROUP) else 0))
     return struct.pack("<I", _VERSION) + b"".join(struct.pack("<HHI", e.tag, e.perm, e.qualifier) for e in ordered)
 
 
@@ -85,11 +85,11 @@ def entry_acl(submitter: int) -> bytes:
     """rwx for the owner (root), r-x for the submitter and the owning group, nothing for others."""
     return encode_acl(
         [
-            AclEntry(_USER_OBJ, 7, _UNDEFINED),
-            AclEntry(_USER, _R | _X, submitter),
-            AclEntry(_GROUP_OBJ, _R | _X, _UNDEFINED),
-            AclEntry(_MASK, _R | _X, _UNDEFINED),
-            AclEntry(_OTHER, 0, _UNDEFINED),
+            AclEntry(USER_OBJ, 7, _UNDEFINED),
+            AclEntry(USER, _R | _X, submitter),
+            AclEntry(GROUP_OBJ, _R | _X, _UNDEFINED),
+            AclEntry(MASK, _R | _X, _UNDEFINED),
+            AclEntry(OTHER, 0, _UNDEFINED),
         ]
     )
 
@@ -108,9 +108,9 @@ def named_readers(path: Path) -> tuple[list[int], list[int]] | None:
             return None
         raise
     entries = decode_acl(blob)
-    mask = next((e.perm for e in entries if e.tag == _MASK), 7)
-    users = [e.qualifier for e in entries if e.tag == _USER and e.perm & mask & _R]
-    groups = [e.qualifier for e in entries if e.tag == _GROUP and e.perm & mask & _R]
+    mask = next((e.perm for e in entries if e.tag == MASK), 7)
+    users = [e.qualifier for e in entries if e.tag == USER and e.perm & mask & _R]
+    groups = [e.qualifier for e in entries if e.tag == GROUP and e.perm & mask & _R]
     return users, groups
 
 

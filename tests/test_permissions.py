@@ -27,6 +27,10 @@ import pytest
 from conftest import CLI, wait_done, wait_until, write_config
 
 from cutor_spool.deployments.keys import make_server_key
+from cutor_spool.documents.states import ATTEMPTS_LOG
+from cutor_spool.layout import SpoolPaths
+from cutor_spool.sharing import ACCESS_ACL, USER, AclEntry, Sharing, decode_acl, encode_acl, entry_acl, named_readers
+from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
 
 ALICE, BOB, OLGA = 65534, 65533, 65532
 SUBMITTERS, OPERATORS = 64010, 64011
@@ -165,6 +169,27 @@ def test_a_drop_is_private_until_its_claim(shared: Spool) -> None:
     assert reads(ALICE, queued / "secret.txt")[queued / "secret.txt"] == SOURCE_SECRET + "\n"
 
 
+# Run as the submitter on its own finished entry: every way of changing what the spool wrote.
+TAMPER = """
+import os, sys
+entry = sys.argv[1]
+attempts = {
+    'rewrite status.json': lambda: open(os.path.join(entry, 'result/status.json'), 'w').write('{}'),
+    'rename result': lambda: os.rename(os.path.join(entry, 'result'), os.path.join(entry, 'mine')),
+    'unlink run.json': lambda: os.unlink(os.path.join(entry, 'result/run.json')),
+    'plant a file': lambda: open(os.path.join(entry, 'result/forged.json'), 'w'),
+    'chmod the entry': lambda: os.chmod(entry, 0o777),
+    'chmod status.json': lambda: os.chmod(os.path.join(entry, 'result/status.json'), 0o666),
+}
+for what, attempt in attempts.items():
+    try:
+        attempt()
+        print(what, 'succeeded')
+    except OSError as exc:
+        print(what, 'refused', exc.errno)
+"""
+
+
 @pytest.mark.slow
 def test_only_the_submitter_and_the_operators_read_a_result(shared: Spool, executors: Any, run_dir: Path) -> None:
     """Alice submits and waits with the CLI; once it is done, Bob can read none of its status,
@@ -203,6 +228,19 @@ def test_only_the_submitter_and_the_operators_read_a_result(shared: Spool, execu
         assert mine.returncode == 0, mine.stderr
         assert (json.loads(mine.stdout)["state"], json.loads(mine.stdout)["outcome"]) == ("done", "ok")
 
+    tampering = subprocess.run(
+        ["/usr/bin/python3", "-c", TAMPER, str(entry)],
+        user=ALICE,
+        group=ALICE,
+        extra_groups=GROUPS[ALICE],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        check=True,
+    ).stdout
+    assert "succeeded" not in tampering and tampering.count("refused") == 6, tampering
+    assert json.loads((result / "status.json").read_text())["outcome"] == "ok"
+
     listed = {uid: json.loads(shared.cli(uid, "list", "--json").stdout)["done"] for uid in (ALICE, BOB)}
     assert listed[ALICE] == [{"id": "alpha", "state": "done", "outcome": "ok", "score": None, "max_score": None}]
     assert listed[BOB] == [{"id": "alpha", "state": None, "outcome": None, "score": None, "max_score": None}]
@@ -234,7 +272,6 @@ for name in ('result/status.json', 'result/run.json', 'secret.txt'):
 DROP = "import os, sys; os.rename(sys.argv[1], sys.argv[2])"
 
 
-@pytest.mark.slow
 def test_a_descriptor_taken_before_the_claim_reads_nothing_after_it(
     shared: Spool, executors: Any, run_dir: Path
 ) -> None:
@@ -288,12 +325,18 @@ def test_doctor_reports_each_planted_problem(shared: Spool) -> None:
     leaked = shared.root / "done" / "leaked"
     leaked.mkdir(mode=0o755)
     leaked.chmod(0o755)
+    widened = shared.root / "done" / "widened"  # sealed, then an ACL entry for a second user
+    widened.mkdir()
+    os.chown(widened, 0, OPERATORS)
+    widened.chmod(0o750)
+    os.setxattr(widened, ACCESS_ACL, encode_acl([*decode_acl(entry_acl(ALICE)), AclEntry(USER, 5, BOB)]))
+    assert named_readers(widened) == ([BOB, ALICE], [])
     code, report = shared.doctor()
     assert code == 1
     flagged = {(Path(f["path"]).relative_to(shared.root).as_posix(), f["severity"]) for f in report["findings"]}
-    for name in ("done", "incoming", "keys/server.key", "spool.yaml", "status", "done/leaked"):
+    for name in ("done", "incoming", "keys/server.key", "spool.yaml", "status", "done/leaked", "done/widened"):
         assert (name, "unsafe") in flagged, (name, report["findings"])
-    assert report["unsafe"] == 6, report["findings"]
+    assert report["unsafe"] == 7, report["findings"]
     text = subprocess.run([*CLI, "doctor", str(shared.root)], capture_output=True, text=True)
     assert text.returncode == 1 and "UNSAFE" in text.stdout and "fix: chmod +t" in text.stdout
 
@@ -310,3 +353,57 @@ def test_doctor_on_a_single_user_spool_that_others_can_submit_to(tmp_path: Path)
     assert shared.returncode == 1
     [finding] = json.loads(shared.stdout)["findings"]
     assert "not shared" in finding["problem"] and "--shared" in finding["fix"]
+
+
+def claim_as_alice(paths: SpoolPaths, sharing: Sharing, entry_id: str) -> SpoolQueue:
+    entry = paths.submissions.incoming / entry_id
+    entry.mkdir(mode=0o700)
+    (entry / "submission.yaml").write_text("run: echo hi\n")
+    for item in (entry, entry / "submission.yaml"):
+        os.chown(item, ALICE, ALICE)
+    return SpoolQueue(
+        paths.submissions, WorkerIdentity("w1", "host", os.getpid()), log_name=ATTEMPTS_LOG, sharing=sharing
+    )
+
+
+def test_a_requeued_entry_stays_sealed_for_its_submitter(shared: Spool) -> None:
+    """The claim strips every ACL of the entry (custody) and seals it again: a hand-back and a
+    second claim keep it readable by its submitter (from the first claim's record) and nobody else."""
+    paths = SpoolPaths(shared.root)
+    queue = claim_as_alice(paths, Sharing(SUBMITTERS, OPERATORS), "again")
+    for attempt in (1, 2):
+        claim = queue.claim("again")
+        assert claim is not None and claim.submitter == ALICE and claim.attempt == attempt
+        st = os.stat(claim.path)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, OPERATORS, 0o750)
+        assert named_readers(claim.path) == ([ALICE], [])
+        yaml_path = claim.path / "submission.yaml"
+        assert not denied(reads(ALICE, yaml_path)[yaml_path]) and denied(reads(BOB, yaml_path)[yaml_path])
+        assert claim.release("test")
+
+
+def test_without_acls_the_seal_fails_closed(shared: Spool) -> None:
+    """On a filesystem without POSIX ACLs (ramfs here) the entry is the operators' alone: its
+    submitter cannot read it either, and doctor says why."""
+    mount = shared.base / "ramfs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "cutor-test", str(mount)], check=True)
+    try:
+        mount.chmod(0o755)
+        made = subprocess.run(
+            [*CLI, "init", str(mount / "spool"), "--shared", str(SUBMITTERS), "--operators", str(OPERATORS)],
+            capture_output=True,
+            text=True,
+        )
+        assert made.returncode == 0, made.stderr
+        paths = SpoolPaths(mount / "spool")
+        claim = claim_as_alice(paths, Sharing(SUBMITTERS, OPERATORS), "bare").claim("bare")
+        assert claim is not None and claim.submitter == ALICE
+        yaml_path = claim.path / "submission.yaml"
+        assert denied(reads(ALICE, yaml_path)[yaml_path]) and denied(reads(BOB, yaml_path)[yaml_path])
+        assert not denied(reads(OLGA, yaml_path)[yaml_path])
+        doctor = subprocess.run([*CLI, "doctor", str(paths.root), "--json"], capture_output=True, text=True)
+        notes = [f["problem"] for f in json.loads(doctor.stdout)["findings"] if f["severity"] == "note"]
+        assert any("no POSIX ACLs" in n for n in notes), doctor.stdout
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
