@@ -312,9 +312,10 @@ def test_a_descriptor_taken_before_the_claim_reads_nothing_after_it(
 
 
 def test_doctor_reports_each_planted_problem(shared: Spool) -> None:
-    """A fresh shared spool, then: done/ writable by everyone, incoming/ without its sticky bit,
-    the server's private key inside the spool, spool.yaml writable by its group, the page and a
-    result readable by everyone. Each is reported with its path, and the exit code says unsafe."""
+    """A fresh shared spool, then: done/ and workers/ writable by everyone, incoming/ without its
+    sticky bit, the server's private key inside the spool, spool.yaml writable by its group, the
+    page and a result readable by everyone, a result's ACL naming a second user, a blob of cas/
+    anyone may rewrite. Each is reported with its path, and the exit code says unsafe."""
     (shared.root / "done").chmod(0o777)
     (shared.root / "incoming").chmod(0o730)
     outside = shared.base / "server.key"
@@ -331,12 +332,18 @@ def test_doctor_reports_each_planted_problem(shared: Spool) -> None:
     widened.chmod(0o750)
     os.setxattr(widened, ACCESS_ACL, encode_acl([*decode_acl(entry_acl(ALICE)), AclEntry(USER, 5, BOB)]))
     assert named_readers(widened) == ([BOB, ALICE], [])
+    (shared.root / "workers").chmod(0o777)
+    blob = shared.root / "cas" / "ab" / "bafyblob"  # a blob anyone may rewrite
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"code every executor trusts")
+    blob.chmod(0o666)
     code, report = shared.doctor()
     assert code == 1
     flagged = {(Path(f["path"]).relative_to(shared.root).as_posix(), f["severity"]) for f in report["findings"]}
-    for name in ("done", "incoming", "keys/server.key", "spool.yaml", "status", "done/leaked", "done/widened"):
+    planted = ("done", "incoming", "keys/server.key", "spool.yaml", "status", "done/leaked", "done/widened")
+    for name in (*planted, "workers", "cas/ab/bafyblob"):
         assert (name, "unsafe") in flagged, (name, report["findings"])
-    assert report["unsafe"] == 7, report["findings"]
+    assert report["unsafe"] == 9, report["findings"]
     text = subprocess.run([*CLI, "doctor", str(shared.root)], capture_output=True, text=True)
     assert text.returncode == 1 and "UNSAFE" in text.stdout and "fix: chmod +t" in text.stdout
 
