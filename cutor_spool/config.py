@@ -161,6 +161,16 @@ class NixConfig(_Strict):
     )
 
 
+class SharedConfig(_Strict):
+    """A spool shared by users who do not trust each other (docs/shared-spool.md): set by
+    `cutor-spool init --shared GROUP`; without it the spool is single-user, as before."""
+
+    submitters: str = Field(description="the group (name or number) whose members may drop into incoming/")
+    operators: str = Field(
+        default="root", description="the group (name or number) that may read every result and the status page"
+    )
+
+
 class SpoolConfig(_Strict):
     version: Literal[1] = 1
     backend: BackendName = BackendName.BUBBLEWRAP
@@ -180,6 +190,7 @@ class SpoolConfig(_Strict):
     docker: DockerConfig = DockerConfig()
     nix: NixConfig = NixConfig()
     status_page: StatusPageConfig = StatusPageConfig()
+    shared: SharedConfig | None = None
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> SpoolConfig:

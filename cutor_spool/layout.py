@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cutor_spool.config import CONFIG_NAME, DEFAULT_CONFIG_TEXT
+from cutor_spool.config import CONFIG_NAME, DEFAULT_CONFIG_TEXT, SharedConfig, load_config
 from cutor_spool.documents.states import ATTEMPTS_LOG
+from cutor_spool.errors import ConfigError
+from cutor_spool.sharing import Sharing
 
 # The marker a client writes into an entry before its rename into incoming/: ready at once.
 READY = ".ready"
@@ -39,9 +42,10 @@ class QueueKind:
 
     folder: str
     attempts_log: str
+    private: bool = False  # in a shared spool, an entry is sealed for its submitter (sharing.py)
 
 
-SUBMISSIONS = QueueKind("", ATTEMPTS_LOG)  # the log in result/, where clients read results
+SUBMISSIONS = QueueKind("", ATTEMPTS_LOG, private=True)  # the log in result/, where clients read results
 BUILDS = QueueKind("builds", "attempts.jsonl")
 INVOCATIONS = QueueKind("invocations", "attempts.jsonl")  # deployments' builds and invocations
 # Every queue of the spool: `init` makes their folders and every worker reaps them all. A new
@@ -114,10 +118,32 @@ class SpoolPaths:
     def exists(self) -> bool:
         return all(d.is_dir() for d in self.directories())
 
-    def init(self, *, write_config: bool = True) -> None:
+    def init(self, *, write_config: bool = True, shared: SharedConfig | None = None) -> None:
+        """Makes the spool's directories and a commented spool.yaml. `shared`: a spool for users
+        who do not trust each other (`sharing.py`); its owners and modes are set (again) on every
+        directory, and spool.yaml must say the same groups."""
+        sharing = Sharing.from_config(shared)  # an unknown group is refused before anything is made
         for directory in self.directories():
             directory.mkdir(parents=True, exist_ok=True)
         if write_config and not self.config.exists():
             tmp = self.tmp / f".{CONFIG_NAME}.{os.getpid()}"
-            tmp.write_text(DEFAULT_CONFIG_TEXT)
+            tmp.write_text(DEFAULT_CONFIG_TEXT + (shared_config_text(shared) if shared else ""))
             os.replace(tmp, self.config)
+        if sharing is None or shared is None:
+            return
+        if load_config(self.root).shared != shared:
+            raise ConfigError(
+                f"{self.config} exists and does not say this spool is shared with these groups; add:\n"
+                + shared_config_text(shared)
+            )
+        sharing.apply(self.root, [self.builds.root, *self.directories()])
+        os.chown(self.config, 0, 0)
+        os.chmod(self.config, 0o644)
+
+
+def shared_config_text(shared: SharedConfig) -> str:
+    return (
+        "shared:                      # users who do not trust each other (docs/shared-spool.md)\n"
+        f"  submitters: {json.dumps(shared.submitters)}  # may drop into incoming/ (drop, never list)\n"
+        f"  operators: {json.dumps(shared.operators)}  # may read every result and the status page\n"
+    )

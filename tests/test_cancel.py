@@ -58,7 +58,7 @@ def test_cancel_a_queued_submission(spool: Path, tmp_path: Path, executors: Any)
     assert (status["state"], status["outcome"], status["cancelled_by"]) == ("cancelled", None, "root")
     assert "cancelled" in status["states"] and "run" not in status["stages"]
     assert not (spool / "done" / "later" / "result" / "run.json").exists()
-    assert not (spool / "cancel" / "later").exists()  # the request is spent
+    assert not (spool / "cancel" / "later.0").exists()  # the request is spent
     after = cli(spool, "cancel", "later")
     assert after.returncode == 0 and "already ended (cancelled)" in after.stdout
     assert cli(spool, "wait", "later").returncode == 7
@@ -99,8 +99,11 @@ def test_only_the_submitter_or_root_may_cancel(tmp_path: Path, executors: Any, r
     drop(spool, make_submission(tmp_path, "roots", {"run": "echo mine"}), "roots")
     refused = cli(spool, "cancel", "roots", user=65534)
     assert refused.returncode == 1 and "only its submitter" in refused.stderr
-    planted = spool / "cancel" / "roots"
-    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "touch", str(planted)], check=True)
+    for name in ("roots.65534", "roots.0"):  # its own name, and root's taken in advance
+        planted = spool / "cancel" / name
+        subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "touch", str(planted)], check=True
+        )
     executors(spool)
     wait_done(spool, "roots")
     assert (result(spool, "roots")["state"], result(spool, "roots")["outcome"]) == ("done", "ok")

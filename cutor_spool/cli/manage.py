@@ -102,7 +102,7 @@ def cancel(ctx: click.Context, entry_id: str, wait_: bool, timeout: float | None
             1,
         )
     paths.cancels.mkdir(exist_ok=True)
-    fresh = request_cancel(paths.cancels, entry_id, by=_who(uid), at=iso(time.time()))
+    fresh = request_cancel(paths.cancels, entry_id, uid=uid, by=_who(uid), at=iso(time.time()))
     if not wait_:
         result = "requested" if fresh else "already_requested"
         message = "cancel requested" if fresh else "a cancel was already requested"

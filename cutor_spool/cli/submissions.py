@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,13 +25,14 @@ from cutor_spool.cli.output import (
     summary,
 )
 from cutor_spool.cli.report import build_report
-from cutor_spool.config import SpoolConfig, load_config
+from cutor_spool.config import SharedConfig, SpoolConfig, load_config
 from cutor_spool.documents.schemas import DOCUMENTS, document_schema
 from cutor_spool.documents.states import Outcome, State
 from cutor_spool.documents.status import StatusDocument
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.intake import read_submission
 from cutor_spool.runner.judge.graders import checked
+from cutor_spool.sharing import GroupUnknown
 from cutor_spool.submission import json_schema
 from cutor_spool.watcher import client
 
@@ -47,12 +49,38 @@ def _paths(ctx: click.Context, *, must_exist: bool = True) -> SpoolPaths:
 
 @click.command()
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--shared",
+    "submitters",
+    metavar="GROUP",
+    help="A spool for users who do not trust each other: GROUP's members may submit (docs/shared-spool.md).",
+)
+@click.option(
+    "--operators",
+    metavar="GROUP",
+    default="root",
+    show_default=True,
+    help="With --shared: the group that may read every result and the status page.",
+)
 @click.pass_context
-def init(ctx: click.Context, directory: Path | None) -> None:
-    """Create a spool (default: the --spool directory) with a commented spool.yaml."""
+def init(ctx: click.Context, directory: Path | None, submitters: str | None, operators: str) -> None:
+    """Create a spool (default: the --spool directory) with a commented spool.yaml.
+
+    \b
+    With --shared GROUP (as root): incoming/ is root:GROUP 1730 (drop, never list), every other
+    directory root's, status/ the operators'; each claimed submission is readable by its
+    submitter and the operators only. Run again to repair the modes; `cutor-spool doctor` checks.
+    """
     paths = SpoolPaths(directory or ctx.obj.spool)
-    paths.init()
-    say(f"spool ready at {paths.root} (config: {paths.config})")
+    shared = SharedConfig(submitters=submitters, operators=operators) if submitters else None
+    if shared and os.geteuid() != 0:
+        raise click.ClickException("init --shared must run as root: it gives the spool's directories to root")
+    try:
+        paths.init(shared=shared)
+    except (GroupUnknown, PermissionError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    kind = f"shared by group {submitters}, operators {operators}; " if shared else ""
+    say(f"spool ready at {paths.root} ({kind}config: {paths.config})")
 
 
 def _print_event(ev: dict[str, Any]) -> None:
@@ -154,13 +182,14 @@ def submit(
             _submit_many(paths, directories, batch, wait_=wait_, timeout=timeout, as_json=as_json, check=not no_check)
         )
     directory = directories[0]
+    config = load_config(paths.root)
     if not no_check:
-        intake = checked(read_submission(directory, load_config(paths.root)))
+        intake = checked(read_submission(directory, config))
         if intake.problems:
             for problem in intake.problems:
                 say(f"invalid: {problem}", err=True)
             sys.exit(EXIT_INVALID)
-    entry_id = client.submit(paths, directory, entry_id)
+    entry_id = client.submit(paths, directory, entry_id, private=config.shared is not None)
     if not wait_:
         emit_json({"id": entry_id, "state": "queued"}) if as_json else say(entry_id)
         return

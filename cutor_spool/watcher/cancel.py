@@ -35,14 +35,14 @@ class Cancelled:
             raise LeaseLost(self.reason)
 
 
-# -- a client's request to cancel a submission: `cancel/<id>` --------------------------------------
+# -- a client's request to cancel a submission: `cancel/<id>.<uid>` ---------------------------------
 #
-# `cutor-spool cancel ID` creates `cancel/<id>` (exclusively: the first request stands) with who
-# asked and when. A worker honours it at the claim (the submission ends `cancelled` without
-# running) or, while it runs, at its next heartbeat (the stage's sandbox is killed, the submission
-# ends `cancelled`, its results so far kept). Only a request owned by root or by the submission's
-# submitter counts: in a shared spool nobody cancels another user's work. The worker removes the
-# request when the submission ends, whatever its end.
+# `cutor-spool cancel ID` creates `cancel/<id>.<uid>` (its own uid in the name, so that nobody can
+# take another user's request name in advance) with who asked and when. A worker honours the
+# request of the submission's submitter or of root, and only from a file that uid owns: at the claim
+# (the submission ends `cancelled` without running) or, while it runs, at its next heartbeat (the
+# stage's sandbox is killed, the submission ends `cancelled`, its results so far kept). Requests of
+# anyone else are never read. The worker removes the requests when the submission ends.
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,16 @@ class CancelRequest:
     at: str
 
 
-def request_cancel(cancels: Path, entry_id: str, *, by: str, at: str) -> bool:
-    """Writes the request; False when one is already there."""
+def _name(entry_id: str, uid: int) -> str:
+    return f"{entry_id}.{uid}"
+
+
+def request_cancel(cancels: Path, entry_id: str, *, uid: int, by: str, at: str) -> bool:
+    """Writes this user's request; False when it is already there."""
     data = json.dumps({"by": by, "at": at}).encode()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(cancels / entry_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(cancels / _name(entry_id, uid), flags, 0o644)
     except FileExistsError:
         return False
     try:
@@ -68,27 +73,36 @@ def request_cancel(cancels: Path, entry_id: str, *, by: str, at: str) -> bool:
 
 
 def pending_cancel(cancels: Path, entry_id: str, submitter: int | None) -> CancelRequest | None:
-    """The request for this entry that its submitter or root made, or None."""
+    """The request its submitter or root made for this entry, or None."""
+    for uid in dict.fromkeys(u for u in (submitter, 0) if u is not None):
+        request = _read_request(cancels / _name(entry_id, uid), uid)
+        if request is not None:
+            return request
+    return None
+
+
+def _read_request(path: Path, uid: int) -> CancelRequest | None:
     try:
-        fd = os.open(cancels / entry_id, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:  # none (or a symlink, which is nobody's request)
         return None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, submitter):
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid:
             return None
         raw = os.read(fd, 4096)
     finally:
         os.close(fd)
     try:
         data = json.loads(raw)
-        return CancelRequest(by=str(data.get("by") or st.st_uid), uid=st.st_uid, at=str(data.get("at") or ""))
+        return CancelRequest(by=str(data.get("by") or uid), uid=uid, at=str(data.get("at") or ""))
     except (ValueError, AttributeError):
-        return CancelRequest(by=str(st.st_uid), uid=st.st_uid, at="")
+        return CancelRequest(by=str(uid), uid=uid, at="")
 
 
-def clear_cancel(cancels: Path, entry_id: str) -> None:
-    try:
-        os.unlink(cancels / entry_id)
-    except FileNotFoundError:
-        pass
+def clear_cancel(cancels: Path, entry_id: str, submitter: int | None) -> None:
+    for uid in dict.fromkeys(u for u in (submitter, 0) if u is not None):
+        try:
+            os.unlink(cancels / _name(entry_id, uid))
+        except FileNotFoundError:
+            pass

@@ -40,10 +40,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _copy_tree(src: Path, dst: Path, *, top: bool = True) -> None:
+def _copy_tree(src: Path, dst: Path, *, top: bool = True, mode: int = 0o755) -> None:
     """Copies regular files and directories; symlinks are copied as links (the executor reports
     them); FIFOs, sockets and devices are refused here rather than read (a FIFO would block)."""
-    os.mkdir(dst, 0o755)
+    os.mkdir(dst, mode)
+    os.chmod(dst, mode)  # whatever the umask
     for entry in os.scandir(src):
         if top and entry.name in (READY, ".lease"):
             continue
@@ -66,9 +67,20 @@ def _copy_tree(src: Path, dst: Path, *, top: bool = True) -> None:
     _fsync_dir(dst)
 
 
-def submit(paths: SpoolPaths, directory: Path, entry_id: str | None = None, *, priority: int | None = None) -> str:
-    """Copies `directory` into the spool and drops it in one rename; `priority` goes into its
-    `.ready` marker (watcher/priority.py), read from its submission.yaml when not given."""
+def submit(
+    paths: SpoolPaths,
+    directory: Path,
+    entry_id: str | None = None,
+    *,
+    private: bool = False,
+    priority: int | None = None,
+) -> str:
+    """Copies `directory` into the spool as a new submission; returns its id. `private` (a shared
+    spool, docs/shared-spool.md): the copy is staged under a dot-name in incoming/ itself (tmp/ is
+    the workers'; dot-names are never claimed) and its top directory is 0700, so that no other user
+    can open anything in it before the claim seals it for its submitter and the operators.
+    `priority` goes into its `.ready` marker (watcher/priority.py), read from its submission.yaml
+    when not given."""
     if not directory.is_dir():
         raise SubmitError(f"{directory} is not a directory")
     entry_id = entry_id or new_id()
@@ -76,9 +88,10 @@ def submit(paths: SpoolPaths, directory: Path, entry_id: str | None = None, *, p
         raise SubmitError(f"{entry_id!r} is not a valid id ([A-Za-z0-9][A-Za-z0-9_-]{{0,127}})")
     if locate(paths, entry_id) is not None:
         raise SubmitError(f"id {entry_id!r} is already in the spool")
-    staging = paths.tmp / f"submit-{entry_id}-{secrets.token_hex(4)}"
+    staging_dir, prefix = (paths.submissions.incoming, ".") if private else (paths.tmp, "")
+    staging = staging_dir / f"{prefix}submit-{entry_id}-{secrets.token_hex(4)}"
     try:
-        _copy_tree(directory, staging)
+        _copy_tree(directory, staging, mode=0o700 if private else 0o755)
         fd = os.open(staging / READY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         lane = yaml_priority(directory / "submission.yaml") if priority is None else priority
         os.write(fd, json.dumps({"at": round(time.time(), 6), "priority": lane}).encode())
@@ -91,7 +104,8 @@ def submit(paths: SpoolPaths, directory: Path, entry_id: str | None = None, *, p
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 raise SubmitError(f"id {entry_id!r} is already queued") from exc
             raise
-        _fsync_dir(paths.submissions.incoming)
+        if not private:  # a shared spool's incoming/ (1730) cannot be opened for reading by its clients
+            _fsync_dir(paths.submissions.incoming)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -185,7 +199,7 @@ def listing(
     def names(directory: Path) -> Iterator[os.DirEntry[str]]:
         try:
             yield from (e for e in os.scandir(directory) if not e.name.startswith("."))
-        except FileNotFoundError:
+        except (FileNotFoundError, PermissionError):  # a shared spool's incoming/ is not listable
             return
 
     queued = [row for row in ({"id": e.name, "state": "queued"} for e in names(subs.incoming)) if keep(row)]

@@ -28,6 +28,11 @@ the log of its earlier claim, which only the spool could have written (`result/`
 own directory, see `queue.py`). An entry dropped by the worker's own uid (root on a single-user
 spool) is its own submitter.
 
+In a spool shared between users (`sharing.py`, docs/shared-spool.md) the top directory is also
+closed (the operators' group, 0750) as soon as it is the worker's, before anything in it is listed
+or made, and sealed (`seal`) with one ACL entry for its submitter once the submitter is known: no
+other user can open anything in it from then on, nor through a descriptor taken earlier.
+
 A directory on another filesystem (a FUSE mount the client made on its own directory) is not
 entered: intake refuses it. A worker that may not `chown` (not root, and the entry another uid's)
 cannot take custody; the claim records why and the submission ends `invalid` with that reason,
@@ -39,10 +44,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cutor_spool.nofollow import DIR_FLAGS, opened_dir
+from cutor_spool.sharing import Sharing
 
 # Deeper than this is refused at intake (runner/tree.py MAX_DEPTH, 32) and never read.
 MAX_DEPTH = 34
@@ -60,14 +67,19 @@ class Custody:
     failure: str | None = None  # why custody could not be taken
 
 
-def take(anchor: Path, name: str) -> Custody:
-    """Takes custody of `anchor/name` (see the module's docstring)."""
+def take(anchor: Path, name: str, *, close: Callable[[int], None] | None = None) -> Custody:
+    """Takes custody of `anchor/name` (see the module's docstring). `close`, in a shared spool,
+    shuts the top directory to everyone but the operators (`sharing.Sharing.close`) once it is the
+    worker's and before anything is listed or made in it: no other user can open a directory
+    below it from then on (a descriptor of `result/` taken now would read every result)."""
     with opened_dir(anchor, name) as top:
         st = os.fstat(top)
         try:
             _lock(top, st)
         except CustodyRefused as exc:
             return Custody(st.st_uid, False, str(exc))
+        if close is not None:
+            close(top)
         try:
             found = os.lstat("result", dir_fd=top)
             result_ours = stat.S_ISDIR(found.st_mode) and found.st_uid == os.geteuid()
@@ -78,6 +90,14 @@ def take(anchor: Path, name: str) -> Custody:
         except CustodyRefused as exc:
             return Custody(st.st_uid, result_ours, str(exc))
         return Custody(st.st_uid, result_ours)
+
+
+def seal(sharing: Sharing, anchor: Path, name: str, submitter: int) -> bool:
+    """A shared spool: from now on only the entry's submitter and the operators may read it
+    (`sharing.py`); it stays sealed through the commit, which renames the same directory. False
+    when the filesystem has no ACLs (then only the operators may)."""
+    with opened_dir(anchor, name) as top:
+        return sharing.seal(top, submitter)
 
 
 def _lock(fd: int, st: os.stat_result) -> None:

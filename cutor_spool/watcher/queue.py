@@ -38,8 +38,9 @@ from cutor_spool.atomic import append_line, clear_unless_regular, make_dir, read
 from cutor_spool.errors import LeaseLost, SpoolIOError
 from cutor_spool.layout import QueueDirs
 from cutor_spool.nofollow import open_beneath
+from cutor_spool.sharing import Sharing
 from cutor_spool.watcher.clock import stamp
-from cutor_spool.watcher.custody import Custody, take
+from cutor_spool.watcher.custody import Custody, seal, take
 from cutor_spool.watcher.ids import active_name, duplicate_name, misnamed_name, new_token, split_active, valid_id
 
 log = logging.getLogger(__name__)
@@ -191,10 +192,13 @@ class SpoolQueue:
     """Claim/lease/commit/reap over one `QueueDirs`. `log_name` is where the attempt log lives
     inside an entry (it travels with the entry through every rename)."""
 
-    def __init__(self, dirs: QueueDirs, worker: WorkerIdentity, *, log_name: str) -> None:
+    def __init__(
+        self, dirs: QueueDirs, worker: WorkerIdentity, *, log_name: str, sharing: Sharing | None = None
+    ) -> None:
         self.dirs = dirs
         self.worker = worker
         self.log_name = log_name
+        self.sharing = sharing  # a shared spool: each claimed entry is sealed for its submitter
         self._arrivals: dict[str, float] = {}  # name -> ctime, of the names the last scan saw
 
     # -- finding ----------------------------------------------------------------------------
@@ -244,7 +248,7 @@ class SpoolQueue:
         now = time.time()
         log_path = path / self.log_name
         try:
-            custody = take(self.dirs.active, path.name)
+            custody = take(self.dirs.active, path.name, close=self.sharing.close if self.sharing else None)
             self._make_names_ours(path, log_path, token, custody)
         except FileNotFoundError as exc:
             raise LeaseLost(f"{entry_id}: claim vanished while starting") from exc
@@ -252,6 +256,14 @@ class SpoolQueue:
             raise SpoolIOError(f"{entry_id}: cannot prepare the claim: {exc.strerror}") from exc
         history = read_lines(log_path, beneath=self.dirs.active)
         submitter = _submitter(custody, history)
+        if self.sharing is not None and custody.failure is None:
+            try:
+                if not seal(self.sharing, self.dirs.active, path.name, submitter):
+                    log.warning("%s: no ACLs on this filesystem: its submitter cannot read its result", entry_id)
+            except FileNotFoundError as exc:
+                raise LeaseLost(f"{entry_id}: claim vanished while starting") from exc
+            except OSError as exc:
+                raise SpoolIOError(f"{entry_id}: cannot seal the claim: {exc.strerror}") from exc
         claims = sum(1 for rec in history if rec.get("event") == "claimed")
         released = sum(1 for rec in history if rec.get("event") == "released")
         attempt = claims + 1

@@ -41,6 +41,7 @@ from typing import ClassVar, Generic, TypeVar
 from cutor_spool.config import SpoolConfig, load_config
 from cutor_spool.errors import CancelRequested, ConfigError, CutorError, LeaseLost, Shutdown
 from cutor_spool.layout import QUEUES, QueueKind, SpoolPaths
+from cutor_spool.sharing import Sharing
 from cutor_spool.watcher.cancel import clear_cancel, pending_cancel
 from cutor_spool.watcher.endings import Cause, Ending, refusal
 from cutor_spool.watcher.finder import Finder
@@ -165,7 +166,8 @@ class QueueWorker(ABC, Generic[Job]):
         return marker_priority(self.queue.dirs.incoming / name, lane_value(self.config.max_priority))
 
     def _queue(self, kind: QueueKind) -> SpoolQueue:
-        return SpoolQueue(self.paths.queue(kind), self.identity, log_name=kind.attempts_log)
+        sharing = Sharing.from_config(self.config.shared) if kind.private else None
+        return SpoolQueue(self.paths.queue(kind), self.identity, log_name=kind.attempts_log, sharing=sharing)
 
     # -- what a kind of worker says ------------------------------------------------------------
     @abstractmethod
@@ -332,7 +334,7 @@ class QueueWorker(ABC, Generic[Job]):
         finally:
             self.maintenance.untrack(claim)
             if self.cancellable and claim.committed:  # it ended: a request for it is spent
-                clear_cancel(self.paths.cancels, claim.entry_id)
+                clear_cancel(self.paths.cancels, claim.entry_id, claim.submitter)
 
     def _cancel_requested(self, claim: Claim, *, started: bool = False) -> Ending | None:
         if not self.cancellable:

@@ -31,6 +31,7 @@ from typing import Any
 from cutor_spool import __version__
 from cutor_spool.atomic import TEMPORARY_PREFIX, write_bytes
 from cutor_spool.config import StatusPageConfig
+from cutor_spool.errors import SpoolIOError
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.web_status import live
 from cutor_spool.web_status.index import (
@@ -67,8 +68,13 @@ class Report:
 
 
 def _pages(out: Path) -> None:
+    """The page's folders, inside a `status/` that `init` made: never `status/` itself, whose
+    owner and mode are the spool's to choose (a shared spool's is its operators' alone, 2750,
+    docs/shared-spool.md), and which everything below inherits."""
+    if not out.is_dir():
+        raise SpoolIOError(f"{out} is missing: run `cutor-spool init` (again) to make it with the spool's modes")
     for sub in ("s", "live", "history"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+        (out / sub).mkdir(exist_ok=True)
 
 
 STALE_TEMPORARY = 600.0  # seconds: no write of a page takes that long
