@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import struct
+import subprocess
 import warnings
 import zipfile
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import nacl.public
 import pytest
 from click.testing import CliRunner
+from conftest import CLI
 
 from cutor_spool.cli import cli
 from cutor_spool.deployments import bundle, keys
@@ -443,3 +445,146 @@ def test_init_writes_default_terms_and_keeps_the_operators(spool: Path, tmp_path
     assert read_terms(paths) == b"# Our terms\n"
     cid = store_terms(paths, Store(spool))
     assert Store(spool).get(cid) == b"# Our terms\n"
+
+
+# -- `cutor-spool deploy`
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "deploy-echo"
+EXIT_INVALID, EXIT_TIMEOUT, EXIT_TERMS = 3, 5, 8
+
+
+def _app(tmp_path: Path, env: dict[str, str] | None = None) -> Path:
+    root = tmp_path / "app"
+    root.mkdir()
+    lines = ["run: sh echo.sh", "files: [{name: gen/inline.txt, content: inline}]"]
+    if env:
+        lines.append("env: " + json.dumps(env))
+    (root / MANIFEST_NAME).write_text("\n".join(lines) + "\n")
+    (root / "echo.sh").write_text('printf "\\n%s" "$TOKEN"; cat\n')
+    return root
+
+
+def _owner(tmp_path: Path) -> tuple[Path, keys.SigningKey]:
+    path = tmp_path / "owner.key"
+    key = keys.SigningKey.generate()
+    keys.write_signing_key(key, path)
+    return path, key
+
+
+def _deploy(spool: Path, *args: str | Path) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--spool", str(spool), "deploy", *map(str, args)])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _every_file(spool: Path) -> list[Path]:
+    return [p for p in spool.rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+def _nothing_stored(spool: Path) -> None:
+    assert Store(spool).ls() == []
+    assert list((spool / "invocations" / "incoming").iterdir()) == []
+    assert list((spool / "deployments").iterdir()) == []
+    assert list((spool / "tmp").iterdir()) == []
+
+
+def test_deploy_stores_a_verified_spec_and_drops_its_build(spool: Path, tmp_path: Path) -> None:
+    keys.make_server_key(spool, tmp_path / "server.key")
+    key_file, owner = _owner(tmp_path)
+    code, out, err = _deploy(spool, _app(tmp_path, {"TOKEN": SECRET}), "--key", key_file, "--accept-terms", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    store = Store(spool)
+    deployment = load_deployment(store, info["deployment"])
+    assert (info["owner"], info["bundle"], info["state"]) == (owner.public, deployment.spec.bundle, "pending")
+    assert deployment.spec.terms.cid == info["terms"] and store.get(info["terms"]) == DEFAULT_TERMS.encode()
+    assert open_env(deployment, keys.read_server_private(tmp_path / "server.key")) == {"TOKEN": SECRET}
+    # The bundle: the directory's files and the inline ones, never deployment.yaml (its env is secret).
+    assert sorted(_listing(store.get(info["bundle"]))) == ["echo.sh", "gen/inline.txt"]
+    record = json.loads((spool / "deployments" / info["deployment"] / "build.json").read_text())
+    assert (record["state"], record["build_entry"]) == ("pending", info["build"])
+    entry = spool / "invocations" / "incoming" / info["build"]
+    assert json.loads((entry / "request.json").read_text())["kind"] == "build"
+    assert json.loads((entry / "request.json").read_text())["deployment"] == info["deployment"]
+    # The secret is nowhere in the spool, in any file.
+    files = _every_file(spool)
+    assert len(files) >= 8
+    assert [p for p in files if SECRET.encode() in p.read_bytes()] == []
+
+
+def test_deploy_without_accepting_the_terms_stores_nothing(spool: Path, tmp_path: Path) -> None:
+    key_file, _ = _owner(tmp_path)
+    code, out, err = _deploy(spool, _app(tmp_path), "--key", key_file)
+    assert code == EXIT_TERMS, err
+    assert "must be accepted" in err and "--accept-terms" in err and out == ""
+    _nothing_stored(spool)
+
+
+def test_deploy_refuses_an_invalid_directory_with_every_problem(spool: Path, tmp_path: Path) -> None:
+    key_file, _ = _owner(tmp_path)
+    root = tmp_path / "bad"
+    root.mkdir()
+    (root / MANIFEST_NAME).write_text("run: {file: missing.sh}\nport: 80\n")
+    (root / "link").symlink_to("/etc/passwd")
+    code, _, err = _deploy(spool, root, "--key", key_file, "--accept-terms")
+    assert code == EXIT_INVALID and "port: unknown key" in err, err
+    (root / MANIFEST_NAME).write_text("run: cat\nnetwork: true\n")
+    code, _, err = _deploy(spool, root, "--key", key_file, "--accept-terms")
+    assert code == EXIT_INVALID and "does not allow network" in err, err
+    (root / MANIFEST_NAME).write_text("run: cat\n")
+    code, _, err = _deploy(spool, root, "--key", key_file, "--accept-terms")
+    assert code == EXIT_INVALID and "'link': a symbolic link" in err, err
+    # env vars, but the spool has no server key to seal them to:
+    code, _, err = _deploy(spool, _app(tmp_path, {"TOKEN": SECRET}), "--key", key_file, "--accept-terms")
+    assert code == 1 and "server key" in err and "keys server" in err, err
+    _nothing_stored(spool)
+
+
+def test_deploy_wait_gives_up_after_its_timeout(spool: Path, tmp_path: Path) -> None:
+    key_file, _ = _owner(tmp_path)
+    code, out, err = _deploy(spool, _app(tmp_path), "--key", key_file, "--accept-terms", "--wait", "--timeout", "0.3")
+    assert code == EXIT_TIMEOUT, err
+    cid = out.strip()
+    assert "still pending" in err
+    assert json.loads((spool / "deployments" / cid / "build.json").read_text())["state"] == "pending"
+
+
+def _deploy_on_a_terminal(spool: Path, key_file: Path, answer: bytes) -> tuple[int, str, str]:
+    """Runs `deploy` with its stdin and stderr on a real pseudo-terminal and types `answer`."""
+    master, slave = os.openpty()
+    try:
+        os.write(master, answer)
+        process = subprocess.Popen(
+            [*CLI, "--spool", str(spool), "deploy", str(EXAMPLE), "--key", str(key_file)],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+        )
+        os.close(slave)
+        out, _ = process.communicate(timeout=60)
+        terminal = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's last writer has gone
+                break
+            if not chunk:
+                break
+            terminal += chunk
+        return process.returncode, out.decode(), terminal.decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+def test_deploy_on_a_terminal_shows_the_terms_and_asks(spool: Path, tmp_path: Path) -> None:
+    keys.make_server_key(spool, tmp_path / "server.key")
+    key_file, _ = _owner(tmp_path)
+    code, out, terminal = _deploy_on_a_terminal(spool, key_file, b"n\n")
+    assert code == EXIT_TERMS and "Do you accept these terms?" in terminal, terminal
+    assert "# Terms and conditions of this spool" in out
+    _nothing_stored(spool)
+    code, out, terminal = _deploy_on_a_terminal(spool, key_file, b"y\n")
+    assert code == 0, terminal
+    cid = out.strip().splitlines()[-1]
+    deployment = load_deployment(Store(spool), cid)
+    assert Store(spool).get(deployment.spec.terms.cid) == DEFAULT_TERMS.encode()
+    assert deployment.manifest.run == "sh echo.sh"
