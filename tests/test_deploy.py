@@ -4,6 +4,7 @@ specs that refuse every tampering, sealed env vars, the terms, and `cutor-spool 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import subprocess
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import nacl.public
 import pytest
@@ -588,3 +590,30 @@ def test_deploy_on_a_terminal_shows_the_terms_and_asks(spool: Path, tmp_path: Pa
     deployment = load_deployment(Store(spool), cid)
     assert Store(spool).get(deployment.spec.terms.cid) == DEFAULT_TERMS.encode()
     assert deployment.manifest.run == "sh echo.sh"
+
+
+# The executor's side of deployments (builds and invocations) comes from another branch: this test
+# runs once it is there.
+EXECUTOR_SERVES_DEPLOYMENTS = importlib.util.find_spec("cutor_spool.runner.invocations") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EXECUTOR_SERVES_DEPLOYMENTS, reason="the executor does not build deployments yet")
+def test_deploy_wait_follows_a_real_build(spool: Path, tmp_path: Path, executors: Any) -> None:
+    server = tmp_path / "server.key"
+    keys.make_server_key(spool, server)
+    key_file, _ = _owner(tmp_path)
+    executors(spool, "--concurrency", "1", "--server-key", str(server))
+    code, out, err = _deploy(
+        spool, EXAMPLE, "--key", key_file, "--accept-terms", "--wait", "--timeout", "120", "--json"
+    )
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["state"] == "ready" and Store(spool).has(info["work"]), info
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / MANIFEST_NAME).write_text("compile: echo no; exit 3\nrun: cat\n")
+    code, out, err = _deploy(spool, broken, "--key", key_file, "--accept-terms", "--wait", "--timeout", "120")
+    assert code == 1 and "the build failed" in err, err
+    greeting = b"hello from a sealed env var"  # examples/deploy-echo's env var
+    assert [p for p in _every_file(spool) if greeting in p.read_bytes()] == []

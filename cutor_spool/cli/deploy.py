@@ -33,6 +33,7 @@ from cutor_spool.deployments.store import Store
 from cutor_spool.deployments.terms import read_terms, store_terms
 from cutor_spool.documents.deployment import DeploymentBuild, DeploymentState, InvocationRequest, RequestKind
 from cutor_spool.layout import SpoolPaths
+from cutor_spool.watcher.notify import Waiter, needs_polling
 
 
 def _paths(ctx: click.Context) -> SpoolPaths:
@@ -100,15 +101,18 @@ def _approve(paths: SpoolPaths, terms: bytes, accepted: bool, as_json: bool) -> 
 
 
 def _wait(paths: SpoolPaths, cid: str, timeout: float | None, interval: float) -> DeploymentBuild | None:
-    """The build record once it is no longer pending, or None when `timeout` ran out first."""
+    """The build record once it is no longer pending, or None when `timeout` ran out first; woken
+    by inotify when the executor renames the record into place (polling on NFS)."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        record = read_build_record(paths, cid)
-        if record is not None and record.state != DeploymentState.PENDING:
-            return record
-        if deadline is not None and time.monotonic() >= deadline:
-            return None
-        time.sleep(interval)
+    with Waiter([paths.deployments / cid], poll=needs_polling(paths.root)) as waiter:
+        while True:
+            record = read_build_record(paths, cid)
+            if record is not None and record.state != DeploymentState.PENDING:
+                return record
+            left = interval if deadline is None else min(interval, deadline - time.monotonic())
+            if left <= 0:
+                return None
+            waiter.wait(left)
 
 
 @click.command()
