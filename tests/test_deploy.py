@@ -139,8 +139,17 @@ def test_pack_refuses_what_is_not_a_plain_file_and_lists_every_problem(tmp_path:
         "not valid UTF-8",
     ):
         assert expected in text
-    with pytest.raises(BundleError, match="more than 2 files"):
-        bundle.pack(_tree(tmp_path / "three", ["run.sh", "lib/util.txt", "a.txt"]), max_files=2)
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(20):
+        (many / f"f{i:02}").write_bytes(b"x" * 100)
+    for limits, expected in (
+        ({"max_files": 2}, "more than 2 files"),
+        ({"max_bytes": 250}, "more than 250 bytes in all"),
+    ):
+        with pytest.raises(BundleError) as caught:
+            bundle.pack(many, **limits)
+        assert caught.value.problems == (expected,)
 
 
 def test_unpack_round_trip_owned_by_the_job_user(tmp_path: Path) -> None:

@@ -88,6 +88,7 @@ class _Packing:
     files: dict[str, tuple[bytes, bool]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     total: int = 0
+    full: bool = False
 
     def directory(self, fd: int, prefix: str) -> None:
         try:
@@ -132,8 +133,9 @@ class _Packing:
         if st.st_size > self.max_file_size:
             self.problems.append(f"{_shown(name)}: {st.st_size} bytes, above the limit of {self.max_file_size}")
             return
-        if len(self.files) >= self.max_files:
-            self.problems.append(f"more than {self.max_files} files")
+        if self.over(len(self.files) >= self.max_files, f"more than {self.max_files} files"):
+            return
+        if self.over(self.total + st.st_size > self.max_bytes, f"more than {self.max_bytes} bytes in all"):
             return
         try:
             fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
@@ -153,12 +155,19 @@ class _Packing:
             return
         self.add(name, data, bool(st.st_mode & stat.S_IXUSR))
 
+    def over(self, condition: bool, problem: str) -> bool:
+        """Whether the bundle is full: reported once, and no later file is read."""
+        if condition and not self.full:
+            self.full = True
+            self.problems.append(problem)
+        return self.full
+
     def add(self, name: str, data: bytes, executable: bool) -> None:
-        self.total += len(data)
-        if self.total > self.max_bytes:
-            self.problems.append(f"more than {self.max_bytes} bytes in all")
-            self.max_file_size = -1  # every later file is a problem too; report the total once
+        if self.over(len(self.files) >= self.max_files, f"more than {self.max_files} files"):
             return
+        if self.over(self.total + len(data) > self.max_bytes, f"more than {self.max_bytes} bytes in all"):
+            return
+        self.total += len(data)
         self.files[name] = (data, executable)
 
 
