@@ -304,6 +304,22 @@ def test_malformed_manifests_list_every_problem(
     assert len(caught.value.problems) == len(expected), message
 
 
+def test_named_files_must_be_the_directorys_own(tmp_path: Path) -> None:
+    root = _deployment(tmp_path / "real" / "d", "run: {file: run.sh}\ncompile: {file: sub/make.sh}\n")
+    (root / "run.sh").symlink_to("/bin/true")
+    (root / "sub").symlink_to("/etc")
+    (tmp_path / "via").symlink_to(tmp_path / "real")  # a symlink above the directory is the user's own
+    with pytest.raises(BadManifest) as caught:
+        read_manifest(tmp_path / "via" / "d")
+    assert [where for where, _ in caught.value.problems] == ["compile.file", "run.file"]
+    (root / "run.sh").unlink()
+    (root / "run.sh").write_text("cat\n")
+    (root / "sub").unlink()
+    (root / "sub").mkdir()
+    (root / "sub" / "make.sh").write_text("true\n")
+    assert read_manifest(tmp_path / "via" / "d").run.file == "run.sh"  # type: ignore[union-attr]
+
+
 def test_a_directory_without_deployment_yaml_is_refused(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     with pytest.raises(BadManifest, match="is missing"):
