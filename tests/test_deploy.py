@@ -20,6 +20,8 @@ import nacl.public
 import pytest
 from click.testing import CliRunner
 from conftest import CLI
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from cutor_spool.cli import cli
 from cutor_spool.deployments import bundle, keys
@@ -234,6 +236,56 @@ def test_unpack_stops_a_zip_bomb_at_the_limit(tmp_path: Path) -> None:
     with pytest.raises(BundleError):
         bundle.unpack(data, dest, uid=NOBODY, gid=NOBODY, max_files=10, max_bytes=1 << 20)
     assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) <= 1 << 20
+
+
+_NAME_PART = st.text(alphabet="abcxyz.-_é", min_size=1, max_size=6).filter(lambda p: p not in (".", ".."))
+_FILES = st.dictionaries(
+    st.lists(_NAME_PART, min_size=1, max_size=3).map("/".join),
+    st.tuples(st.binary(max_size=300), st.booleans()),
+    max_size=6,
+)
+_HOSTILE_NAME = (
+    st.tuples(
+        st.sampled_from(["", "/", "./"]),
+        st.lists(st.sampled_from(["a", "..", ".", "", "..\\..", "b\x00c", "\n", "é"]), min_size=1, max_size=5).map(
+            "/".join
+        ),
+        st.sampled_from(["", "/"]),
+    )
+    .map("".join)
+    .filter(lambda name: name.split("\x00")[0] not in ("", "/"))
+)  # zipfile cannot write those
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(files=_FILES)
+def test_unpacking_a_packed_tree_gives_it_back(tmp_path_factory: pytest.TempPathFactory, files: dict) -> None:
+    names = sorted(files)
+    # A name that is also another's directory cannot be a file: leave such trees out.
+    assume(not any(b.startswith(a + "/") for a in names for b in names))
+    data = bundle.zip_files(files)
+    dest = tmp_path_factory.mktemp("unpacked")
+    bundle.unpack(data, dest, uid=NOBODY, gid=NOBODY, max_files=10, max_bytes=1 << 20)
+    assert {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()} == set(names)
+    for name, (content, executable) in files.items():
+        assert (dest / name).read_bytes() == content
+        assert stat.S_IMODE((dest / name).stat().st_mode) == (0o755 if executable else 0o644)
+    assert bundle.pack(dest) == data
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(names=st.lists(_HOSTILE_NAME, min_size=1, max_size=4))
+def test_unpack_writes_below_its_directory_or_refuses(tmp_path_factory: pytest.TempPathFactory, names: list) -> None:
+    base = tmp_path_factory.mktemp("hostile")
+    dest = base / "inside" / "work"
+    dest.mkdir(parents=True)
+    data = _zip([(name, b"x") for name in names])
+    try:
+        bundle.unpack(data, dest, uid=NOBODY, gid=NOBODY, max_files=10, max_bytes=1000)
+    except BundleError:
+        pass
+    outside = [p for p in base.rglob("*") if not p.is_relative_to(dest) and p not in (base / "inside", dest)]
+    assert outside == []
 
 
 # -- deployment.yaml
