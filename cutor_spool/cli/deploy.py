@@ -32,6 +32,7 @@ from cutor_spool.deployments.spec import accept_terms, make_spec, utc_now
 from cutor_spool.deployments.store import Store
 from cutor_spool.deployments.terms import read_terms, store_terms
 from cutor_spool.documents.deployment import DeploymentBuild, DeploymentState, InvocationRequest, RequestKind
+from cutor_spool.errors import SpoolIOError
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.watcher.notify import Waiter, needs_polling
 
@@ -115,6 +116,24 @@ def _wait(paths: SpoolPaths, cid: str, timeout: float | None, interval: float) -
             waiter.wait(left)
 
 
+def _drop_build(paths: SpoolPaths, cid: str, entry: str) -> None:
+    """The pending record first (an executor may finish the build before `deploy` returns), then the
+    build's entry; a build that cannot be queued is recorded `failed`, with the reason."""
+    created = utc_now()
+    write_build_record(
+        paths, DeploymentBuild(deployment=cid, state=DeploymentState.PENDING, build_entry=entry, created=created)
+    )
+    try:
+        drop_request(paths, InvocationRequest(kind=RequestKind.BUILD, deployment=cid), entry_id=entry)
+    except OSError as exc:
+        reason = f"the build could not be queued: {exc.strerror or exc}"
+        failed = DeploymentBuild(
+            deployment=cid, state=DeploymentState.FAILED, build_entry=entry, reason=reason, created=created
+        )
+        write_build_record(paths, failed)
+        raise SpoolIOError(f"{cid}: {reason} (deploy again)") from exc
+
+
 @click.command()
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -167,10 +186,7 @@ def deploy(
     )
     cid = store.put(spec_data)
     entry = new_request_id()
-    write_build_record(
-        paths, DeploymentBuild(deployment=cid, state=DeploymentState.PENDING, build_entry=entry, created=utc_now())
-    )
-    drop_request(paths, InvocationRequest(kind=RequestKind.BUILD, deployment=cid), entry_id=entry)
+    _drop_build(paths, cid, entry)
     info: dict[str, Any] = {
         "deployment": cid,
         "owner": owner.public,
