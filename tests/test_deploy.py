@@ -154,6 +154,26 @@ def test_pack_refuses_what_is_not_a_plain_file_and_lists_every_problem(tmp_path:
         assert caught.value.problems == (expected,)
 
 
+def test_pack_refuses_a_tree_nested_too_deep(tmp_path: Path) -> None:
+    # A compile stage may leave any tree in a work area: 2,000 levels must be a problem, not a crash.
+    root = tmp_path / "deep"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(2000):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        os.close(os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    with pytest.raises(BundleError, match=f"nested deeper than {bundle.MAX_DEPTH}"):
+        bundle.pack(root)
+    with pytest.raises(BundleError, match="nested deeper"):
+        bundle.unpack(_zip([("d/" * 100 + "f", b"")]), tmp_path, uid=NOBODY, gid=NOBODY, max_files=9, max_bytes=9)
+
+
 def test_unpack_round_trip_owned_by_the_job_user(tmp_path: Path) -> None:
     data = bundle.pack(_tree(tmp_path / "src", ["run.sh", "lib/util.txt", "a.txt"]))
     dest = tmp_path / "work"

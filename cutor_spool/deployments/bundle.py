@@ -46,6 +46,7 @@ MAX_FILES = 10_000
 MAX_BYTES = 256 << 20  # the store reads blobs up to this size into memory
 MAX_FILE_SIZE = MAX_BYTES
 MAX_NAME = 4096
+MAX_DEPTH = 64  # directories below the top: a bound on the walk's recursion and open descriptors
 _CHUNK = 1 << 20
 
 
@@ -69,6 +70,8 @@ def name_problem(name: str) -> str | None:
         return f"{_shown(name)}: an empty or '.' component in the name"
     if len(encoded) > MAX_NAME or any(len(p.encode()) > 255 for p in parts):
         return f"{_shown(name)}: the name is too long"
+    if len(parts) > MAX_DEPTH:
+        return f"{_shown(name)}: nested deeper than {MAX_DEPTH} directories"
     return None
 
 
@@ -113,6 +116,9 @@ class _Packing:
             self.problems.append(f"{_shown(name)}: cannot be read ({exc.strerror})")
             return
         if stat.S_ISDIR(st.st_mode):
+            if name.count("/") >= MAX_DEPTH - 1:
+                self.problems.append(f"{_shown(name)}: nested deeper than {MAX_DEPTH} directories")
+                return
             try:
                 inner = os.open(entry.name, DIR_FLAGS, dir_fd=parent)
             except OSError as exc:
