@@ -145,6 +145,13 @@ def test_pack_refuses_what_is_not_a_plain_file_and_lists_every_problem(tmp_path:
     many.mkdir()
     for i in range(20):
         (many / f"f{i:02}").write_bytes(b"x" * 100)
+    for i in range(3):
+        (many / f"dir{i}").mkdir()
+    with pytest.raises(BundleError) as caught:
+        bundle.pack(many, max_files=2)
+    assert caught.value.problems == ("more than 2 directories",)
+    for i in range(3):
+        (many / f"dir{i}").rmdir()
     for limits, expected in (
         ({"max_files": 2}, "more than 2 files"),
         ({"max_bytes": 250}, "more than 250 bytes in all"),
@@ -155,12 +162,13 @@ def test_pack_refuses_what_is_not_a_plain_file_and_lists_every_problem(tmp_path:
 
 
 def test_pack_refuses_a_tree_nested_too_deep(tmp_path: Path) -> None:
-    # A compile stage may leave any tree in a work area: 2,000 levels must be a problem, not a crash.
+    # A compile stage may leave any tree in a work area: 600 levels (the walk recursing twice per level)
+    # must be a problem, not a RecursionError; shutil.rmtree still removes it (once per level).
     root = tmp_path / "deep"
     root.mkdir()
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        for _ in range(2000):
+        for _ in range(600):
             os.mkdir("d", dir_fd=fd)
             inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
             os.close(fd)

@@ -91,6 +91,7 @@ class _Packing:
     files: dict[str, tuple[bytes, bool]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     total: int = 0
+    dirs: int = 0
     full: bool = False
 
     def directory(self, fd: int, prefix: str) -> None:
@@ -118,6 +119,9 @@ class _Packing:
         if stat.S_ISDIR(st.st_mode):
             if name.count("/") >= MAX_DEPTH - 1:
                 self.problems.append(f"{_shown(name)}: nested deeper than {MAX_DEPTH} directories")
+                return
+            self.dirs += 1
+            if self.over(self.dirs > self.max_files, f"more than {self.max_files} directories"):
                 return
             try:
                 inner = os.open(entry.name, DIR_FLAGS, dir_fd=parent)
