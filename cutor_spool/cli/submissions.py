@@ -26,6 +26,7 @@ from cutor_spool.cli.output import (
 )
 from cutor_spool.cli.report import build_report
 from cutor_spool.config import SharedConfig, SpoolConfig, load_config
+from cutor_spool.deployments.terms import write_default_terms
 from cutor_spool.documents.schemas import DOCUMENTS, document_schema
 from cutor_spool.documents.states import Outcome, State
 from cutor_spool.documents.status import StatusDocument
@@ -79,6 +80,7 @@ def init(ctx: click.Context, directory: Path | None, submitters: str | None, ope
         paths.init(shared=shared)
     except (GroupUnknown, PermissionError) as exc:
         raise click.ClickException(str(exc)) from exc
+    write_default_terms(paths)  # the terms `deploy` shows (docs/deployments.md); an operator's are kept
     kind = f"shared by group {submitters}, operators {operators}; " if shared else ""
     say(f"spool ready at {paths.root} ({kind}config: {paths.config})")
 
