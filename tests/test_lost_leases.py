@@ -17,11 +17,10 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from conftest import FAST_CONFIG, ExecutorProcess, drop, make_submission, result, stage, wait_done
+from conftest import FAST_CONFIG, ExecutorProcess, drop, make_submission, result, stage, wait_done, wait_until
 
 from cutor_spool.atomic import read_lines, write_json
 from cutor_spool.config import SpoolConfig
@@ -179,6 +178,13 @@ class Fleet:
                 member.stop()
 
 
+def oom_score_adj(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def poison_runner(spool: Path) -> int | None:
     """The pid of the worker that runs the poison job's stage, if one does."""
     for claim in (spool / "active").glob("poison.*"):
@@ -203,7 +209,7 @@ def test_chaos_with_the_defaults_ends_every_innocent_job_done_and_the_poison_in_
     defaults = SpoolConfig()
     ids = [f"job-{i:03d}" for i in range(JOBS)]
     for entry_id in ids:
-        sub = {"run": 'sleep 1; echo "out-$ID"', "env": {"ID": entry_id}}
+        sub = {"run": 'sleep 1; echo "out-$ID $(cat /proc/self/oom_score_adj)"', "env": {"ID": entry_id}}
         drop(spool, make_submission(tmp_path / "sources", entry_id, sub), entry_id)
     # Fault injection: the test plays the part of a job that takes its worker down every time it
     # runs (a job cannot reach its worker from inside the sandbox: the hostile suite proves that),
@@ -229,6 +235,11 @@ def test_chaos_with_the_defaults_ends_every_innocent_job_done_and_the_poison_in_
         thread.start()
     try:
         wait_done(spool, [*ids, "poison"], timeout=480)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for member in fleet.members:  # each worker is the OOM killer's last choice
+            wait_until(lambda m=member: oom_score_adj(m.pid) == -900, 30, f"executor {member.pid} at -900")
     finally:
         stop.set()
         for thread in threads:
@@ -255,7 +266,8 @@ def test_chaos_with_the_defaults_ends_every_innocent_job_done_and_the_poison_in_
     assert failed == {}
     for entry_id in ids:
         assert statuses[entry_id]["outcome"] == "ok", (entry_id, statuses[entry_id])
-        assert stage(spool, entry_id, "run")["stdout"] == f"out-{entry_id}\n"
+        # Its own output, and it ran as the OOM killer's first choice.
+        assert stage(spool, entry_id, "run")["stdout"] == f"out-{entry_id} 1000\n"
     # The test proved something: workers died holding innocent jobs, some of them more than once.
     assert fleet.kills["chaos"] >= 10 and sum(innocents) >= 5
     # The poison took a worker down at every claim, up to the cap, and then ended in error.

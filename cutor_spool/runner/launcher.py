@@ -9,15 +9,16 @@ program is bind-mounted read-only into every container:
                  [nproc=N] [stdin=PATH] [user=UID:GID] [guard=yes] [marker=no] -- argv...
     cutor-launch keep PATH
 
-Options take effect in their order. `oom` sets the child's `oom_score_adj`: every stage and build
-starts with STAGE_OOM_SCORE_ADJ, the OOM killer's first choice, while the worker that starts it
-has lowered its own (watcher/lost.py: a job's memory must not take its worker down). `cgroup`
-writes the launcher's pid into a `cgroup.procs` file; the limits are set (soft:hard, or one value for both); `stdin` is opened as fd 0; `user`
-drops every group, sets the real, effective and saved gid and uid, checks that root cannot be
-regained, and sets no_new_privs. `guard` (after a `cgroup`) runs the job in a child and stays as its
-guard: if the worker dies, it kills everything in the first cgroup (a build's Nix, whose sandboxed
-builders are not its children). Then it writes the stage's started marker to stdout
-(stage.STARTED_MARKER) unless `marker=no`, and execs the job.
+Options take effect in their order. `oom` sets the launcher's `oom_score_adj`, which the job
+inherits: every stage and build starts at STAGE_OOM_SCORE_ADJ, the OOM killer's first choice, while
+the worker that starts it has lowered its own (watcher/lost.py: a job's memory must not take its
+worker down); set by root (on the host), it is also the least the job may lower it to. `cgroup`
+writes the launcher's pid into a `cgroup.procs` file; the limits are set (soft:hard, or one value
+for both); `stdin` is opened as fd 0; `user` drops every group, sets the real, effective and saved
+gid and uid, checks that root cannot be regained, and sets no_new_privs. `guard` (after a `cgroup`)
+runs the job in a child and stays as its guard: if the worker dies, it kills everything in the first
+cgroup (a build's Nix, whose sandboxed builders are not its children). Then it writes the stage's
+started marker to stdout (stage.STARTED_MARKER) unless `marker=no`, and execs the job.
 
 The bubblewrap backend runs it on the host in place of `sh -c <attach to cgroups>`, `prlimit`
 and `setpriv` (5 ms of process starts per stage, measured: a static launcher takes 0.5 ms), with
