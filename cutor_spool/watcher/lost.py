@@ -120,11 +120,21 @@ def _others(heartbeat: Path, entry_id: str) -> int | None:
 
 
 def protect_from_oom() -> None:
-    """Makes this worker the OOM killer's last choice (a root worker may lower its score; its
-    children inherit it, which is why the launcher raises every stage's to the top). Best effort:
-    without the privilege, or outside Linux, a warning."""
+    """Makes this worker the OOM killer's last choice (lowering a score needs CAP_SYS_RESOURCE;
+    its children inherit it, which is why the launcher raises every stage's to the top). Best
+    effort: without the capability (some containers), a warning; the systemd units set the same
+    score before the worker starts (`OOMScoreAdjust`), and the stages stay above it anyway."""
     try:
         with open("/proc/self/oom_score_adj", "w", encoding="ascii") as fh:
             fh.write(str(WORKER_OOM_SCORE_ADJ))
     except OSError as exc:
-        log.warning("cannot protect this worker from the OOM killer: %s", exc)
+        if _score() != WORKER_OOM_SCORE_ADJ:
+            log.warning("cannot make this worker the OOM killer's last choice (CAP_SYS_RESOURCE?): %s", exc)
+
+
+def _score() -> int | None:
+    try:
+        with open("/proc/self/oom_score_adj", encoding="ascii") as fh:
+            return int(fh.read())
+    except (OSError, ValueError):
+        return None
