@@ -26,10 +26,11 @@ The rule:
 Why not "count it when the worker ran that job alone"? Executors run one job at a time by
 default, so a worker killed at random always ran its job alone: that test cannot tell churn from
 poison. Nothing the spool sees can, but repetition: hence a second, higher cap, and `others` in
-the log for an operator. And a job's commonest way to take its worker down is memory, which the
-executors close off: a stage's processes are the OOM killer's first choice
-(`oom_score_adj` 1000, set by runner/launcher.py) and the workers its last (-900, `protect_from_oom`);
-a stage's memory is bounded by its own cgroup in any case.
+the log for an operator. And a job's commonest way to take its worker down is memory, which is
+closed off: a stage's memory is bounded by its own cgroup, and on a host short of memory every
+stage's and build's processes are the OOM killer's first choice (`oom_score_adj` 1000, set by
+runner/launcher.py) and the workers its last (-900: `protect_from_oom`, which needs
+CAP_SYS_RESOURCE, and `OOMScoreAdjust` in the systemd units).
 """
 
 from __future__ import annotations
