@@ -58,15 +58,16 @@ def beat(paths: SpoolPaths, worker: str, current: list[str], age: float, at: flo
 
 
 def claim_and_expire(
-    paths: SpoolPaths, clock: FsClock, worker: str, *, age: float | None, others: list[str]
+    paths: SpoolPaths, clock: FsClock, worker: str, *, age: float | None, others: list[str], listed: bool = True
 ) -> list[str]:
     """`worker` claims `job`, its heartbeat is `age` old (None: it has none, as a worker that
-    stopped and removed it), and another worker reaps the lease."""
+    stopped and removed it) and lists `others` (and `job` if `listed`), and another worker reaps
+    the lease."""
     claim = worker_queue(paths, worker).claim("job")
     assert claim is not None
     at = reap_time(clock)
     if age is not None:
-        beat(paths, worker, ["job", *others], age, at)
+        beat(paths, worker, ["job", *others] if listed else others, age, at)
     return worker_queue(paths, "reaper").reap(at, lease_timeout=TIMEOUT)
 
 
@@ -74,21 +75,23 @@ def test_a_lease_lost_to_a_dead_worker_is_not_an_attempt_but_a_live_workers_is(t
     paths, clock = setup_queue(tmp_path)
     (paths.submissions.incoming / "job").mkdir()
     config = SpoolConfig()
-    # Three workers die holding it (one ran two other jobs beside it, one left no heartbeat):
-    # three lost leases, no attempt.
+    # Four workers die holding it (one ran two other jobs beside it, one left no heartbeat, one
+    # died before its heartbeat listed the job): four lost leases, no attempt.
     assert claim_and_expire(paths, clock, "w-dead-1", age=TIMEOUT + 1, others=[]) == ["job"]
     assert claim_and_expire(paths, clock, "w-dead-2", age=TIMEOUT + 1, others=["a", "b"]) == ["job"]
     assert claim_and_expire(paths, clock, "w-dead-3", age=None, others=[]) == ["job"]
+    assert claim_and_expire(paths, clock, "w-dead-4", age=TIMEOUT + 1, others=["a"], listed=False) == ["job"]
     queue = worker_queue(paths, "w4")
     claim = queue.claim("job")
     assert claim is not None
-    assert (claim.attempt, claim.counted_attempts, claim.lost_leases) == (4, 1, 3)
+    assert (claim.attempt, claim.counted_attempts, claim.lost_leases) == (5, 1, 4)
     assert refusal(claim, queue, config.max_attempts, config.max_lost_leases) is None  # it runs again
     expired = [r for r in read_lines(claim.log_path) if r["event"] == "expired"]
     assert [(r["worker"], r["worker_died"], r["others"]) for r in expired] == [
         ("w-dead-1", True, 0),
         ("w-dead-2", True, 2),
         ("w-dead-3", True, None),  # its heartbeat was gone: what else it ran is unknown
+        ("w-dead-4", True, None),  # its last heartbeat was written before this claim
     ]
     # w4 lives on (its heartbeat is fresh) but lets the lease expire: that counts as an attempt.
     at = reap_time(clock)
@@ -96,7 +99,7 @@ def test_a_lease_lost_to_a_dead_worker_is_not_an_attempt_but_a_live_workers_is(t
     assert worker_queue(paths, "reaper").reap(at, lease_timeout=TIMEOUT) == ["job"]
     again = worker_queue(paths, "w5").claim("job")
     assert again is not None
-    assert (again.attempt, again.counted_attempts, again.lost_leases) == (5, 2, 3)
+    assert (again.attempt, again.counted_attempts, again.lost_leases) == (6, 2, 4)
     last = read_lines(again.log_path)[-2]
     assert (last["event"], last["worker"], last["worker_died"], last["others"]) == ("expired", "w4", False, 0)
 

@@ -180,7 +180,8 @@ def test_a_submission_that_kills_its_worker_every_time_ends_in_error_and_the_que
     claims = [r for r in attempts_log(spool, "poison") if r["event"] == "claimed"]
     assert len(claims) == 4  # three that died, and the one that gave up
     expired = [r for r in attempts_log(spool, "poison") if r["event"] == "expired"]
-    assert [(r["worker_died"], r["others"]) for r in expired] == [(True, 0)] * 3
+    assert [r["worker_died"] for r in expired] == [True] * 3
+    assert {r["others"] for r in expired} <= {0, None}  # alone (None: killed before its heartbeat listed it)
     for i in range(8):
         assert stage(spool, f"ok-{i}", "run")["stdout"] == f"{i}\n"
 

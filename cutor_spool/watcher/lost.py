@@ -12,7 +12,7 @@ The rule:
   trusted only if its token is the claim's: a client may plant a `.lease` before the claimer sets
   it aside) in `workers/`, and records in the expiry line of the attempt log: `worker`,
   `worker_died` and `others`, how many other claims the worker held at its last heartbeat (None
-  when its heartbeat is gone). The worker *died* when its heartbeat file is gone or older than
+  when its heartbeat is gone or predates this claim). The worker *died* when its heartbeat file is gone or older than
   half the lease timeout, on the filesystem's clock: a live worker rewrites it every `heartbeat`
   seconds (at most a third of `lease_timeout`), in the same tick that touches its leases, so a
   worker whose leases all stopped and whose heartbeat stopped with them is dead, frozen or cut
@@ -109,15 +109,17 @@ def worker_fate(
 
 
 def _others(heartbeat: Path, entry_id: str) -> int | None:
-    """How many claims but `entry_id` the heartbeat lists. The spool's own file (workers/ is not
-    the clients'), read without trusting its shape."""
+    """How many claims but `entry_id` the heartbeat lists; None if it does not list `entry_id`
+    (the worker died within a heartbeat of claiming it: what it listed then may be done since).
+    The spool's own file (workers/ is not the clients'), read without trusting its shape."""
     try:
         current = json.loads(heartbeat.read_bytes()).get("current")
     except (OSError, ValueError, AttributeError):
         return None
     if not isinstance(current, list):
         return None
-    return sum(1 for work in current if not (isinstance(work, dict) and work.get("id") == entry_id))
+    ids = [work.get("id") if isinstance(work, dict) else None for work in current]
+    return len(ids) - 1 if entry_id in ids else None
 
 
 def protect_from_oom() -> None:
