@@ -178,6 +178,7 @@ class SpoolConfig(_Strict):
     heartbeat: Duration = 2.0
     lease_timeout: Duration = 30.0
     max_attempts: int = Field(default=3, ge=1, le=100)
+    max_lost_leases: int = Field(default=10, ge=1, le=1000)
     rescan: Duration = 5.0
     poll_interval: Duration = 0.5
     allow_network: bool = False
@@ -228,7 +229,10 @@ settle: 2s                   # quiet time before an entry without .ready is clai
 heartbeat: 2s                # how often a worker touches its lease
 lease_timeout: 30s           # a lease older than this (filesystem clock) is reaped; keep it well
                              # above the NFS attribute-cache time
-max_attempts: 3              # claims before a submission ends in `error`
+max_attempts: 3              # claims the system failed (or whose lease expired while its worker
+                             # lived) before a submission ends in `error`
+max_lost_leases: 10          # claims whose worker died holding them (SIGKILL, crash, reboot) before
+                             # it ends in `error`: a worker's death is rarely its job's fault
 rescan: 5s                   # full rescan even with inotify (it can miss events)
 poll_interval: 500ms         # scan period with --poll (automatic on NFS)
 allow_network: false         # may submissions ask for `network: true`?

@@ -52,6 +52,7 @@ let
       ExecStart = execStart;
       Delegate = true;
       OOMPolicy = "continue";
+      OOMScoreAdjust = -900; # the OOM killer's last choice; stages start at 1000
       TasksMax = "infinity";
       LimitNOFILE = 65536;
       KillMode = "mixed";

@@ -139,6 +139,7 @@ def test_two_builders_one_killed_mid_build_still_finish_it(
     (entry,) = build_entries(spool)
     events = [c["event"] for c in claims(entry)]
     assert events == ["claimed", "expired", "claimed"], events
+    assert claims(entry)[1]["worker_died"] is True  # a lost lease, not an attempt (watcher/lost.py)
     assert build_record(spool, entry.name)["attempt"] == 2
 
 

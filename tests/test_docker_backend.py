@@ -136,6 +136,12 @@ def test_job_runs_as_the_slot_uid_never_root(sandbox: DockerSandbox) -> None:
                       "CapBnd:": "0000000000000000", "NoNewPrivs:": "1"}  # fmt: skip
 
 
+def test_the_job_is_the_oom_killers_first_choice(sandbox: DockerSandbox) -> None:
+    # Its worker, the container's init and its keeper are the last (watcher/lost.py, docker.py).
+    out = run(sandbox, "cat /proc/self/oom_score_adj; echo -1000 > /proc/self/oom_score_adj || echo refused")
+    assert out.stdout == b"1000\nrefused\n", out.stderr
+
+
 def test_root_is_read_only_and_only_work_and_tmp_are_writable(sandbox: DockerSandbox) -> None:
     script = (
         "for p in /usr/evil /etc/evil /evil /run/cutor/evil /bin/evil; do "

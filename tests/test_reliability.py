@@ -13,7 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI, LEASE_TIMEOUT, drop, hold, make_submission, result, stage, wait_done, wait_until
+from conftest import (
+    CLI,
+    LEASE_TIMEOUT,
+    drop,
+    hold,
+    make_submission,
+    result,
+    stage,
+    wait_done,
+    wait_until,
+    write_config,
+)
 
 from cutor_spool.atomic import read_lines
 from cutor_spool.runner.slots import processes_of
@@ -140,7 +151,9 @@ def test_a_submission_that_kills_its_worker_every_time_ends_in_error_and_the_que
 ) -> None:
     # Fault injection: the test plays the part of a submission that takes its worker down (a real
     # sandbox escape is what the hostile suite proves impossible), by SIGKILLing whichever worker
-    # holds its lease, as often as it is claimed.
+    # holds its lease, as often as it is claimed. Its workers die: that counts against
+    # max_lost_leases (watcher/lost.py), here 3 to keep the test short.
+    write_config(spool, max_lost_leases=3)
     drop(spool, make_submission(tmp_path, "poison", {"run": "sleep 30"}), "poison")
     for i in range(8):
         drop(spool, make_submission(tmp_path, f"ok{i}", {"run": f"echo {i}"}), f"ok-{i}")
@@ -162,10 +175,13 @@ def test_a_submission_that_kills_its_worker_every_time_ends_in_error_and_the_que
     wait_done(spool, ["poison"] + [f"ok-{i}" for i in range(8)], timeout=60)
     status = result(spool, "poison")
     assert status["state"] == "error"
-    assert "3 attempt" in status["reason"]
+    assert status["reason"].startswith("gave up after 3 claims whose worker died while holding it")
     assert kills == 3
     claims = [r for r in attempts_log(spool, "poison") if r["event"] == "claimed"]
     assert len(claims) == 4  # three that died, and the one that gave up
+    expired = [r for r in attempts_log(spool, "poison") if r["event"] == "expired"]
+    assert [r["worker_died"] for r in expired] == [True] * 3
+    assert {r["others"] for r in expired} <= {0, None}  # alone (None: killed before its heartbeat listed it)
     for i in range(8):
         assert stage(spool, f"ok-{i}", "run")["stdout"] == f"{i}\n"
 

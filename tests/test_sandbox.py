@@ -278,6 +278,12 @@ def test_the_started_marker_is_not_part_of_the_jobs_output(sandbox: BwrapSandbox
     assert (silent.status, silent.stdout) == (StageStatus.OK, b"")
 
 
+def test_the_job_is_the_oom_killers_first_choice_and_cannot_change_that(sandbox: BwrapSandbox) -> None:
+    # Its worker is the last choice (watcher/lost.py): on a host out of memory, the job goes first.
+    out = sh(sandbox, "cat /proc/self/oom_score_adj; echo -1000 > /proc/self/oom_score_adj || echo refused")
+    assert out.stdout == b"1000\nrefused\n", out.stderr  # type: ignore[attr-defined]
+
+
 def test_the_job_runs_as_the_slot_uid_without_groups_or_a_way_back(sandbox: BwrapSandbox) -> None:
     out = sh(sandbox, "id -u; id -g; id -G; grep -E '^(NoNewPrivs|CapEff|CapPrm)' /proc/self/status")
     assert out.ok, out.stderr  # type: ignore[attr-defined]

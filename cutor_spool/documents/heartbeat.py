@@ -1,8 +1,10 @@
 """`workers/<worker-id>.json`: each executor's and builder's heartbeat and current work.
 
 Rewritten every `heartbeat` seconds by the worker's maintenance thread (`watcher/worker.py`) and
-removed when it stops; read by the status page and `metrics.prom`. Liveness is judged from the
-file's mtime on the filesystem's clock, never from `heartbeat_at` (the worker's own clock).
+removed when it stops; read by the status page and `metrics.prom`, and by a reaper that expires one
+of the worker's leases (`watcher/lost.py`: did the worker die, and what else did it hold?).
+Liveness is judged from the file's mtime on the filesystem's clock, never from `heartbeat_at` (the
+worker's own clock).
 Besides its identity, a worker tells what it runs with: an executor its backend and, while its
 host cannot run stages, `sandbox` (why claiming is paused); a builder its store and Nix settings.
 """

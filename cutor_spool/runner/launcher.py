@@ -5,17 +5,20 @@ whose end-of-file must be signalled by half-closing the hijacked connection. Sta
 exec, whatever is in the image (which may have no `prlimit`, or no shell at all). So a tiny static
 program is bind-mounted read-only into every container:
 
-    cutor-launch [cgroup=PATH]... [cpu=S:H] [fsize=N] [nofile=N] [stack=N] [core=N] [nproc=N]
-                 [stdin=PATH] [user=UID:GID] [guard=yes] [marker=no] -- argv...
+    cutor-launch [oom=N] [cgroup=PATH]... [cpu=S:H] [fsize=N] [nofile=N] [stack=N] [core=N]
+                 [nproc=N] [stdin=PATH] [user=UID:GID] [guard=yes] [marker=no] -- argv...
     cutor-launch keep PATH
 
-Options take effect in their order. `cgroup` writes the launcher's pid into a `cgroup.procs`
-file; the limits are set (soft:hard, or one value for both); `stdin` is opened as fd 0; `user`
-drops every group, sets the real, effective and saved gid and uid, checks that root cannot be
-regained, and sets no_new_privs. `guard` (after a `cgroup`) runs the job in a child and stays as its
-guard: if the worker dies, it kills everything in the first cgroup (a build's Nix, whose sandboxed
-builders are not its children). Then it writes the stage's started marker to stdout
-(stage.STARTED_MARKER) unless `marker=no`, and execs the job.
+Options take effect in their order. `oom` sets the launcher's `oom_score_adj`, which the job
+inherits: every stage and build starts at STAGE_OOM_SCORE_ADJ, the OOM killer's first choice, while
+the worker that starts it has lowered its own (watcher/lost.py: a job's memory must not take its
+worker down); set by root (on the host), it is also the least the job may lower it to. `cgroup`
+writes the launcher's pid into a `cgroup.procs` file; the limits are set (soft:hard, or one value
+for both); `stdin` is opened as fd 0; `user` drops every group, sets the real, effective and saved
+gid and uid, checks that root cannot be regained, and sets no_new_privs. `guard` (after a `cgroup`)
+runs the job in a child and stays as its guard: if the worker dies, it kills everything in the first
+cgroup (a build's Nix, whose sandboxed builders are not its children). Then it writes the stage's
+started marker to stdout (stage.STARTED_MARKER) unless `marker=no`, and execs the job.
 
 The bubblewrap backend runs it on the host in place of `sh -c <attach to cgroups>`, `prlimit`
 and `setpriv` (5 ms of process starts per stage, measured: a static launcher takes 0.5 ms), with
@@ -56,7 +59,9 @@ MOUNT_POINT = "/run/cutor-launch"  # where it is bound in containers (a file)
 ALIVE_POINT = "/run/cutor-alive"  # the keeper's lock file
 PREBUILT_ENV = "CUTOR_SPOOL_LAUNCHER"
 STDIN_NAME = ".stdin"  # in the slot's io directory: /run/cutor/.stdin inside
-# The launcher's work done by a shell, `prlimit` and `setpriv` on a host without a C compiler.
+STAGE_OOM_SCORE_ADJ = 1000  # a stage's processes are the OOM killer's first choice
+OOM = f"oom={STAGE_OOM_SCORE_ADJ}"
+# The launcher's work done by a shell, `choom`, `prlimit` and `setpriv` on a host without a C compiler.
 LAUNCH = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 
 SOURCE = (Path(__file__).parent / "launcher.c").read_text()
@@ -77,7 +82,7 @@ def rlimit_options(limits: Limits, nproc: int) -> list[str]:
 
 def exec_argv(limits: Limits, nproc: int, command: tuple[str, ...]) -> list[str]:
     """A Docker exec's argv inside its container: the limits, stdin from the io directory. Pure."""
-    return [MOUNT_POINT, *rlimit_options(limits, nproc), f"stdin=/run/cutor/{STDIN_NAME}", "--", *command]
+    return [MOUNT_POINT, OOM, *rlimit_options(limits, nproc), f"stdin=/run/cutor/{STDIN_NAME}", "--", *command]
 
 
 def host_argv(
@@ -90,11 +95,13 @@ def host_argv(
 ) -> list[str]:
     """The argv prefix that starts a child on this host: in the cgroups of `procs_files`, with
     `rlimits` (see rlimit_options), as `user` (uid, gid) if given, and guarded (see the module's
-    docstring) if asked. Pure. With `launcher` None (a host without a C compiler) a shell,
-    `prlimit` and `setpriv` do the same, about 5 ms slower per start; they cannot guard."""
+    docstring) if asked, the OOM killer's first choice. Pure. With `launcher` None (a host without a
+    C compiler) a shell, `choom`, `prlimit` and `setpriv` do the same, about 5 ms slower per start;
+    they cannot guard."""
     if launcher is not None:
         return [
             str(launcher),
+            OOM,
             *(f"cgroup={path}" for path in procs_files),
             *rlimits,
             *([f"user={user[0]}:{user[1]}"] if user else []),
@@ -105,6 +112,7 @@ def host_argv(
     if guard:
         raise SandboxError("a guarded start needs the static launcher (a C compiler: apt install gcc libc6-dev)")
     argv = ["/bin/sh", "-c", LAUNCH, "cutor-launch", *map(str, procs_files), "--"]
+    argv += ["choom", "-n", str(STAGE_OOM_SCORE_ADJ), "--"]
     if rlimits:
         argv += ["prlimit", *(f"--{option}" for option in rlimits), "--"]
     if user:

@@ -1,11 +1,12 @@
 """How an entry ends when it is not run, or no longer retried: the generic worker's vocabulary
 (watcher/worker.py) for "finish this entry as invalid or error, for this reason".
 
-Three checks come before any work, the same for every queue: a name in incoming/ that is not a
+Four checks come before any work, the same for every queue: a name in incoming/ that is not a
 valid id, an id that is already active or done (the newcomer is kept under a distinct name, never
-run twice and never lost), and a claim past `max_attempts` (its earlier claims never finished: the
-entry kills or outlives its workers). The fourth ending is giving up after a system failure on the
-last attempt.
+run twice and never lost), a claim past `max_attempts` (the system failed its earlier claims, or
+their leases expired while their workers lived), and one past `max_lost_leases` (its earlier
+claims' workers died holding it: it may be what kills them; see lost.py). The fifth ending is
+giving up after a system failure on the last attempt.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Cause(StrEnum):
     MISNAMED = "misnamed"  # its name in incoming/ is not a valid id
     DUPLICATE = "duplicate"  # its id is already active or done
     OUT_OF_ATTEMPTS = "out_of_attempts"  # claimed past max_attempts: its earlier claims never finished
+    LOST_LEASES = "lost_leases"  # claimed past max_lost_leases: its workers died holding it
     GAVE_UP = "gave_up"  # the system failed its last attempt
     CANCELLED = "cancelled"  # its submitter (or root) asked: `cutor-spool cancel`
 
@@ -61,7 +63,7 @@ class Ending:
         return {**self.details, "reason": self.reason}
 
 
-def refusal(claim: Claim, queue: SpoolQueue, max_attempts: int) -> Ending | None:
+def refusal(claim: Claim, queue: SpoolQueue, max_attempts: int, max_lost_leases: int) -> Ending | None:
     """Why this claim is to be finished without its work, or None."""
     if claim.original_name != claim.entry_id:
         reason = (
@@ -80,7 +82,13 @@ def refusal(claim: Claim, queue: SpoolQueue, max_attempts: int) -> Ending | None
     if claim.counted_attempts > max_attempts:
         reason = (
             f"gave up after {claim.counted_attempts - 1} attempt(s) that did not finish "
-            "(a worker died, lost its lease, or the system failed each time)"
+            "(the system failed it, or its worker lived but lost the lease, each time)"
         )
         return Ending(Cause.OUT_OF_ATTEMPTS, reason)
+    if claim.lost_leases >= max_lost_leases:
+        reason = (
+            f"gave up after {claim.lost_leases} claims whose worker died while holding it "
+            f"(max_lost_leases: {max_lost_leases}): it may be what takes its workers down"
+        )
+        return Ending(Cause.LOST_LEASES, reason)
     return None

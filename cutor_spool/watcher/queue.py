@@ -11,7 +11,8 @@
 - Reaping (any worker): a lease older than `lease_timeout` on the filesystem's clock is unlinked
   (the owner's next heartbeat then fails with ENOENT: it knows at once) and the entry is renamed
   back to incoming/<id>. If the owner died before writing its lease, the entry's own ctime (set by
-  the claiming rename) stands in for the lease's mtime.
+  the claiming rename) stands in for the lease's mtime. The expiry is logged with whether the
+  lease's worker died: a lease lost to a dead worker is not an attempt (`lost.py`).
 - Committing renames active/<id>.<token> to done/<id> once every result file is written.
 - Custody: right after the claiming rename, the entry's directories become the worker's
   (`custody.py`), so the client can no longer change any name in it; a `result/` the spool did
@@ -42,6 +43,7 @@ from cutor_spool.sharing import Sharing
 from cutor_spool.watcher.clock import stamp
 from cutor_spool.watcher.custody import Custody, seal, take
 from cutor_spool.watcher.ids import active_name, duplicate_name, misnamed_name, new_token, split_active, valid_id
+from cutor_spool.watcher.lost import own_lease, tally, worker_fate
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ class Claim:
     entry_id: str
     token: str
     attempt: int  # counting every claim, released ones included
-    counted_attempts: int  # claims that count towards max_attempts (not handed back on shutdown)
+    counted_attempts: int  # claims that count towards max_attempts (see lost.py)
     original_name: str
     log_path: Path
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -81,6 +83,7 @@ class Claim:
     committed: bool = False  # in done/: it ended
     submitter: int | None = None  # the uid that owned the dropped directory
     custody_failure: str | None = None  # why the entry could not be taken from its client
+    lost_leases: int = 0  # earlier claims whose worker died holding them (max_lost_leases)
 
     @property
     def anchor(self) -> Path:
@@ -190,15 +193,23 @@ def scan_arrivals(directory: Path, known: Mapping[str, float]) -> dict[str, floa
 
 class SpoolQueue:
     """Claim/lease/commit/reap over one `QueueDirs`. `log_name` is where the attempt log lives
-    inside an entry (it travels with the entry through every rename)."""
+    inside an entry (it travels with the entry through every rename); `workers` is the spool's
+    heartbeat directory, where the reaper looks whether an expired lease's worker died."""
 
     def __init__(
-        self, dirs: QueueDirs, worker: WorkerIdentity, *, log_name: str, sharing: Sharing | None = None
+        self,
+        dirs: QueueDirs,
+        worker: WorkerIdentity,
+        *,
+        log_name: str,
+        sharing: Sharing | None = None,
+        workers: Path | None = None,
     ) -> None:
         self.dirs = dirs
         self.worker = worker
         self.log_name = log_name
         self.sharing = sharing  # a shared spool: each claimed entry is sealed for its submitter
+        self.workers = workers
         self._arrivals: dict[str, float] = {}  # name -> ctime, of the names the last scan saw
 
     # -- finding ----------------------------------------------------------------------------
@@ -264,9 +275,8 @@ class SpoolQueue:
                 raise LeaseLost(f"{entry_id}: claim vanished while starting") from exc
             except OSError as exc:
                 raise SpoolIOError(f"{entry_id}: cannot seal the claim: {exc.strerror}") from exc
-        claims = sum(1 for rec in history if rec.get("event") == "claimed")
-        released = sum(1 for rec in history if rec.get("event") == "released")
-        attempt = claims + 1
+        counts = tally(history)
+        attempt = counts.claims
         lease = {
             "worker": self.worker.worker_id,
             "host": self.worker.host,
@@ -293,7 +303,8 @@ class SpoolQueue:
             entry_id=entry_id,
             token=token,
             attempt=attempt,
-            counted_attempts=attempt - released,
+            counted_attempts=counts.counted,
+            lost_leases=counts.lost,
             original_name=name,
             log_path=log_path,
             history=history,
@@ -370,6 +381,7 @@ class SpoolQueue:
             if now - stamped <= lease_timeout:
                 continue
             path = self.dirs.active / active_name(entry_id, token)
+            lease = own_lease(path / LEASE, token)
             try:
                 os.unlink(path / LEASE)
             except FileNotFoundError:
@@ -388,6 +400,7 @@ class SpoolQueue:
                         "by": self.worker.worker_id,
                         "at": iso(time.time()),
                         "lease_age": round(now - stamped, 3),
+                        **worker_fate(self.workers, lease, entry_id, now, lease_timeout),
                     },
                 )
             except (LeaseLost, SpoolIOError):

@@ -6,7 +6,8 @@ check readiness, claim, process. `_process` is a template method; a subclass fil
 
     misnamed (not an id)           finish(claim, job, Ending INVALID)
     its id already active or done  finish(claim, job, Ending INVALID, kept under a distinct name)
-    claimed past max_attempts      finish(claim, job, Ending ERROR)   (it killed its workers)
+    claimed past max_attempts      finish(claim, job, Ending ERROR)   (the system failed it each time)
+    claimed past max_lost_leases   finish(claim, job, Ending ERROR)   (its workers died holding it)
     otherwise                      handle(claim, job, active)          the work, then commit
   and what it raises:
     LeaseLost                      its work is discarded: another worker owns the entry now
@@ -45,6 +46,7 @@ from cutor_spool.sharing import Sharing
 from cutor_spool.watcher.cancel import clear_cancel, pending_cancel
 from cutor_spool.watcher.endings import Cause, Ending, refusal
 from cutor_spool.watcher.finder import Finder
+from cutor_spool.watcher.lost import protect_from_oom
 from cutor_spool.watcher.maintenance import Active, Maintenance
 from cutor_spool.watcher.notify import needs_polling
 from cutor_spool.watcher.priority import lane_value, marker_priority
@@ -167,7 +169,8 @@ class QueueWorker(ABC, Generic[Job]):
 
     def _queue(self, kind: QueueKind) -> SpoolQueue:
         sharing = Sharing.from_config(self.config.shared) if kind.private else None
-        return SpoolQueue(self.paths.queue(kind), self.identity, log_name=kind.attempts_log, sharing=sharing)
+        dirs = self.paths.queue(kind)
+        return SpoolQueue(dirs, self.identity, log_name=kind.attempts_log, sharing=sharing, workers=self.paths.workers)
 
     # -- what a kind of worker says ------------------------------------------------------------
     @abstractmethod
@@ -218,6 +221,7 @@ class QueueWorker(ABC, Generic[Job]):
         stopped it."""
         if install_signals:
             self.signals.install()
+        protect_from_oom()  # the stages it starts raise their own (runner/launcher.py)
         if not self.ready:
             self.setup()
             self.ready = True
@@ -306,7 +310,10 @@ class QueueWorker(ABC, Generic[Job]):
         job = self.begin(claim, active)
         label = self.label(claim.entry_id)
         try:
-            ending = refusal(claim, self.queue, self.config.max_attempts) or self._cancel_requested(claim)
+            config = self.config
+            ending = refusal(claim, self.queue, config.max_attempts, config.max_lost_leases) or self._cancel_requested(
+                claim
+            )
             if ending is None:
                 self.handle(claim, job, active)
             else:
