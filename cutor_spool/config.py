@@ -141,6 +141,16 @@ class RetentionConfig(_Strict):
     interval: Duration = Field(default=600.0, gt=0, description="how often each worker looks")
 
 
+class NotifyConfig(_Strict):
+    """Callbacks when a submission ends (watcher/callbacks.py)."""
+
+    urls: bool = Field(default=False, description="may a submission name its own notify URL?")
+    allowed_hosts: list[str] = Field(default_factory=list, description="host names or *.domain patterns; empty: any")
+    command: str | None = Field(default=None, description="operators' hook: run with status.json on stdin")
+    timeout: Duration = Field(default=10.0, gt=0, description="per try")
+    retries: int = Field(default=3, ge=1, le=10, description="tries per URL, with backoff 1 s, 2 s, 4 s, ...")
+
+
 class NixConfig(_Strict):
     """Dependency environments (cutor_spool/builder, docs/nix.md)."""
 
@@ -186,6 +196,7 @@ class SpoolConfig(_Strict):
     max_files: int = Field(default=10_000, ge=1)
     max_priority: Priority = Field(default="high", description="the highest lane a submission may ask for")
     retention: RetentionConfig = RetentionConfig()
+    notify: NotifyConfig = NotifyConfig()
     limits: LimitsConfig = LimitsConfig()
     sandbox: SandboxConfig = SandboxConfig()
     docker: DockerConfig = DockerConfig()
@@ -237,6 +248,10 @@ rescan: 5s                   # full rescan even with inotify (it can miss events
 poll_interval: 500ms         # scan period with --poll (automatic on NFS)
 allow_network: false         # may submissions ask for `network: true`?
 max_priority: high           # the highest lane a submission may ask for (high, normal, low, -100..100)
+notify:                      # callbacks when a submission ends (README: "Callbacks")
+  urls: false                # may a submission name its own `notify:` URL? (requests from this host)
+  allowed_hosts: []          # then only to these hosts (or *.domain patterns); empty: any
+  command: null              # operators' hook, run with status.json on stdin for every ending
 retention:                   # workers remove finished submissions themselves (or: cutor-spool prune)
   older_than: null           # e.g. 30d; null keeps everything
   keep_failed: false         # keep those that did not end ok/accepted

@@ -84,6 +84,11 @@ class SpoolPaths:
         return self.root / "terms.md"
 
     @property
+    def notify(self) -> Path:
+        """`notify/<id>.json`: callbacks waiting to be sent (watcher/callbacks.py)."""
+        return self.root / "notify"
+
+    @property
     def cancels(self) -> Path:
         """`cancel/<id>`: a client's request that submission <id> stop (watcher/cancel.py)."""
         return self.root / "cancel"
@@ -113,10 +118,17 @@ class SpoolPaths:
             self.status,
             self.deployments,
             self.cancels,
+            self.notify,
         ]
 
     def exists(self) -> bool:
         return all(d.is_dir() for d in self.directories())
+
+    def complete(self) -> None:
+        """Makes the folders that a spool made by an older version lacks (a new queue, cancel/),
+        with the modes of the spool's own sharing model."""
+        if not self.exists():
+            self.init(write_config=False, shared=load_config(self.root).shared)
 
     def init(self, *, write_config: bool = True, shared: SharedConfig | None = None) -> None:
         """Makes the spool's directories and a commented spool.yaml. `shared`: a spool for users

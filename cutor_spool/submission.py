@@ -243,6 +243,9 @@ class Submission(_Strict):
     priority: Priority = Field(
         default="normal", description="its lane: high, normal, low or -100..100, up to the spool's max_priority"
     )
+    notify: Annotated[str, Field(max_length=2048)] | None = Field(
+        default=None, description="a URL that gets the final status.json (POST) when it ends, if the spool allows"
+    )
     problem: Id | None = Field(
         default=None, description="the problem it answers: `cutor-spool rerun --problem DIR` rejudges all of them"
     )

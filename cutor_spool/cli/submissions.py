@@ -43,8 +43,13 @@ OUTCOMES = [o.value for o in Outcome]
 
 def _paths(ctx: click.Context, *, must_exist: bool = True) -> SpoolPaths:
     paths = SpoolPaths(ctx.obj.spool)
-    if must_exist and not paths.exists():
+    if must_exist and not paths.config.is_file():
         raise click.ClickException(f"{paths.root} is not a spool (run: cutor-spool --spool {paths.root} init)")
+    if must_exist and not paths.exists():  # made by an older version: the folders it lacks (a new queue)
+        try:
+            paths.complete()
+        except PermissionError:  # not ours to make (a shared spool's client): the workers will
+            pass
     return paths
 
 

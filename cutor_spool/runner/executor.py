@@ -22,6 +22,7 @@ from cutor_spool.runner.pipeline import Environments, Pipeline
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.sandbox import Backend
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool
+from cutor_spool.watcher.callbacks import Outbox
 from cutor_spool.watcher.endings import Ending
 from cutor_spool.watcher.maintenance import Active
 from cutor_spool.watcher.queue import Claim
@@ -62,6 +63,11 @@ class Executor(QueueWorker[Reporter]):
         self.environments: Environments | None = None
         self.make_environments = environments
         self.health = SandboxHealth(self._probe, self._health_changed)
+        self.outbox = Outbox(
+            self.paths, self.config.notify, worker=self.identity.worker_id, lease_timeout=self.config.lease_timeout
+        )
+        if self.outbox.enabled:
+            self.maintenance.periodic.append(self.outbox.recover)
 
     def setup(self) -> None:
         box = self.config.sandbox
@@ -119,13 +125,13 @@ class Executor(QueueWorker[Reporter]):
         job.start()
         assert self.pipeline is not None
         self.pipeline.process(claim.path, job, active.cancel)
-        claim.commit()
+        self.outbox.ended(claim.commit())
 
     def finish(self, claim: Claim, job: Reporter, ending: Ending) -> None:
         if not ending.ran:
             job.start()
         job.finish(ending.state, **ending.fields)
-        claim.commit(ending.name)
+        self.outbox.ended(claim.commit(ending.name))
 
     def note(self, claim: Claim, job: Reporter, event: str, reason: str) -> None:
         job.event(event, reason=reason)

@@ -20,6 +20,7 @@ from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.limits import Limits
 from cutor_spool.runner.tree import Problem, Tree, read_file, walk
 from cutor_spool.submission import InlineFile, NixExpression, ScriptFile, Submission
+from cutor_spool.watcher.callbacks import url_problem
 from cutor_spool.watcher.priority import lane_value
 from cutor_spool.yamlload import YamlProblem, load_yaml
 
@@ -302,6 +303,9 @@ def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems
             problems.append(Problem(stage, f"{script.file!r} is test data or the checker's: it never enters /work"))
     if sub.network and not config.allow_network:
         problems.append(Problem("network", "this spool does not allow network access"))
+    notify_problem = url_problem(sub.notify, config.notify) if sub.notify is not None else None
+    if notify_problem is not None:
+        problems.append(Problem("notify", notify_problem))
     if lane_value(sub.priority) > lane_value(config.max_priority):
         problems.append(
             Problem("priority", f"{sub.priority!r} is above this spool's max_priority ({config.max_priority})")

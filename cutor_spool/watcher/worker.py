@@ -97,8 +97,7 @@ def spool_paths(spool: Path) -> SpoolPaths:
             f"{paths.root} is not an initialised spool (it has no {paths.config.name}): "
             f"create it with `cutor-spool --spool {paths.root} init`, or mount the share first"
         )
-    if not paths.exists():
-        paths.init(write_config=False)
+    paths.complete()
     return paths
 
 
