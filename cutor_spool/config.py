@@ -6,6 +6,7 @@ directories live) comes from the worker's command line, not from here.
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -211,6 +212,14 @@ class SpoolConfig(_Strict):
         if self.lease_timeout < 3 * self.heartbeat:
             raise ValueError("lease_timeout must be at least three heartbeats, or live workers get reaped")
         return self
+
+
+def config_digest(spool: Path) -> str | None:
+    """A short digest of spool.yaml's bytes: workers say in their heartbeat which one they run."""
+    try:
+        return hashlib.sha256((spool / CONFIG_NAME).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
 
 
 def load_config(spool: Path) -> SpoolConfig:

@@ -154,3 +154,21 @@ def test_every_option_of_every_command_has_help_text() -> None:
         if isinstance(param, click.Option) and not param.hidden and not param.help
     ]
     assert bare == []
+
+
+def test_a_changed_spool_yaml_is_reported_until_the_workers_restart(
+    spool: Path, tmp_path: Path, executors: Any
+) -> None:
+    executor = executors(spool)
+    job = make_submission(tmp_path, "job", {"run": "echo hi"})
+    assert cli(spool, "submit", str(job), "--id", "before", "--wait").returncode == 0
+    assert "warning" not in cli(spool, "status", "before").stderr
+    with open(spool / "spool.yaml", "a") as fh:
+        fh.write("# a change\n")
+    warned = cli(spool, "status", "before")
+    assert "read spool.yaml before its last change" in warned.stderr and warned.returncode == 0
+    assert "read spool.yaml before its last change" in cli(spool, "list").stderr
+    executor.stop()
+    executors(spool)
+    assert cli(spool, "submit", str(job), "--id", "after", "--wait").returncode == 0
+    assert "warning" not in cli(spool, "status", "after").stderr

@@ -41,6 +41,16 @@ STATES = [s.value for s in State]
 OUTCOMES = [o.value for o in Outcome]
 
 
+def _warn_stale(paths: SpoolPaths) -> None:
+    stale = client.stale_workers(paths)
+    if stale:
+        say(
+            f"warning: {len(stale)} running worker(s) read spool.yaml before its last change and run the old one "
+            f"until restarted: {', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}",
+            err=True,
+        )
+
+
 def _paths(ctx: click.Context, *, must_exist: bool = True) -> SpoolPaths:
     paths = SpoolPaths(ctx.obj.spool)
     if must_exist and not paths.config.is_file():
@@ -220,6 +230,7 @@ def submit(
 def status(ctx: click.Context, entry_id: str, as_json: bool) -> None:
     """Show where submission ID is and how it went."""
     paths = _paths(ctx)
+    _warn_stale(paths)
     current = client.current_status(paths, entry_id)
     if current is None:
         say(f"{entry_id}: not in the spool", err=True)
@@ -268,6 +279,7 @@ def list_(
 ) -> None:
     """What is queued, active and done, with each finished one's reason; filters combine."""
     paths = _paths(ctx)
+    _warn_stale(paths)
     keep = row_filter(states=set(states), outcomes=set(outcomes), since=parse_since(since), prefix=prefix)
     data = client.listing(paths, limit=limit, keep=keep)
     if as_json:

@@ -43,6 +43,7 @@ class Heartbeat(Document):
     host: str
     pid: int
     version: str
+    config: str | None = None  # the digest of the spool.yaml it read at start (config.config_digest)
     started_at: str
     heartbeat_at: str  # the worker's clock: shown, never used to judge liveness
     heartbeat_interval: Number

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cutor_spool.atomic import read_lines
+from cutor_spool.atomic import read_json, read_lines
+from cutor_spool.config import config_digest
+from cutor_spool.documents.heartbeat import Heartbeat
 from cutor_spool.documents.states import State
 from cutor_spool.documents.status import StatusDocument, read_status
 from cutor_spool.errors import CutorError
@@ -137,6 +139,24 @@ def locate(paths: SpoolPaths, entry_id: str) -> Located | None:
     if done.exists():  # it moved from active/ to done/ while we looked
         return Located("done", done)
     return None
+
+
+def stale_workers(paths: SpoolPaths) -> list[str]:
+    """Live workers that run with another spool.yaml than the one there now (it changed since they
+    started: they apply it when restarted)."""
+    current = config_digest(paths.root)
+    stale = []
+    for path in paths.workers.glob("*.json"):
+        try:
+            heartbeat = Heartbeat.read(read_json(path))
+            age = time.time() - path.stat().st_mtime
+        except (OSError, ValueError, CutorError):
+            continue
+        if heartbeat is None or heartbeat.config is None or age > 3 * float(heartbeat.heartbeat_interval) + 5:
+            continue
+        if heartbeat.config != current:
+            stale.append(heartbeat.worker)
+    return sorted(stale)
 
 
 def current_status(paths: SpoolPaths, entry_id: str) -> StatusDocument | None:

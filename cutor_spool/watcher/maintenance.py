@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from cutor_spool import __version__
 from cutor_spool.atomic import write_json
-from cutor_spool.config import SpoolConfig
+from cutor_spool.config import SpoolConfig, config_digest
 from cutor_spool.documents.heartbeat import CurrentWork, Heartbeat
 from cutor_spool.errors import CutorError, LeaseLost
 from cutor_spool.layout import SpoolPaths
@@ -69,7 +69,8 @@ class Maintenance:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.periodic: list[Callable[[], None]] = []
-        self.cancels: Path | None = None  # where cancel requests are, for a worker that honours them
+        self.cancels: Path | None = None
+        self._config_seen = self.info.get("config")  # where cancel requests are, for a worker that honours them
         self.processed = 0
         self.started = time.time()
         # Present from the start, so that `info` never changes size while a heartbeat is written
@@ -131,6 +132,7 @@ class Maintenance:
             if self.cancels is not None and pending_cancel(self.cancels, item.claim.entry_id, item.claim.submitter):
                 log.info("%s: cancel requested; stopping its work", item.claim.entry_id)
                 item.cancel.set(CANCELLED)
+        self._notice_config_change()
         self.write_heartbeat(current)
         now = self.clock.now()
         for queue in self.queues:
@@ -161,6 +163,14 @@ class Maintenance:
         with self.lock:
             current = list(self.active.values())
         self.write_heartbeat(current)
+
+    def _notice_config_change(self) -> None:
+        """Says once per change that spool.yaml is not what this worker runs with (it applies a new
+        one when restarted; `cutor-spool status` and `list` warn too)."""
+        digest = config_digest(self.paths.root)
+        if digest is not None and digest != self.info.get("config") and digest != self._config_seen:
+            log.warning("spool.yaml changed since this worker started; restart it to apply the change")
+        self._config_seen = digest
 
     def write_heartbeat(self, current: list[Active]) -> None:
         try:

@@ -39,7 +39,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar, Generic, TypeVar
 
-from cutor_spool.config import SpoolConfig, load_config
+from cutor_spool.config import SpoolConfig, config_digest, load_config
 from cutor_spool.errors import CancelRequested, ConfigError, CutorError, LeaseLost, Shutdown
 from cutor_spool.layout import QUEUES, QueueKind, SpoolPaths
 from cutor_spool.sharing import Sharing
@@ -126,6 +126,7 @@ class QueueWorker(ABC, Generic[Job]):
         config: SpoolConfig | None,
     ) -> None:
         self.paths = spool_paths(spool)
+        digest = config_digest(spool)  # before loading: a change between the two shows as stale
         self.config = config or load_config(spool)
         self.identity = WorkerIdentity.make(self.kind, host)
         self.concurrency = concurrency
@@ -147,7 +148,7 @@ class QueueWorker(ABC, Generic[Job]):
             self.identity,
             self.kind,
             [self.queue, *others],
-            {"concurrency": concurrency, "poll": self.poll},
+            {"concurrency": concurrency, "poll": self.poll, "config": digest},
         )
         if self.cancellable:
             self.maintenance.cancels = self.paths.cancels
