@@ -6,7 +6,15 @@ executors never run jobs as the same uid: RLIMIT_NPROC and the kernel's per-uid 
 only ever see one job's processes. Before a slot is reused it is checked empty of processes.
 
 The slot's `work` and `aux` directories are tmpfs mounts capped at `work_size`: filling /work
-cannot fill the host's disk, and its pages are charged to the memory cgroup of the writer.
+cannot fill the host's disk, and its pages are charged to the memory cgroup of the writer. Its
+`io` directory (a stage's files, read-only at /run/cutor) is a small tmpfs too, so that what a job
+reads in /proc/self/mountinfo names no host path (a bind of a directory shows its path inside the
+source filesystem; a tmpfs shows "/").
+
+A slot is private to its uid: `slots/<uid>` is root's, mode 0710, group the slot's gid, so only
+root (the executor) and the slot's uid (bubblewrap binds from it as that uid) may enter it, and the
+slot uid cannot rename or replace what the executor put there. Another local user cannot list or
+read a running job's files, its stdin or its stage files by their predictable host paths.
 """
 
 from __future__ import annotations
@@ -39,11 +47,29 @@ MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _mount_tmpfs(target: Path, size: int, uid: int, gid: int) -> None:
-    options = f"size={size},mode=0755,uid={uid},gid={gid},nr_inodes=200000".encode()
+IO_SIZE = 1 << 30  # a cap only: tmpfs takes memory for what is written, and stage files are bounded
+
+
+def _mount_tmpfs(target: Path, size: int, uid: int, gid: int, mode: int = 0o700) -> None:
+    options = f"size={size},mode={mode:o},uid={uid},gid={gid},nr_inodes=200000".encode()
     if _libc.mount(b"tmpfs", str(target).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
         err = ctypes.get_errno()
         raise SandboxError(f"cannot mount a tmpfs on {target}: {os.strerror(err)}")
+
+
+def tmpfs_once(target: Path, size: int) -> None:
+    """A root-owned 0755 tmpfs on `target`, unless one is there already (executors sharing a state
+    directory take turns through a lock file beside it). For what stages are given by bind mount:
+    a file bound from a tmpfs shows its path inside that tmpfs in /proc/self/mountinfo, not the
+    host's path of the state directory."""
+    target.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target.parent / f".{target.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not os.path.ismount(target):
+            _mount_tmpfs(target, size, 0, 0, mode=0o755)
+    finally:
+        os.close(fd)
 
 
 def _umount(target: Path) -> None:
@@ -177,16 +203,22 @@ class SlotPool:
             time.sleep(0.01)
 
     def _prepare(self, slot: Slot) -> None:
-        slot.root.mkdir(mode=0o711, exist_ok=True)
-        for which in ("work", "aux"):
+        slot.root.mkdir(mode=0o710, exist_ok=True)
+        # Set every time: a directory made by an older version, or left by a killed worker.
+        os.chown(slot.root, 0, slot.gid, follow_symlinks=False)
+        os.chmod(slot.root, 0o710, follow_symlinks=False)
+        for which in ("work", "aux", "io"):
             path = slot.root / which
-            path.mkdir(exist_ok=True)
             _umount(path)  # a mount left by a killed worker
+            if path.is_symlink() or (path.exists() and not path.is_dir()):
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)  # an `io` an older version kept on disk; else an empty mount point
+            path.mkdir(mode=0o700)
         _mount_tmpfs(slot.work, self.work_size, slot.uid, slot.gid)
         slot.mount_aux = lambda: _mount_tmpfs(slot.root / "aux", self.work_size, slot.uid, slot.gid)
-        if slot.io.exists():
-            shutil.rmtree(slot.io)
-        slot.io.mkdir(mode=0o755)
+        # Root's, world-readable inside: the stage reads it, as the slot uid, read-only.
+        _mount_tmpfs(slot.io, min(self.work_size, IO_SIZE), 0, 0, mode=0o755)
 
     @contextmanager
     def idle(self, uid: int) -> Iterator[bool]:
@@ -206,9 +238,7 @@ class SlotPool:
         """Frees the slot. Its stage cgroups were emptied and removed after each stage, so no scan
         of /proc here: `acquire` checks again before anyone reuses the uid."""
         try:
-            for which in ("work", "aux"):
+            for which in ("work", "aux", "io"):
                 _umount(slot.root / which)
-            if slot.io.exists():
-                shutil.rmtree(slot.io)
         finally:
             os.close(slot.lock_fd)

@@ -1,0 +1,162 @@
+"""What a running job keeps to itself, and what the sandbox shows it of the host (issue 12: a
+spool that users who do not trust each other can share). On both backends, through a real
+executor:
+
+- a running job's work area, stdin and stage files cannot be listed or read by another local user
+  (uid 65534) by their predictable host paths under the state directory;
+- /proc/self/mountinfo inside a stage names no host path of the state directory or the spool, and
+  no submission id;
+- arguments and environment too big for the kernel's exec end `invalid` at once, with the reason,
+  not as a sandbox failure retried into `error`; just under the limit still runs;
+- reusing slots under concurrency logs no "leftover processes" for well-behaved jobs, and a job
+  that leaves a real survivor still has it killed and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CLI, ExecutorProcess, drop, make_submission, need, result, wait_done, wait_until, write_config
+from docker_image.fixtures import IMAGE, start_engine_and_build
+
+from cutor_spool.runner.execsize import SANDBOX_MARGIN, exec_room, exec_size, own_stack
+
+OTHER_USER = 65534
+BACKENDS = ["bubblewrap", pytest.param("docker", marks=pytest.mark.slow)]
+# The job of the privacy tests: leaves a marker in /work and waits for the host to let it go.
+WAITER = "echo private > /work/marker-$1 && while [ ! -e /work/go ]; do sleep 0.02; done; echo released"
+
+PEEK = """
+import os, sys
+for path in sys.argv[1:]:
+    try:
+        if os.path.isdir(path):
+            print('listed', path, os.listdir(path))
+        else:
+            print('read', path, open(path, 'rb').read(64))
+    except OSError as exc:
+        print('refused', path, type(exc).__name__)
+"""
+
+
+@dataclass
+class Host:
+    backend: str
+    spool: Path
+    state: Path
+    executor: ExecutorProcess
+
+
+@pytest.fixture(params=BACKENDS)
+def host(request: pytest.FixtureRequest, run_dir: Path, tmp_path: Path) -> Iterator[Host]:
+    backend = request.param
+    if backend == "docker":
+        need((problem := start_engine_and_build()) is None, problem or "")
+    spool = run_dir / "spool"
+    subprocess.run([*CLI, "--spool", str(spool), "init"], check=True, capture_output=True)
+    write_config(spool, backend=backend, docker={"image": IMAGE}, max_attempts=3)
+    state = run_dir / "state"
+    executor = ExecutorProcess(
+        spool, ["executor", "--state-dir", str(state), "--concurrency", "2"], tmp_path / "executor.log"
+    )
+    yield Host(backend, spool, state, executor)
+    executor.stop()
+
+
+def as_other_user(*paths: Path) -> str:
+    done = subprocess.run(
+        ["/usr/bin/python3", "-c", PEEK, *map(str, paths)],
+        user=OTHER_USER,
+        group=OTHER_USER,
+        extra_groups=[],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_another_local_user_cannot_see_a_running_jobs_files(host: Host, tmp_path: Path) -> None:
+    sub = {"run": WAITER, "args": ["a"], "stdin": "the job's stdin\n", "files": [{"name": "x", "content": "1"}]}
+    drop(host.spool, make_submission(tmp_path, "private", sub), "private")
+    marker = wait_until(lambda: list((host.state / "slots").glob("*/work/marker-a")), 60, "the job never started")[0]
+    slot = marker.parent.parent
+    assert marker.read_text() == "private\n"  # root (the executor) sees it
+    seen = as_other_user(
+        slot, slot / "work", marker, slot / "io", slot / "io" / "script", slot / "stdin", host.state / "slots"
+    )
+    for path in (slot, slot / "work", marker, slot / "io", slot / "io" / "script", slot / "stdin"):
+        assert f"refused {path} PermissionError" in seen, seen
+    (slot / "work" / "go").write_text("")
+    wait_done(host.spool, "private")
+    assert result(host.spool, "private")["outcome"] == "ok"
+    run = json.loads((host.spool / "done" / "private" / "result" / "run.json").read_text())
+    assert run["stdout"] == "released\n"
+
+
+def test_mountinfo_names_no_host_path_of_the_spool_or_state_directory(host: Host, tmp_path: Path) -> None:
+    sub = {"compile": "cat /proc/self/mountinfo > mounts", "run": "cat mounts; echo; cat /proc/self/mountinfo"}
+    drop(host.spool, make_submission(tmp_path, "mounts-of-entry-7", sub), "mounts-of-entry-7")
+    wait_done(host.spool, "mounts-of-entry-7")
+    run = json.loads((host.spool / "done" / "mounts-of-entry-7" / "result" / "run.json").read_text())
+    mountinfo = run["stdout"]
+    assert " /work " in mountinfo and " /run/cutor " in mountinfo, mountinfo
+    for revealing in (str(host.state), str(host.spool), str(host.spool.parent), "mounts-of-entry-7"):
+        assert revealing not in mountinfo, f"{revealing} in the job's mountinfo:\n{mountinfo}"
+
+
+def sized_env(total: int, args: list[str]) -> dict[str, str]:
+    """An `env` that, with `args`, takes exactly `total` bytes at the sandbox's exec."""
+    env: dict[str, str] = {}
+    n = 0
+    while exec_size(args, env) < total:
+        left = total - exec_size(args, env) - exec_size([], {f"V{n}": ""})
+        env[f"V{n}"] = "v" * min(60_000, left)
+        n += 1
+    assert exec_size(args, env) == total
+    return env
+
+
+def test_args_and_env_too_big_for_exec_are_invalid_at_once_and_just_under_runs(host: Host, tmp_path: Path) -> None:
+    run_stack = 64 << 20  # FAST_CONFIG keeps the default stage stack limit
+    allowed = min(exec_room(run_stack), exec_room(own_stack())) - SANDBOX_MARGIN
+    args = ["a" * 60_000, "b" * 60_000]
+    fits = sized_env(allowed, args)
+    over = sized_env(allowed + 1, args)
+    script = 'echo "$# ${#1} ${#V0}"'
+    drop(host.spool, make_submission(tmp_path, "fits", {"run": script, "args": args, "env": fits}), "fits")
+    drop(host.spool, make_submission(tmp_path, "over", {"run": script, "args": args, "env": over}), "over")
+    # The issue's own case: 40 arguments and 40 variables of 65,000 bytes.
+    huge = {"run": "true", "args": ["x" * 65_000] * 40, "env": {f"E{i}": "y" * 65_000 for i in range(40)}}
+    drop(host.spool, make_submission(tmp_path, "huge", huge), "huge")
+    wait_done(host.spool, ["fits", "over", "huge"], timeout=120)
+    for name in ("over", "huge"):
+        status = result(host.spool, name)
+        assert status["state"] == "invalid", status
+        assert status.get("attempts") in (None, 1), status
+        [problem] = [e for e in status["errors"] if e["where"] == "args and env"]
+        assert status["errors"] == [problem], status["errors"]
+        assert problem["where"] == "args and env" and "the run stage's args and env take" in problem["message"]
+        assert f"at most {allowed:,} fit" in problem["message"], problem
+    assert "sandbox failure" not in host.executor.output()
+    status = result(host.spool, "fits")
+    assert status["outcome"] == "ok", status
+    run = json.loads((host.spool / "done" / "fits" / "result" / "run.json").read_text())
+    assert run["stdout"] == f"2 60000 {len(fits['V0'])}\n"
+
+
+def test_a_single_string_over_the_kernels_limit_is_invalid(tmp_path: Path) -> None:
+    directory = make_submission(tmp_path, "wide", {"run": "true", "env": {"WIDE": "\U0001f600" * 40_000}})
+    done = subprocess.run([*CLI, "validate", "--json", str(directory)], capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr
+    [problem] = json.loads(done.stdout)["errors"]
+    assert problem["where"] == "env.WIDE" and "160,006 bytes" in problem["message"], problem
