@@ -15,20 +15,38 @@ executor:
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import CLI, ExecutorProcess, drop, make_submission, need, result, wait_done, wait_until, write_config
 from docker_image.fixtures import IMAGE, start_engine_and_build
 
+from cutor_spool.limits import Limits
+from cutor_spool.runner.bwrap import BubblewrapBackend
 from cutor_spool.runner.execsize import SANDBOX_MARGIN, exec_room, exec_size, own_stack
+from cutor_spool.runner.sandbox import PIPE
+from cutor_spool.runner.slots import SlotPool, processes_of
+from cutor_spool.runner.stage import StageSpec
 
 OTHER_USER = 65534
+LIMITS = Limits(
+    cpu_time=5,
+    wall_time=60,
+    memory=256 << 20,
+    processes=32,
+    file_size=1 << 20,
+    open_files=64,
+    stack=8 << 20,
+    output=1 << 20,
+)
 BACKENDS = ["bubblewrap", pytest.param("docker", marks=pytest.mark.slow)]
 # The job of the privacy tests: leaves a marker in /work and waits for the host to let it go.
 WAITER = "echo private > /work/marker-$1 && while [ ! -e /work/go ]; do sleep 0.02; done; echo released"
@@ -160,3 +178,69 @@ def test_a_single_string_over_the_kernels_limit_is_invalid(tmp_path: Path) -> No
     assert done.returncode == 3, done.stderr
     [problem] = json.loads(done.stdout)["errors"]
     assert problem["where"] == "env.WIDE" and "160,006 bytes" in problem["message"], problem
+
+
+def test_slots_reused_under_concurrency_log_no_leftovers_but_a_real_survivor_is_killed(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    uid_base = 61950
+    spool = run_dir / "spool"
+    subprocess.run([*CLI, "--spool", str(spool), "init"], check=True, capture_output=True)
+    write_config(spool, sandbox={"uid_base": uid_base, "slots": 2})
+    # What a worker killed mid-stage would leave: a process of the slot's uid outside any stage.
+    # Started from here because a job cannot leave one (its cgroup is killed after every stage).
+    survivor = subprocess.Popen(["/bin/sleep", "300"], user=uid_base, group=uid_base, extra_groups=[])
+    reaped = threading.Thread(target=survivor.wait)  # reaped at once: a zombie of ours would hold the slot
+    reaped.start()
+    kinds = [
+        {"run": "echo hi"},
+        {"run": "sleep 60 & echo background"},
+        {"run": "cat", "tests": [{"input": "1\n", "output": "1\n"}, {"input": "2\n", "output": "2\n"}]},
+        {"run": "sleep 10", "limits": {"run": {"wall_time": "0.2s"}}},
+    ]
+    ids = [f"job-{n}" for n in range(40)]
+    for n, entry_id in enumerate(ids):
+        drop(spool, make_submission(tmp_path / "src", entry_id, kinds[n % len(kinds)]), entry_id)
+    executor = ExecutorProcess(
+        spool, ["executor", "--state-dir", str(run_dir / "state"), "--concurrency", "2"], tmp_path / "executor.log"
+    )
+    try:
+        wait_done(spool, ids, timeout=120)
+    finally:
+        executor.stop()
+    reaped.join(timeout=30)
+    assert survivor.returncode == -signal.SIGKILL
+    assert [result(spool, i)["state"] for i in ids] == ["done"] * len(ids)
+    log = executor.output()
+    leftovers = [line for line in log.splitlines() if "leftover" in line]
+    assert len(leftovers) == 1 and f"{survivor.pid} sleep" in leftovers[0], leftovers
+
+
+def test_an_orphaned_sandbox_init_is_reaped_at_once_not_left_to_the_hosts_pid_1(
+    run_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bwrap's monitor killed before the sandbox's pid 1 orphans that init's zombie; the
+    executor (a child subreaper) reaps it when the slot is next taken, instead of waiting for the
+    host's pid 1 (which reaps every ~2 s where measured) while logging it as a leftover."""
+    pool = SlotPool(uid_base=61960, count=1, work_size=16 << 20, state_dir=run_dir)
+    backend = BubblewrapBackend(state_dir=run_dir, uid_base=61960, slots=1, tmp_size=16 << 20)
+    slot = pool.acquire()
+    box = backend.open(slot, "orphan")
+    stage = box.spawn(StageSpec("run", ("/bin/sh", "-c", "touch started; exec sleep 60"), LIMITS), stdout=PIPE)
+    wait_until((slot.work / "started").exists, 30, "the stage never started")
+    os.kill(stage.proc.pid, signal.SIGKILL)  # the monitor, first: a fault only a test can inject
+    stage.kill()
+    stage.wait()
+    if stage.stdout is not None:
+        os.close(stage.stdout)
+    pool.release(slot)
+    caplog.set_level(logging.WARNING)
+    started = time.monotonic()
+    again = pool.acquire()
+    took = time.monotonic() - started
+    try:
+        assert again.uid == slot.uid and processes_of(slot.uid) == []
+        assert [r.message for r in caplog.records if "leftover" in r.message] == []
+        assert took < 0.5, f"the slot waited {took:.2f} s for its leftovers"
+    finally:
+        pool.release(again)

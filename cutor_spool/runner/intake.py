@@ -163,7 +163,9 @@ def _exec_checks(
 ) -> list[Problem]:
     """Stages whose `args` and `env` the kernel would refuse at exec (see execsize.py): the
     compile stage gets `env`, the run stage or each test `args` and `env`."""
-    checks = [("compile", (), stages[StageKind.COMPILE].stack)] if compiled else []
+    checks: list[tuple[str, tuple[str, ...], int]] = []
+    if compiled:
+        checks.append(("compile", (), stages[StageKind.COMPILE].stack))
     if sub.tests is None:
         checks.append(("run", tuple(sub.args), stages[StageKind.RUN].stack))
     else:

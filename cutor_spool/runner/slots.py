@@ -19,6 +19,7 @@ read a running job's files, its stdin or its stage files by their predictable ho
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -43,6 +44,8 @@ DEFAULT_STATE_DIR = Path(os.environ.get("CUTOR_SPOOL_STATE_DIR", "/run/cutor-spo
 # run jobs as the same uid, and each would kill the other's jobs as leftovers).
 LOCK_DIR = Path(os.environ.get("CUTOR_SPOOL_LOCK_DIR", "/run/cutor-spool/locks"))
 MS_NOSUID, MS_NODEV = 2, 4
+PR_SET_CHILD_SUBREAPER = 36
+EVICT_PATIENCE = 5.0  # seconds for a slot's leftovers to go (a zombie waits for its parent)
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -90,6 +93,50 @@ def slot_accounts(uid_base: int, slots: int) -> dict[str, str]:
         + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
         "group": "root:x:0:\n" + groups + "nogroup:x:65534:\n",
     }
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    state: str  # as in /proc/<pid>/stat: R, S, D, Z, ...
+    ppid: int
+    comm: str
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessInfo | None:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+                stat = fh.read()
+        except OSError:
+            return None
+        state, ppid = stat[stat.rfind(")") + 2 :].split()[:2]
+        return cls(pid, state, int(ppid), stat[stat.find("(") + 1 : stat.rfind(")")])
+
+    def __str__(self) -> str:
+        return f"{self.pid} {self.comm} (state {self.state}, parent {self.ppid})"
+
+
+def become_subreaper() -> None:
+    """Orphans of this process's descendants come to it rather than to the host's pid 1.
+
+    When bubblewrap's monitor dies before the sandbox's pid 1 (a stage torn down before bwrap
+    reported its child, a monitor that did not exit in time), that init's zombie is orphaned.
+    Reparented to the host's pid 1 it lingers until that one reaps (every ~2 s on the machines
+    this was measured on, never on a host whose pid 1 does not reap), counting against the slot
+    uid's RLIMIT_NPROC and holding the slot. Reparented here, `reap_orphans` ends it at once."""
+    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log.warning("cannot become a child subreaper: %s", os.strerror(ctypes.get_errno()))
+
+
+def reap_orphans(uid: int) -> None:
+    """Reaps the zombies of `uid` that are this process's children: orphans of a sandbox
+    (`become_subreaper`). Only a slot's holder calls it, when none of its stages runs, so no
+    subprocess of ours that someone still waits for is among them."""
+    for pid in processes_of(uid):
+        info = ProcessInfo.of(pid)
+        if info is not None and info.state == "Z" and info.ppid == os.getpid():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
 
 
 def processes_of(uid: int) -> list[int]:
@@ -161,6 +208,7 @@ class SlotPool:
         self.lock_dir = LOCK_DIR
         self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (state_dir / "slots").mkdir(parents=True, exist_ok=True, mode=0o711)
+        become_subreaper()
 
     def acquire(self) -> Slot:
         start = random.randrange(self.count)  # noqa: S311 - spreads executors over the range, not a secret
@@ -186,27 +234,35 @@ class SlotPool:
         raise SandboxError(f"all {self.count} sandbox slots on this host are busy")
 
     def _evict(self, uid: int) -> bool:
-        """Kills leftovers of a previous holder (a worker killed mid-stage). True when empty."""
-        deadline = time.monotonic() + 2.0
+        """Ends what a previous holder left (a worker killed mid-stage). True when empty.
+
+        One warning per eviction, naming each process (pid, state, parent, command), not one per
+        poll. A zombie cannot be killed, only reaped by its parent: ours (this process is a child
+        subreaper, see `become_subreaper`) are reaped here; another's is waited for."""
+        deadline = time.monotonic() + EVICT_PATIENCE
+        found: dict[int, ProcessInfo] = {}
         while True:
-            pids = processes_of(uid)
-            if not pids:
+            reap_orphans(uid)
+            alive = [info for info in map(ProcessInfo.of, processes_of(uid)) if info is not None]
+            found.update((info.pid, info) for info in alive if info.pid not in found)
+            if not alive:
+                if found:
+                    log.warning("slot uid %d: killed leftover processes: %s", uid, "; ".join(map(str, found.values())))
                 return True
             if time.monotonic() > deadline:
+                log.error("slot uid %d: leftover processes stay: %s", uid, "; ".join(map(str, alive)))
                 return False
-            log.warning("slot uid %d: killing leftover processes %s", uid, pids)
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            for info in alive:
+                if info.state != "Z":  # a zombie is gone already: its parent has to reap it
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(info.pid, signal.SIGKILL)
             time.sleep(0.01)
 
     def _prepare(self, slot: Slot) -> None:
         slot.root.mkdir(mode=0o710, exist_ok=True)
         # Set every time: a directory made by an older version, or left by a killed worker.
         os.chown(slot.root, 0, slot.gid, follow_symlinks=False)
-        os.chmod(slot.root, 0o710, follow_symlinks=False)
+        os.chmod(slot.root, 0o710, follow_symlinks=False)  # noqa: S103 - x for the slot's group only
         for which in ("work", "aux", "io"):
             path = slot.root / which
             _umount(path)  # a mount left by a killed worker
@@ -236,7 +292,7 @@ class SlotPool:
 
     def release(self, slot: Slot) -> None:
         """Frees the slot. Its stage cgroups were emptied and removed after each stage, so no scan
-        of /proc here: `acquire` checks again before anyone reuses the uid."""
+        of /proc here: `acquire` checks again (and reaps) before anyone reuses the uid."""
         try:
             for which in ("work", "aux", "io"):
                 _umount(slot.root / which)
