@@ -19,8 +19,8 @@ A stage's strings pass through several execs, and each must fit:
 The count below is bwrap's (the larger: three strings per variable), for both backends, so that a
 submission is valid or not whatever backend runs it. SANDBOX_MARGIN is kept for what the sandbox
 adds: its namespaces and mounts, the launcher's cgroup and rlimit options, the started-marker
-wrapper, the base environment, and a read-only bind per Nix store path of the dependencies (about
-150 bytes each: the margin holds some 300 with room to spare).
+wrapper, the base environment (about 2.2 KiB together, measured), and a read-only bind per Nix
+store path of the dependencies (about 150 bytes each: the margin holds some 400 of them).
 """
 
 from __future__ import annotations
