@@ -123,7 +123,12 @@ def become_subreaper() -> None:
     reported its child, a monitor that did not exit in time), that init's zombie is orphaned.
     Reparented to the host's pid 1 it lingers until that one reaps (every ~2 s on the machines
     this was measured on, never on a host whose pid 1 does not reap), counting against the slot
-    uid's RLIMIT_NPROC and holding the slot. Reparented here, `reap_orphans` ends it at once."""
+    uid's RLIMIT_NPROC and holding the slot. Reparented here, `reap_orphans` ends it at once.
+
+    For the executor's process alone (its command calls this), never for one that merely holds
+    a pool: any orphan of its descendants becomes its zombie, and only slot uids' are reaped. A
+    test runner made a subreaper would keep the zombies of the executors it kills for the rest
+    of its session, holding their slots."""
     if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         log.warning("cannot become a child subreaper: %s", os.strerror(ctypes.get_errno()))
 
@@ -208,7 +213,6 @@ class SlotPool:
         self.lock_dir = LOCK_DIR
         self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (state_dir / "slots").mkdir(parents=True, exist_ok=True, mode=0o711)
-        become_subreaper()
 
     def acquire(self) -> Slot:
         start = random.randrange(self.count)  # noqa: S311 - spreads executors over the range, not a secret
