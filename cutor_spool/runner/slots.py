@@ -50,7 +50,10 @@ MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-IO_SIZE = 1 << 30  # a cap only: tmpfs takes memory for what is written, and stage files are bounded
+# The io tmpfs's cap. Only the executor writes there (a stage's script and files: a test's input,
+# expected and actual output), bounded by the submission's size and the output caps; tmpfs takes
+# memory only for what is written.
+IO_SIZE = 8 << 30
 
 
 def _mount_tmpfs(target: Path, size: int, uid: int, gid: int, mode: int = 0o700) -> None:
@@ -278,7 +281,7 @@ class SlotPool:
         _mount_tmpfs(slot.work, self.work_size, slot.uid, slot.gid)
         slot.mount_aux = lambda: _mount_tmpfs(slot.root / "aux", self.work_size, slot.uid, slot.gid)
         # Root's, world-readable inside: the stage reads it, as the slot uid, read-only.
-        _mount_tmpfs(slot.io, min(self.work_size, IO_SIZE), 0, 0, mode=0o755)
+        _mount_tmpfs(slot.io, IO_SIZE, 0, 0, mode=0o755)
 
     @contextmanager
     def idle(self, uid: int) -> Iterator[bool]:
