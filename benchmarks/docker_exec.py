@@ -129,7 +129,7 @@ def run_bwrap_only(count: int) -> dict[str, list[float]]:
         sandbox.close()
         pool.release(slot)
         bwrap.close()
-        shutil.rmtree(state, ignore_errors=True)
+        remove_state(state)
 
 
 def state_dir(prefix: str) -> Path:
@@ -139,6 +139,16 @@ def state_dir(prefix: str) -> Path:
     state = Path(tempfile.mkdtemp(prefix=prefix))
     state.chmod(0o711)
     return state
+
+
+def remove_state(state: Path) -> None:
+    """Unmounts what the backends mounted in a scratch state directory (the tmpfs of its /etc or
+    of the files containers bind), then removes it."""
+    with open("/proc/self/mounts", encoding="utf-8") as fh:
+        points = [line.split()[1] for line in fh if line.split()[1].startswith(f"{state}/")]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def checked(out: StageOutput) -> None:
@@ -210,7 +220,7 @@ def run_with_docker(image: str, count: int, containers: int) -> dict[str, list[f
         figures["new_container"] = [timed(first_stage) for _ in range(containers)]
     finally:
         backend.close()
-        shutil.rmtree(state, ignore_errors=True)
+        remove_state(state)
     return figures
 
 

@@ -259,3 +259,4 @@ def executors(tmp_path: Path) -> Iterator[Any]:
     yield start
     for proc in started:
         proc.stop()
+    unmount_under(tmp_path)  # a --state-dir here keeps the tmpfs of its /etc or its Docker files

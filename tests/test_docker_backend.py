@@ -183,18 +183,23 @@ def test_a_launcher_built_ahead_is_used(
     prebuilt = tmp_path / "prebuilt-launcher"
     subprocess.run(["cc", "-static", "-O2", "-o", str(prebuilt), str(source)], check=True)
     monkeypatch.setenv("CUTOR_SPOOL_LAUNCHER", str(prebuilt))
-    backend = DockerBackend(config(docker_image), tmp_path / "state")
-    assert backend.layout.launcher == prebuilt
-    slot = pool.acquire()
-    box = backend.open(slot, "prebuilt")
     try:
-        assert run(box, "echo from the prebuilt launcher").stdout == b"from the prebuilt launcher\n"
+        backend = DockerBackend(config(docker_image), tmp_path / "state")
+        # Bound from the state directory's tmpfs (no host path in the job's mountinfo), as a copy.
+        assert backend.layout.launcher == tmp_path / "state" / "docker" / prebuilt.name
+        assert backend.layout.launcher.read_bytes() == prebuilt.read_bytes()
+        slot = pool.acquire()
+        box = backend.open(slot, "prebuilt")
+        try:
+            assert run(box, "echo from the prebuilt launcher").stdout == b"from the prebuilt launcher\n"
+        finally:
+            box.close()
+            pool.release(slot)
+        monkeypatch.setenv("CUTOR_SPOOL_LAUNCHER", str(tmp_path / "missing"))
+        with pytest.raises(SandboxError, match="CUTOR_SPOOL_LAUNCHER"):
+            DockerBackend(config(docker_image), tmp_path / "state")
     finally:
-        box.close()
-        pool.release(slot)
-    monkeypatch.setenv("CUTOR_SPOOL_LAUNCHER", str(tmp_path / "missing"))
-    with pytest.raises(SandboxError, match="CUTOR_SPOOL_LAUNCHER"):
-        DockerBackend(config(docker_image), tmp_path / "state")
+        unmount_under(tmp_path / "state")
 
 
 def test_a_remote_or_absent_engine_is_a_clear_error(tmp_path: Path) -> None:

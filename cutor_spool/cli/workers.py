@@ -77,7 +77,9 @@ def executor(
     """
     from cutor_spool.builder.environments import NixEnvironments
     from cutor_spool.runner.executor import Executor
+    from cutor_spool.runner.slots import become_subreaper
 
+    become_subreaper()  # a sandbox's orphaned init comes to this process, which reaps it (docs/security.md)
     worker = Executor(
         ctx.obj.spool,
         concurrency=concurrency,

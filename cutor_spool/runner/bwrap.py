@@ -17,6 +17,9 @@ A stage is launched as
 - tini is pid 1 and the job its child: pid 1 ignores default-action signals (SIGXCPU at the CPU
   limit, SIGPIPE, SIGXFSZ), and bwrap's own pid 1 would leave zombies that count against
   RLIMIT_NPROC.
+- Nothing the job can see names a host path: /work, /run/cutor and the prepared /etc are bound
+  from tmpfs mounts (slots.py, `tmpfs_once`), which /proc/self/mountinfo shows by their path
+  inside the tmpfs; /usr, tini and Nix store paths show their own, public, paths.
 - New user, pid, net, ipc, uts and cgroup namespaces; nested user namespaces disabled; `/usr` and
   the Nix store paths read-only; only /work and a size-capped /tmp writable; / itself read-only.
 
@@ -57,7 +60,7 @@ from cutor_spool.runner.cgroups import Cgroup, CgroupHost
 from cutor_spool.runner.launcher import build_launcher, launcher_dir
 from cutor_spool.runner.sandbox import PIPE
 from cutor_spool.runner.seccomp import policy, write_filter
-from cutor_spool.runner.slots import Slot, SlotPool
+from cutor_spool.runner.slots import Slot, SlotPool, tmpfs_once
 from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error
 from cutor_spool.runner.supervise import LimitWatch, PipeSource, ProcessChild, Source, Supervisor
 
@@ -65,6 +68,7 @@ log = logging.getLogger(__name__)
 
 NAME = "bubblewrap"
 HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+ETC_SIZE = 64 << 20  # the prepared /etc directories (a few hundred KiB each) live on a tmpfs of this cap
 
 
 class BubblewrapBackend:
@@ -122,6 +126,7 @@ class BubblewrapBackend:
         except FileNotFoundError:
             stamp = 0.0
         if stamp != self._etc_stamp or not self.layout.etc.is_dir():
+            tmpfs_once(self._etc_base, ETC_SIZE)  # /etc's mount then names no host path
             etc = prepare_etc(self._etc_base, network=False, **self._etc_args)
             etc_net = prepare_etc(self._etc_base, network=True, **self._etc_args)
             self.layout = dataclasses.replace(self.layout, etc=etc, etc_net=etc_net)

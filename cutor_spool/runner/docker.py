@@ -19,7 +19,11 @@ The container (created lazily, at a submission's first stage that needs it):
 - the host's prepared /etc/passwd and /etc/group (the slot users, as with bubblewrap), and for
   stages without network an /etc/hosts and an empty /etc/resolv.conf;
 - the static `cutor-launch` (`launcher.py`), through which every exec sets its rlimits and
-  stdin.
+  stdin;
+- every file bound from the host (the launcher, /etc files, the alive lock) comes from a tmpfs on
+  `<state-dir>/docker`, and /work and /run/cutor are the slot's tmpfs mounts, so that the
+  container's /proc/self/mountinfo names no path of the state directory (what Docker itself
+  shows stays: its overlay2 directories under /var/lib/docker and the container's id).
 
 A checker (`workdir="aux"`) never shares a container with the submission's own stages: it would
 run among processes and files the submission could have planted. Containers are keyed by
@@ -61,6 +65,7 @@ from cutor_spool.runner.docker_layout import (
     engine_socket,
     host_config,
     lock_alive,
+    publish,
     write_etc,
 )
 from cutor_spool.runner.docker_stream import start_exec
@@ -74,7 +79,7 @@ from cutor_spool.runner.launcher import (
 )
 from cutor_spool.runner.sandbox import PIPE, StageProcess
 from cutor_spool.runner.seccomp import docker_security_opt, policy
-from cutor_spool.runner.slots import Slot, SlotPool
+from cutor_spool.runner.slots import Slot, SlotPool, tmpfs_once
 from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error
 from cutor_spool.runner.supervise import LimitWatch
 
@@ -84,6 +89,7 @@ NAME = "docker"
 LABEL = "cutor-spool"
 API_TIMEOUT = 60.0
 REMOVE_ATTEMPTS = 3
+OWN_SIZE = 16 << 20  # the tmpfs of the files containers bind: the launcher (~800 KiB), /etc files, alive locks
 # What a sandbox stage may fail with that is the system's fault, not the submission's.
 FAILURES = (docker.errors.DockerException, OSError, SandboxError)
 
@@ -113,13 +119,14 @@ class DockerBackend:
             probe.close()
         own = state_dir / "docker"
         box, maximum = config.sandbox, config.limits.resolved_maximum()
+        tmpfs_once(own, OWN_SIZE)  # what containers bind from it then names no host path in their mountinfo
         write_etc(own / "etc", uid_base=box.uid_base, slots=box.slots)
         for path in box.ro_binds:
             if not Path(path).exists():
                 raise SandboxError(f"sandbox.ro_binds: {path} does not exist on this host")
         self.layout = Layout(
             image=config.docker.image,
-            launcher=build_launcher(launcher_dir(state_dir)),
+            launcher=publish(build_launcher(launcher_dir(state_dir)), own),
             etc=own / "etc",
             alive=own / "alive",
             tmp_size=box.tmp_size,

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.limits import Limits
+from cutor_spool.runner.execsize import exec_problems
 from cutor_spool.runner.tree import Problem, Tree, read_file, walk
 from cutor_spool.submission import InlineFile, NixExpression, ScriptFile, Submission
 from cutor_spool.watcher.callbacks import url_problem
@@ -172,6 +173,26 @@ def _resolved_limits(sub: Submission, config: SpoolConfig) -> tuple[dict[StageKi
     return stages, tests
 
 
+def _exec_checks(
+    sub: Submission, stages: dict[StageKind, Limits], tests: tuple[Limits, ...], *, compiled: bool
+) -> list[Problem]:
+    """Stages whose `args` and `env` the kernel would refuse at exec (see execsize.py): the
+    compile stage gets `env`, the run stage or each test `args` and `env`."""
+    checks: list[tuple[str, tuple[str, ...], int]] = []
+    if compiled:
+        checks.append(("compile", (), stages[StageKind.COMPILE].stack))
+    if sub.tests is None:
+        checks.append(("run", tuple(sub.args), stages[StageKind.RUN].stack))
+    else:
+        smallest = min(tests, key=lambda limits: limits.stack)  # the test with the least room
+        checks.append(("test", tuple(sub.args), smallest.stack))
+    found: dict[tuple[str, str], None] = {}
+    for stage, args, stack in checks:
+        for where, message in exec_problems(stage, args, sub.env, stack):
+            found.setdefault((where, message))
+    return [Problem(where, message) for where, message in found]
+
+
 def read_submission(root: Path, config: SpoolConfig, *, submitter: int | None = None) -> Intake:
     """`submitter`: the uid the files are read for (see tree.py: what it could not read is refused)."""
     problems: list[Problem] = []
@@ -313,6 +334,7 @@ def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems
 
     stdin = b"" if sub.stdin is None else sub.stdin.encode("utf-8", "surrogatepass")
     stages, test_limits = _resolved_limits(sub, config)
+    problems.extend(_exec_checks(sub, stages, test_limits, compiled=compile_script is not None))
     return Plan(
         submission=sub,
         tree=tree,

@@ -6,11 +6,20 @@ executors never run jobs as the same uid: RLIMIT_NPROC and the kernel's per-uid 
 only ever see one job's processes. Before a slot is reused it is checked empty of processes.
 
 The slot's `work` and `aux` directories are tmpfs mounts capped at `work_size`: filling /work
-cannot fill the host's disk, and its pages are charged to the memory cgroup of the writer.
+cannot fill the host's disk, and its pages are charged to the memory cgroup of the writer. Its
+`io` directory (a stage's files, read-only at /run/cutor) is a small tmpfs too, so that what a job
+reads in /proc/self/mountinfo names no host path (a bind of a directory shows its path inside the
+source filesystem; a tmpfs shows "/").
+
+A slot is private to its uid: `slots/<uid>` is root's, mode 0710, group the slot's gid, so only
+root (the executor) and the slot's uid (bubblewrap binds from it as that uid) may enter it, and the
+slot uid cannot rename or replace what the executor put there. Another local user cannot list or
+read a running job's files, its stdin or its stage files by their predictable host paths.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -35,15 +44,38 @@ DEFAULT_STATE_DIR = Path(os.environ.get("CUTOR_SPOOL_STATE_DIR", "/run/cutor-spo
 # run jobs as the same uid, and each would kill the other's jobs as leftovers).
 LOCK_DIR = Path(os.environ.get("CUTOR_SPOOL_LOCK_DIR", "/run/cutor-spool/locks"))
 MS_NOSUID, MS_NODEV = 2, 4
+PR_SET_CHILD_SUBREAPER = 36
+EVICT_PATIENCE = 5.0  # seconds for a slot's leftovers to go (a zombie waits for its parent)
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _mount_tmpfs(target: Path, size: int, uid: int, gid: int) -> None:
-    options = f"size={size},mode=0755,uid={uid},gid={gid},nr_inodes=200000".encode()
+# The io tmpfs's cap. Only the executor writes there (a stage's script and files: a test's input,
+# expected and actual output), bounded by the submission's size and the output caps; tmpfs takes
+# memory only for what is written.
+IO_SIZE = 8 << 30
+
+
+def _mount_tmpfs(target: Path, size: int, uid: int, gid: int, mode: int = 0o700) -> None:
+    options = f"size={size},mode={mode:o},uid={uid},gid={gid},nr_inodes=200000".encode()
     if _libc.mount(b"tmpfs", str(target).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
         err = ctypes.get_errno()
         raise SandboxError(f"cannot mount a tmpfs on {target}: {os.strerror(err)}")
+
+
+def tmpfs_once(target: Path, size: int) -> None:
+    """A root-owned 0755 tmpfs on `target`, unless one is there already (executors sharing a state
+    directory take turns through a lock file beside it). For what stages are given by bind mount:
+    a file bound from a tmpfs shows its path inside that tmpfs in /proc/self/mountinfo, not the
+    host's path of the state directory."""
+    target.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target.parent / f".{target.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not os.path.ismount(target):
+            _mount_tmpfs(target, size, 0, 0, mode=0o755)
+    finally:
+        os.close(fd)
 
 
 def _umount(target: Path) -> None:
@@ -64,6 +96,55 @@ def slot_accounts(uid_base: int, slots: int) -> dict[str, str]:
         + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
         "group": "root:x:0:\n" + groups + "nogroup:x:65534:\n",
     }
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    state: str  # as in /proc/<pid>/stat: R, S, D, Z, ...
+    ppid: int
+    comm: str
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessInfo | None:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+                stat = fh.read()
+        except OSError:
+            return None
+        state, ppid = stat[stat.rfind(")") + 2 :].split()[:2]
+        return cls(pid, state, int(ppid), stat[stat.find("(") + 1 : stat.rfind(")")])
+
+    def __str__(self) -> str:
+        return f"{self.pid} {self.comm} (state {self.state}, parent {self.ppid})"
+
+
+def become_subreaper() -> None:
+    """Orphans of this process's descendants come to it rather than to the host's pid 1.
+
+    When bubblewrap's monitor dies before the sandbox's pid 1 (a stage torn down before bwrap
+    reported its child, a monitor that did not exit in time), that init's zombie is orphaned.
+    Reparented to the host's pid 1 it lingers until that one reaps (every ~2 s on the machines
+    this was measured on, never on a host whose pid 1 does not reap), counting against the slot
+    uid's RLIMIT_NPROC and holding the slot. Reparented here, `reap_orphans` ends it at once.
+
+    For the executor's process alone (its command calls this), never for one that merely holds
+    a pool: any orphan of its descendants becomes its zombie, and only slot uids' are reaped. A
+    test runner made a subreaper would keep the zombies of the executors it kills for the rest
+    of its session, holding their slots."""
+    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log.warning("cannot become a child subreaper: %s", os.strerror(ctypes.get_errno()))
+
+
+def reap_orphans(uid: int) -> None:
+    """Reaps the zombies of `uid` that are this process's children: orphans of a sandbox
+    (`become_subreaper`). Only a slot's holder calls it, when none of its stages runs, so no
+    subprocess of ours that someone still waits for is among them."""
+    for pid in processes_of(uid):
+        info = ProcessInfo.of(pid)
+        if info is not None and info.state == "Z" and info.ppid == os.getpid():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
 
 
 def processes_of(uid: int) -> list[int]:
@@ -160,33 +241,47 @@ class SlotPool:
         raise SandboxError(f"all {self.count} sandbox slots on this host are busy")
 
     def _evict(self, uid: int) -> bool:
-        """Kills leftovers of a previous holder (a worker killed mid-stage). True when empty."""
-        deadline = time.monotonic() + 2.0
+        """Ends what a previous holder left (a worker killed mid-stage). True when empty.
+
+        One warning per eviction, naming each process (pid, state, parent, command), not one per
+        poll. A zombie cannot be killed, only reaped by its parent: ours (this process is a child
+        subreaper, see `become_subreaper`) are reaped here; another's is waited for."""
+        deadline = time.monotonic() + EVICT_PATIENCE
+        found: dict[int, ProcessInfo] = {}
         while True:
-            pids = processes_of(uid)
-            if not pids:
+            reap_orphans(uid)
+            alive = [info for info in map(ProcessInfo.of, processes_of(uid)) if info is not None]
+            found.update((info.pid, info) for info in alive if info.pid not in found)
+            if not alive:
+                if found:
+                    log.warning("slot uid %d: killed leftover processes: %s", uid, "; ".join(map(str, found.values())))
                 return True
             if time.monotonic() > deadline:
+                log.error("slot uid %d: leftover processes stay: %s", uid, "; ".join(map(str, alive)))
                 return False
-            log.warning("slot uid %d: killing leftover processes %s", uid, pids)
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            for info in alive:
+                if info.state != "Z":  # a zombie is gone already: its parent has to reap it
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(info.pid, signal.SIGKILL)
             time.sleep(0.01)
 
     def _prepare(self, slot: Slot) -> None:
-        slot.root.mkdir(mode=0o711, exist_ok=True)
-        for which in ("work", "aux"):
+        slot.root.mkdir(mode=0o710, exist_ok=True)
+        # Set every time: a directory made by an older version, or left by a killed worker.
+        os.chown(slot.root, 0, slot.gid, follow_symlinks=False)
+        os.chmod(slot.root, 0o710, follow_symlinks=False)  # noqa: S103 - x for the slot's group only
+        for which in ("work", "aux", "io"):
             path = slot.root / which
-            path.mkdir(exist_ok=True)
             _umount(path)  # a mount left by a killed worker
+            if path.is_symlink() or (path.exists() and not path.is_dir()):
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)  # an `io` an older version kept on disk; else an empty mount point
+            path.mkdir(mode=0o700)
         _mount_tmpfs(slot.work, self.work_size, slot.uid, slot.gid)
         slot.mount_aux = lambda: _mount_tmpfs(slot.root / "aux", self.work_size, slot.uid, slot.gid)
-        if slot.io.exists():
-            shutil.rmtree(slot.io)
-        slot.io.mkdir(mode=0o755)
+        # Root's, world-readable inside: the stage reads it, as the slot uid, read-only.
+        _mount_tmpfs(slot.io, IO_SIZE, 0, 0, mode=0o755)
 
     @contextmanager
     def idle(self, uid: int) -> Iterator[bool]:
@@ -204,11 +299,9 @@ class SlotPool:
 
     def release(self, slot: Slot) -> None:
         """Frees the slot. Its stage cgroups were emptied and removed after each stage, so no scan
-        of /proc here: `acquire` checks again before anyone reuses the uid."""
+        of /proc here: `acquire` checks again (and reaps) before anyone reuses the uid."""
         try:
-            for which in ("work", "aux"):
+            for which in ("work", "aux", "io"):
                 _umount(slot.root / which)
-            if slot.io.exists():
-                shutil.rmtree(slot.io)
         finally:
             os.close(slot.lock_fd)
