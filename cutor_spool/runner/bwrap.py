@@ -322,7 +322,10 @@ class BwrapStage:
         captured: bool,
     ) -> BwrapStage:
         capture = Capture(
-            spec.limits.output, started_marker=STARTED_MARKER, marker_stream="stdout" if captured else "stderr"
+            spec.limits.output,
+            started_marker=STARTED_MARKER,
+            marker_stream="stdout" if captured else "stderr",
+            live=spec.live,
         )
         sources: list[Source] = [
             PipeSource(pipes.ours.pop("status"), "status"),

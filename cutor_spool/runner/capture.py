@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 SIDE_CAP = 64 * 1024  # of each side channel (bwrap's status JSON, the Docker engine's own errors)
@@ -31,6 +32,7 @@ class Capture:
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     started: bool = False
+    live: Callable[[bytes], None] | None = None  # gets what is kept of stdout and stderr, as it comes
     _pending: bytearray = field(default_factory=bytearray)
     _looked: bool = False  # for the marker, at the first bytes of its stream
 
@@ -54,6 +56,8 @@ class Capture:
         buf += kept
         if self.interleave:
             self.interleaved += kept
+        if self.live is not None and kept:
+            self.live(kept)
         if len(data) <= room:
             return True
         if stream == "stdout":

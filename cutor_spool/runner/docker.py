@@ -359,7 +359,7 @@ class DockerSandbox:
         started = time.monotonic()
         sock, early = start_exec(self.backend.socket, self.backend.api_version, exec_id, API_TIMEOUT)
         watch = LimitWatch.stage(limits, box.cgroup.cgroup, cancel, started, cpu_offset=start.cpu)
-        capture = Capture(limits.output, started_marker=STARTED_MARKER)
+        capture = Capture(limits.output, started_marker=STARTED_MARKER, live=spec.live)
         try:
             child, limit_watch, killed_for = watch_exec(
                 self.api, exec_id, box.cgroup, watch, capture, sock, early, started=started, label=self.label

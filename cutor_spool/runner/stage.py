@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import signal as signals
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,8 @@ class StageSpec:
     env_script: str | None = None
     env_shell: str = "/bin/bash"
     workdir: str = "work"
+    # Called with the output as it is kept (a live view, runner/live.py); must only copy it.
+    live: Callable[[bytes], None] | None = field(default=None, compare=False)
 
     def sandbox_command(self) -> tuple[str, ...]:
         if self.env_script is None:

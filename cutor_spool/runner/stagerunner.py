@@ -8,11 +8,12 @@ pipeline chooses, need not import the pipeline.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.intake import Plan, Script
+from cutor_spool.runner.live import LIVE_STAGES, LiveOutput
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.sandbox import Sandbox
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
@@ -89,7 +90,15 @@ class StageRunner:
 
     def run(self, spec: StageSpec) -> StageOutput:
         self.cancel.check()
-        output = self.sandbox.run(spec, self.cancel.event)
+        live = None
+        if spec.name in LIVE_STAGES:
+            live = LiveOutput(self.reporter.dir, self.reporter.anchor, spec.name).start()
+            spec = replace(spec, live=live.feed)
+        try:
+            output = self.sandbox.run(spec, self.cancel.event)
+        finally:
+            if live is not None:
+                live.close()
         self.cancel.check()
         if output.status == StageStatus.INTERNAL_ERROR:
             raise SandboxError(f"stage {spec.name}: {output.message or 'internal error'}")
