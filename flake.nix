@@ -1,8 +1,9 @@
 {
   description = "cutor-spool: a filesystem-spool batch runner for untrusted code, with dependencies from Nix";
 
-  # nixpkgs is the only input, and it can be overridden: offline, the tests point it at their
-  # stand-in channel (`--override-input nixpkgs path:tests/nixchannel`, see docs/deploy.md).
+  # nixpkgs is the only input, pinned in flake.lock; pin another with `--override-input nixpkgs …`.
+  # Offline, tests/test_flake.py overrides it with a shim (the tests' channel plus the few nixpkgs
+  # functions the flake calls): the bare channel is not a nixpkgs and cannot stand in (docs/deploy.md).
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
 
   outputs =

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what cutor-spool needs on Debian 12, idempotently: system tools, the virtualenv, and
-# (with --tests) what the test suite needs too. Run as root.
+# Installs what cutor-spool needs on Debian 12, idempotently: system tools and the virtualenv;
+# `--docker` adds Docker's engine (the second backend), `--tests` everything the test suite needs
+# (Docker included). Run as root.
 set -euo pipefail
 if [[ $EUID -ne 0 ]]; then  # the sandbox needs root (jobs themselves never run as root)
   command -v sudo >/dev/null || { echo "$0: run this as root" >&2; exit 1; }
@@ -9,15 +10,21 @@ fi
 cd "$(dirname "$0")/.."
 
 # Runtime: the sandbox (bubblewrap, tini, util-linux's prlimit/setpriv, libseccomp2 for the stages' seccomp
-# filter), Nix, Docker's engine.
-APT_RUNTIME=(bubblewrap tini util-linux libseccomp2 nix-bin docker.io ca-certificates python3 python3-venv gcc libc6-dev)
+# filter), Nix. Docker's engine only for its backend (--docker) and the tests.
+APT_RUNTIME=(bubblewrap tini util-linux libseccomp2 nix-bin ca-certificates python3 python3-venv gcc libc6-dev)
+APT_DOCKER=(docker.io)
 # Tests: a static busybox for Docker test images, libfaketime for clock-skew tests, Chromium for the page,
 # systemd for `systemd-analyze verify` of the unit templates (no service is started), ipfs-cid (`ipfs_cid`)
 # to check the content store's CIDs against an independent implementation.
 APT_TESTS=(busybox-static libfaketime chromium procps iproute2 xz-utils systemd ipfs-cid)
 
 want=("${APT_RUNTIME[@]}")
-if [[ "${1:-}" == "--tests" ]]; then want+=("${APT_TESTS[@]}"); fi
+case "${1:-}" in
+  --tests) want+=("${APT_DOCKER[@]}" "${APT_TESTS[@]}") ;;
+  --docker) want+=("${APT_DOCKER[@]}") ;;
+  "") ;;
+  *) echo "usage: $0 [--docker | --tests]" >&2; exit 2 ;;
+esac
 
 missing=()
 for pkg in "${want[@]}"; do

@@ -40,7 +40,7 @@ NIX_ENV = {
     "NIX_CONFIG": "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false\nbuild-users-group =\n",
     "NIX_PATH": "",
 }
-FLAKE_FILES = ("flake.nix", "nix", "pyproject.toml", "cutor_spool", "examples")
+FLAKE_FILES = ("flake.nix", "flake.lock", "nix", "pyproject.toml", "cutor_spool", "examples")
 
 SHIM = r"""
 {
@@ -231,6 +231,18 @@ def test_every_nix_file_parses() -> None:
     assert len(files) >= 4
     for path in files:
         ok(nix("nix-instantiate", "--parse", str(path)))
+
+
+def test_the_committed_lock_pins_nixpkgs_to_a_revision() -> None:
+    """flake.lock pins the input flake.nix names to one commit and its content hash (the lock was
+    written from a published lock of that commit: this machine cannot fetch nixpkgs to make one)."""
+    lock = json.loads((ROOT / "flake.lock").read_text())
+    node = lock["nodes"][lock["nodes"]["root"]["inputs"]["nixpkgs"]]
+    assert node["original"] == {"owner": "NixOS", "repo": "nixpkgs", "ref": "nixos-25.05", "type": "github"}
+    assert 'inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";' in (ROOT / "flake.nix").read_text()
+    locked = node["locked"]
+    assert len(locked["rev"]) == 40 and int(locked["rev"], 16) >= 0
+    assert locked["narHash"].startswith("sha256-") and locked["type"] == "github"
 
 
 def test_flake_locks_against_an_overridden_nixpkgs(flake: tuple[Path, list[str]]) -> None:
