@@ -63,9 +63,10 @@ def read_samples(path: Path) -> list[list[float]]:
 def record_sample(path: Path, now: float, queued: int, running: int) -> list[list[float]]:
     """Appends (now, queued, running) unless the last sample is recent; returns the samples kept."""
     samples = [s for s in read_samples(path) if now - WINDOW <= s[0] <= now + 60]
-    if samples and now - samples[-1][0] < SAMPLE_EVERY:
+    if any(abs(now - s[0]) < SAMPLE_EVERY for s in samples):
         return samples
     samples.append([round(now, 3), queued, running])
+    samples.sort()  # two writers' clocks may differ a little
     write_bytes(path, json.dumps(samples, separators=(",", ":")).encode(), fsync=False)
     return samples
 

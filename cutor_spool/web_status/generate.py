@@ -318,6 +318,7 @@ def regenerate(
         page_size=PAGE_SIZE,
         builds=builds,
         charts=charts,
+        result_files=[f"history/{h['number']}.js?v={h['version']}" for h in history],
         outcome_names=sorted({o for o in index.done.column("outcome") if o}),
         **gen.common,
     )

@@ -158,6 +158,34 @@
     return tr;
   }
 
+  // The rows of every result are in history/<n>.js, loaded when a search first needs them (the front
+  // page refreshes itself: it stays light while nobody searches).
+  var loading = null;
+  function loadRows(done) {
+    if (loading === "loaded") return done();
+    if (loading) return loading.push(done);
+    loading = [done];
+    var source = document.getElementById("result-files");
+    var files = source ? JSON.parse(source.textContent) : [];
+    var left = files.length;
+    function one() {
+      if (--left > 0) return;
+      var waiting = loading;
+      loading = "loaded";
+      waiting.forEach(function (f) { f(); });
+    }
+    if (!files.length) {
+      left = 1;
+      return one();
+    }
+    files.forEach(function (file) {
+      var script = document.createElement("script");
+      script.src = file;
+      script.onload = script.onerror = one;
+      document.head.appendChild(script);
+    });
+  }
+
   var rows = null; // every result, newest first, built once from the history/<n>.js files
   function allRows() {
     if (rows) return rows;
@@ -234,6 +262,12 @@
       table.removeAttribute("data-filtered");
       return;
     }
+    loadRows(function () { showMatches(table, f); });
+  }
+  function showMatches(table, f) {
+    if (JSON.stringify(f) !== JSON.stringify(readForm())) return; // changed while the rows loaded
+    var tbody = table.tBodies[0];
+    var status = document.getElementById("f-status");
     var started = performance.now();
     var found = matches(f);
     var fresh = document.createElement("tbody");
@@ -272,6 +306,16 @@
     if (v < 7200) return +(v / 60).toPrecision(3) + " min";
     return +(v / 3600).toPrecision(3) + " h";
   }
+  // Time labels in UTC, 24-hour, as every time on the page; the date under the first of each day.
+  function timeLabels(u, splits, axis, space, incr) {
+    return splits.map(function (ts, i) {
+      var iso = new Date(ts * 1000).toISOString();
+      var day = iso.slice(0, 10);
+      if (incr >= 86400) return day;
+      var first = i === 0 || new Date(splits[i - 1] * 1000).toISOString().slice(0, 10) !== day;
+      return iso.slice(11, 16) + (first ? "\n" + day : "");
+    });
+  }
   function chart(id, data, series, range, extra) {
     var el = document.getElementById(id);
     if (!el) return;
@@ -286,7 +330,7 @@
       },
       legend: { live: false },
       series: [{}].concat(series),
-      axes: [{}, { size: 60, values: extra && extra.values }],
+      axes: [{ values: timeLabels }, { size: 60, values: extra && extra.values }],
     };
     new uPlot(opts, data, el);
     el.setAttribute("data-series", series.map(function (s) { return s.label; }).join(","));
