@@ -27,7 +27,7 @@ from test_web_index import finished  # noqa: F401 (the fixture)
 from cutor_spool.config import StatusPageConfig
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.watcher.queue import iso
-from cutor_spool.web_status import generate, regenerate
+from cutor_spool.web_status import charts, generate, regenerate
 
 PAGE = StatusPageConfig(interval=1.0, recent=15)
 SCREENS = Path(os.environ.get("CUTOR_SPOOL_SCREENSHOTS") or ROOT / "artifacts")
@@ -88,6 +88,14 @@ def history(finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     return paths, times
 
 
+def pick(browser: Browser, field: str, value: str) -> None:
+    """Sets a field of the search form as a person's choice does: the value, then its events."""
+    browser.eval(
+        f"e = document.getElementById({json.dumps(field)}); e.value = {json.dumps(value)};"
+        " e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true}))"
+    )
+
+
 def visible_rows(browser: Browser, expected: list[str] | None = None, timeout: float = 10.0) -> list[str]:
     """The ids of the results table's rows; with `expected`, once they are that (the search loads
     its data files on first use), or whatever they are after `timeout`."""
@@ -121,16 +129,12 @@ def test_filters_narrow_the_table_and_the_hash_restores_them(
     expected_rows = [f"beta-{n:02d}" for n in range(9, -1, -1)]
     assert visible_rows(browser, expected_rows) == expected_rows
     # Pick a state: beta's are done, none is invalid.
-    browser.eval(
-        "s = document.getElementById('f-state'); s.value = 'invalid'; s.dispatchEvent(new Event('change', {bubbles: true}))"
-    )
+    pick(browser, "f-state", "invalid")
     expected_rows = []
     assert visible_rows(browser, expected_rows) == expected_rows
     assert browser.eval("document.getElementById('f-status').textContent").startswith("0 of 60 results match")
-    browser.eval("s.value = 'done'; s.dispatchEvent(new Event('change', {bubbles: true}))")
-    browser.eval(
-        f"o = document.getElementById('f-outcome'); o.value = '{beta_outcome}'; o.dispatchEvent(new Event('change', {{bubbles: true}}))"
-    )
+    pick(browser, "f-state", "done")
+    pick(browser, "f-outcome", beta_outcome)
     expected_rows = [f"beta-{n:02d}" for n in range(9, -1, -1)]
     assert visible_rows(browser, expected_rows) == expected_rows
     shared = browser.eval("location.href")
@@ -148,9 +152,7 @@ def test_filters_narrow_the_table_and_the_hash_restores_them(
     browser.eval("document.getElementById('f-clear').click()")
     assert len(visible_rows(browser)) == 15  # cleared: the recent results again
     for field, value in (("f-from", iso(lo)[:19]), ("f-to", iso(hi)[:19])):
-        browser.eval(
-            f"e = document.getElementById('{field}'); e.value = '{value}'; e.dispatchEvent(new Event('input', {{bubbles: true}}))"
-        )
+        pick(browser, field, value)
     expected_rows = expected
     assert visible_rows(browser, expected_rows) == expected_rows
 
@@ -197,7 +199,7 @@ def test_queue_wait_column(history: tuple[SpoolPaths, dict[str, Any]], browser: 
 def test_charts_render_the_spools_series(
     history: tuple[SpoolPaths, dict[str, Any]], browser: Browser, tmp_path: Path
 ) -> None:
-    paths, times = history
+    paths, _ = history
     # The queue's depth is sampled at each regeneration: over the last hours, the queue grew to
     # 5 entries and drained (entries dropped into incoming/, each sample by a regeneration then).
     now = time.time()
@@ -226,7 +228,10 @@ def test_charts_render_the_spools_series(
     data = json.loads(browser.eval("document.getElementById('chart-data').textContent"))
     assert sum(data["finished"]) == 60
     assert {v for v in data["p50"] + data["p95"] if v is not None} == {30.0}
-    assert data["samples"]["queued"] == [*depths, 0]  # and now (the last two regenerations, 5 s apart at most: one sample)
+    assert data["samples"]["queued"] == [
+        *depths,
+        0,
+    ]  # and now (the last two regenerations, 5 s apart at most: one sample)
     # Drawn, not blank: the latency chart's canvas has its red p95 line's pixels.
     red = browser.eval(
         "(() => { const c = document.querySelector('#chart-latency canvas'); const d = c.getContext('2d')"
@@ -298,3 +303,19 @@ def test_a_finished_page_warns_only_when_nothing_regenerates(
         shot(browser, tmp_path, "live-output.png")
     finally:
         executor.stop()
+
+
+def test_chart_series_percentiles_and_rates() -> None:
+    """The series' arithmetic (charts.py), where one interval holds many results: 20 results
+    finished within the same 10 s, 1 to 20 s after they were dropped; one older than the window."""
+    now = 1_800_000_000.0
+    finished = [iso(now - 100 + k * 0.25) for k in range(20)] + [iso(now - 7 * 3600), None]
+    queued = [iso(now - 100 + k * 0.25 - (k + 1)) for k in range(20)] + [iso(now - 7 * 3600 - 5), None]
+    data = charts.series(finished, queued, [[now - 50, 7, 2]], now)
+    assert data["step"] == 10 and data["times"][0] == now - 100
+    at = data["times"].index(now - 100)
+    assert data["finished"][at] == 20 and sum(data["finished"]) == 20  # the old one is outside the window
+    assert data["per_minute"][at] == 120.0
+    assert (data["p50"][at], data["p95"][at]) == (10.0, 19.0)  # nearest rank of 1..20
+    assert data["p50"][at + 1] is None  # nothing finished: a gap, not a zero
+    assert data["samples"] == {"times": [now - 50], "queued": [7], "running": [2]}

@@ -83,48 +83,60 @@ def _step(span: float) -> int:
     return STEPS[-1]
 
 
-def series(finished: list[str | None], queued: list[str | None], samples: list[list[float]], now: float) -> dict[str, Any]:
-    """The charts' data. `finished` and `queued` are the index's columns (one item per result)."""
-    floor = now - WINDOW
+def _finishes(
+    finished: list[str | None], queued: list[str | None], floor: float, now: float
+) -> list[tuple[float, float | None]]:
+    """(finish time, seconds from drop to result or None) of the results finished since `floor`."""
     # ISO timestamps of one format sort as text: most rows are skipped without parsing a date.
     cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(floor))
-    done: list[tuple[float, float | None]] = []
-    for end, start in zip(finished, queued, strict=True):
+    out: list[tuple[float, float | None]] = []
+    for end, dropped in zip(finished, queued, strict=True):
         if not end or end < cutoff:
             continue
         at = unix(end)
         if at is None or not floor <= at <= now + 60:
             continue
-        begun = unix(start)
-        done.append((at, None if begun is None else max(0.0, at - begun)))
-    firsts = [t for t, _ in done] + [s[0] for s in samples]
-    first = max(floor, min(firsts)) if firsts else now - 3600
-    step = _step(max(now - first, 60.0))
-    start = math.floor(first / step) * step
-    count = max(1, math.ceil((now - start) / step))
-    buckets: list[list[float]] = [[] for _ in range(count)]
+        begun = unix(dropped)
+        out.append((at, None if begun is None else max(0.0, at - begun)))
+    return out
+
+
+def _per_interval(done: list[tuple[float, float | None]], start: float, step: int, count: int) -> dict[str, list[Any]]:
     finishes = [0] * count
+    latencies: list[list[float]] = [[] for _ in range(count)]
     for at, latency in done:
         i = min(count - 1, max(0, int((at - start) // step)))
         finishes[i] += 1
         if latency is not None:
-            buckets[i].append(latency)
-    p50: list[float | None] = []
-    p95: list[float | None] = []
-    for values in buckets:
+            latencies[i].append(latency)
+    for values in latencies:
         values.sort()
-        p50.append(round(_percentile(values, 0.5), 3) if values else None)
-        p95.append(round(_percentile(values, 0.95), 3) if values else None)
+    return {
+        "finished": finishes,
+        "per_minute": [round(n * 60 / step, 3) for n in finishes],
+        "p50": [round(_percentile(v, 0.5), 3) if v else None for v in latencies],
+        "p95": [round(_percentile(v, 0.95), 3) if v else None for v in latencies],
+    }
+
+
+def series(
+    finished: list[str | None], queued: list[str | None], samples: list[list[float]], now: float
+) -> dict[str, Any]:
+    """The charts' data. `finished` and `queued` are the index's columns (one item per result)."""
+    done = _finishes(finished, queued, now - WINDOW, now)
+    firsts = [t for t, _ in done] + [s[0] for s in samples]
+    first = max(now - WINDOW, min(firsts)) if firsts else now - 3600
+    step = _step(max(now - first, 60.0))
+    start = math.floor(first / step) * step
+    count = max(1, math.ceil((now - start) / step))
+    shown = [s for s in samples if s[0] >= start]
     return {
         "step": step,
         "times": [start + i * step for i in range(count)],
-        "finished": finishes,
-        "per_minute": [round(n * 60 / step, 3) for n in finishes],
-        "p50": p50,
-        "p95": p95,
+        **_per_interval(done, start, step, count),
         "samples": {
-            "times": [s[0] for s in samples if s[0] >= start],
-            "queued": [s[1] for s in samples if s[0] >= start],
-            "running": [s[2] for s in samples if s[0] >= start],
+            "times": [s[0] for s in shown],
+            "queued": [s[1] for s in shown],
+            "running": [s[2] for s in shown],
         },
     }

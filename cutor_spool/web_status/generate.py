@@ -5,10 +5,13 @@
     status/live/<id>.html        one page per running submission, refreshing itself; once it has
                                  finished, a redirect to its s/ page for a while, then removed
     status/history/<n>.html      every result, PAGE_SIZE a page, oldest first
+    status/history/<n>.js        the same results as data, for the front page's search (search.py)
+    status/fresh.js              when the site was last regenerated (every page's staleness warning)
     status/status.json           the same figures for machines
     status/metrics.prom          the counts for Prometheus (node_exporter's textfile collector)
     status/_index.json           the incremental index (see index.py)
-    status/static/               stylesheet and script
+    status/_samples.json         queue depth samples for the front page's charts (charts.py)
+    status/static/               stylesheet, script, uPlot (the charts)
 
 Cost per regeneration: a `scandir` and an `lstat` per finished submission, reading and rendering
 only what changed, the live parts (queue, active entries, heartbeats), and the front page. Writes
@@ -32,6 +35,7 @@ from cutor_spool.atomic import TEMPORARY_PREFIX, write_bytes
 from cutor_spool.config import StatusPageConfig
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.web_status import live
+from cutor_spool.web_status.charts import SAMPLES_NAME, record_sample, series
 from cutor_spool.web_status.index import (
     INDEX_NAME,
     STAMP_SETTLE,
@@ -40,12 +44,11 @@ from cutor_spool.web_status.index import (
     paginate,
     scan,
 )
-from cutor_spool.web_status.charts import SAMPLES_NAME, record_sample, series
 from cutor_spool.web_status.metrics import machine_status, prometheus
-from cutor_spool.web_status.search import chunk
 from cutor_spool.web_status.model import detail
 from cutor_spool.web_status.reading import read_entry, read_live_output
 from cutor_spool.web_status.render import RENDER_VERSION, install_static, iso_now, render, write_page
+from cutor_spool.web_status.search import chunk
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +105,7 @@ def _unlink(path: Path) -> None:
 
 
 class Generator:
-    def __init__(
-        self, paths: SpoolPaths, config: StatusPageConfig, *, generator: str, now: float, wall: float
-    ) -> None:
+    def __init__(self, paths: SpoolPaths, config: StatusPageConfig, *, generator: str, now: float, wall: float) -> None:
         self.paths, self.config, self.generator = paths, config, generator
         self.out = paths.status
         self.now = now  # the filesystem's clock: ages of queue entries and heartbeats

@@ -240,12 +240,15 @@ def read_live_output(path: Path) -> list[LiveOutput]:
     """`result/live/<stage>.out` of a running entry: what its stages printed so far, if the runner
     writes it. Read like the rest (no link followed, regular files only, the tail only)."""
     out = []
-    with open_dir(path) as entry_fd, open_subdir(entry_fd, "result") as result_fd:
-        with open_subdir(result_fd, LIVE_DIR) as live_fd:
-            for name in sorted(list_files(live_fd, LIVE_OUT_SUFFIX)):
-                found = read_tail(live_fd, name, LIVE_TAIL)
-                if found is not None:
-                    data, skipped = found
-                    text = data.decode("utf-8", errors="replace")
-                    out.append(LiveOutput(name[: -len(LIVE_OUT_SUFFIX)], text, skipped))
+    with (
+        open_dir(path) as entry_fd,
+        open_subdir(entry_fd, "result") as result_fd,
+        open_subdir(result_fd, LIVE_DIR) as live_fd,
+    ):
+        for name in sorted(list_files(live_fd, LIVE_OUT_SUFFIX)):
+            found = read_tail(live_fd, name, LIVE_TAIL)
+            if found is not None:
+                data, skipped = found
+                text = data.decode("utf-8", errors="replace")
+                out.append(LiveOutput(name[: -len(LIVE_OUT_SUFFIX)], text, skipped))
     return out
