@@ -276,6 +276,9 @@ def test_a_finished_page_warns_only_when_nothing_regenerates(
         browser.wait("window.cutorSpoolFresh && Date.parse(window.cutorSpoolFresh.generated) > Date.now() - 60000")
         assert browser.eval("document.getElementById('stale').hidden") is True
         assert browser.eval("document.getElementById('generated-ago').textContent") == "(60 min ago)"
+        # An open page loads fresh.js again as time goes by (every 10 s): it follows the workers.
+        seen = browser.eval("window.cutorSpoolFresh.generated")
+        browser.wait(f"window.cutorSpoolFresh.generated !== {json.dumps(seen)}", timeout=30)
         shot(browser, tmp_path, "finished-page-no-banner.png")
 
         # A running submission's page shows its output so far, from result/live/<stage>.out.
@@ -307,11 +310,12 @@ def test_a_finished_page_warns_only_when_nothing_regenerates(
 
 def test_chart_series_percentiles_and_rates() -> None:
     """The series' arithmetic (charts.py), where one interval holds many results: 20 results
-    finished within the same 10 s, 1 to 20 s after they were dropped; one older than the window."""
+    finished within the same 10 s, 1 to 20 s after they were dropped; one older than the window;
+    one without times."""
     now = 1_800_000_000.0
-    finished = [iso(now - 100 + k * 0.25) for k in range(20)] + [iso(now - 7 * 3600), None]
-    queued = [iso(now - 100 + k * 0.25 - (k + 1)) for k in range(20)] + [iso(now - 7 * 3600 - 5), None]
-    data = charts.series(finished, queued, [[now - 50, 7, 2]], now)
+    ends = [now - 100 + k * 0.25 for k in range(20)] + [now - 7 * 3600, None]
+    latency = [float(k + 1) for k in range(20)] + [5.0, None]
+    data = charts.series(ends, latency, [[now - 50, 7, 2]], now)
     assert data["step"] == 10 and data["times"][0] == now - 100
     at = data["times"].index(now - 100)
     assert data["finished"][at] == 20 and sum(data["finished"]) == 20  # the old one is outside the window

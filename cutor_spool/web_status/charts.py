@@ -4,8 +4,9 @@ Where each series comes from:
 
 - **throughput** (submissions finished per interval) and **latency** (p50 and p95, per interval, of
   the time from `states.queued` to the final state, i.e. drop to result) come from the index: every
-  finished submission's summary keeps its `queued` and `finished` times, so these series cover the
-  whole window even for hours when nobody looked at the page;
+  finished submission's summary keeps its finish time and that latency as numbers (worked out once,
+  when the result is read), so these series cover the whole window even for hours when nobody
+  looked at the page, and cost a pass over two columns per regeneration;
 - **queue depth** (entries waiting in incoming/, and running) cannot be rebuilt from done/ alone
   (an entry still waiting has no result): each regeneration appends a sample to
   `status/_samples.json`, at most one per SAMPLE_EVERY seconds, and drops those older than the
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -84,21 +84,10 @@ def _step(span: float) -> int:
 
 
 def _finishes(
-    finished: list[str | None], queued: list[str | None], floor: float, now: float
+    finished: list[float | None], latency: list[float | None], floor: float, now: float
 ) -> list[tuple[float, float | None]]:
     """(finish time, seconds from drop to result or None) of the results finished since `floor`."""
-    # ISO timestamps of one format sort as text: most rows are skipped without parsing a date.
-    cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(floor))
-    out: list[tuple[float, float | None]] = []
-    for end, dropped in zip(finished, queued, strict=True):
-        if not end or end < cutoff:
-            continue
-        at = unix(end)
-        if at is None or not floor <= at <= now + 60:
-            continue
-        begun = unix(dropped)
-        out.append((at, None if begun is None else max(0.0, at - begun)))
-    return out
+    return [(at, lat) for at, lat in zip(finished, latency, strict=True) if at is not None and floor <= at <= now + 60]
 
 
 def _per_interval(done: list[tuple[float, float | None]], start: float, step: int, count: int) -> dict[str, list[Any]]:
@@ -120,10 +109,11 @@ def _per_interval(done: list[tuple[float, float | None]], start: float, step: in
 
 
 def series(
-    finished: list[str | None], queued: list[str | None], samples: list[list[float]], now: float
+    finished: list[float | None], latency: list[float | None], samples: list[list[float]], now: float
 ) -> dict[str, Any]:
-    """The charts' data. `finished` and `queued` are the index's columns (one item per result)."""
-    done = _finishes(finished, queued, now - WINDOW, now)
+    """The charts' data. `finished` (Unix time) and `latency` (seconds from queued to finished) are
+    the index's columns, one item per result (model.summarize works them out once per result)."""
+    done = _finishes(finished, latency, now - WINDOW, now)
     firsts = [t for t, _ in done] + [s[0] for s in samples]
     first = max(now - WINDOW, min(firsts)) if firsts else now - 3600
     step = _step(max(now - first, 60.0))

@@ -302,7 +302,7 @@ def regenerate(
     }
     status = machine_status(header, index, queue, active, workers, recent, builds)
     samples = record_sample(out / SAMPLES_NAME, gen.wall, queue.length, len(active))
-    charts = series(index.done.column("finished"), index.done.column("queued"), samples, gen.wall)
+    charts = series(index.done.column("finished_unix"), index.done.column("latency"), samples, gen.wall)
     page = render(
         "index.html",
         root="",
