@@ -23,11 +23,13 @@ import pytest
 from cdp import CHROMIUM, Browser
 from conftest import ROOT, ExecutorProcess, drop, make_submission, need, wait_until, write_config
 from test_web_index import finished  # noqa: F401 (the fixture)
+from test_web_page import HOSTILE
 
 from cutor_spool.config import StatusPageConfig
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.watcher.queue import iso
 from cutor_spool.web_status import charts, generate, regenerate
+from cutor_spool.web_status.reading import LIVE_TAIL, read_live_output
 
 PAGE = StatusPageConfig(interval=1.0, recent=15)
 SCREENS = Path(os.environ.get("CUTOR_SPOOL_SCREENSHOTS") or ROOT / "artifacts")
@@ -50,7 +52,9 @@ def name_of(i: int) -> str:
     return f"{KINDS[i % 3][0]}-{i // 3:02d}"
 
 
-def land_at(paths: SpoolPaths, source: Path, name: str, queued: float, claimed: float, done: float) -> None:
+def land_at(
+    paths: SpoolPaths, source: Path, name: str, queued: float, claimed: float, done: float, **extra: Any
+) -> None:
     """Copies a finished entry in under `name` with these times, committed by a rename into done/."""
     staging = paths.tmp / f"land-{name}"
     shutil.copytree(source, staging, symlinks=True)
@@ -58,6 +62,7 @@ def land_at(paths: SpoolPaths, source: Path, name: str, queued: float, claimed: 
     status = json.loads(status_path.read_text())
     status["states"] = {"queued": iso(queued), "claimed": iso(claimed), status["state"]: iso(done)}
     status["id"] = name
+    status.update(extra)
     status_path.write_text(json.dumps(status))
     os.rename(staging, paths.submissions.done / name)
 
@@ -195,6 +200,28 @@ def test_queue_wait_column(history: tuple[SpoolPaths, dict[str, Any]], browser: 
     assert cells[headers.index("Queue wait")] == "10.0 s"  # i = 0
 
 
+def test_a_hostile_message_found_by_the_search_is_text(
+    finished: Path,  # noqa: F811
+    tmp_path: Path,
+    browser: Browser,
+) -> None:
+    """The rows the search draws come from data a submission partly controls (its messages): they
+    reach the page as text, never as markup."""
+    paths = SpoolPaths(tmp_path / "spool")
+    paths.init()
+    now = time.time()
+    land_at(paths, finished / "hello", "evil-1", now - 60, now - 50, now - 40, message=HOSTILE)
+    land_at(paths, finished / "hello", "fine-1", now - 60, now - 50, now - 30)
+    regenerate(paths, PAGE)
+    browser.open((paths.status / "index.html").as_uri() + "#q=evil")
+    assert visible_rows(browser, ["evil-1"]) == ["evil-1"]
+    shown = browser.eval("document.querySelector('tr[data-id=\"evil-1\"] td.msg').textContent")
+    assert shown == HOSTILE.replace("\x1b", "\\x1b")
+    assert browser.eval("document.querySelectorAll('table.results img, #injected').length") == 0
+    assert browser.eval("document.body.hasAttribute('data-pwned')") is False
+    assert "PWNED" not in browser.eval("document.title")
+
+
 # -- charts ---------------------------------------------------------------------------------------
 def test_charts_render_the_spools_series(
     history: tuple[SpoolPaths, dict[str, Any]], browser: Browser, tmp_path: Path
@@ -289,12 +316,14 @@ def test_a_finished_page_warns_only_when_nothing_regenerates(
             "slow",
         )
         active = wait_until(lambda: next(paths.submissions.active.glob("slow*"), None), 60, "slow claimed")
+        live_page = paths.status / "live" / "slow.html"
+        wait_until(live_page.exists, 60, "the live page")
+        assert 'id="no-live-output"' in live_page.read_text()  # nothing recorded yet
         # The runner does not write this file yet (the contract for its side, docs/deploy.md):
         # written here as the runner would, while the stage runs.
         live_dir = active / "result" / "live"
         live_dir.mkdir(parents=True, exist_ok=True)
         (live_dir / "run.out").write_text("started\n<b>step 1 of 3</b>\n")
-        live_page = paths.status / "live" / "slow.html"
         wait_until(
             lambda: live_page.exists() and "step 1 of 3" in live_page.read_text(), 60, "the output on the live page"
         )
@@ -323,3 +352,25 @@ def test_chart_series_percentiles_and_rates() -> None:
     assert (data["p50"][at], data["p95"][at]) == (10.0, 19.0)  # nearest rank of 1..20
     assert data["p50"][at + 1] is None  # nothing finished: a gap, not a zero
     assert data["samples"] == {"times": [now - 50], "queued": [7], "running": [2]}
+
+
+def test_live_output_is_the_tail_of_regular_files_only(tmp_path: Path) -> None:
+    """result/live/<stage>.out as a live page reads it: the last 64 KiB, never through a link
+    (a submission could plant one pointing at a host file), never a FIFO (it would block)."""
+    entry = tmp_path / "entry"
+    live_dir = entry / "result" / "live"
+    live_dir.mkdir(parents=True)
+    (live_dir / "run.out").write_bytes(b"x" * 100_000 + b"\nlast line\n")
+    (live_dir / "compile.out").write_text("gcc says hi\n")
+    (live_dir / "secret.out").symlink_to("/etc/passwd")
+    os.mkfifo(live_dir / "fifo.out")
+    found = {o.stage: o for o in read_live_output(entry)}
+    assert sorted(found) == ["compile", "run"]
+    assert found["compile"].text == "gcc says hi\n" and found["compile"].skipped == 0
+    assert found["run"].text.endswith("x\nlast line\n") and len(found["run"].text) == LIVE_TAIL
+    assert found["run"].skipped == 100_011 - LIVE_TAIL
+    # A result/ that is itself a link shows nothing.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "result").symlink_to(entry / "result")
+    assert read_live_output(other) == []

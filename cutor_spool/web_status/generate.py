@@ -48,7 +48,7 @@ from cutor_spool.web_status.metrics import machine_status, prometheus
 from cutor_spool.web_status.model import detail
 from cutor_spool.web_status.reading import read_entry, read_live_output
 from cutor_spool.web_status.render import RENDER_VERSION, install_static, iso_now, render, write_page
-from cutor_spool.web_status.search import chunk
+from cutor_spool.web_status.search import ROW_KEYS, chunk
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +320,7 @@ def regenerate(
         builds=builds,
         charts=charts,
         result_files=[f"history/{h['number']}.js?v={h['version']}" for h in history],
+        row_keys=list(ROW_KEYS),
         outcome_names=sorted({o for o in index.done.column("outcome") if o}),
         **gen.common,
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# The columns of a row, in order; page.js reads them by these names (data-keys on the table).
+# The columns of a row, in order; the front page gives them to page.js (#result-files).
 ROW_KEYS = (
     "name",
     "state",

@@ -83,8 +83,7 @@
   }
 
   // -- search ---------------------------------------------------------------------------------------
-  var KEYS = ["name", "state", "outcome", "score", "max_score", "tests", "cpu_time", "wall_time",
-    "memory", "host", "queue_wait", "finished", "message"];
+  var KEYS = []; // the columns of a row (search.ROW_KEYS), given by the page with the file names
   var SHOWN = 500; // rows drawn at most; the count says how many match
   var GOOD = { ok: 1, accepted: 1, alive: 1, built: 1, success: 1 };
   var BUSY = { queued: 1, claimed: 1, installing_dependencies: 1, dependencies_installed: 1, compiling: 1,
@@ -166,7 +165,9 @@
     if (loading) return loading.push(done);
     loading = [done];
     var source = document.getElementById("result-files");
-    var files = source ? JSON.parse(source.textContent) : [];
+    var data = source ? JSON.parse(source.textContent) : { keys: [], files: [] };
+    var files = data.files;
+    KEYS = data.keys;
     var left = files.length;
     function one() {
       if (--left > 0) return;
@@ -313,7 +314,7 @@
       var day = iso.slice(0, 10);
       if (incr >= 86400) return day;
       var first = i === 0 || new Date(splits[i - 1] * 1000).toISOString().slice(0, 10) !== day;
-      return iso.slice(11, 16) + (first ? "\n" + day : "");
+      return iso.slice(11, incr < 60 ? 19 : 16) + (first ? "\n" + day : "");
     });
   }
   function chart(id, data, series, range, extra) {
