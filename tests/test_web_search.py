@@ -142,6 +142,7 @@ def test_filters_narrow_the_table_and_the_hash_restores_them(
     pick(browser, "f-outcome", beta_outcome)
     expected_rows = [f"beta-{n:02d}" for n in range(9, -1, -1)]
     assert visible_rows(browser, expected_rows) == expected_rows
+    assert browser.eval("document.getElementById('recent').textContent") == "Search results (10 of 10 matches shown)"
     shared = browser.eval("location.href")
     assert shared.endswith(f"#q=beta-0&state=done&outcome={beta_outcome}")
     shot(browser, tmp_path, "search-filtered.png")
@@ -156,6 +157,7 @@ def test_filters_narrow_the_table_and_the_hash_restores_them(
     assert len(expected) == 11
     browser.eval("document.getElementById('f-clear').click()")
     assert len(visible_rows(browser)) == 15  # cleared: the recent results again
+    assert browser.eval("document.getElementById('recent').textContent") == "Recent results (15 of 60)"
     for field, value in (("f-from", iso(lo)[:19]), ("f-to", iso(hi)[:19])):
         pick(browser, field, value)
     expected_rows = expected
@@ -193,6 +195,9 @@ def test_queue_wait_column(history: tuple[SpoolPaths, dict[str, Any]], browser: 
     html = (paths.status / "index.html").read_text()
     row = html[html.index('<tr data-id="gamma-19">') :]
     assert '<td class="num">69.0 s</td>' in row[: row.index("</tr>")]
+    # Its own page says it too, with the time from drop to result.
+    own = (paths.status / "s" / "gamma-19.html").read_text()
+    assert '<dd id="queue-wait">69.0 s</dd>' in own and '<dd id="latency">30.0 s</dd>' in own
     browser.open((paths.status / "index.html").as_uri() + "#q=alpha-00")  # rows drawn by page.js
     browser.wait("document.querySelectorAll('table.results tbody tr').length === 1")
     headers = browser.eval("[...document.querySelectorAll('table.results th')].map(h => h.textContent)")

@@ -248,6 +248,7 @@
   }
 
   var original = null; // the table the server rendered (recent results)
+  var heading = null; // and its heading's count
   function applySearch() {
     var table = document.querySelector("table.results");
     var status = document.getElementById("f-status");
@@ -257,7 +258,12 @@
     if (!table) return;
     var tbody = table.tBodies[0];
     if (original === null) original = tbody;
+    var count = document.getElementById("results-count");
+    var title = document.getElementById("results-title");
+    if (heading === null && count) heading = count.textContent;
+    if (title) title.textContent = searching ? "Search results" : "Recent results";
     if (!searching) {
+      if (count) count.textContent = heading;
       if (tbody !== original) table.replaceChild(original, tbody);
       status.textContent = "";
       table.removeAttribute("data-filtered");
@@ -275,6 +281,8 @@
     for (var i = 0; i < found.length && i < SHOWN; i++) fresh.appendChild(rowElement(found[i]));
     table.replaceChild(fresh, tbody);
     table.setAttribute("data-filtered", found.length);
+    var count = document.getElementById("results-count");
+    if (count) count.textContent = "(" + Math.min(found.length, SHOWN) + " of " + found.length + " matches shown)";
     body.setAttribute("data-filter-ms", (performance.now() - started).toFixed(1));
     status.textContent = found.length + " of " + allRows().length + " results match" +
       (found.length > SHOWN ? " (the newest " + SHOWN + " shown)" : "") + "; the page does not refresh while you search.";
