@@ -349,6 +349,7 @@
     var source = document.getElementById("chart-data");
     if (!source || typeof uPlot === "undefined") return;
     var c = JSON.parse(source.textContent);
+    document.getElementById("chart-grid").hidden = false;
     var q = c.samples;
     // One time range for the three charts, so that they line up.
     var range = [c.times[0], c.times[c.times.length - 1] + c.step];
@@ -371,6 +372,7 @@
     body = document.body;
     update();
     setInterval(update, 1000);
+    reloadFresh(); // at once too: a web server's cache may have served an old fresh.js with the page
     setInterval(reloadFresh, 10000);
     setupSearch();
     try {
