@@ -134,7 +134,7 @@
             cutor-spool --spool spool init
             cutor-spool validate ${self}/examples/judge-sum-full
             cutor-spool --spool spool status-page
-            test -s spool/status/index.html -a -s spool/status/metrics.prom
+            test -s spool/status/index.html -a -s spool/status/metrics.prom -a -s spool/status/static/uPlot.iife.min.js
             mkdir units
             cutor-spool systemd --output units --env-file $TMPDIR/cutor-spool.env
             ln -s cutor-spool-executor@.service units/cutor-spool-executor@1.service

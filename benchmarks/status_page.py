@@ -13,7 +13,12 @@ The spool's entries are written with the project's own result writers (`StageOut
 20% judged with 10 tests each, 10% compile errors. Local disk; on NFS every figure grows, the
 re-read ones most (one round trip per file opened).
 
-    .venv/bin/python benchmarks/status_page.py [--entries 10000] [--rounds 5] [--keep DIR]
+The front page's search runs in the browser over every result (`history/<n>.js`): with
+`--browser` (needs chromium), headless Chromium opens the 10,000-result page and the figures are
+the time to the first search's rows (loading every data file), and the filter time of several
+searches (`data-filter-ms`: matching 10,000 rows and drawing up to 500), medians over `--rounds`.
+
+    .venv/bin/python benchmarks/status_page.py [--entries 10000] [--rounds 5] [--keep DIR] [--browser]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -182,13 +188,55 @@ def _measure(paths: SpoolPaths, entries: int, rounds: int, say: Callable[[str], 
     }
 
 
+SEARCHES = (
+    ("id prefix, 10 rows", {"f-id": "sub-00012"}),
+    ("id substring, every row", {"f-id": "sub-"}),
+    ("state done", {"f-state": "done"}),
+    ("outcome partial", {"f-outcome": "partial"}),
+    ("id and outcome", {"f-id": "sub-001", "f-outcome": "accepted"}),
+)
+
+
+def measure_search(paths: SpoolPaths, rounds: int, say: Callable[[str], None] = print) -> dict[str, float]:
+    """Milliseconds, in headless Chromium: "first" (open the page with a search in its hash until
+    its rows show: loading every data file), and one median filter time per SEARCHES label."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from cdp import Browser  # the tests' DevTools client (tests/cdp.py)
+
+    index = (paths.status / "index.html").as_uri()
+    data = sum(p.stat().st_size for p in (paths.status / "history").glob("*.js"))
+    say(f"front page {(paths.status / 'index.html').stat().st_size / 1024:.0f} KiB; search data {data / 2**20:.1f} MiB")
+    figures: dict[str, list[float]] = {"first": []}
+    with tempfile.TemporaryDirectory() as profile, Browser(Path(profile)) as browser:
+        for _ in range(rounds):
+            browser.open("about:blank")
+            start = time.perf_counter()
+            browser.open(index + "#q=sub-00012")
+            browser.wait("document.querySelector('table.results').hasAttribute('data-filtered')")
+            figures["first"].append((time.perf_counter() - start) * 1000)
+            for label, fields in SEARCHES:
+                browser.eval("document.getElementById('f-clear').click()")
+                script = "".join(f"document.getElementById('{k}').value = {json.dumps(v)};" for k, v in fields.items())
+                browser.eval(script + "document.getElementById('search').dispatchEvent(new Event('input'))")
+                browser.wait("document.querySelector('table.results').hasAttribute('data-filtered')")
+                figures.setdefault(label, []).append(float(browser.eval("document.body.dataset.filterMs")))
+    return {label: statistics.median(values) for label, values in figures.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="build the spool here and keep it (default: a temporary one)")
+    parser.add_argument("--browser", action="store_true", help="also time the front page's search in Chromium")
     args = parser.parse_args()
-    f = measure(args.entries, args.rounds, args.keep)
+    root = args.keep or Path(tempfile.mkdtemp(prefix="cutor-bench-status-"))
+    try:
+        f = measure(args.entries, args.rounds, root)
+        search = measure_search(SpoolPaths(root / "spool"), args.rounds) if args.browser else {}
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
     rounds = args.rounds
     print(f"nothing changed:       {f['nothing']:8.3f} s  (median of {rounds})")
     print(f"one more finished:     {f['one']:8.3f} s  (median of {rounds}; target < 1 s)")
@@ -200,6 +248,11 @@ def main() -> None:
     ):
         print(f"  {label:43s} {f[key]:8.3f} s  ({f[key] / f['one']:5.1f}x the update)")
     print(f"index: {f['index_mib']:.1f} MiB for {args.entries + 11 * rounds} entries")
+    if search:
+        print(f"search in Chromium ({args.entries + 11 * rounds} results; medians of {rounds}):")
+        print(f"  open with a search in the hash, to its rows: {search.pop('first'):8.1f} ms (loads every data file)")
+        for label, ms in search.items():
+            print(f"  filter: {label:36s} {ms:8.1f} ms")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,13 @@
     status/live/<id>.html        one page per running submission, refreshing itself; once it has
                                  finished, a redirect to its s/ page for a while, then removed
     status/history/<n>.html      every result, PAGE_SIZE a page, oldest first
+    status/history/<n>.js        the same results as data, for the front page's search (search.py)
+    status/fresh.js              when the site was last regenerated (every page's staleness warning)
     status/status.json           the same figures for machines
     status/metrics.prom          the counts for Prometheus (node_exporter's textfile collector)
     status/_index.json           the incremental index (see index.py)
-    status/static/               stylesheet and script
+    status/_samples.json         queue depth samples for the front page's charts (charts.py)
+    status/static/               stylesheet, script, uPlot (the charts)
 
 Cost per regeneration: a `scandir` and an `lstat` per finished submission, reading and rendering
 only what changed, the live parts (queue, active entries, heartbeats), and the front page. Writes
@@ -22,7 +25,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from cutor_spool.config import StatusPageConfig
 from cutor_spool.errors import SpoolIOError
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.web_status import live
+from cutor_spool.web_status.charts import SAMPLES_NAME, record_sample, series
 from cutor_spool.web_status.index import (
     INDEX_NAME,
     STAMP_SETTLE,
@@ -42,10 +45,11 @@ from cutor_spool.web_status.index import (
     paginate,
     scan,
 )
-from cutor_spool.web_status.metrics import STATES, prometheus
+from cutor_spool.web_status.metrics import machine_status, prometheus
 from cutor_spool.web_status.model import detail
-from cutor_spool.web_status.reading import read_entry
+from cutor_spool.web_status.reading import read_entry, read_live_output
 from cutor_spool.web_status.render import RENDER_VERSION, install_static, iso_now, render, write_page
+from cutor_spool.web_status.search import ROW_KEYS, chunk
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,7 @@ PAGE_SIZE = 200  # the last page is rendered again whenever a submission finishe
 SAVE_EVERY = 2000  # a cold build of a large spool saves its progress now and then
 LIVE_REDIRECT_KEEP = 600.0  # seconds a finished submission's live page keeps redirecting
 LIVE_SIGS = "_live.json"  # what each live page was rendered from
+FRESH_NAME = "fresh.js"  # when the site was last regenerated, for the pages' staleness warning
 LIVE_RERENDER = 10.0  # well within the page's staleness warning (at least 30 s)
 
 
@@ -106,11 +111,11 @@ def _unlink(path: Path) -> None:
 
 
 class Generator:
-    def __init__(self, paths: SpoolPaths, config: StatusPageConfig, *, generator: str, now: float) -> None:
+    def __init__(self, paths: SpoolPaths, config: StatusPageConfig, *, generator: str, now: float, wall: float) -> None:
         self.paths, self.config, self.generator = paths, config, generator
         self.out = paths.status
         self.now = now  # the filesystem's clock: ages of queue entries and heartbeats
-        self.wall = time.time()
+        self.wall = wall  # this host's clock: what the browser compares "generated" with
         self.common: dict[str, Any] = {
             "spool": os.path.abspath(paths.root),
             "generated": iso_now(self.wall),
@@ -129,6 +134,7 @@ class Generator:
             root="../",
             refresh=self.refresh if live_page else None,
             entry_path=os.path.abspath(entry),
+            live_output=read_live_output(entry) if live_page else [],
             **self.common,
         )
         return html, view.summary
@@ -230,76 +236,19 @@ class Generator:
                     **self.common,
                 )
                 write_page(path, html)
+                write_page(path.with_suffix(".js"), chunk(number, index.done.summaries(members)))
                 rendered += 1
             first, last = index.done.summary(members[0])["finished"], index.done.summary(members[-1])["finished"]
-            listing.append({"number": number, "first": first, "last": last, "count": len(members)})
+            listing.append(
+                {"number": number, "first": first, "last": last, "count": len(members), "version": signature[:12]}
+            )
         for number in range(len(pages) + 1, len(index.history) + 1):
             _unlink(self.out / "history" / f"{number}.html")
+            _unlink(self.out / "history" / f"{number}.js")
         signatures = [signature for _, signature in pages]
         if signatures != index.history:
             index.history, index.history_dirty = signatures, True
         return listing, rendered
-
-
-def machine_status(
-    generator: Generator,
-    index: Index,
-    queue: live.Queue,
-    active: list[live.ActiveEntry],
-    workers: list[live.Worker],
-    recent: list[dict[str, Any]],
-    builds: dict[str, Any],
-) -> dict[str, Any]:
-    states, outcomes = index.done.column("state"), index.done.column("outcome")
-    by_state: Counter[str] = Counter(dict.fromkeys(STATES, 0))
-    by_state["queued"] = queue.length
-    by_state.update(a.state for a in active)
-    by_state.update(states)
-    by_outcome = Counter(o for s, o in zip(states, outcomes, strict=True) if s == "done" and o)
-    return {
-        "format": 1,
-        "generated_at": generator.common["generated"],
-        "generated_unix": round(generator.wall, 3),
-        "generated_by": generator.generator,
-        "generation_seconds": 0.0,
-        "spool": generator.common["spool"],
-        "counts": {
-            "queued": queue.length,
-            "active": len(active),
-            "finished": len(states),
-            "by_state": dict(by_state),
-            "by_outcome": dict(sorted(by_outcome.items())),
-        },
-        "queue": {
-            "length": queue.length,
-            "oldest_age_seconds": None if queue.oldest_age is None else round(queue.oldest_age, 3),
-            "first": [name for name, _ in queue.first],
-        },
-        "active": [
-            {"id": a.id, "state": a.state, "since": a.since, "attempt": a.attempt, "worker": a.worker, "host": a.host}
-            for a in active
-        ],
-        "workers": [
-            {
-                "worker": w.id,
-                "kind": w.kind,
-                "host": w.host,
-                "pid": w.pid,
-                "alive": w.alive,
-                "heartbeat_age_seconds": round(w.age, 3),
-                "heartbeat_interval": w.interval,
-                "processed": w.processed,
-                "version": w.version,
-                "current": w.current,
-                # Why an executor's host cannot run stages, while it has stopped claiming (health.py).
-                "sandbox": w.info.get("sandbox"),
-                "unexpected_errors": w.unexpected_errors,
-            }
-            for w in workers
-        ],
-        "recent": recent,
-        "builds": builds,
-    }
 
 
 def _cards(status: dict[str, Any]) -> list[dict[str, Any]]:
@@ -318,16 +267,18 @@ def regenerate(
     config: StatusPageConfig,
     *,
     now: Callable[[], float] = time.time,
+    wall: Callable[[], float] = time.time,
     full: bool = False,
     generator: str = "cutor-spool status-page",
 ) -> Report:
     """Brings `status/` up to date. `now` is the filesystem's clock (`FsClock.now`) where
-    heartbeats and queue ages must be judged against it; `full` re-reads and re-renders everything."""
+    heartbeats and queue ages must be judged against it; `wall` is this host's clock, which stamps the
+    pages for the browser; `full` re-reads and re-renders everything."""
     started = time.perf_counter()
     out = paths.status
     _pages(out)
     install_static(out)
-    gen = Generator(paths, config, generator=generator, now=now())
+    gen = Generator(paths, config, generator=generator, now=now(), wall=wall())
     # The top level (the files written every time) at every regeneration; the page folders, as
     # large as the spool's history, only with `full`.
     _sweep_temporaries([out, *((out / sub for sub in ("s", "live", "history")) if full else ())], gen.now)
@@ -349,7 +300,15 @@ def regenerate(
         "environments": [{k: v for k, v in e.items() if k != "package_list"} for e in environments],
         "packages": live.packages(environments),
     }
-    status = machine_status(gen, index, queue, active, workers, recent, builds)
+    header = {
+        "generated_at": gen.common["generated"],
+        "generated_unix": round(gen.wall, 3),
+        "generated_by": gen.generator,
+        "spool": gen.common["spool"],
+    }
+    status = machine_status(header, index, queue, active, workers, recent, builds)
+    samples = record_sample(out / SAMPLES_NAME, gen.wall, queue.length, len(active))
+    charts = series(index.done.column("finished_unix"), index.done.column("latency"), samples, gen.wall)
     page = render(
         "index.html",
         root="",
@@ -365,9 +324,15 @@ def regenerate(
         history=list(reversed(history)),
         page_size=PAGE_SIZE,
         builds=builds,
+        charts=charts,
+        result_files=[f"history/{h['number']}.js?v={h['version']}" for h in history],
+        row_keys=list(ROW_KEYS),
+        outcome_names=sorted({o for o in index.done.column("outcome") if o}),
         **gen.common,
     )
     write_page(out / "index.html", page)
+    # Read by every page (final ones too) to tell whether anyone still regenerates the site.
+    write_page(out / FRESH_NAME, _fresh(gen))
     status["generation_seconds"] = round(time.perf_counter() - started, 4)
     write_bytes(out / "metrics.prom", prometheus(status).encode(), fsync=False)
     # status.json last among the outputs: its mtime tells other workers when the page was fresh.
@@ -385,6 +350,11 @@ def regenerate(
     )
     log.debug("status page: %s", report)
     return report
+
+
+def _fresh(gen: Generator) -> bytes:
+    data = {"generated": gen.common["generated"], "stale_after": gen.common["stale_after"]}
+    return f"window.cutorSpoolFresh = {json.dumps(data)};\n".encode()
 
 
 def _read_live_sigs(path: Path) -> dict[str, list[Any]]:

@@ -28,6 +28,8 @@ from cutor_spool.watcher.ids import split_active
 from cutor_spool.watcher.queue import scan_arrivals
 from cutor_spool.web_status.model import BUILD_KEYS, clip
 from cutor_spool.web_status.reading import (
+    LIVE_DIR,
+    LIVE_OUT_SUFFIX,
     STATUS_LIMIT,
     json_object,
     open_dir,
@@ -81,7 +83,8 @@ class ActiveEntry:
 
 
 def result_stamp(entry: Path) -> list[int]:
-    """(inode, mtime) of result/ and of result/status.json; zeros where missing."""
+    """(inode, mtime) of result/ and of result/status.json (zeros where missing), and the sizes of
+    the live output files."""
     out = []
     for path in (entry / "result", entry / "result" / "status.json"):
         try:
@@ -89,6 +92,12 @@ def result_stamp(entry: Path) -> list[int]:
             out += [st.st_ino, st.st_mtime_ns]
         except OSError:
             out += [0, 0]
+    # Output so far (result/live/<stage>.out) grows without touching any directory: its sizes.
+    try:
+        with os.scandir(entry / "result" / LIVE_DIR) as it:
+            out += sorted(e.stat(follow_symlinks=False).st_size for e in it if e.name.endswith(LIVE_OUT_SUFFIX))
+    except OSError:
+        pass
     return out
 
 

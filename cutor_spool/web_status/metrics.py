@@ -10,8 +10,12 @@ an alert never sees a series vanish when a count drops to nothing.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
+
+from cutor_spool.web_status import live
+from cutor_spool.web_status.index import Index
 
 # Every state a submission can be in, in flow order (documents.states.State), queued first.
 STATES = (
@@ -40,6 +44,68 @@ OUTCOMES = (
     "partial",
     "rejected",
 )
+
+
+def machine_status(
+    header: dict[str, Any],
+    index: Index,
+    queue: live.Queue,
+    active: list[live.ActiveEntry],
+    workers: list[live.Worker],
+    recent: list[dict[str, Any]],
+    builds: dict[str, Any],
+) -> dict[str, Any]:
+    """status.json; `header` gives generated_at, generated_unix, generated_by and spool."""
+    states, outcomes = index.done.column("state"), index.done.column("outcome")
+    by_state: Counter[str] = Counter(dict.fromkeys(STATES, 0))
+    by_state["queued"] = queue.length
+    by_state.update(a.state for a in active)
+    by_state.update(states)
+    by_outcome = Counter(o for s, o in zip(states, outcomes, strict=True) if s == "done" and o)
+    return {
+        "format": 1,
+        "generated_at": header["generated_at"],
+        "generated_unix": header["generated_unix"],
+        "generated_by": header["generated_by"],
+        "generation_seconds": 0.0,
+        "spool": header["spool"],
+        "counts": {
+            "queued": queue.length,
+            "active": len(active),
+            "finished": len(states),
+            "by_state": dict(by_state),
+            "by_outcome": dict(sorted(by_outcome.items())),
+        },
+        "queue": {
+            "length": queue.length,
+            "oldest_age_seconds": None if queue.oldest_age is None else round(queue.oldest_age, 3),
+            "first": [name for name, _ in queue.first],
+        },
+        "active": [
+            {"id": a.id, "state": a.state, "since": a.since, "attempt": a.attempt, "worker": a.worker, "host": a.host}
+            for a in active
+        ],
+        "workers": [
+            {
+                "worker": w.id,
+                "kind": w.kind,
+                "host": w.host,
+                "pid": w.pid,
+                "alive": w.alive,
+                "heartbeat_age_seconds": round(w.age, 3),
+                "heartbeat_interval": w.interval,
+                "processed": w.processed,
+                "version": w.version,
+                "current": w.current,
+                # Why an executor's host cannot run stages, while it has stopped claiming (health.py).
+                "sandbox": w.info.get("sandbox"),
+                "unexpected_errors": w.unexpected_errors,
+            }
+            for w in workers
+        ],
+        "recent": recent,
+        "builds": builds,
+    }
 
 
 def _label(value: Any) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 from cutor_spool.documents.stage import AppliedLimits, StageDocument, Verdict
 from cutor_spool.documents.states import Outcome
 from cutor_spool.documents.status import StageSummary, StatusDocument
+from cutor_spool.web_status.charts import between, unix
 from cutor_spool.web_status.reading import Stage, TooLarge
 
 # Stages in the order they run; any other stage file (a checker's compile, say) follows by name.
@@ -45,7 +46,11 @@ SUMMARY_KEYS = (
     "worker",
     "host",
     "queued",
+    "claimed",
+    "queue_wait",  # seconds from queued to (the last) claimed
     "finished",
+    "finished_unix",  # the same as Unix time, and the seconds from queued to finished (the charts)
+    "latency",
     "cpu_time",
     "wall_time",
     "memory",
@@ -173,7 +178,11 @@ def summarize(name: str, status: StatusDocument | None, tests: list[TestRow] | N
         "worker": clip(status.worker, 200),
         "host": clip(status.host, 200),
         "queued": clip(status.states.get("queued"), 40),
+        "claimed": clip(status.states.get("claimed"), 40),
+        "queue_wait": between(status.states.get("queued"), status.states.get("claimed")),
         "finished": clip(status.finished_at, 40),
+        "finished_unix": unix(status.finished_at),
+        "latency": between(status.states.get("queued"), status.finished_at),
         "cpu_time": cpu_time,
         "wall_time": wall_time,
         "memory": memory,

@@ -201,3 +201,54 @@ def read_entry(path: Path, *, events: int = 200) -> EntryFiles:
             tests=tests,
             events=log,
         )
+
+
+LIVE_DIR = "live"  # result/live/<stage>.out: a running stage's output so far (the runner's side)
+LIVE_OUT_SUFFIX = ".out"
+LIVE_TAIL = 64 * 1024  # bytes of each, from the end, that a live page shows
+
+
+@dataclass(frozen=True)
+class LiveOutput:
+    stage: str
+    text: str
+    skipped: int  # bytes before the part shown
+
+
+def read_tail(dir_fd: int | None, name: str, limit: int) -> tuple[bytes, int] | None:
+    """The last `limit` bytes of a regular file and how many came before them; None if absent."""
+    if dir_fd is None:
+        return None
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        skipped = max(0, st.st_size - limit)
+        os.lseek(fd, skipped, os.SEEK_SET)
+        return read_fd(fd, limit)[:limit], skipped
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_live_output(path: Path) -> list[LiveOutput]:
+    """`result/live/<stage>.out` of a running entry: what its stages printed so far, if the runner
+    writes it. Read like the rest (no link followed, regular files only, the tail only)."""
+    out = []
+    with (
+        open_dir(path) as entry_fd,
+        open_subdir(entry_fd, "result") as result_fd,
+        open_subdir(result_fd, LIVE_DIR) as live_fd,
+    ):
+        for name in sorted(list_files(live_fd, LIVE_OUT_SUFFIX)):
+            found = read_tail(live_fd, name, LIVE_TAIL)
+            if found is not None:
+                data, skipped = found
+                text = data.decode("utf-8", errors="replace")
+                out.append(LiveOutput(name[: -len(LIVE_OUT_SUFFIX)], text, skipped))
+    return out
