@@ -84,6 +84,8 @@ def test_cancel_a_running_submission_kills_its_sandbox(spool: Path, tmp_path: Pa
     assert (status["state"], status["cancelled_by"]) == ("cancelled", "root")
     assert "while it ran" in status["reason"]
     assert slot_processes() == []  # nothing of it is left running
+    log = (tmp_path / "executor-0.log").read_text()
+    assert "cancelled by root while it ran" in log and " ERROR " not in log  # an ending, not a failure
     assert cli(spool, "submit", str(make_submission(tmp_path, "next", {"run": "echo next"})), "--wait").returncode == 0
 
 
