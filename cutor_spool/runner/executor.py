@@ -10,8 +10,10 @@ uncounted, and the executor stops claiming until the host runs stages again.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cutor_spool.config import BackendName, SpoolConfig
 from cutor_spool.errors import CutorError, SandboxError
@@ -60,6 +62,11 @@ class Executor(QueueWorker[Reporter]):
         self.environments: Environments | None = None
         self.make_environments = environments
         self.health = SandboxHealth(self._probe, self._health_changed)
+        # Workers of other queues that share this process's sandbox (runner/invocations/): set up
+        # after this one, run in threads of their own, stopped by the same signals, and waited
+        # for before the backend closes.
+        self.companions: list[QueueWorker[Any]] = []
+        self._companion_threads: list[threading.Thread] = []
 
     def setup(self) -> None:
         box = self.config.sandbox
@@ -78,6 +85,15 @@ class Executor(QueueWorker[Reporter]):
         except Exception:
             log.exception("cleaning up after dead workers failed; retrying every heartbeat")
         self.maintenance.periodic.append(sweep)
+        for companion in self.companions:
+            companion.setup()
+            companion.ready = True
+        for companion in self.companions:
+            thread = threading.Thread(
+                target=companion.run, kwargs={"install_signals": False}, name=companion.kind, daemon=True
+            )
+            thread.start()
+            self._companion_threads.append(thread)
 
     def describe(self) -> str:
         mode = "polling" if self.poll else "inotify + rescans"
@@ -98,6 +114,11 @@ class Executor(QueueWorker[Reporter]):
         return self.health.may_claim(self.signals.stopping)
 
     def _stopped(self) -> None:
+        for thread in self._companion_threads:  # they stop on the same signal, with the same grace
+            thread.join()
+        for companion in self.companions:
+            if companion.crashed is not None and self.crashed is None:
+                self.crashed = companion.crashed  # strict mode: `run` re-raises it
         if self.backend is not None:
             self.backend.close()
 
