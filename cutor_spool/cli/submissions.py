@@ -23,6 +23,7 @@ from cutor_spool.cli.output import (
     summary,
 )
 from cutor_spool.config import SpoolConfig, load_config
+from cutor_spool.deployments.terms import write_default_terms
 from cutor_spool.documents.schemas import DOCUMENTS, document_schema
 from cutor_spool.documents.stage import StageDocument
 from cutor_spool.documents.states import RESULT_DIR
@@ -47,6 +48,7 @@ def init(ctx: click.Context, directory: Path | None) -> None:
     """Create a spool (default: the --spool directory) with a commented spool.yaml."""
     paths = SpoolPaths(directory or ctx.obj.spool)
     paths.init()
+    write_default_terms(paths)  # the terms `deploy` shows (docs/deployments.md); an operator's are kept
     say(f"spool ready at {paths.root} (config: {paths.config})")
 
 

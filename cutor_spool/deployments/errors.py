@@ -11,6 +11,11 @@ which the system's (`error`):
       KeyFileError              a key file is missing, malformed, too open, or in the wrong place
       BadSignature              a signature does not verify with the public key it names
       SealError                 a sealed value does not open with this private key
+      BadManifest               deployment.yaml is missing or invalid (every problem listed)
+      BundleError               a directory cannot be packed, or a zip is refused by unpack
+      BadSpec                   a spec blob is not a valid spec.json (or its manifest is invalid)
+      TermsNotAccepted          no acceptance of the terms, or one that does not verify, or terms
+                                that are not in the store
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from cutor_spool.errors import CutorError
 
 
 class DeploymentError(CutorError):
-    """Base of the content store's and the keys' errors."""
+    """Base of the errors of deployments: the store, keys, bundles, specs."""
 
 
 class InvalidCid(DeploymentError):
@@ -44,3 +49,34 @@ class BadSignature(DeploymentError):
 
 class SealError(DeploymentError):
     """A sealed value does not open: the wrong private key, or the value was changed."""
+
+
+class BadManifest(DeploymentError):
+    """deployment.yaml is missing, not YAML, or not a valid manifest; `problems` lists every
+    `(where, message)`."""
+
+    def __init__(self, problems: list[tuple[str, str]], name: str = "deployment.yaml") -> None:
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {where}: {message}" for where, message in self.problems)
+        super().__init__(f"{name} is not valid:\n{lines}")
+
+
+class BundleError(DeploymentError):
+    """A directory cannot be packed, or a zip cannot be unpacked; `problems` lists every reason
+    found (unpack stops at the first)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        if len(problems) == 1:
+            super().__init__(problems[0])
+        else:
+            super().__init__("\n".join(["the bundle cannot be made:", *(f"  - {p}" for p in problems)]))
+
+
+class BadSpec(DeploymentError):
+    """A blob named as a deployment is not a valid spec.json."""
+
+
+class TermsNotAccepted(DeploymentError):
+    """The owner did not accept the operator's terms: no acceptance, a signature over other terms,
+    or terms the store does not hold."""
