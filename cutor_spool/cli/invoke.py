@@ -89,6 +89,9 @@ def _report(status: StatusDocument, response: dict[str, Any] | None, *, as_json:
         say(f"{status.id}: no response ({status.outcome})", err=True)
         return
     answer = Response.read(response)
+    if answer is None:
+        say(f"{status.id}: its response.json is not a response", err=True)
+        return
     if answer.status >= 400 and answer.reason:
         say(f"{status.id}: HTTP {answer.status}: {answer.reason}", err=True)
     body = base64.b64decode(answer.body_base64) if answer.body_base64 is not None else (answer.body or "").encode()

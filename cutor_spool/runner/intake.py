@@ -198,7 +198,7 @@ def plan_directory(root: Path, sub: Submission, config: SpoolConfig, *, hidden: 
     names files that never enter /work (the deployment's own deployment.yaml)."""
     problems: list[Problem] = []
     tree = walk(root, max_files=config.max_files, max_size=config.max_submission_size, problems=problems)
-    plan = _plan(root, sub, tree, config, problems, hidden=hidden)
+    plan = _plan(root, sub, tree, config, problems, also_hidden=hidden)
     return Intake(None if problems else plan, tuple(problems))
 
 
@@ -263,16 +263,22 @@ def _checker_files(sub: Submission, tree: Tree, files: _Files) -> set[str]:
 
 
 def _plan(
-    root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems: list[Problem], *, hidden: frozenset[str] = frozenset()
+    root: Path,
+    sub: Submission,
+    tree: Tree,
+    config: SpoolConfig,
+    problems: list[Problem],
+    *,
+    also_hidden: frozenset[str] = frozenset(),
 ) -> Plan:
     names = set(tree.files)
     files = _Files(names, problems)
-    files.hidden.update(hidden & names)
+    files.hidden.update(also_hidden & names)
     inline = _inline_files(sub, tree, problems)
     _data_files(sub, files)
     checker = sub.checker_spec()
     checker_files = _checker_files(sub, tree, files)
-    hidden = set(files.hidden)
+    hidden = files.hidden
 
     every = names | {n for n, _, _ in inline}
     heads = {n: d[:2] for n, d, _ in inline}

@@ -9,9 +9,8 @@ deployment without a compile stage is stored as its bundle. A compile error or a
 environment writes `failed` with the reason (the deployment's fault); a failure of the system is
 retried by the worker and, past its attempts, `failed` too (`record_failure`).
 
-The compiled work area is the job's: it is read as a hostile client's directory is (runner/tree.py:
-nothing followed, only regular files of one link that the slot's uid could read), copied into the
-staging directory, and packed from there. A symlink, FIFO or hard link in it fails the build.
+The compiled work area is the job's: `pack` reads it without following anything, and a symlink,
+FIFO or hard link in it fails the build (a bundle holds regular files only).
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from cutor_spool.deployments.bundle import pack, unpack
-from cutor_spool.deployments.errors import DeploymentError
+from cutor_spool.deployments.bundle import MAX_BYTES, pack, unpack
+from cutor_spool.deployments.errors import BundleError, DeploymentError
 from cutor_spool.deployments.manifest import MANIFEST_NAME
 from cutor_spool.deployments.requests import read_build_record, write_build_record
 from cutor_spool.deployments.spec import Deployment
@@ -32,12 +31,10 @@ from cutor_spool.runner.intake import Plan, plan_directory
 from cutor_spool.runner.invocations.context import Refused, Services, now, submission_of
 from cutor_spool.runner.judge.graders.base import GradingContext, Stopped
 from cutor_spool.runner.results import Reporter
-from cutor_spool.runner.tree import Problem, copy_file, make_dirs, walk
+from cutor_spool.runner.tree import Problem
 from cutor_spool.watcher.cancel import Cancelled
 
 log = logging.getLogger(__name__)
-
-WORK_DIR = "work"
 
 
 @dataclass
@@ -47,7 +44,6 @@ class BuildGrader:
     services: Services
     deployment: Deployment
     entry_id: str
-    staging: Path
     name: str = "deployment-build"
 
     def problems(self, plan: Plan) -> list[Problem]:
@@ -59,7 +55,7 @@ class BuildGrader:
             work = self.deployment.spec.bundle  # nothing ran: the work area is the bundle
         else:
             problems: list[Problem] = []
-            packed = self._work_area(context.sandbox.workdir, context.sandbox.slot.uid, problems)
+            packed = self._work_area(context.sandbox.workdir, problems)
             if packed is None:
                 reason = "the compiled work area cannot be stored: " + "; ".join(map(str, problems[:5]))
                 self.record(DeploymentState.FAILED, reason=reason)
@@ -75,23 +71,17 @@ class BuildGrader:
     def record(self, state: DeploymentState, *, work: str | None = None, reason: str | None = None) -> None:
         record_build(self.services, self.deployment.cid, self.entry_id, state, work=work, reason=reason)
 
-    def _work_area(self, workdir: Path, uid: int, problems: list[Problem]) -> bytes | None:
-        """The compiled /work, read as the slot's uid could, copied out and packed; None (with
-        the problems) when it holds anything but regular files and directories."""
+    def _work_area(self, workdir: Path, problems: list[Problem]) -> bytes | None:
+        """The compiled /work packed (None, with the problems, when it holds anything but regular
+        files and directories). `pack` follows nothing and refuses hard links; every file there is
+        the slot uid's own (a tmpfs of its own: no link reaches another file system), and no
+        process of the job is left once its stage has ended."""
         config = self.services.config
-        tree = walk(workdir, max_files=config.max_files, max_size=config.sandbox.work_size, problems=problems, submitter=uid)
-        if problems:
+        try:
+            return pack(workdir, max_files=config.max_files, max_bytes=min(config.sandbox.work_size, MAX_BYTES))
+        except BundleError as exc:
+            problems.extend(Problem("work", p) for p in exc.problems)
             return None
-        copy = self.staging / WORK_DIR
-        copy.mkdir(mode=0o700)
-        occupied = {name.rsplit("/", i)[0] for name in tree.files for i in range(1, name.count("/") + 1)}
-        make_dirs(copy, frozenset(tree.dirs - occupied), 0, 0)
-        for name, entry in tree.files.items():
-            try:
-                copy_file(workdir, name, copy, size_limit=entry.size, executable=entry.executable, uid=0, gid=0)
-            except OSError as exc:
-                problems.append(Problem(f"file {name}", f"changed while it was being read ({exc})"))
-        return None if problems else pack(copy)
 
 
 def record_build(
@@ -125,6 +115,7 @@ def build(
     staging.mkdir(mode=0o700)
     try:
         source = staging / deployment.cid  # its name is the environment's user (builder/environments.py)
+        source.mkdir(mode=0o700)
         config = services.config
         try:
             unpack(
@@ -141,7 +132,7 @@ def build(
         intake = plan_directory(source, sub, config, hidden=frozenset({MANIFEST_NAME}))
         if intake.plan is None:
             raise Refused(list(intake.problems))
-        grader = BuildGrader(services, deployment, entry_id, staging)
+        grader = BuildGrader(services, deployment, entry_id)
         services.pipeline.run(intake.plan, grader, source, reporter, cancel)
         if reporter.status.state == State.INVALID:  # the pipeline refused it before any stage
             errors = reporter.status.errors or []

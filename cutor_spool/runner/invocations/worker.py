@@ -156,10 +156,13 @@ class InvocationWorker(QueueWorker[InvocationJob]):
 
     def _deployment(self, cid: str) -> Deployment:
         assert self.services is not None
+        store = self.services.store
         try:
-            return load_deployment(self.services.store, cid)
-        except UnknownCid:
-            raise Refused.because("deployment", f"unknown CID {cid}: no such deployment in this spool") from None
+            return load_deployment(store, cid, maximum=self.config.limits.resolved_maximum())
+        except UnknownCid as exc:
+            if not store.has(cid):
+                raise Refused.because("deployment", f"unknown CID {cid}: no such deployment in this spool") from None
+            raise Refused.because("deployment", str(exc)) from None  # its bundle is missing
         except DeploymentError as exc:  # not a CID, tampered, a bad signature, terms not accepted
             raise Refused.because("deployment", f"{cid} cannot be used: {exc}") from None
 
@@ -177,7 +180,9 @@ class InvocationWorker(QueueWorker[InvocationJob]):
             return
         try:
             parse_cid(request.deployment)  # the record's directory is named by it: never a path
-            record_build(self.services, request.deployment, job.reporter.claim.entry_id, DeploymentState.FAILED, reason=reason)
+            record_build(
+                self.services, request.deployment, job.reporter.claim.entry_id, DeploymentState.FAILED, reason=reason
+            )
         except (OSError, CutorError, ValueError) as exc:  # not a CID: there is no record to write
             log.warning("%s: cannot record the failed build: %s", job.reporter.claim.entry_id, exc)
 
