@@ -6,8 +6,9 @@ makes it and built once; then, round by round, one invocation and one plain subm
 `run: echo hi`, so that load from elsewhere weighs on both alike. Each is timed from the start of
 its client's drop (`drop_request`, as `cutor-spool invoke` does; `client.submit`, as `cutor-spool
 submit` does: both fsync what they write) to the appearance of its entry in done/ (an
-invocation's response.json written by then). Median and p95 of each; the target is an invocation at most 1.2x the plain run (it skips
-intake and validation, and adds the spec's verification and unpacking the work area).
+invocation's response.json written by then). Median and p95 of each; the target is an invocation
+at most 1.2x the plain run (it skips intake and validation, and adds the spec's verification and
+unpacking the work area).
 
     sudo .venv/bin/python benchmarks/invoke.py [--count 200]
 """

@@ -398,3 +398,57 @@ def test_fifty_concurrent_invocations_each_get_their_own_answer(
     for i, entry_id in enumerate(ids):
         response = json.loads((done / entry_id / "result" / "response.json").read_text())
         assert response["status"] == 200 and response["body"] == f"n={i}:body-{i}"
+
+
+@pytest.mark.slow
+def test_an_invocation_waits_for_a_pending_build_without_spending_its_attempts(
+    spool: Path, tmp_path: Path, server_key: Path, executors: Any
+) -> None:
+    write_config(spool, deployments={"build_wait": "0.3s"})
+    cid = deploy(spool, tmp_path / "app", {"compile": "echo late > late.txt", "run": "cat late.txt"})
+    build_entry = next((spool / "invocations" / "incoming").iterdir())
+    parked = tmp_path / "parked-build"
+    os.rename(build_entry, parked)  # deploy's build entry held back: its record stays pending
+    paths = SpoolPaths(spool)
+    executors(spool, "--server-key", str(server_key))
+    drop_request(paths, InvocationRequest(deployment=cid), entry_id="early")
+    log = spool / "invocations" / "incoming" / "early" / "result" / "attempts.jsonl"
+
+    def handed_back_twice() -> bool:
+        if not log.is_file():
+            return False
+        return sum('"released"' in line for line in log.read_text().splitlines()) >= 2
+
+    wait_until(handed_back_twice, 30, "the invocation handed back while its build is pending")
+    os.rename(parked, spool / "invocations" / "incoming" / build_entry.name)
+    done = spool / "invocations" / "done" / "early" / "result"
+    wait_until((done / "response.json").is_file, 60, "the invocation's answer once built")
+    assert json.loads((done / "response.json").read_text())["body"] == "late\n"
+    status = json.loads((done / "status.json").read_text())
+    assert status["state"] == "done" and status["outcome"] == "ok"
+
+
+def _cli(spool: Path, *args: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([*CLI, "--spool", str(spool), "invoke", *args], input=data, capture_output=True, check=False)
+
+
+def test_the_cli_refuses_before_dropping(spool: Path, tmp_path: Path, server_key: Path) -> None:
+    write_config(spool, deployments={"max_body": 4})
+    cid = deploy(spool, tmp_path / "app", {"run": "cat"})
+    incoming = spool / "invocations" / "incoming"
+    before = sorted(incoming.iterdir())  # the build entry
+    assert _cli(spool, "Qmnotacid").returncode == 2
+    unknown = Store(spool).put(b"gone")
+    Store(spool).path(unknown).unlink()
+    refused = _cli(spool, unknown)
+    assert refused.returncode == 6 and b"unknown CID" in refused.stderr
+    assert _cli(spool, cid, "-H", "X_Under: 1").returncode == 2
+    assert _cli(spool, cid, "-H", "no colon").returncode == 2
+    too_big = _cli(spool, cid, "--data", "-", data=b"12345")
+    assert too_big.returncode == 10 and b"maximum of 4 bytes" in too_big.stderr
+    assert sorted(incoming.iterdir()) == before
+    queued = _cli(spool, cid, "--data", "-", "--query", "a=1", data=b"1234")
+    assert queued.returncode == 0
+    entry = incoming / queued.stdout.decode().strip()
+    assert (entry / "body").read_bytes() == b"1234"
+    assert json.loads((entry / "request.json").read_text())["query"] == "a=1"

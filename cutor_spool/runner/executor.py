@@ -113,12 +113,14 @@ class Executor(QueueWorker[Reporter]):
     def may_claim(self) -> bool:
         return self.health.may_claim(self.signals.stopping)
 
-    def _stopped(self) -> None:
+    def _draining(self) -> None:
         for thread in self._companion_threads:  # they stop on the same signal, with the same grace
             thread.join()
         for companion in self.companions:
             if companion.crashed is not None and self.crashed is None:
                 self.crashed = companion.crashed  # strict mode: `run` re-raises it
+
+    def _stopped(self) -> None:
         if self.backend is not None:
             self.backend.close()
 

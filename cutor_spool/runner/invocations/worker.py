@@ -1,12 +1,13 @@
 """The invocations queue's worker: deployments' builds and invocations, inside `cutor-spool executor`.
 
 One process, one sandbox. The executor's process serves both queues: the submissions' `Executor`
-and this `InvocationWorker`, each a `QueueWorker` with its own claims, threads and heartbeat, share
-the executor's backend, slot pool, pipeline, Nix environments, host health and signals. The
+and this `InvocationWorker`, each a `QueueWorker` with its own finder, claims and work threads,
+share the executor's backend, slot pool, pipeline, Nix environments, host health, signals, and its
+identity, heartbeat and maintenance thread (`companion_of`: to the spool they are one worker). The
 executor sets this worker up after itself (`Executor.companions`), runs it in a thread of its own,
-and closes the shared backend only once both have stopped. So an operator still runs one command
-per host, a host's slot uids are handed out by one pool (and, across processes, by its per-uid
-locks), and a broken host stops both queues at once.
+waits for it before its maintenance stops, and closes the shared backend after both. So an operator
+still runs one command per host, a host's slot uids are handed out by one pool (and, across
+processes, by its per-uid locks), and a broken host stops both queues at once.
 
 What happens to one entry:
 
@@ -76,13 +77,12 @@ class InvocationWorker(QueueWorker[InvocationJob]):
             host=executor.identity.host,
             grace=executor.grace,
             config=executor.config,
+            companion_of=executor,  # one process: its identity, heartbeat, maintenance, signals
         )
         self.executor = executor
-        self.signals = executor.signals  # one process: one SIGTERM stops both queues
         key = server_key or self.config.deployments.server_key
         self.server_key_path = Path(key) if key else None
         self.services: Services | None = None
-        self.maintenance.info["serves"] = "deployments"
 
     def setup(self) -> None:
         """After the executor's setup: its pipeline is this worker's."""
