@@ -452,3 +452,18 @@ def test_the_cli_refuses_before_dropping(spool: Path, tmp_path: Path, server_key
     entry = incoming / queued.stdout.decode().strip()
     assert (entry / "body").read_bytes() == b"1234"
     assert json.loads((entry / "request.json").read_text())["query"] == "a=1"
+
+
+@pytest.mark.slow
+def test_a_deployment_built_already_is_not_built_again(
+    spool: Path, tmp_path: Path, server_key: Path, executors: Any
+) -> None:
+    executors(spool, "--server-key", str(server_key))
+    cid = deploy(spool, tmp_path / "app", {"compile": "date +%N > stamp", "run": "cat stamp"})
+    first = built(spool, cid)
+    assert first.state == DeploymentState.READY
+    again = drop_request(SpoolPaths(spool), InvocationRequest(kind=RequestKind.BUILD, deployment=cid))
+    status = spool / "invocations" / "done" / again / "result" / "status.json"
+    ended = wait_until(lambda: status.is_file() and json.loads(status.read_text()), 30, "the second build's end")
+    assert ended["state"] == "done" and ended["outcome"] == "ok" and "compile" not in ended["stages"]
+    assert read_build_record(SpoolPaths(spool), cid) == first

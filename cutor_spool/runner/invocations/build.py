@@ -111,7 +111,13 @@ def record_build(
 def build(
     services: Services, deployment: Deployment, entry_id: str, staging: Path, reporter: Reporter, cancel: Cancelled
 ) -> None:
-    """Builds a verified deployment in this claim's staging directory (removed afterwards)."""
+    """Builds a verified deployment in this claim's staging directory (removed afterwards). One
+    that is built already is not built again: a build entry anyone drops cannot turn a working
+    deployment's record `failed` (a flaky compile) or make the executors compile it over and over."""
+    earlier = read_build_record(services.paths, deployment.cid)
+    if earlier is not None and earlier.state == DeploymentState.READY and earlier.work is not None:
+        reporter.finish(State.DONE, Outcome.OK, message=f"built already: work area {earlier.work}")
+        return
     staging.mkdir(mode=0o700)
     try:
         source = staging / deployment.cid  # its name is the environment's user (builder/environments.py)
