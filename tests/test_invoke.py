@@ -467,3 +467,61 @@ def test_a_deployment_built_already_is_not_built_again(
     ended = wait_until(lambda: status.is_file() and json.loads(status.read_text()), 30, "the second build's end")
     assert ended["state"] == "done" and ended["outcome"] == "ok" and "compile" not in ended["stages"]
     assert read_build_record(SpoolPaths(spool), cid) == first
+
+
+@pytest.mark.slow
+def test_hostile_invocation_entries_neither_stall_nor_escape(
+    spool: Path, tmp_path: Path, server_key: Path, executors: Any
+) -> None:
+    """A client controls every byte of the invocation entry it drops, as of a submission: a
+    `result` of its own (a symlink out of the spool, a FIFO for a status), a body or request that is
+    a link to a host file or a FIFO. Nothing stalls, nothing is written or read outside the entry."""
+    outside = tmp_path / "host-dir"  # stands for /etc: the executor runs as root
+    outside.mkdir()
+    (outside / "precious").write_text("host secret 5be1\n")
+    (outside / "request.json").write_text(json.dumps({"deployment": "x"}))
+    worker = executors(spool, "--server-key", str(server_key), "--invocations", "2")
+    cid = deploy(spool, tmp_path / "app", {"run": "echo answered; cat"})
+    assert built(spool, cid).state == DeploymentState.READY
+    request = json.dumps(InvocationRequest(deployment=cid).dump())
+
+    def entry(name: str) -> Path:
+        path = spool / "tmp" / f"hostile-{name}"
+        path.mkdir()
+        (path / "request.json").write_text(request)
+        return path
+
+    cases: dict[str, Path] = {}
+    cases["result-link"] = entry("result-link")
+    os.symlink(outside, cases["result-link"] / "result")
+    cases["fifo-status"] = entry("fifo-status")
+    (cases["fifo-status"] / "result").mkdir()
+    os.mkfifo(cases["fifo-status"] / "result" / "status.json")
+    os.mkfifo(cases["fifo-status"] / "result" / "attempts.jsonl")
+    cases["body-link"] = entry("body-link")
+    os.symlink(outside / "precious", cases["body-link"] / "body")
+    cases["body-fifo"] = entry("body-fifo")
+    os.mkfifo(cases["body-fifo"] / "body")
+    cases["request-link"] = entry("request-link")
+    (cases["request-link"] / "request.json").unlink()
+    os.symlink(outside / "request.json", cases["request-link"] / "request.json")
+    for name, path in cases.items():
+        (path / ".ready").write_text("")
+        os.rename(path, spool / "invocations" / "incoming" / name)
+
+    done = spool / "invocations" / "done"
+
+    def finished() -> bool:
+        return all((done / name / "result" / "status.json").is_file() for name in cases)
+
+    wait_until(finished, 60, "every hostile entry's end")  # a stall fails here
+    assert sorted(os.listdir(outside)) == ["precious", "request.json"], "the executor wrote outside the entry"
+    assert _files_holding(spool, b"host secret 5be1") == [], "the executor read a host file for a client"
+    states = {name: json.loads((done / name / "result" / "status.json").read_text()) for name in cases}
+    for name in ("result-link", "fifo-status"):
+        assert states[name]["state"] == "done", states[name]
+        assert json.loads((done / name / "result" / "response.json").read_text())["body"] == "answered\n"
+    for name, where in (("body-link", "body"), ("body-fifo", "body"), ("request-link", "request.json")):
+        assert states[name]["state"] == "invalid", states[name]
+        assert states[name]["errors"][0]["where"] == where
+    assert worker.proc is not None and worker.proc.poll() is None
