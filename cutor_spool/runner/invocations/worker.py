@@ -23,6 +23,7 @@ record `failed`, so that its invocations do not wait for it for ever.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from cutor_spool.atomic import read_json
+from cutor_spool.atomic import read_bytes
 from cutor_spool.deployments.cid import parse_cid
 from cutor_spool.deployments.errors import DeploymentError, UnknownCid
 from cutor_spool.deployments.keys import read_server_private
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST = 1 << 20
+MAX_REQUEST = 1 << 20  # request.json: headers are capped at 64 KiB, the body is a file of its own
 
 
 @dataclass
@@ -143,11 +144,11 @@ class InvocationWorker(QueueWorker[InvocationJob]):
         if claim.custody_failure is not None:  # nothing of it is read while its client can change it
             raise Refused.because("owner", claim.custody_failure)
         try:
-            data = read_json(claim.path / REQUEST, beneath=claim.anchor)
+            data = json.loads(read_bytes(claim.path / REQUEST, MAX_REQUEST, beneath=claim.anchor))
         except FileNotFoundError:
             raise Refused.because(REQUEST, "is missing: every invocation needs one") from None
-        except (OSError, CutorError, ValueError) as exc:
-            raise Refused.because(REQUEST, f"cannot be read: {exc}") from None
+        except (OSError, CutorError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
+            raise Refused.because(REQUEST, f"cannot be read: {str(exc)[:200]}") from None
         try:
             return InvocationRequest.model_validate(data)
         except ValidationError as exc:
