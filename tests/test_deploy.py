@@ -4,18 +4,24 @@ specs that refuse every tampering, sealed env vars, the terms, and `cutor-spool 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import os
 import stat
 import struct
+import subprocess
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import nacl.public
 import pytest
 from click.testing import CliRunner
+from conftest import CLI
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from cutor_spool.cli import cli
 from cutor_spool.deployments import bundle, keys
@@ -135,8 +141,45 @@ def test_pack_refuses_what_is_not_a_plain_file_and_lists_every_problem(tmp_path:
         "not valid UTF-8",
     ):
         assert expected in text
-    with pytest.raises(BundleError, match="more than 2 files"):
-        bundle.pack(_tree(tmp_path / "three", ["run.sh", "lib/util.txt", "a.txt"]), max_files=2)
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(20):
+        (many / f"f{i:02}").write_bytes(b"x" * 100)
+    for i in range(3):
+        (many / f"dir{i}").mkdir()
+    with pytest.raises(BundleError) as caught:
+        bundle.pack(many, max_files=2)
+    assert caught.value.problems == ("more than 2 directories",)
+    for i in range(3):
+        (many / f"dir{i}").rmdir()
+    for limits, expected in (
+        ({"max_files": 2}, "more than 2 files"),
+        ({"max_bytes": 250}, "more than 250 bytes in all"),
+    ):
+        with pytest.raises(BundleError) as caught:
+            bundle.pack(many, **limits)
+        assert caught.value.problems == (expected,)
+
+
+def test_pack_refuses_a_tree_nested_too_deep(tmp_path: Path) -> None:
+    # A compile stage may leave any tree in a work area: 600 levels (the walk recursing twice per level)
+    # must be a problem, not a RecursionError; shutil.rmtree still removes it (once per level).
+    root = tmp_path / "deep"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(600):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        os.close(os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    with pytest.raises(BundleError, match=f"nested deeper than {bundle.MAX_DEPTH}"):
+        bundle.pack(root)
+    with pytest.raises(BundleError, match="nested deeper"):
+        bundle.unpack(_zip([("d/" * 100 + "f", b"")]), tmp_path, uid=NOBODY, gid=NOBODY, max_files=9, max_bytes=9)
 
 
 def test_unpack_round_trip_owned_by_the_job_user(tmp_path: Path) -> None:
@@ -223,6 +266,56 @@ def test_unpack_stops_a_zip_bomb_at_the_limit(tmp_path: Path) -> None:
     assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) <= 1 << 20
 
 
+_NAME_PART = st.text(alphabet="abcxyz.-_é", min_size=1, max_size=6).filter(lambda p: p not in (".", ".."))
+_FILES = st.dictionaries(
+    st.lists(_NAME_PART, min_size=1, max_size=3).map("/".join),
+    st.tuples(st.binary(max_size=300), st.booleans()),
+    max_size=6,
+)
+_HOSTILE_NAME = (
+    st.tuples(
+        st.sampled_from(["", "/", "./"]),
+        st.lists(st.sampled_from(["a", "..", ".", "", "..\\..", "b\x00c", "\n", "é"]), min_size=1, max_size=5).map(
+            "/".join
+        ),
+        st.sampled_from(["", "/"]),
+    )
+    .map("".join)
+    .filter(lambda name: name.split("\x00")[0] not in ("", "/"))
+)  # zipfile cannot write those
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(files=_FILES)
+def test_unpacking_a_packed_tree_gives_it_back(tmp_path_factory: pytest.TempPathFactory, files: dict) -> None:
+    names = sorted(files)
+    # A name that is also another's directory cannot be a file: leave such trees out.
+    assume(not any(b.startswith(a + "/") for a in names for b in names))
+    data = bundle.zip_files(files)
+    dest = tmp_path_factory.mktemp("unpacked")
+    bundle.unpack(data, dest, uid=NOBODY, gid=NOBODY, max_files=10, max_bytes=1 << 20)
+    assert {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()} == set(names)
+    for name, (content, executable) in files.items():
+        assert (dest / name).read_bytes() == content
+        assert stat.S_IMODE((dest / name).stat().st_mode) == (0o755 if executable else 0o644)
+    assert bundle.pack(dest) == data
+
+
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(names=st.lists(_HOSTILE_NAME, min_size=1, max_size=4))
+def test_unpack_writes_below_its_directory_or_refuses(tmp_path_factory: pytest.TempPathFactory, names: list) -> None:
+    base = tmp_path_factory.mktemp("hostile")
+    dest = base / "inside" / "work"
+    dest.mkdir(parents=True)
+    data = _zip([(name, b"x") for name in names])
+    try:
+        bundle.unpack(data, dest, uid=NOBODY, gid=NOBODY, max_files=10, max_bytes=1000)
+    except BundleError:
+        pass
+    outside = [p for p in base.rglob("*") if not p.is_relative_to(dest) and p not in (base / "inside", dest)]
+    assert outside == []
+
+
 # -- deployment.yaml
 
 
@@ -289,6 +382,22 @@ def test_malformed_manifests_list_every_problem(
     for part in expected:
         assert part in message, message
     assert len(caught.value.problems) == len(expected), message
+
+
+def test_named_files_must_be_the_directorys_own(tmp_path: Path) -> None:
+    root = _deployment(tmp_path / "real" / "d", "run: {file: run.sh}\ncompile: {file: sub/make.sh}\n")
+    (root / "run.sh").symlink_to("/bin/true")
+    (root / "sub").symlink_to("/etc")
+    (tmp_path / "via").symlink_to(tmp_path / "real")  # a symlink above the directory is the user's own
+    with pytest.raises(BadManifest) as caught:
+        read_manifest(tmp_path / "via" / "d")
+    assert [where for where, _ in caught.value.problems] == ["compile.file", "run.file"]
+    (root / "run.sh").unlink()
+    (root / "run.sh").write_text("cat\n")
+    (root / "sub").unlink()
+    (root / "sub").mkdir()
+    (root / "sub" / "make.sh").write_text("true\n")
+    assert read_manifest(tmp_path / "via" / "d").run.file == "run.sh"  # type: ignore[union-attr]
 
 
 def test_a_directory_without_deployment_yaml_is_refused(tmp_path: Path) -> None:
@@ -443,3 +552,173 @@ def test_init_writes_default_terms_and_keeps_the_operators(spool: Path, tmp_path
     assert read_terms(paths) == b"# Our terms\n"
     cid = store_terms(paths, Store(spool))
     assert Store(spool).get(cid) == b"# Our terms\n"
+
+
+# -- `cutor-spool deploy`
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "deploy-echo"
+EXIT_INVALID, EXIT_TIMEOUT, EXIT_TERMS = 3, 5, 8
+
+
+def _app(tmp_path: Path, env: dict[str, str] | None = None) -> Path:
+    root = tmp_path / "app"
+    root.mkdir()
+    lines = ["run: sh echo.sh", "files: [{name: gen/inline.txt, content: inline}]"]
+    if env:
+        lines.append("env: " + json.dumps(env))
+    (root / MANIFEST_NAME).write_text("\n".join(lines) + "\n")
+    (root / "echo.sh").write_text('printf "\\n%s" "$TOKEN"; cat\n')
+    return root
+
+
+def _owner(tmp_path: Path) -> tuple[Path, keys.SigningKey]:
+    path = tmp_path / "owner.key"
+    key = keys.SigningKey.generate()
+    keys.write_signing_key(key, path)
+    return path, key
+
+
+def _deploy(spool: Path, *args: str | Path) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["--spool", str(spool), "deploy", *map(str, args)])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _every_file(spool: Path) -> list[Path]:
+    return [p for p in spool.rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+def _nothing_stored(spool: Path) -> None:
+    assert Store(spool).ls() == []
+    assert list((spool / "invocations" / "incoming").iterdir()) == []
+    assert list((spool / "deployments").iterdir()) == []
+    assert list((spool / "tmp").iterdir()) == []
+
+
+def test_deploy_stores_a_verified_spec_and_drops_its_build(spool: Path, tmp_path: Path) -> None:
+    keys.make_server_key(spool, tmp_path / "server.key")
+    key_file, owner = _owner(tmp_path)
+    code, out, err = _deploy(spool, _app(tmp_path, {"TOKEN": SECRET}), "--key", key_file, "--accept-terms", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    store = Store(spool)
+    deployment = load_deployment(store, info["deployment"])
+    assert (info["owner"], info["bundle"], info["state"]) == (owner.public, deployment.spec.bundle, "pending")
+    assert deployment.spec.terms.cid == info["terms"] and store.get(info["terms"]) == DEFAULT_TERMS.encode()
+    assert open_env(deployment, keys.read_server_private(tmp_path / "server.key")) == {"TOKEN": SECRET}
+    # The bundle: the directory's files and the inline ones, never deployment.yaml (its env is secret).
+    assert sorted(_listing(store.get(info["bundle"]))) == ["echo.sh", "gen/inline.txt"]
+    record = json.loads((spool / "deployments" / info["deployment"] / "build.json").read_text())
+    assert (record["state"], record["build_entry"]) == ("pending", info["build"])
+    entry = spool / "invocations" / "incoming" / info["build"]
+    assert json.loads((entry / "request.json").read_text())["kind"] == "build"
+    assert json.loads((entry / "request.json").read_text())["deployment"] == info["deployment"]
+    # The secret is nowhere in the spool, in any file.
+    files = _every_file(spool)
+    assert len(files) >= 8
+    assert [p for p in files if SECRET.encode() in p.read_bytes()] == []
+
+
+def test_deploy_without_accepting_the_terms_stores_nothing(spool: Path, tmp_path: Path) -> None:
+    key_file, _ = _owner(tmp_path)
+    code, out, err = _deploy(spool, _app(tmp_path), "--key", key_file)
+    assert code == EXIT_TERMS, err
+    assert "must be accepted" in err and "--accept-terms" in err and out == ""
+    _nothing_stored(spool)
+
+
+def test_deploy_refuses_an_invalid_directory_with_every_problem(spool: Path, tmp_path: Path) -> None:
+    key_file, _ = _owner(tmp_path)
+    root = tmp_path / "bad"
+    root.mkdir()
+    (root / MANIFEST_NAME).write_text("run: {file: missing.sh}\nport: 80\n")
+    (root / "link").symlink_to("/etc/passwd")
+    code, _, err = _deploy(spool, root, "--key", key_file, "--accept-terms")
+    assert code == EXIT_INVALID and "port: unknown key" in err, err
+    (root / MANIFEST_NAME).write_text("run: cat\nnetwork: true\n")
+    code, _, err = _deploy(spool, root, "--key", key_file, "--accept-terms")
+    assert code == EXIT_INVALID and "does not allow network" in err, err
+    (root / MANIFEST_NAME).write_text("run: cat\n")
+    code, _, err = _deploy(spool, root, "--key", key_file, "--accept-terms")
+    assert code == EXIT_INVALID and "'link': a symbolic link" in err, err
+    # env vars, but the spool has no server key to seal them to:
+    code, _, err = _deploy(spool, _app(tmp_path, {"TOKEN": SECRET}), "--key", key_file, "--accept-terms")
+    assert code == 1 and "server key" in err and "keys server" in err, err
+    _nothing_stored(spool)
+
+
+def test_deploy_wait_gives_up_after_its_timeout(spool: Path, tmp_path: Path) -> None:
+    key_file, _ = _owner(tmp_path)
+    code, out, err = _deploy(spool, _app(tmp_path), "--key", key_file, "--accept-terms", "--wait", "--timeout", "0.3")
+    assert code == EXIT_TIMEOUT, err
+    cid = out.strip()
+    assert "still pending" in err
+    assert json.loads((spool / "deployments" / cid / "build.json").read_text())["state"] == "pending"
+
+
+def _deploy_on_a_terminal(spool: Path, key_file: Path, answer: bytes) -> tuple[int, str, str]:
+    """Runs `deploy` with its stdin and stderr on a real pseudo-terminal and types `answer`."""
+    master, slave = os.openpty()
+    try:
+        os.write(master, answer)
+        process = subprocess.Popen(
+            [*CLI, "--spool", str(spool), "deploy", str(EXAMPLE), "--key", str(key_file)],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+        )
+        os.close(slave)
+        out, _ = process.communicate(timeout=60)
+        terminal = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's last writer has gone
+                break
+            if not chunk:
+                break
+            terminal += chunk
+        return process.returncode, out.decode(), terminal.decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+def test_deploy_on_a_terminal_shows_the_terms_and_asks(spool: Path, tmp_path: Path) -> None:
+    keys.make_server_key(spool, tmp_path / "server.key")
+    key_file, _ = _owner(tmp_path)
+    code, out, terminal = _deploy_on_a_terminal(spool, key_file, b"n\n")
+    assert code == EXIT_TERMS and "Do you accept these terms?" in terminal, terminal
+    assert "# Terms and conditions of this spool" in out
+    _nothing_stored(spool)
+    code, out, terminal = _deploy_on_a_terminal(spool, key_file, b"y\n")
+    assert code == 0, terminal
+    cid = out.strip().splitlines()[-1]
+    deployment = load_deployment(Store(spool), cid)
+    assert Store(spool).get(deployment.spec.terms.cid) == DEFAULT_TERMS.encode()
+    assert deployment.manifest.run == "sh echo.sh"
+
+
+# The executor's side of deployments (builds and invocations) comes from another branch: this test
+# runs once it is there.
+EXECUTOR_SERVES_DEPLOYMENTS = importlib.util.find_spec("cutor_spool.runner.invocations") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EXECUTOR_SERVES_DEPLOYMENTS, reason="the executor does not build deployments yet")
+def test_deploy_wait_follows_a_real_build(spool: Path, tmp_path: Path, executors: Any) -> None:
+    server = tmp_path / "server.key"
+    keys.make_server_key(spool, server)
+    key_file, _ = _owner(tmp_path)
+    executors(spool, "--concurrency", "1", "--server-key", str(server))
+    code, out, err = _deploy(
+        spool, EXAMPLE, "--key", key_file, "--accept-terms", "--wait", "--timeout", "120", "--json"
+    )
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["state"] == "ready" and Store(spool).has(info["work"]), info
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / MANIFEST_NAME).write_text("compile: echo no; exit 3\nrun: cat\n")
+    code, out, err = _deploy(spool, broken, "--key", key_file, "--accept-terms", "--wait", "--timeout", "120")
+    assert code == 1 and "the build failed" in err, err
+    greeting = b"hello from a sealed env var"  # examples/deploy-echo's env var
+    assert [p for p in _every_file(spool) if greeting in p.read_bytes()] == []

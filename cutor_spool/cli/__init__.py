@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from cutor_spool import __version__
-from cutor_spool.cli import builds, deployments, invoke, submissions, web, workers
+from cutor_spool.cli import builds, deploy, deployments, invoke, submissions, web, workers
 from cutor_spool.errors import ConfigError, CutorError
 
 
@@ -77,7 +77,7 @@ def _spool_option() -> click.Option:
 
 
 # Each area keeps its commands in its own module, listed in `commands`; add a module here.
-COMMAND_MODULES = (submissions, workers, web, builds, deployments, invoke)
+COMMAND_MODULES = (submissions, workers, web, builds, deployments, deploy, invoke)
 for module in COMMAND_MODULES:
     for command in module.commands:
         if command.name not in SPOOLLESS and not isinstance(command, click.Group):

@@ -1,8 +1,11 @@
 """Content store and key commands: `cas put/get/ls/export` and `keys new/show/server`.
 
-Exit codes beyond output.py's: an unknown CID exits with EXIT_NOT_FOUND (6), a stored blob whose
-bytes no longer match its CID with EXIT_MISMATCH (7), a text that is not a CID with click's usage
-code (2); any other error of a key file with 1.
+Exit codes beyond output.py's, for every command of deployments (`exits` below): an unknown CID
+exits with EXIT_NOT_FOUND (6), a stored blob whose bytes no longer match its CID with EXIT_MISMATCH
+(7), a text that is not a CID with click's usage code (2), terms not accepted with EXIT_TERMS (8),
+a bad signature or a blob that is not a valid spec with EXIT_BAD_SPEC (9), an invalid
+deployment.yaml or bundle with EXIT_INVALID (3, as `submit`'s invalid submission); any other error
+(a key file, a missing server key) with 1.
 """
 
 from __future__ import annotations
@@ -15,19 +18,46 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from cutor_spool.cli.output import EXIT_NOT_FOUND, EXIT_USAGE, emit_json, say
+from cutor_spool.cli.output import EXIT_INVALID, EXIT_NOT_FOUND, EXIT_USAGE, emit_json, say
 from cutor_spool.deployments import car, keys
-from cutor_spool.deployments.errors import BlobMismatch, DeploymentError, InvalidCid, UnknownCid
+from cutor_spool.deployments.errors import (
+    BadManifest,
+    BadSignature,
+    BadSpec,
+    BlobMismatch,
+    BundleError,
+    DeploymentError,
+    InvalidCid,
+    TermsNotAccepted,
+    UnknownCid,
+)
 from cutor_spool.deployments.store import Store
 from cutor_spool.layout import SpoolPaths
 
 EXIT_MISMATCH = 7  # a stored blob's bytes do not match its CID: it was not served
+EXIT_TERMS = 8  # the owner did not accept the spool's terms (or its acceptance does not verify)
+EXIT_BAD_SPEC = 9  # a signature does not verify, or a blob named as a deployment is not a spec
+# Most specific first: the first class an error is an instance of gives its code.
+EXIT_CODES: tuple[tuple[type[DeploymentError], int], ...] = (
+    (UnknownCid, EXIT_NOT_FOUND),
+    (BlobMismatch, EXIT_MISMATCH),
+    (InvalidCid, EXIT_USAGE),
+    (TermsNotAccepted, EXIT_TERMS),
+    (BadSignature, EXIT_BAD_SPEC),
+    (BadSpec, EXIT_BAD_SPEC),
+    (BadManifest, EXIT_INVALID),
+    (BundleError, EXIT_INVALID),
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _exits(command: Callable[P, R]) -> Callable[P, R]:
+def exit_code_of(exc: DeploymentError) -> int:
+    return next((code for kind, code in EXIT_CODES if isinstance(exc, kind)), 1)
+
+
+def exits(command: Callable[P, R]) -> Callable[P, R]:
     """Ends a command that raised one of deployments' errors with its message and exit code."""
 
     @functools.wraps(command)
@@ -36,8 +66,7 @@ def _exits(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except DeploymentError as exc:
             say(f"error: {exc}", err=True)
-            code = {UnknownCid: EXIT_NOT_FOUND, BlobMismatch: EXIT_MISMATCH, InvalidCid: EXIT_USAGE}.get(type(exc), 1)
-            sys.exit(code)
+            sys.exit(exit_code_of(exc))
 
     return wrapper
 
@@ -81,7 +110,7 @@ def cas() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
 @spool_option
 @click.pass_context
-@_exits
+@exits
 def put(ctx: click.Context, file: Path) -> None:
     """Store FILE (- for stdin) and print its CID."""
     store = _store(ctx)
@@ -94,7 +123,7 @@ def put(ctx: click.Context, file: Path) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here, not to stdout.")
 @spool_option
 @click.pass_context
-@_exits
+@exits
 def get(ctx: click.Context, cid: str, output: Path | None) -> None:
     """Write blob CID, after checking its bytes against the CID (a mismatch exits 7, unknown 6)."""
     store = _store(ctx)
@@ -126,7 +155,7 @@ def ls_(ctx: click.Context, as_json: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .car file.")
 @spool_option
 @click.pass_context
-@_exits
+@exits
 def export(ctx: click.Context, cid: str, output: Path) -> None:
     """Write blob CID's blocks as a CARv1 file that `ipfs dag import` reads."""
     car.export_file(_store(ctx), cid, output)
@@ -148,7 +177,7 @@ def keys_() -> None:
 @click.option(
     "--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The key file (0600)."
 )
-@_exits
+@exits
 def new(out: Path) -> None:
     """Make an Ed25519 signing key (an owner's or a payer's) and print its public key."""
     key = keys.SigningKey.generate()
@@ -158,7 +187,7 @@ def new(out: Path) -> None:
 
 @keys_.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@_exits
+@exits
 def show(file: Path) -> None:
     """Print the public key of a key file (a signing key or the server's)."""
     say(keys.public_of_file(file))
@@ -174,7 +203,7 @@ def show(file: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @spool_option
 @click.pass_context
-@_exits
+@exits
 def server(ctx: click.Context, private_out: Path, as_json: bool) -> None:
     """Make the spool's X25519 key pair: the public key into SPOOL/keys/server.pub, the private key
     into --private-out, which must be outside the spool. Refuses to replace an existing pair."""

@@ -46,6 +46,7 @@ MAX_FILES = 10_000
 MAX_BYTES = 256 << 20  # the store reads blobs up to this size into memory
 MAX_FILE_SIZE = MAX_BYTES
 MAX_NAME = 4096
+MAX_DEPTH = 64  # directories below the top: a bound on the walk's recursion and open descriptors
 _CHUNK = 1 << 20
 
 
@@ -69,6 +70,8 @@ def name_problem(name: str) -> str | None:
         return f"{_shown(name)}: an empty or '.' component in the name"
     if len(encoded) > MAX_NAME or any(len(p.encode()) > 255 for p in parts):
         return f"{_shown(name)}: the name is too long"
+    if len(parts) > MAX_DEPTH:
+        return f"{_shown(name)}: nested deeper than {MAX_DEPTH} directories"
     return None
 
 
@@ -88,6 +91,8 @@ class _Packing:
     files: dict[str, tuple[bytes, bool]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     total: int = 0
+    dirs: int = 0
+    full: bool = False
 
     def directory(self, fd: int, prefix: str) -> None:
         try:
@@ -112,6 +117,12 @@ class _Packing:
             self.problems.append(f"{_shown(name)}: cannot be read ({exc.strerror})")
             return
         if stat.S_ISDIR(st.st_mode):
+            if name.count("/") >= MAX_DEPTH - 1:
+                self.problems.append(f"{_shown(name)}: nested deeper than {MAX_DEPTH} directories")
+                return
+            self.dirs += 1
+            if self.over(self.dirs > self.max_files, f"more than {self.max_files} directories"):
+                return
             try:
                 inner = os.open(entry.name, DIR_FLAGS, dir_fd=parent)
             except OSError as exc:
@@ -132,8 +143,9 @@ class _Packing:
         if st.st_size > self.max_file_size:
             self.problems.append(f"{_shown(name)}: {st.st_size} bytes, above the limit of {self.max_file_size}")
             return
-        if len(self.files) >= self.max_files:
-            self.problems.append(f"more than {self.max_files} files")
+        if self.over(len(self.files) >= self.max_files, f"more than {self.max_files} files"):
+            return
+        if self.over(self.total + st.st_size > self.max_bytes, f"more than {self.max_bytes} bytes in all"):
             return
         try:
             fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
@@ -153,12 +165,19 @@ class _Packing:
             return
         self.add(name, data, bool(st.st_mode & stat.S_IXUSR))
 
+    def over(self, condition: bool, problem: str) -> bool:
+        """Whether the bundle is full: reported once, and no later file is read."""
+        if condition and not self.full:
+            self.full = True
+            self.problems.append(problem)
+        return self.full
+
     def add(self, name: str, data: bytes, executable: bool) -> None:
-        self.total += len(data)
-        if self.total > self.max_bytes:
-            self.problems.append(f"more than {self.max_bytes} bytes in all")
-            self.max_file_size = -1  # every later file is a problem too; report the total once
+        if self.over(len(self.files) >= self.max_files, f"more than {self.max_files} files"):
             return
+        if self.over(self.total + len(data) > self.max_bytes, f"more than {self.max_bytes} bytes in all"):
+            return
+        self.total += len(data)
         self.files[name] = (data, executable)
 
 

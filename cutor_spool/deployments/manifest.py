@@ -138,8 +138,13 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _is_regular(directory: Path, name: str) -> bool:
-    path = directory / name
-    return path.is_file() and not path.is_symlink() and not any(p.is_symlink() for p in path.parents)
+    """Whether `name` is a regular file of the directory, no symlink followed below it."""
+    path = directory
+    for part in name.split("/"):
+        path = path / part
+        if path.is_symlink():
+            return False
+    return path.is_file()
 
 
 def _named_files(directory: Path, manifest: DeploymentManifest) -> list[tuple[str, str]]:
