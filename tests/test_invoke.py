@@ -535,3 +535,28 @@ def test_hostile_invocation_entries_neither_stall_nor_escape(
         assert states[name]["state"] == "invalid", states[name]
         assert states[name]["errors"][0]["where"] == where
     assert worker.proc is not None and worker.proc.poll() is None
+
+
+def test_the_readme_walkthrough_deploy_then_invoke_through_the_clis(
+    spool: Path, tmp_path: Path, server_key: Path, executors: Any
+) -> None:
+    """README, "Deployments": `deploy examples/deploy-echo --wait`, then `invoke --wait --json`."""
+    executors(spool, "--concurrency", "2", "--server-key", str(server_key))
+    owner = tmp_path / "owner.key"
+    subprocess.run([*CLI, "keys", "new", "--out", str(owner)], check=True, capture_output=True)
+    example = Path(__file__).resolve().parent.parent / "examples" / "deploy-echo"
+    deployed = subprocess.run(
+        [*CLI, "--spool", str(spool), "deploy", str(example), "--key", str(owner), "--accept-terms", "--wait"],
+        capture_output=True,
+        check=False,
+    )
+    assert deployed.returncode == 0, deployed.stderr
+    cid = deployed.stdout.decode().strip()
+    code, out = invoke(spool, cid, data=b"hello\n")
+    assert code == 0, out
+    assert out["response"] == {
+        "status": 200,
+        "reason": "OK",
+        "headers": [["Content-Type", "text/plain; charset=utf-8"], ["X-Greeting", "hello from a sealed env var"]],
+        "body": "POST /?\nhello\n",
+    }
