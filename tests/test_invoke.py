@@ -560,3 +560,23 @@ def test_the_readme_walkthrough_deploy_then_invoke_through_the_clis(
         "headers": [["Content-Type", "text/plain; charset=utf-8"], ["X-Greeting", "hello from a sealed env var"]],
         "body": "POST /?\nhello\n",
     }
+
+
+@pytest.mark.slow
+def test_a_failing_program_is_a_502_and_one_out_of_time_a_504(
+    spool: Path, tmp_path: Path, server_key: Path, executors: Any
+) -> None:
+    executors(spool, "--server-key", str(server_key))
+    run = 'if [ "$QUERY_STRING" = slow ]; then sleep 30; fi; echo "Status: 200 OK"; echo; echo partial; exit 3'
+    manifest = {"run": run, "limits": {"run": {"wall_time": "1s"}}}
+    cid = deploy(spool, tmp_path / "app", manifest)
+    assert built(spool, cid).state == DeploymentState.READY
+    code, out = invoke(spool, cid)
+    assert code == 1
+    assert out["response"]["status"] == 502 and "exit code 3" in out["response"]["reason"]
+    assert "body" not in out["response"] or out["response"]["body"] is None
+    run_json = json.loads((entry_of(spool, out["status"]) / "result" / "run.json").read_text())
+    assert run_json["stdout"] == "Status: 200 OK\n\npartial\n"  # the program's output is kept in run.json
+    code, out = invoke(spool, cid, "--query", "slow")
+    assert code == 1
+    assert out["response"]["status"] == 504 and out["status"]["outcome"] == "time_limit"

@@ -1,7 +1,8 @@
 """`cutor-spool invoke CID`: drop an invocation of a deployment, and with --wait print its answer.
 
 Exit codes (docs/deployments.md, "Invoke"): 0 the program answered (whatever its HTTP status; with
---wait), 2 bad command line or not a CID, 5 --timeout ran out, 6 unknown deployment CID (checked
+--wait), 1 it did not end well (a non-zero exit, a limit: its response is a 502 or 504), 2 bad
+command line or not a CID, 5 --timeout ran out, 6 unknown deployment CID (checked
 before dropping, and again by the executor), 10 the invocation is invalid (the request's or the
 deployment's fault: tampered, bad signature, failed build, a seal that does not open, too much
 data, ...), 11 the system gave up on it (state error). Without --wait: 0 once it is queued.
@@ -17,14 +18,14 @@ from typing import Any, BinaryIO
 import click
 
 from cutor_spool.atomic import read_json
-from cutor_spool.cli.output import EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_USAGE, emit_json, say
+from cutor_spool.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, emit_json, say
 from cutor_spool.config import load_config
 from cutor_spool.deployments.cid import parse_cid
 from cutor_spool.deployments.errors import InvalidCid
 from cutor_spool.deployments.requests import RequestTooLarge, drop_request
 from cutor_spool.deployments.store import Store
 from cutor_spool.documents.deployment import InvocationRequest, Response
-from cutor_spool.documents.states import RESULT_DIR, State
+from cutor_spool.documents.states import RESULT_DIR, Outcome, State
 from cutor_spool.documents.status import StatusDocument, read_status
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.invocations.cgi import BadRequest, check_request
@@ -74,7 +75,7 @@ def _exit_code(status: StatusDocument) -> int:
         return EXIT_INVOCATION_INVALID
     if status.state == State.ERROR:
         return EXIT_INVOCATION_ERROR
-    return 0
+    return EXIT_OK if status.outcome == Outcome.OK else EXIT_FAILED
 
 
 def _report(status: StatusDocument, response: dict[str, Any] | None, *, as_json: bool) -> None:
