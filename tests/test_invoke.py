@@ -580,3 +580,31 @@ def test_a_failing_program_is_a_502_and_one_out_of_time_a_504(
     code, out = invoke(spool, cid, "--query", "slow")
     assert code == 1
     assert out["response"]["status"] == 504 and out["status"]["outcome"] == "time_limit"
+
+
+@pytest.mark.slow
+def test_a_build_of_a_tampered_bundle_or_spec_is_refused_and_recorded_failed(
+    spool: Path, tmp_path: Path, server_key: Path, executors: Any
+) -> None:
+    store = Store(spool)
+    bundle_victim = deploy(spool, tmp_path / "bundle", {"compile": "touch built", "run": "ls"})
+    spec_victim = deploy(spool, tmp_path / "spec", {"compile": "touch built", "run": "ls"})
+    paths = SpoolPaths(spool)
+    _tamper(store, json.loads(store.path(bundle_victim).read_bytes())["bundle"])
+    _tamper(store, spec_victim)
+    executors(spool, "--server-key", str(server_key))
+    for cid, where in ((bundle_victim, "bundle"), (spec_victim, "deployment")):
+        record = built(spool, cid)
+        assert record.state == DeploymentState.FAILED and "never served" in (record.reason or ""), record
+        assert record.build_entry is not None
+        result = spool / "invocations" / "done" / record.build_entry / "result"
+        status = json.loads((result / "status.json").read_text())
+        assert status["state"] == "invalid" and status["errors"][0]["where"] == where
+        assert not (result / "compile.json").exists()  # nothing ran
+    assert read_build_record(paths, bundle_victim) is not None
+    stray = store.put(b"not a spec")  # a client's build entry for a CID nobody deployed
+    entry = drop_request(paths, InvocationRequest(kind=RequestKind.BUILD, deployment=stray))
+    status_path = spool / "invocations" / "done" / entry / "result" / "status.json"
+    status = wait_until(lambda: status_path.is_file() and json.loads(status_path.read_text()), 30, "the stray build")
+    assert status["state"] == "invalid" and read_build_record(paths, stray) is None
+    assert not (spool / "deployments" / stray).exists()

@@ -35,7 +35,7 @@ from cutor_spool.atomic import read_bytes
 from cutor_spool.deployments.cid import parse_cid
 from cutor_spool.deployments.errors import DeploymentError, UnknownCid
 from cutor_spool.deployments.keys import read_server_private
-from cutor_spool.deployments.requests import REQUEST
+from cutor_spool.deployments.requests import REQUEST, read_build_record
 from cutor_spool.deployments.spec import Deployment, load_deployment
 from cutor_spool.deployments.store import Store
 from cutor_spool.documents.deployment import DeploymentState, InvocationRequest, RequestKind
@@ -179,13 +179,15 @@ class InvocationWorker(QueueWorker[InvocationJob]):
         request = job.request
         if request is None or request.kind != RequestKind.BUILD or self.services is None:
             return
+        entry_id = job.reporter.claim.entry_id
         try:
             parse_cid(request.deployment)  # the record's directory is named by it: never a path
-            record_build(
-                self.services, request.deployment, job.reporter.claim.entry_id, DeploymentState.FAILED, reason=reason
-            )
+            earlier = read_build_record(self.services.paths, request.deployment)
+            if earlier is None or earlier.state == DeploymentState.READY:
+                return  # not deployed here (a client's stray build) or built by another entry: left alone
+            record_build(self.services, request.deployment, entry_id, DeploymentState.FAILED, reason=reason)
         except (OSError, CutorError, ValueError) as exc:  # not a CID: there is no record to write
-            log.warning("%s: cannot record the failed build: %s", job.reporter.claim.entry_id, exc)
+            log.warning("%s: cannot record the failed build: %s", entry_id, exc)
 
     def finish(self, claim: Claim, job: InvocationJob, ending: Ending) -> None:
         if not ending.ran:
