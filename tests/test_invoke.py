@@ -267,7 +267,10 @@ def test_the_secret_reaches_the_program_and_lands_only_where_it_printed_it(
     spool: Path, tmp_path: Path, server_key: Path, executors: Any
 ) -> None:
     worker = executors(spool, "--server-key", str(server_key))
-    run = 'if [ "$QUERY_STRING" = show ]; then echo "token=$TOKEN"; else printf %s "$TOKEN" | sha256sum; fi'
+    run = (
+        'if [ "$QUERY_STRING" = linger ]; then exec sleep 2.5; fi\n'
+        'if [ "$QUERY_STRING" = show ]; then echo "token=$TOKEN"; else printf %s "$TOKEN" | sha256sum; fi'
+    )
     cid = deploy(spool, tmp_path / "app", {"run": run, "env": {"TOKEN": SECRET}})
     assert built(spool, cid).state == DeploymentState.READY
     code, hidden = invoke(spool, cid)
@@ -278,6 +281,25 @@ def test_the_secret_reaches_the_program_and_lands_only_where_it_printed_it(
     printed = entry_of(spool, shown["status"]) / "result"
     assert sorted(_files_holding(spool, SECRET.encode())) == [printed / "response.json", printed / "run.json"]
     assert SECRET not in worker.output()
+    # Nor on any command line of the host while the program runs (bubblewrap reads the stage's
+    # environment from a memory file, not from its argv, which every host user can read).
+    lingering = subprocess.Popen([*CLI, "--spool", str(spool), "invoke", cid, "--query", "linger", "--wait"])
+    try:
+        running = wait_until(lambda: _command_lines_holding(b"sleep\x002.5"), 30, "the lingering stage")
+        assert running and _command_lines_holding(SECRET.encode()) == []
+    finally:
+        assert lingering.wait(60) == 0
+
+
+def _command_lines_holding(needle: bytes) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and needle in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 def _tamper(store: Store, cid: str) -> None:
