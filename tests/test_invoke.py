@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import CLI, wait_until, write_config
 
 from cutor_spool.deployments import bundle, keys
 from cutor_spool.deployments.manifest import MANIFEST_NAME, read_manifest
@@ -26,7 +27,6 @@ from cutor_spool.deployments.terms import store_terms
 from cutor_spool.documents.deployment import DeploymentBuild, DeploymentState, InvocationRequest, RequestKind
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.invocations import cgi
-from tests.conftest import CLI, wait_until, write_config
 
 SECRET = "s3cr3t-invoke-0f9e8d7c6b5a"
 ECHO_RUN = """\

@@ -318,6 +318,7 @@ def regenerate(
         workers=workers,
         alive=sum(1 for w in workers if w.alive),
         active=[{**a.__dict__, "page": a.id in shown} for a in active],
+        live_ids=shown,  # a worker's current claims link to a live page only when there is one
         queue=queue,
         recent=recent,
         total_done=len(ordered),
