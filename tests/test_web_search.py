@@ -319,22 +319,13 @@ def test_a_finished_page_warns_only_when_nothing_regenerates(
         browser.wait(f"window.cutorSpoolFresh.generated !== {json.dumps(seen)}", timeout=30)
         shot(browser, tmp_path, "finished-page-no-banner.png")
 
-        # A running submission's page shows its output so far, from result/live/<stage>.out.
+        # A running submission's page shows its output so far, from result/live/<stage>.out, which
+        # the runner writes while the stage runs (runner/live.py).
         work = tmp_path / "work"
-        drop(
-            spool,
-            make_submission(work, "slow", {"run": "echo started; sleep 60", "limits": {"run": {"wall_time": "90s"}}}),
-            "slow",
-        )
-        active = wait_until(lambda: next(paths.submissions.active.glob("slow*"), None), 60, "slow claimed")
+        job = {"run": "echo started; echo '<b>step 1 of 3</b>'; sleep 60", "limits": {"run": {"wall_time": "90s"}}}
+        drop(spool, make_submission(work, "slow", job), "slow")
+        wait_until(lambda: next(paths.submissions.active.glob("slow*"), None), 60, "slow claimed")
         live_page = paths.status / "live" / "slow.html"
-        wait_until(live_page.exists, 60, "the live page")
-        assert 'id="no-live-output"' in live_page.read_text()  # nothing recorded yet
-        # The runner does not write this file yet (the contract for its side, docs/deploy.md):
-        # written here as the runner would, while the stage runs.
-        live_dir = active / "result" / "live"
-        live_dir.mkdir(parents=True, exist_ok=True)
-        (live_dir / "run.out").write_text("started\n<b>step 1 of 3</b>\n")
         wait_until(
             lambda: live_page.exists() and "step 1 of 3" in live_page.read_text(), 60, "the output on the live page"
         )
