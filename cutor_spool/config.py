@@ -182,6 +182,28 @@ class SharedConfig(_Strict):
     )
 
 
+class DeploymentsConfig(_Strict):
+    """Invocations of deployments (docs/deployments.md, "Invoke")."""
+
+    invoke_wall_time: Duration = Field(default=15.0, gt=0, description="an invocation's wall clock, by default")
+    max_invoke_wall_time: Duration = Field(
+        default=60.0, gt=0, description="the most a deployment's own run.wall_time may ask for"
+    )
+    max_body: Size = Field(default=10 * 2**20, ge=0, description="the largest request body an invocation may carry")
+    server_key: str | None = Field(
+        default=None, description="path of the server's private key file on the executors' hosts (never in the spool)"
+    )
+    build_wait: Duration = Field(
+        default=5.0, ge=0, description="how long an invocation waits for a pending build before it is handed back"
+    )
+
+    @model_validator(mode="after")
+    def _default_within_maximum(self) -> DeploymentsConfig:
+        if self.invoke_wall_time > self.max_invoke_wall_time:
+            raise ValueError("invoke_wall_time is above max_invoke_wall_time")
+        return self
+
+
 class SpoolConfig(_Strict):
     version: Literal[1] = 1
     backend: BackendName = BackendName.BUBBLEWRAP
@@ -204,6 +226,7 @@ class SpoolConfig(_Strict):
     nix: NixConfig = NixConfig()
     status_page: StatusPageConfig = StatusPageConfig()
     shared: SharedConfig | None = None
+    deployments: DeploymentsConfig = DeploymentsConfig()
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> SpoolConfig:
@@ -290,4 +313,9 @@ nix:
   build_memory: 4GiB
   build_log: 4MiB
   binary_cache: true         # export environments to builds/cache, signed, for other stores
+deployments:
+  invoke_wall_time: 15s      # an invocation's wall clock unless its deployment asks for another
+  max_invoke_wall_time: 60s  # the most a deployment may ask for
+  max_body: 10MiB            # the largest request body (`invoke --data`)
+  server_key: null           # the server's private key file on the executors' hosts (or --server-key)
 """

@@ -47,7 +47,9 @@ class QueueKind:
 
 SUBMISSIONS = QueueKind("", ATTEMPTS_LOG, private=True)  # the log in result/, where clients read results
 BUILDS = QueueKind("builds", "attempts.jsonl")
-INVOCATIONS = QueueKind("invocations", "attempts.jsonl")  # deployments' builds and invocations
+# Deployments' builds and invocations. Their log is in result/, as a submission's: the claim then
+# makes result/ itself (setting aside one the client planted), where the executor writes results.
+INVOCATIONS = QueueKind("invocations", ATTEMPTS_LOG)
 # Every queue of the spool: `init` makes their folders and every worker reaps them all. A new
 # queue is a line here and a `watcher.worker.QueueWorker` subclass that serves it.
 QUEUES = (SUBMISSIONS, BUILDS, INVOCATIONS)

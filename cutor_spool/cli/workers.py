@@ -52,6 +52,20 @@ def with_status_page(worker: QueueWorker[Any]) -> QueueWorker[Any]:
     show_default=True,
     help="Per-host state: slot locks and work areas (local disk, not the spool).",
 )
+@click.option(
+    "--invocations",
+    type=click.IntRange(0, 1024),
+    default=None,
+    help="Deployments' builds and invocations run at once by this process, besides its submissions "
+    "(default: as --concurrency; 0: serve submissions only).",
+)
+@click.option(
+    "--server-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The server's private key file, to open deployments' sealed env (default: spool.yaml's "
+    "deployments.server_key). Outside the spool.",
+)
 @click.option("--host", default=None, help="Host name recorded in leases (default: this host's).")
 @click.option(
     "--grace",
@@ -67,16 +81,22 @@ def executor(
     poll: bool | None,
     backend: str | None,
     state_dir: Path,
+    invocations: int | None,
+    server_key: Path | None,
     host: str | None,
     grace: float,
 ) -> None:
     """Claim submissions and run them, until SIGTERM (must run as root; jobs never do).
+
+    The same process builds and invokes deployments (the invocations queue), with the same sandbox
+    slots: one command per host serves every queue of the executor.
 
     SIGTERM finishes current work (or hands it back after --grace); a second SIGTERM hands it back
     at once. SIGKILL loses nothing: the lease expires and another worker takes the submission.
     """
     from cutor_spool.builder.environments import NixEnvironments
     from cutor_spool.runner.executor import Executor
+    from cutor_spool.runner.invocations.worker import InvocationWorker
     from cutor_spool.runner.slots import become_subreaper
 
     become_subreaper()  # a sandbox's orphaned init comes to this process, which reaps it (docs/security.md)
@@ -90,6 +110,9 @@ def executor(
         grace=grace,
         environments=lambda paths, config, poll: NixEnvironments(paths, config, poll=poll),
     )
+    threads = concurrency if invocations is None else invocations
+    if threads:
+        worker.companions.append(InvocationWorker(worker, concurrency=threads, server_key=server_key))
     with_status_page(worker).run()
 
 

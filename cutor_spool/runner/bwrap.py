@@ -50,6 +50,7 @@ from cutor_spool.runner.bwrap_layout import (
     BwrapLayout,
     bwrap_argv,
     check_reachable,
+    env_args,
     find_init,
     prepare_etc,
     stage_launch_argv,
@@ -241,6 +242,14 @@ class _Pipes:
             self.child["stdin"] = os.open(stdin_file, os.O_RDONLY | os.O_CLOEXEC)
             self.close_after.append(self.child["stdin"])
 
+    def env(self, data: bytes) -> None:
+        """A memory file holding the stage's environment for bwrap's `--args` (see env_args)."""
+        fd = os.memfd_create("cutor-stage-env")
+        self.child["env"] = fd
+        self.close_after.append(fd)
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+
     def started(self) -> None:
         for fd in self.close_after:
             os.close(fd)
@@ -286,17 +295,19 @@ class BwrapStage:
         seccomp_fd = None if backend.seccomp is None else os.open(backend.seccomp, os.O_RDONLY)
         try:
             pipes.wire(slot.root / "stdin", spec.stdin, stdin=stdin, stdout=stdout)
+            pipes.env(env_args(spec.env))
             wrapper = STARTED_WRAPPER if stdout is None else STARTED_WRAPPER_STDERR
             launch = stage_launch_argv(cgroup.procs_files, spec.limits, slot.uid, slot.gid, backend.launcher)
             argv = launch + bwrap_argv(
                 backend.layout, slot_root=slot.root, workdir=spec.workdir, network=spec.network,
                 ro_binds=spec.ro_binds, env=spec.env, status_fd=pipes.child["status"],
                 command=("/bin/sh", "-c", wrapper, "cutor-stage", *spec.sandbox_command()), seccomp_fd=seccomp_fd,
+                env_fd=pipes.child["env"],
             )  # fmt: skip
             started = time.monotonic()
             proc = subprocess.Popen(
                 argv, stdin=pipes.child["stdin"], stdout=pipes.child["stdout"], stderr=pipes.child["stderr"],
-                pass_fds=(pipes.child["status"], *(() if seccomp_fd is None else (seccomp_fd,))),
+                pass_fds=(pipes.child["status"], pipes.child["env"], *(() if seccomp_fd is None else (seccomp_fd,))),
                 start_new_session=True, env=HOST_ENV,
             )  # fmt: skip
         except BaseException:

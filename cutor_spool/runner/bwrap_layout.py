@@ -100,6 +100,16 @@ def setenv(env: Mapping[str, str]) -> list[str]:
     return [arg for key, value in env.items() for arg in ("--setenv", key, value)]
 
 
+def env_args(env: Mapping[str, str]) -> bytes:
+    """The stage's environment as bwrap's `--args FD` reads it (NUL-separated `--setenv NAME VALUE`),
+    so that it is not on the command line, which every user of the host can read in /proc: a
+    deployment's secrets are in it (runner/invocations/)."""
+    args = setenv({**BASE_ENV, **env})
+    if any("\0" in arg for arg in args):
+        raise SandboxError("an environment variable holds a NUL byte")
+    return b"".join(arg.encode("utf-8", "surrogateescape") + b"\0" for arg in args)
+
+
 def bwrap_argv(
     layout: BwrapLayout,
     *,
@@ -111,9 +121,11 @@ def bwrap_argv(
     status_fd: int,
     command: tuple[str, ...],
     seccomp_fd: int | None = None,
+    env_fd: int | None = None,
 ) -> list[str]:
     """The whole bwrap command line for one stage. Pure, so it can be read and tested as data.
-    Writable: /work (the slot's tmpfs), /tmp and /dev/shm (size-capped tmpfs); nothing else."""
+    Writable: /work (the slot's tmpfs), /tmp and /dev/shm (size-capped tmpfs); nothing else. With
+    `env_fd` (a descriptor holding `env_args(env)`) the environment is read from it instead."""
     namespaces = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not network:
         namespaces.append("--unshare-net")
@@ -128,7 +140,8 @@ def bwrap_argv(
         *ro_bind(slot_root / "io", "/run/cutor"),
         *ro_bind(layout.init, "/init"),
         *[arg for path in (*layout.extra_ro, *ro_binds) for arg in ro_bind(path)],
-        "--remount-ro", "/", "--chdir", "/work", "--clearenv", *setenv({**BASE_ENV, **env}),
+        "--remount-ro", "/", "--chdir", "/work", "--clearenv",
+        *(setenv({**BASE_ENV, **env}) if env_fd is None else ["--args", str(env_fd)]),
         "--json-status-fd", str(status_fd), *bwrap_args(seccomp_fd), "--as-pid-1", "--", "/init", "--", *command,
     ]  # fmt: skip
 

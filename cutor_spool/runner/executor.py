@@ -10,8 +10,10 @@ uncounted, and the executor stops claiming until the host runs stages again.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cutor_spool.config import BackendName, SpoolConfig
 from cutor_spool.errors import CutorError, SandboxError
@@ -68,6 +70,11 @@ class Executor(QueueWorker[Reporter]):
         )
         if self.outbox.enabled:
             self.maintenance.periodic.append(self.outbox.recover)
+        # Workers of other queues that share this process's sandbox (runner/invocations/): set up
+        # after this one, run in threads of their own, stopped by the same signals, and waited
+        # for before the backend closes.
+        self.companions: list[QueueWorker[Any]] = []
+        self._companion_threads: list[threading.Thread] = []
 
     def setup(self) -> None:
         box = self.config.sandbox
@@ -86,6 +93,15 @@ class Executor(QueueWorker[Reporter]):
         except Exception:
             log.exception("cleaning up after dead workers failed; retrying every heartbeat")
         self.maintenance.periodic.append(sweep)
+        for companion in self.companions:
+            companion.setup()
+            companion.ready = True
+        for companion in self.companions:
+            thread = threading.Thread(
+                target=companion.run, kwargs={"install_signals": False}, name=companion.kind, daemon=True
+            )
+            thread.start()
+            self._companion_threads.append(thread)
 
     def describe(self) -> str:
         mode = "polling" if self.poll else "inotify + rescans"
@@ -104,6 +120,13 @@ class Executor(QueueWorker[Reporter]):
 
     def may_claim(self) -> bool:
         return self.health.may_claim(self.signals.stopping)
+
+    def _draining(self) -> None:
+        for thread in self._companion_threads:  # they stop on the same signal, with the same grace
+            thread.join()
+        for companion in self.companions:
+            if companion.crashed is not None and self.crashed is None:
+                self.crashed = companion.crashed  # strict mode: `run` re-raises it
 
     def _stopped(self) -> None:
         if self.backend is not None:

@@ -90,7 +90,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def _validation_problems(exc: ValidationError) -> list[Problem]:
+def validation_problems(exc: ValidationError) -> list[Problem]:
     grouped: dict[str, list[str]] = {}
     for err in exc.errors(include_url=False):
         msg = err["msg"].removeprefix("Value error, ")
@@ -146,7 +146,7 @@ def _with_shebang(script: Script | None, head: Callable[[str], bytes]) -> Script
     return Script(file=script.file, shebang=head(script.file) == b"#!")
 
 
-def _resolved_limits(sub: Submission, config: SpoolConfig) -> tuple[dict[StageKind, Limits], tuple[Limits, ...]]:
+def resolved_limits(sub: Submission, config: SpoolConfig) -> tuple[dict[StageKind, Limits], tuple[Limits, ...]]:
     lim = config.limits
     maximum = lim.resolved_maximum()
 
@@ -222,10 +222,20 @@ def read_submission(root: Path, config: SpoolConfig, *, submitter: int | None = 
     try:
         sub = Submission.model_validate(raw, context={"maximum": config.limits.resolved_maximum()})
     except ValidationError as exc:
-        problems.extend(_validation_problems(exc))
+        problems.extend(validation_problems(exc))
         return Intake(None, tuple(problems), raw)
     plan = _plan(root, sub, tree, config, problems)
     return Intake(None if problems else plan, tuple(problems), raw)
+
+
+def plan_directory(root: Path, sub: Submission, config: SpoolConfig, *, hidden: frozenset[str] = frozenset()) -> Intake:
+    """A plan for a directory whose settings come from elsewhere than its own submission.yaml (a
+    deployment's bundle, unpacked, with its spec's manifest): the same walk and checks. `hidden`
+    names files that never enter /work (the deployment's own deployment.yaml)."""
+    problems: list[Problem] = []
+    tree = walk(root, max_files=config.max_files, max_size=config.max_submission_size, problems=problems)
+    plan = _plan(root, sub, tree, config, problems, also_hidden=hidden)
+    return Intake(None if problems else plan, tuple(problems))
 
 
 @dataclass
@@ -288,9 +298,18 @@ def _checker_files(sub: Submission, tree: Tree, files: _Files) -> set[str]:
     return checker_files
 
 
-def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems: list[Problem]) -> Plan:
+def _plan(
+    root: Path,
+    sub: Submission,
+    tree: Tree,
+    config: SpoolConfig,
+    problems: list[Problem],
+    *,
+    also_hidden: frozenset[str] = frozenset(),
+) -> Plan:
     names = set(tree.files)
     files = _Files(names, problems)
+    files.hidden.update(also_hidden & names)
     inline = _inline_files(sub, tree, problems)
     _data_files(sub, files)
     checker = sub.checker_spec()
@@ -333,7 +352,7 @@ def _plan(root: Path, sub: Submission, tree: Tree, config: SpoolConfig, problems
         )
 
     stdin = b"" if sub.stdin is None else sub.stdin.encode("utf-8", "surrogatepass")
-    stages, test_limits = _resolved_limits(sub, config)
+    stages, test_limits = resolved_limits(sub, config)
     problems.extend(_exec_checks(sub, stages, test_limits, compiled=compile_script is not None))
     return Plan(
         submission=sub,

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +23,7 @@ from cutor_spool.errors import SandboxError, SystemFailure
 from cutor_spool.runner.intake import Plan, read_submission
 from cutor_spool.runner.judge.graders import GRADERS, Grader, GradingContext, Stopped, choose
 from cutor_spool.runner.results import Reporter
-from cutor_spool.runner.sandbox import Backend
+from cutor_spool.runner.sandbox import Backend, Sandbox
 from cutor_spool.runner.slots import SlotPool
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
 from cutor_spool.runner.stagerunner import Environment, StageRunner
@@ -119,16 +120,31 @@ class Pipeline:
         if grader is None or problems:
             self._invalid(reporter, problems)
             return
+        self.run(plan, grader, entry, reporter, cancel)
+
+    def run(self, plan: Plan, grader: Grader, source: Path, reporter: Reporter, cancel: Cancelled) -> None:
+        """A planned job in a slot's sandbox: its files from `source` into /work, its dependencies,
+        its compile, then `grader` (a submission's, or a deployment's build or invocation, whose
+        plans come from elsewhere: runner/invocations/)."""
+        if plan.submission.dependencies and self.environments is None:
+            self._invalid(reporter, [Problem("dependencies", "this executor has no Nix builder configured")])
+            return
+        with self.sandbox(reporter) as sandbox:
+            problems = materialise(plan, source, sandbox.workdir, sandbox.slot.uid, sandbox.slot.gid)
+            if problems:
+                self._invalid(reporter, problems)
+                return
+            self._stages(grader, GradingContext(StageRunner(plan, sandbox, reporter, cancel), source))
+
+    @contextmanager
+    def sandbox(self, reporter: Reporter) -> Iterator[Sandbox]:
+        """A free slot's fresh sandbox for one claim, closed and released afterwards."""
         slot = self.slots.acquire()
         try:
             reporter.note(sandbox_uid=slot.uid)
             sandbox = self.backend.open(slot, reporter.claim.entry_id)
             try:
-                problems = materialise(plan, entry, sandbox.workdir, slot.uid, slot.gid)
-                if problems:
-                    self._invalid(reporter, problems)
-                    return
-                self._stages(grader, GradingContext(StageRunner(plan, sandbox, reporter, cancel), entry))
+                yield sandbox
             finally:
                 sandbox.close()
         finally:

@@ -25,7 +25,8 @@ or hand it back as if the system had failed. In production a bug never takes a w
 
 A new queue is a line in `layout.QUEUES` (its folder and attempt log) and a subclass with `kind`,
 `queue_kind` and the hooks `setup`, `describe`, `begin`, `handle` and `finish` (`note`,
-`host_fault`, `label`, `may_claim` and `_stopped` are optional).
+`host_fault`, `label`, `may_claim`, `_draining` and `_stopped` are optional). A worker made with
+`companion_of=host` serves its queue inside the host's process, as the same worker to the spool.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from cutor_spool.config import SpoolConfig, config_digest, load_config
 from cutor_spool.errors import CancelRequested, ConfigError, CutorError, LeaseLost, Shutdown
@@ -124,44 +125,57 @@ class QueueWorker(ABC, Generic[Job]):
         host: str | None,
         grace: float,
         config: SpoolConfig | None,
+        companion_of: QueueWorker[Any] | None = None,
     ) -> None:
         self.paths = spool_paths(spool)
         digest = config_digest(spool)  # before loading: a change between the two shows as stale
         self.config = config or load_config(spool)
-        self.identity = WorkerIdentity.make(self.kind, host)
         self.concurrency = concurrency
         self.poll = needs_polling(spool) if poll is None else poll
         self.grace = grace
         self.strict = strict_mode()
         self.crashed: Exception | None = None  # strict mode: the bug that stopped this worker
+        # A companion serves another queue in its host worker's process (runner/invocations/): it
+        # is the same worker to the spool (identity, leases, heartbeat, the maintenance thread,
+        # which the host runs) and stops on the same signals.
+        self.owns_maintenance = companion_of is None
+        self.identity: WorkerIdentity = (
+            companion_of.identity if companion_of is not None else WorkerIdentity.make(self.kind, host)
+        )
         self.queue = self._queue(self.queue_kind)
         for directory in (self.queue.dirs.incoming, self.queue.dirs.active, self.queue.dirs.done):
             directory.mkdir(parents=True, exist_ok=True)  # `init` makes those of layout.QUEUES only
         interval = self.config.poll_interval if self.poll else self.config.rescan
         lanes = self._lane if self.prioritised else None
         self.finder = Finder(self.queue, poll=self.poll, interval=interval, priority=lanes)
-        self.signals = Signals()
-        others = [self._queue(kind) for kind in QUEUES if kind != self.queue_kind]
-        self.maintenance = Maintenance(
-            self.paths,
-            self.config,
-            self.identity,
-            self.kind,
-            [self.queue, *others],
-            {"concurrency": concurrency, "poll": self.poll, "config": digest},
-        )
+        self.signals: Signals
+        self.maintenance: Maintenance
+        if companion_of is not None:
+            self.signals = companion_of.signals
+            self.maintenance = companion_of.maintenance
+        else:
+            self.signals = Signals()
+            others = [self._queue(kind) for kind in QUEUES if kind != self.queue_kind]
+            self.maintenance = Maintenance(
+                self.paths,
+                self.config,
+                self.identity,
+                self.kind,
+                [self.queue, *others],
+                {"concurrency": concurrency, "poll": self.poll, "config": digest},
+            )
+            retention = self.config.retention
+            if retention.older_than is not None:  # spool.yaml's `retention:`: every process prunes done/
+                self.maintenance.periodic.append(
+                    Retention(
+                        self.paths,
+                        older_than=retention.older_than,
+                        keep_failed=retention.keep_failed,
+                        interval=retention.interval,
+                    )
+                )
         if self.cancellable:
             self.maintenance.cancels = self.paths.cancels
-        retention = self.config.retention
-        if retention.older_than is not None:  # spool.yaml's `retention:`: every worker prunes done/
-            self.maintenance.periodic.append(
-                Retention(
-                    self.paths,
-                    older_than=retention.older_than,
-                    keep_failed=retention.keep_failed,
-                    interval=retention.interval,
-                )
-            )
         self.ready = False
 
     def _lane(self, name: str) -> int:
@@ -211,6 +225,10 @@ class QueueWorker(ABC, Generic[Job]):
         """False while this worker must not claim (it waits a little before returning it)."""
         return True
 
+    def _draining(self) -> None:
+        """Called once this worker's threads have finished, while the maintenance thread still
+        touches leases (a host waits for its companions here)."""
+
     def _stopped(self) -> None:
         """Called once every thread has finished."""
 
@@ -226,7 +244,8 @@ class QueueWorker(ABC, Generic[Job]):
             self.setup()
             self.ready = True
         log.info("%s %s: %s", self.kind, self.identity.worker_id, self.describe())
-        self.maintenance.start()
+        if self.owns_maintenance:
+            self.maintenance.start()
         self.finder.start()
         threads = [
             threading.Thread(target=self._work_loop, name=f"{self.kind}-{i}", daemon=True)
@@ -247,7 +266,9 @@ class QueueWorker(ABC, Generic[Job]):
                         active.cancel.set("shutdown")
             for thread in threads:
                 thread.join(timeout=0.1)
-        self.maintenance.shutdown()
+        self._draining()
+        if self.owns_maintenance:
+            self.maintenance.shutdown()
         self._stopped()
         log.info("%s %s stopped", self.kind, self.identity.worker_id)
         if self.crashed is not None:

@@ -1,0 +1,173 @@
+"""`cutor-spool invoke CID`: drop an invocation of a deployment, and with --wait print its answer.
+
+Exit codes (docs/deployments.md, "Invoke"): 0 the program answered (whatever its HTTP status; with
+--wait), 1 it did not end well (a non-zero exit, a limit: its response is a 502 or 504), 2 bad
+command line or not a CID, 5 --timeout ran out, 6 unknown deployment CID (checked
+before dropping, and again by the executor), 10 the invocation is invalid (the request's or the
+deployment's fault: tampered, bad signature, failed build, a seal that does not open, too much
+data, ...), 11 the system gave up on it (state error). Without --wait: 0 once it is queued.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+import time
+from typing import Any, BinaryIO
+
+import click
+
+from cutor_spool.atomic import read_json
+from cutor_spool.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, emit_json, say
+from cutor_spool.config import load_config
+from cutor_spool.deployments.cid import parse_cid
+from cutor_spool.deployments.errors import InvalidCid
+from cutor_spool.deployments.requests import RequestTooLarge, drop_request
+from cutor_spool.deployments.store import Store
+from cutor_spool.documents.deployment import InvocationRequest, Response
+from cutor_spool.documents.states import RESULT_DIR, Outcome, State
+from cutor_spool.documents.status import StatusDocument, read_status
+from cutor_spool.layout import SpoolPaths
+from cutor_spool.runner.invocations.cgi import BadRequest, check_request
+from cutor_spool.watcher.notify import Waiter, needs_polling
+
+EXIT_INVOCATION_INVALID = 10
+EXIT_INVOCATION_ERROR = 11
+
+
+def _header(value: str) -> tuple[str, str]:
+    name, colon, rest = value.partition(":")
+    if not colon:
+        raise click.BadParameter(f"{value!r}: expected NAME:VALUE")
+    return name.strip(), rest.strip()
+
+
+def _paths(ctx: click.Context) -> SpoolPaths:
+    paths = SpoolPaths(ctx.find_root().obj.spool)
+    if not paths.exists():
+        raise click.ClickException(f"{paths.root} is not a spool (run: cutor-spool --spool {paths.root} init)")
+    return paths
+
+
+def wait_for(paths: SpoolPaths, entry_id: str, timeout: float | None) -> StatusDocument | None:
+    """The invocation's final status once it is in invocations/done/, or None on timeout."""
+    queue = paths.invocations
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with Waiter([queue.active, queue.done], poll=needs_polling(paths.root)) as waiter:
+        while True:
+            status = read_status(queue.done / entry_id)
+            if status is not None and status.terminal:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            waiter.wait(0.1)
+
+
+def _response(paths: SpoolPaths, entry_id: str) -> dict[str, Any] | None:
+    try:
+        return dict(read_json(paths.invocations.done / entry_id / RESULT_DIR / "response.json"))
+    except (OSError, ValueError):
+        return None
+
+
+def _exit_code(status: StatusDocument) -> int:
+    if status.state == State.INVALID:
+        return EXIT_INVOCATION_INVALID
+    if status.state == State.ERROR:
+        return EXIT_INVOCATION_ERROR
+    return EXIT_OK if status.outcome == Outcome.OK else EXIT_FAILED
+
+
+def _report(status: StatusDocument, response: dict[str, Any] | None, *, as_json: bool) -> None:
+    if as_json:
+        emit_json({"status": status.dump(), "response": response})
+        return
+    if status.state in (State.INVALID, State.ERROR):
+        why = status.reason or "; ".join(f"{p.where}: {p.message}" for p in status.errors or [])
+        say(f"{status.id}: {status.state.value}: {why}", err=True)
+        return
+    if response is None:
+        say(f"{status.id}: no response ({status.outcome})", err=True)
+        return
+    answer = Response.read(response)
+    if answer is None:
+        say(f"{status.id}: its response.json is not a response", err=True)
+        return
+    if answer.status >= 400 and answer.reason:
+        say(f"{status.id}: HTTP {answer.status}: {answer.reason}", err=True)
+    body = base64.b64decode(answer.body_base64) if answer.body_base64 is not None else (answer.body or "").encode()
+    sys.stdout.buffer.write(body)
+    sys.stdout.flush()
+
+
+@click.command()
+@click.argument("cid")
+@click.option(
+    "--data",
+    "data",
+    type=click.File("rb"),
+    default=None,
+    help="The request's body (the program's stdin): a file, or - for stdin.",
+)
+@click.option("--method", "-X", default="POST", show_default=True, help="REQUEST_METHOD.")
+@click.option("--path", "path", default="/", show_default=True, help="PATH_INFO (what follows /CID).")
+@click.option("--query", default="", help="QUERY_STRING, without '?'.")
+@click.option("--header", "-H", "headers", multiple=True, help="A request header NAME:VALUE (repeatable).")
+@click.option("--wait", is_flag=True, help="Follow it to its end and print the response body.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the id, or with --wait the status and response.")
+@click.pass_context
+def invoke(
+    ctx: click.Context,
+    cid: str,
+    data: BinaryIO | None,
+    method: str,
+    path: str,
+    query: str,
+    headers: tuple[str, ...],
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Invoke the deployment CID with some data: it runs on an executor as a CGI program.
+
+    \b
+      cutor-spool invoke bafybei… --data input.json --wait
+      echo hi | cutor-spool invoke bafybei… --data - -H 'Content-Type: text/plain' --wait --json
+    """
+    paths = _paths(ctx)
+    try:
+        parse_cid(cid)
+    except InvalidCid as exc:
+        say(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+    if not Store(paths.root).has(cid):
+        say(f"unknown CID {cid}: no such deployment in this spool", err=True)
+        sys.exit(EXIT_NOT_FOUND)
+    pairs = [_header(h) for h in headers]
+    try:
+        check_request(method, path, query, pairs)
+    except BadRequest as exc:
+        raise click.BadParameter(str(exc)) from None
+    request = InvocationRequest(deployment=cid, method=method, path=path, query=query, headers=pairs)
+    max_body = load_config(paths.root).deployments.max_body
+    try:
+        entry_id = drop_request(paths, request, data if data is not None else b"", max_body=max_body)
+    except RequestTooLarge as exc:
+        say(str(exc), err=True)
+        sys.exit(EXIT_INVOCATION_INVALID)
+    if not wait:
+        if as_json:
+            emit_json({"id": entry_id})
+        else:
+            say(entry_id)
+        return
+    status = wait_for(paths, entry_id, timeout)
+    if status is None:
+        say(f"{entry_id}: still not finished after {timeout}s", err=True)
+        sys.exit(EXIT_TIMEOUT)
+    _report(status, _response(paths, entry_id), as_json=as_json)
+    sys.exit(_exit_code(status))
+
+
+commands: list[click.Command] = [invoke]

@@ -1,0 +1,1 @@
+"""Deployments on the executor: their builds and invocations (a third queue, docs/deployments.md)."""
