@@ -32,17 +32,16 @@ def cli(spool: Path, *args: str, user: int | None = None) -> subprocess.Complete
     return subprocess.run(command, capture_output=True, text=True, timeout=120, user=user, group=user, cwd="/")
 
 
-def slot_processes(base: int = 61000, count: int = 64) -> list[int]:
-    """Pids of processes running as a sandbox slot's uid."""
+def processes_of(uid: int) -> list[int]:
+    """Pids of processes running as `uid` (a sandbox slot's)."""
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                uid = os.stat(f"/proc/{pid}").st_uid
+                if os.stat(f"/proc/{pid}").st_uid == uid:
+                    found.append(int(pid))
             except FileNotFoundError:
                 continue
-            if base <= uid < base + count:
-                found.append(int(pid))
     return found
 
 
@@ -70,12 +69,14 @@ def test_cancel_a_running_submission_kills_its_sandbox(spool: Path, tmp_path: Pa
     job = {"run": "echo started; sleep 300 & sleep 300; echo never", "limits": {"run": {"wall_time": "600s"}}}
     drop(spool, make_submission(tmp_path, "long", job), "long")
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status_file = spool / "active"
-        if any(p.name.startswith("long.") for p in status_file.iterdir()) and slot_processes():
+    uid = None
+    while time.monotonic() < deadline:  # running, as the slot uid its status names
+        status = next((spool / "active").glob("long.*/result/status.json"), None)
+        uid = json.loads(status.read_text()).get("sandbox_uid") if status is not None else None
+        if uid is not None and processes_of(uid):
             break
         time.sleep(0.1)
-    assert slot_processes(), "the job never started"
+    assert uid is not None and processes_of(uid), "the job never started"
     started = time.monotonic()
     proc = cli(spool, "cancel", "long", "--wait", "--timeout", "60", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -83,7 +84,7 @@ def test_cancel_a_running_submission_kills_its_sandbox(spool: Path, tmp_path: Pa
     status = json.loads(proc.stdout)
     assert (status["state"], status["cancelled_by"]) == ("cancelled", "root")
     assert "while it ran" in status["reason"]
-    assert slot_processes() == []  # nothing of it is left running
+    assert processes_of(uid) == []  # nothing of it is left running
     log = (tmp_path / "executor-0.log").read_text()
     assert "cancelled by root while it ran" in log and " ERROR " not in log  # an ending, not a failure
     assert cli(spool, "submit", str(make_submission(tmp_path, "next", {"run": "echo next"})), "--wait").returncode == 0
