@@ -37,8 +37,8 @@ cat
 SCREENS = Path("/work/helpers/screens")
 
 
-def regenerate(spool: Path) -> tuple[Node, dict[str, Any]]:
-    subprocess.run([*CLI, "--spool", str(spool), "status-page"], check=True, capture_output=True)
+def regenerate(spool: Path, *args: str) -> tuple[Node, dict[str, Any]]:
+    subprocess.run([*CLI, "--spool", str(spool), "status-page", *args], check=True, capture_output=True)
     html = (spool / "status" / "index.html").read_text()
     return parse(html), json.loads((spool / "status" / "status.json").read_text())
 
@@ -61,7 +61,10 @@ def files_holding(root: Path, needle: bytes) -> list[Path]:
 
 @pytest.mark.slow
 def test_the_page_shows_each_deployment_its_build_and_its_last_result_and_no_secret(
-    spool: Path, tmp_path: Path, server_key: Path, executors: Any  # noqa: F811
+    spool: Path,
+    tmp_path: Path,
+    server_key: Path,
+    executors: Any,  # noqa: F811
 ) -> None:
     worker = executors(spool, "--server-key", str(server_key))
     app = deploy(spool, tmp_path / "app", {"run": {"file": "run.sh"}, "env": {"TOKEN": SECRET}}, {"run.sh": RUN})
@@ -90,7 +93,7 @@ def test_the_page_shows_each_deployment_its_build_and_its_last_result_and_no_sec
     assert cells[3].startswith("ready") and cells[4] == "3"
     assert cells[5] == "ok" and cells[6] == "418"  # the last invocation: a teapot, run to its end
     assert row(page, broken)[3].startswith("failed") and "cc: not found" in row(page, broken)[3]
-    assert row(page, idle)[4] == "0" and row(page, idle)[5:] == ["–", "–", "–"]
+    assert row(page, idle)[4] == "0" and row(page, idle)[5:] == ["\N{EN DASH}"] * 3
 
     listed = {d["cid"]: d for d in status["deployments"]}
     assert list(listed) == sorted(listed, key=lambda c: (listed[c]["created"], c), reverse=True)
@@ -112,6 +115,20 @@ def test_the_page_shows_each_deployment_its_build_and_its_last_result_and_no_sec
     assert counts["invocations"]["by_state"] == {"done": 3} and counts["invocations"]["finished"] == 3
     prom = (spool / "status" / "metrics.prom").read_text()
     assert 'cutor_spool_deployments{state="ready"} 2' in prom and 'cutor_spool_invocations{state="done"} 3' in prom
+
+    # A regeneration reads only new or changed invocation entries: an answer edited inside its
+    # entry (no rename, so the entry's signature is the same) is not read again, until --full.
+    response = spool / "invocations" / "done" / last["id"] / "result" / "response.json"
+    edited = json.loads(response.read_text())
+    edited["status"] = 599
+    response.write_text(json.dumps(edited))
+    page, status = regenerate(spool)
+    assert row(page, app)[6] == "418"
+    index = json.loads((spool / "status" / "_index.json").read_text())
+    assert {answer["status"]["id"] for answer in answers} <= set(index["invocations"]["records"])
+    page, status = regenerate(spool, "--full")
+    assert row(page, app)[6] == "599"
+    assert {d["cid"]: d["last"] for d in status["deployments"]}[app]["http_status"] == 599
 
     # A waiting invocation counts as queued (no executor takes it now).
     worker.stop()

@@ -226,22 +226,24 @@ def _present(*directories: Path) -> set[tuple[str, int]]:
 
 
 def _last_results(section: Section) -> tuple[Counter[str], dict[str, dict[str, Any]], Counter[str]]:
-    """Per deployment: finished invocations, the last one's summary; and invocations by state."""
+    """Per deployment: finished invocations, the last one's summary; and invocations by state.
+    Reads the rows' columns in place (no dict per row: a spool may keep many invocations)."""
+    kind, deployment, state, finished = (section.keys.index(k) for k in ("kind", "deployment", "state", "finished"))
     counts: Counter[str] = Counter()
     by_state: Counter[str] = Counter()
-    last: dict[str, dict[str, Any]] = {}
-    for name in section.rows:
-        row = section.summary(name)
-        if row["kind"] != RequestKind.INVOKE.value:
+    latest: dict[str, tuple[str, str]] = {}
+    for name, row in section.rows.items():
+        if row[kind] != RequestKind.INVOKE.value:
             continue
-        by_state[row["state"]] += 1
-        cid = row["deployment"]
+        by_state[row[state]] += 1
+        cid = row[deployment]
         if cid is None:
             continue
         counts[cid] += 1
-        if cid not in last or (row["finished"] or "", name) > (last[cid]["finished"] or "", last[cid]["name"]):
-            last[cid] = row
-    return counts, last, by_state
+        when = (row[finished] or "", name)
+        if cid not in latest or when > latest[cid]:
+            latest[cid] = when
+    return counts, {cid: section.summary(name) for cid, (_, name) in latest.items()}, by_state
 
 
 def view(paths: SpoolPaths, index: Index, shown: int) -> dict[str, Any]:

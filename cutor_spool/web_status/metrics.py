@@ -154,6 +154,26 @@ def _per_worker(workers: list[dict[str, Any]], key: str) -> Iterable[tuple[dict[
     return (({"worker": w["worker"], "kind": w["kind"], "host": w["host"]}, w.get(key) or 0) for w in workers)
 
 
+def _deployments(out: Exposition, deployed: dict[str, Any]) -> None:
+    """Deployments by build state, invocations by state (deployments.view's counts)."""
+    built = deployed["by_build_state"]
+    out.family(
+        "cutor_spool_deployments",
+        "gauge",
+        "Deployments in deployments/ by the state of their build (unknown: no readable build record).",
+        (({"state": s}, built.get(s, 0)) for s in [*BUILD_STATES, *sorted(set(built) - set(BUILD_STATES))]),
+    )
+    invocations = deployed["invocations"]
+    by_state = {"queued": invocations["queued"], "active": invocations["active"], **invocations["by_state"]}
+    states = [*INVOCATION_STATES, *sorted(set(by_state) - set(INVOCATION_STATES))]
+    out.family(
+        "cutor_spool_invocations",
+        "gauge",
+        "Invocations of deployments by state: queued, active, and the final states in invocations/done/.",
+        (({"state": s}, by_state.get(s, 0)) for s in states),
+    )
+
+
 def prometheus(status: dict[str, Any]) -> str:
     counts = status["counts"]
     by_state: dict[str, int] = counts["by_state"]
@@ -229,23 +249,7 @@ def prometheus(status: dict[str, Any]) -> str:
         "Total closure size of the cached environments, as their build records state it.",
         [({}, sum(e["size"] or 0 for e in builds["environments"]))],
     )
-    deployed = status["deployment_counts"]
-    built = deployed["by_build_state"]
-    out.family(
-        "cutor_spool_deployments",
-        "gauge",
-        "Deployments in deployments/ by the state of their build (unknown: no readable build record).",
-        (({"state": s}, built.get(s, 0)) for s in [*BUILD_STATES, *sorted(set(built) - set(BUILD_STATES))]),
-    )
-    invocations = deployed["invocations"]
-    by_state = {"queued": invocations["queued"], "active": invocations["active"], **invocations["by_state"]}
-    states = [*INVOCATION_STATES, *sorted(set(by_state) - set(INVOCATION_STATES))]
-    out.family(
-        "cutor_spool_invocations",
-        "gauge",
-        "Invocations of deployments by state: queued, active, and the final states in invocations/done/.",
-        (({"state": s}, by_state.get(s, 0)) for s in states),
-    )
+    _deployments(out, status["deployment_counts"])
     out.family(
         "cutor_spool_status_generated_timestamp_seconds",
         "gauge",
