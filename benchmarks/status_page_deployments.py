@@ -29,7 +29,7 @@ from cutor_spool.deployments.manifest import parse_manifest
 from cutor_spool.deployments.requests import write_build_record
 from cutor_spool.deployments.spec import accept_terms, make_spec, utc_now
 from cutor_spool.deployments.store import Store
-from cutor_spool.deployments.terms import store_terms
+from cutor_spool.deployments.terms import store_terms, write_default_terms
 from cutor_spool.documents.deployment import DeploymentBuild, DeploymentState, InvocationRequest, Response
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.watcher.queue import iso
@@ -76,6 +76,7 @@ def main() -> None:
     try:
         paths = SpoolPaths(root)
         paths.init()
+        write_default_terms(paths)
         store = Store(root)
         cids = [make_deployment(paths, store, n) for n in range(args.deployments)]
         start = time.time() - args.invocations

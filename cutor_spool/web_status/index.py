@@ -2,11 +2,11 @@
 
 Re-reading every `done/<id>/result/status.json` on each regeneration would cost a file open per
 submission (10,000 submissions: seconds on NFS). Instead the index keeps, per entry of `done/` (and
-of `builds/done/`, `invocations/done/`, `deployments/`), its *signature* and the summary the page
-shows (see deployments.py for the last two). A regeneration lists the
-directory (one `scandir` plus an `lstat` per entry, no file opened), compares signatures, and reads
-and renders only the entries that are new or changed; entries that disappeared (evicted, moved
-away by an operator) lose their page.
+of `builds/done/`, `invocations/done/`, `deployments/`: see deployments.py for the last two), its
+*signature* and the summary the page shows. A regeneration lists the directory (one `scandir` plus
+an `lstat` per entry, no file opened), compares signatures, and reads and renders only the entries
+that are new or changed; entries that disappeared (evicted, moved away by an operator) lose their
+page.
 
 The signature is the entry directory's (inode, ctime, mtime). Entries in `done/` are final, and
 everything that could still change one goes through a rename (a recommit after a crash, a
