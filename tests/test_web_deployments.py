@@ -63,8 +63,8 @@ def files_holding(root: Path, needle: bytes) -> list[Path]:
 def test_the_page_shows_each_deployment_its_build_and_its_last_result_and_no_secret(
     spool: Path,
     tmp_path: Path,
-    server_key: Path,
-    executors: Any,  # noqa: F811
+    server_key: Path,  # noqa: F811 (the fixture imported above)
+    executors: Any,
 ) -> None:
     worker = executors(spool, "--server-key", str(server_key))
     app = deploy(spool, tmp_path / "app", {"run": {"file": "run.sh"}, "env": {"TOKEN": SECRET}}, {"run.sh": RUN})
