@@ -116,6 +116,20 @@ def test_the_page_shows_each_deployment_its_build_and_its_last_result_and_no_sec
     prom = (spool / "status" / "metrics.prom").read_text()
     assert 'cutor_spool_deployments{state="ready"} 2' in prom and 'cutor_spool_invocations{state="done"} 3' in prom
 
+    # A waiting invocation counts as queued (no executor takes it now).
+    worker.stop()
+    drop_request(SpoolPaths(spool), InvocationRequest(deployment=app), REQUEST_BODY, entry_id="waiting")
+    page, status = regenerate(spool)
+    assert "+1 queued" in row(page, app)[4] and status["deployment_counts"]["invocations"]["queued"] == 1
+
+    if CHROMIUM is not None:
+        with Browser(tmp_path / "profile", height=700) as browser:
+            browser.open((spool / "status" / "index.html").as_uri())
+            browser.eval("document.getElementById('deployments').scrollIntoView()")
+            shot = browser.screenshot(tmp_path / "deployments.png")
+        if SCREENS.is_dir():
+            (SCREENS / "deployments.png").write_bytes(shot.read_bytes())
+
     # A regeneration reads only new or changed invocation entries: an answer edited inside its
     # entry (no rename, so the entry's signature is the same) is not read again, until --full.
     response = spool / "invocations" / "done" / last["id"] / "result" / "response.json"
@@ -130,24 +144,6 @@ def test_the_page_shows_each_deployment_its_build_and_its_last_result_and_no_sec
     assert row(page, app)[6] == "599"
     assert {d["cid"]: d["last"] for d in status["deployments"]}[app]["http_status"] == 599
 
-    # A waiting invocation counts as queued (no executor takes it now).
-    worker.stop()
-    drop_request(SpoolPaths(spool), InvocationRequest(deployment=app), REQUEST_BODY, entry_id="waiting")
-    page, status = regenerate(spool)
-    assert "+1 queued" in row(page, app)[4] and status["deployment_counts"]["invocations"]["queued"] == 1
-
-    # Nothing secret or private under status/: not the env var, not the body, not the response's header.
-    for needle in (SECRET.encode(), REQUEST_BODY, HEADER.encode()):
-        assert files_holding(spool / "status", needle) == [], needle
-
-    if CHROMIUM is not None:
-        with Browser(tmp_path / "profile", height=700) as browser:
-            browser.open((spool / "status" / "index.html").as_uri())
-            browser.eval("document.getElementById('deployments').scrollIntoView()")
-            shot = browser.screenshot(tmp_path / "deployments.png")
-        if SCREENS.is_dir():
-            (SCREENS / "deployments.png").write_bytes(shot.read_bytes())
-
     # A spec edited in place: the page says so, and the rest of it is still there.
     _tamper(Store(spool), app)
     page, status = regenerate(spool)
@@ -155,9 +151,38 @@ def test_the_page_shows_each_deployment_its_build_and_its_last_result_and_no_sec
     assert {d["cid"]: d["problem"] for d in status["deployments"]}[app] == "spec does not match its CID"
     assert row(page, idle)[3].startswith("ready")
 
+    # Nothing secret or private under status/: not the env var, not the body, not the response's header.
+    for needle in (SECRET.encode(), REQUEST_BODY, HEADER.encode()):
+        assert files_holding(spool / "status", needle) == [], needle
+
 
 def test_a_spool_without_deployments_shows_an_empty_section(spool: Path) -> None:
     page, status = regenerate(spool)
     section = page.find(by_attr("id", "deployments"))
     assert "0 of 0" in section.text()
     assert status["deployments"] == [] and status["deployment_counts"]["total"] == 0
+
+
+def test_planted_links_and_fifos_under_deployments_never_stop_or_leak_into_the_page(
+    spool: Path,
+    tmp_path: Path,
+    server_key: Path,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """No executor: the deployments are made by the library as `deploy` makes them, then a client
+    with write access to the spool plants a symlink for a build record and a FIFO for a spec."""
+    linked = deploy(spool, tmp_path / "linked", {"run": "true"})
+    fifo = deploy(spool, tmp_path / "fifo", {"run": "true"})
+    record = spool / "deployments" / linked / "build.json"
+    record.unlink()
+    record.symlink_to("/etc/shadow")
+    blob = Store(spool).path(fifo)
+    blob.chmod(0o644)
+    blob.unlink()
+    os.mkfifo(blob)
+    (spool / "deployments" / "not-a-cid").mkdir()
+    page, status = regenerate(spool)  # does not hang on the FIFO (check=True: it ends well)
+    assert row(page, linked)[3].startswith("unknown") and "pending" not in row(page, linked)[3]
+    assert "spec does not match its CID" in row(page, fifo)[1]
+    assert {d["cid"] for d in status["deployments"]} == {linked, fifo}
+    shadow = Path("/etc/shadow").read_bytes().split(b"\n")[0]
+    assert shadow and files_holding(spool / "status", shadow) == []
