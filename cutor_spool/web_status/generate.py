@@ -1,6 +1,7 @@
 """Regenerating `status/` from the spool: one call, safe to run from any number of workers at once.
 
-    status/index.html            counts, workers, running, queue, recent results, environments
+    status/index.html            counts, workers, running, queue, recent results, environments,
+                                 deployments (deployments.py)
     status/s/<name>.html         one page per finished submission (rendered once, when it lands)
     status/live/<id>.html        one page per running submission, refreshing itself; once it has
                                  finished, a redirect to its s/ page for a while, then removed
@@ -35,7 +36,7 @@ from cutor_spool.atomic import TEMPORARY_PREFIX, write_bytes
 from cutor_spool.config import StatusPageConfig
 from cutor_spool.errors import SpoolIOError
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.web_status import live
+from cutor_spool.web_status import deployments, live
 from cutor_spool.web_status.charts import SAMPLES_NAME, record_sample, series
 from cutor_spool.web_status.index import (
     INDEX_NAME,
@@ -285,6 +286,8 @@ def regenerate(
     index = Index(RENDER_VERSION) if full else Index.load(out / INDEX_NAME, RENDER_VERSION)
     rendered, removed = gen.done(index)
     gen.builds(index)
+    deployments.update_invocations(paths, index, gen.now)
+    deployments.update_deployments(paths, index)
     active = live.active(paths.submissions)
     shown = gen.live_pages(index, active)
     queue = live.queue(paths.submissions.incoming, gen.now)
@@ -306,7 +309,8 @@ def regenerate(
         "generated_by": gen.generator,
         "spool": gen.common["spool"],
     }
-    status = machine_status(header, index, queue, active, workers, recent, builds)
+    deployed = deployments.view(paths, index, config.recent)
+    status = machine_status(header, index, queue, active, workers, recent, builds, deployed)
     samples = record_sample(out / SAMPLES_NAME, gen.wall, queue.length, len(active))
     charts = series(index.done.column("finished_unix"), index.done.column("latency"), samples, gen.wall)
     page = render(
@@ -325,6 +329,7 @@ def regenerate(
         history=list(reversed(history)),
         page_size=PAGE_SIZE,
         builds=builds,
+        deployed=deployed,
         charts=charts,
         result_files=[f"history/{h['number']}.js?v={h['version']}" for h in history],
         row_keys=list(ROW_KEYS),

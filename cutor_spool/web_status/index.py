@@ -2,10 +2,11 @@
 
 Re-reading every `done/<id>/result/status.json` on each regeneration would cost a file open per
 submission (10,000 submissions: seconds on NFS). Instead the index keeps, per entry of `done/` (and
-of `builds/done/`), its *signature* and the summary the page shows. A regeneration lists the
-directory (one `scandir` plus an `lstat` per entry, no file opened), compares signatures, and reads
-and renders only the entries that are new or changed; entries that disappeared (evicted, moved
-away by an operator) lose their page.
+of `builds/done/`, `invocations/done/`, `deployments/`: see deployments.py for the last two), its
+*signature* and the summary the page shows. A regeneration lists the directory (one `scandir` plus
+an `lstat` per entry, no file opened), compares signatures, and reads and renders only the entries
+that are new or changed; entries that disappeared (evicted, moved away by an operator) lose their
+page.
 
 The signature is the entry directory's (inode, ctime, mtime). Entries in `done/` are final, and
 everything that could still change one goes through a rename (a recommit after a crash, a
@@ -40,7 +41,12 @@ from cutor_spool.atomic import write_bytes
 from cutor_spool.web_status.model import BUILD_KEYS, SUMMARY_KEYS
 
 INDEX_NAME = "_index.json"
-FORMAT = 3
+FORMAT = 4
+
+# One finished entry of invocations/done/ (deployments.invocation_summary): never its body or response.
+INVOCATION_KEYS = ("name", "kind", "deployment", "state", "outcome", "http_status", "finished", "finished_unix")
+# One deployment of deployments/ (deployments.deployment_summary): its spec's public fields, its build.
+DEPLOYMENT_KEYS = ("cid", "owner", "created", "problem", "build_state", "build_reason", "build_at")
 # Names that may become page file names: ids, and the distinct names of duplicates (`<id>.duplicate-…`).
 PAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 
@@ -163,6 +169,8 @@ class Index:
     render: str  # what rendered the pages: a change of templates re-renders everything
     done: Section = field(default_factory=lambda: Section(SUMMARY_KEYS))
     builds: Section = field(default_factory=lambda: Section(BUILD_KEYS))
+    invocations: Section = field(default_factory=lambda: Section(INVOCATION_KEYS))
+    deployments: Section = field(default_factory=lambda: Section(DEPLOYMENT_KEYS))
     history: list[str] = field(default_factory=list)  # one signature per history page
     history_dirty: bool = False
 
@@ -180,12 +188,17 @@ class Index:
             render,
             Section.from_json(data.get("done"), SUMMARY_KEYS),
             Section.from_json(data.get("builds"), BUILD_KEYS),
+            Section.from_json(data.get("invocations"), INVOCATION_KEYS),
+            Section.from_json(data.get("deployments"), DEPLOYMENT_KEYS),
             [h for h in history if isinstance(h, str)] if isinstance(history, list) else [],
         )
 
+    def sections(self) -> tuple[Section, ...]:
+        return (self.done, self.builds, self.invocations, self.deployments)
+
     @property
     def dirty(self) -> bool:
-        return self.done.dirty or self.builds.dirty or self.history_dirty
+        return any(section.dirty for section in self.sections()) or self.history_dirty
 
     def save(self, path: Path) -> None:
         data = {
@@ -193,11 +206,15 @@ class Index:
             "render": self.render,
             "done": self.done.to_json(),
             "builds": self.builds.to_json(),
+            "invocations": self.invocations.to_json(),
+            "deployments": self.deployments.to_json(),
             "history": self.history,
         }
         # No fsync: the index is a cache of what the spool holds, rebuilt if it is ever lost.
         write_bytes(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(), fsync=False)
-        self.done.dirty = self.builds.dirty = self.history_dirty = False
+        for section in self.sections():
+            section.dirty = False
+        self.history_dirty = False
 
 
 def paginate(names: list[str], section: Section, size: int) -> list[tuple[list[str], str]]:

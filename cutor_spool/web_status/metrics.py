@@ -45,6 +45,9 @@ OUTCOMES = (
     "rejected",
 )
 
+BUILD_STATES = ("pending", "ready", "failed", "unknown")
+INVOCATION_STATES = ("queued", "active", "done", "invalid", "error", "cancelled")
+
 
 def machine_status(
     header: dict[str, Any],
@@ -54,6 +57,7 @@ def machine_status(
     workers: list[live.Worker],
     recent: list[dict[str, Any]],
     builds: dict[str, Any],
+    deployed: dict[str, Any],
 ) -> dict[str, Any]:
     """status.json; `header` gives generated_at, generated_unix, generated_by and spool."""
     states, outcomes = index.done.column("state"), index.done.column("outcome")
@@ -105,6 +109,9 @@ def machine_status(
         ],
         "recent": recent,
         "builds": builds,
+        # deployments.view: counts, and the newest deployments (no body, header or secret of any).
+        "deployments": deployed["deployments"],
+        "deployment_counts": {k: v for k, v in deployed.items() if k != "deployments"},
     }
 
 
@@ -145,6 +152,26 @@ class Exposition:
 def _per_worker(workers: list[dict[str, Any]], key: str) -> Iterable[tuple[dict[str, Any], int]]:
     """A number of each worker's entry in status.json (0 when missing), labelled by worker."""
     return (({"worker": w["worker"], "kind": w["kind"], "host": w["host"]}, w.get(key) or 0) for w in workers)
+
+
+def _deployments(out: Exposition, deployed: dict[str, Any]) -> None:
+    """Deployments by build state, invocations by state (deployments.view's counts)."""
+    built = deployed["by_build_state"]
+    out.family(
+        "cutor_spool_deployments",
+        "gauge",
+        "Deployments in deployments/ by the state of their build (unknown: no readable build record).",
+        (({"state": s}, built.get(s, 0)) for s in [*BUILD_STATES, *sorted(set(built) - set(BUILD_STATES))]),
+    )
+    invocations = deployed["invocations"]
+    by_state = {"queued": invocations["queued"], "active": invocations["active"], **invocations["by_state"]}
+    states = [*INVOCATION_STATES, *sorted(set(by_state) - set(INVOCATION_STATES))]
+    out.family(
+        "cutor_spool_invocations",
+        "gauge",
+        "Invocations of deployments by state: queued, active, and the final states in invocations/done/.",
+        (({"state": s}, by_state.get(s, 0)) for s in states),
+    )
 
 
 def prometheus(status: dict[str, Any]) -> str:
@@ -222,6 +249,7 @@ def prometheus(status: dict[str, Any]) -> str:
         "Total closure size of the cached environments, as their build records state it.",
         [({}, sum(e["size"] or 0 for e in builds["environments"]))],
     )
+    _deployments(out, status["deployment_counts"])
     out.family(
         "cutor_spool_status_generated_timestamp_seconds",
         "gauge",

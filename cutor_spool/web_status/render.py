@@ -81,7 +81,7 @@ def score(value: float | None) -> str:
 
 _BUSY = frozenset(
     {"queued", "claimed", "installing_dependencies", "dependencies_installed", "compiling", "compiled"}
-    | {"running", "testing", "building"}
+    | {"running", "testing", "building", "pending"}
 )
 
 
@@ -89,7 +89,7 @@ def tone(value: str | None) -> str:
     """CSS class for a state, an outcome, a verdict or a stage status."""
     if value is None or value in ("unknown", "done", "skipped"):  # "done": the outcome says how it went
         return "neutral"
-    if value in GOOD_OUTCOMES or value in ("alive", "built", "success"):
+    if value in GOOD_OUTCOMES or value in ("alive", "built", "success", "ready"):
         return "good"
     if value in ("partial", "stale"):
         return "warn"
