@@ -30,7 +30,6 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from cutor_spool.errors import LeaseLost, SpoolIOError
 from cutor_spool.layout import QueueDirs
 from cutor_spool.nofollow import open_beneath
 from cutor_spool.sharing import Sharing
+from cutor_spool.watcher.arrivals import scan_arrivals
 from cutor_spool.watcher.clock import stamp
 from cutor_spool.watcher.custody import Custody, seal, take
 from cutor_spool.watcher.ids import active_name, duplicate_name, misnamed_name, new_token, split_active, valid_id
@@ -162,33 +162,6 @@ def _submitter(custody: Custody, history: list[dict[str, Any]]) -> int:
     recorded = [rec.get("submitter") for rec in history if rec.get("event") == "claimed"]
     last = recorded[-1] if recorded else None
     return last if isinstance(last, int) and not isinstance(last, bool) else custody.owner
-
-
-def scan_arrivals(directory: Path, known: Mapping[str, float]) -> dict[str, float]:
-    """name -> arrival (ctime: the rename into the directory sets it) of every entry. Dot-names
-    are skipped: they are rsync's and other tools' temporary names.
-
-    A name in `known` (what the caller's last scan returned) keeps its arrival without a `stat`:
-    a rescan of a backlog of 10,000 then costs the listing alone instead of 10,000 `lstat`s (90%
-    of it; on NFS one GETATTR each, every poll). A name claimed and handed back between two scans
-    keeps its first arrival, which only puts a retry earlier in the queue."""
-    found = {}
-    try:
-        with os.scandir(directory) as it:
-            for entry in it:
-                name = entry.name
-                if name.startswith("."):
-                    continue
-                arrival = known.get(name)
-                if arrival is None:
-                    try:
-                        arrival = entry.stat(follow_symlinks=False).st_ctime
-                    except OSError:
-                        continue
-                found[name] = arrival
-    except FileNotFoundError:
-        return {}
-    return found
 
 
 class SpoolQueue:

@@ -24,8 +24,8 @@ from cutor_spool.documents.build import BuildRecord
 from cutor_spool.documents.heartbeat import Heartbeat
 from cutor_spool.documents.status import StatusDocument
 from cutor_spool.layout import QueueDirs
+from cutor_spool.watcher.arrivals import scan_arrivals
 from cutor_spool.watcher.ids import split_active
-from cutor_spool.watcher.queue import scan_arrivals
 from cutor_spool.web_status.model import BUILD_KEYS, clip
 from cutor_spool.web_status.reading import (
     LIVE_DIR,
