@@ -25,6 +25,7 @@ from cutor_spool.runner.judge.scoring import score
 from cutor_spool.runner.judge.verdicts import Case, CaseResult, Verdict
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.stage import StageOutput, StageStatus
+from cutor_spool.runner.stagerunner import exec_simple
 from cutor_spool.submission import CheckerKind, CheckerSpec, Submission
 from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
 
@@ -331,3 +332,25 @@ def test_a_new_attempt_starts_without_the_last_attempts_test_results(spool: Path
     Reporter(claim, identity).start()
     left = sorted(p.relative_to(claim.path).as_posix() for p in (claim.path / "result").rglob("*") if p.is_file())
     assert left == ["result/attempts.jsonl", "result/events.jsonl", "result/status.json"]
+
+
+@pytest.mark.parametrize(
+    ("script", "run"),
+    [
+        (b"./sol", b"exec ./sol\n"),
+        (b'python3 sol.py "$@"\n', b'exec python3 sol.py "$@"\n'),
+        (b"./sol < in.txt", b"exec ./sol < in.txt\n"),
+        (b"gcc -o sol sol.c && ./sol", None),
+        (b"./a\n./b", None),
+        (b"A=1 ./sol", None),
+        (b"exit 3", None),
+        (b". ./env.sh", None),
+        (b"echo $(cat x)", None),
+        (b"./a | ./b", None),
+        (b"if true; then ./sol; fi", None),
+    ],
+)
+def test_a_one_command_script_is_execd_so_its_end_is_the_programs(script: bytes, run: bytes | None) -> None:
+    """A shell reports its child's SIGSEGV as its own exit 139 (issue 15): the one command of a
+    one-line script replaces the shell; anything else is left to the shell as written."""
+    assert exec_simple(script) == (script if run is None else run)
