@@ -12,10 +12,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from cutor_spool.config import SpoolConfig
+from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.documents.states import Outcome
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.limits import Limits
+from cutor_spool.limits import Limits, LimitsSpec
 from cutor_spool.runner.intake import read_submission
 from cutor_spool.runner.judge.checkers import BUILTIN
 from cutor_spool.runner.judge.checkers.program import interpret
@@ -23,6 +23,7 @@ from cutor_spool.runner.judge.checkers.show import first_difference
 from cutor_spool.runner.judge.junit import junit_not_judged, junit_xml
 from cutor_spool.runner.judge.scoring import score
 from cutor_spool.runner.judge.verdicts import Case, CaseResult, Verdict
+from cutor_spool.runner.launcher import rlimit_options
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.stage import StageOutput, StageStatus
 from cutor_spool.runner.stagerunner import exec_simple
@@ -354,3 +355,22 @@ def test_a_one_command_script_is_execd_so_its_end_is_the_programs(script: bytes,
     """A shell reports its child's SIGSEGV as its own exit 139 (issue 15): the one command of a
     one-line script replaces the shell; anything else is left to the shell as written."""
     assert exec_simple(script) == (script if run is None else run)
+
+
+def test_address_space_is_off_by_default_and_checked_against_the_spools_maximum() -> None:
+    """`address_space` (RLIMIT_AS) is off (0) unless asked for; an operator who caps it must also
+    give a default, and then a submission cannot turn it off; below 16 MiB nothing would load."""
+    assert SpoolConfig().limits.stage_default(StageKind.RUN).address_space == 0
+    assert not any(o.startswith("as=") for o in rlimit_options(LIMITS, 8))
+    assert f"as={64 << 20}" in rlimit_options(LIMITS.over(LimitsSpec(address_space="64MiB")), 8)
+    with pytest.raises(ValidationError, match="below the smallest allowed 16MiB"):
+        LimitsSpec(address_space="1MiB")
+    capped = LIMITS.over(LimitsSpec(address_space="1GiB"))
+    with pytest.raises(ValidationError, match="above the spool's maximum of 1GiB"):
+        LimitsSpec.model_validate({"address_space": "2GiB"}, context={"maximum": capped})
+    with pytest.raises(ValidationError, match=r"off \(0\) is above the spool's maximum"):
+        LimitsSpec.model_validate({"address_space": 0}, context={"maximum": capped})
+    LimitsSpec.model_validate({"address_space": "64GiB"}, context={"maximum": LIMITS})  # 0: no ceiling
+    with pytest.raises(ValidationError, match=r"above limits\.maximum\.address_space"):
+        SpoolConfig.model_validate({"limits": {"maximum": {"address_space": "1GiB"}}})
+    SpoolConfig.model_validate({"limits": {"maximum": {"address_space": "1GiB"}, "default": {"address_space": "1GiB"}}})

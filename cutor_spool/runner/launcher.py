@@ -89,6 +89,7 @@ def rlimit_options(limits: Limits, nproc: int) -> list[str]:
         f"stack={limits.stack}",
         "core=0",
         f"nproc={nproc}",
+        *([f"as={limits.address_space}"] if limits.address_space else []),
     ]
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cutor_spool.documents.stage import Verdict as Verdict  # noqa: PLC0414 - re-exported from its old home
 from cutor_spool.limits import Limits
 from cutor_spool.runner.stage import StageOutput, StageStatus, signal_name
+from cutor_spool.units import format_size
 
 # What a run stage that did not end `ok` means for its test. A wall-clock kill is a time limit too
 # (a program that sleeps or blocks is as late as one that spins); tests/<name>.json keeps the
@@ -104,7 +105,15 @@ def stage_feedback(output: StageOutput) -> str:
     if status == StageStatus.OUTPUT_LIMIT:
         return f"output limit of {limits.output} bytes exceeded"
     if status == StageStatus.SIGNALED and output.signal:
-        return output.message or f"killed by {signal_name(output.signal)}"
+        return (output.message or f"killed by {signal_name(output.signal)}") + _address_space_note(limits)
     if status == StageStatus.RUNTIME_ERROR:
-        return f"exit status {output.exit_code}"
+        return f"exit status {output.exit_code}" + _address_space_note(limits)
     return output.message or str(status)
+
+
+def _address_space_note(limits: Limits) -> str:
+    """A crash under RLIMIT_AS is often a failed allocation, which the judge cannot tell apart from
+    any other crash: it stays a runtime error, with this hint."""
+    if not limits.address_space:
+        return ""
+    return f" (under an address-space limit of {format_size(limits.address_space)}: an allocation past it fails)"
