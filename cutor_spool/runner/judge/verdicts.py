@@ -52,11 +52,13 @@ class CheckResult:
         return cls(Verdict.INTERNAL_ERROR, 0.0, message)
 
     @classmethod
-    def scored(cls, fraction: float, message: str = "") -> CheckResult:
+    def scored(cls, fraction: float, message: str = "", *, passed: bool = False) -> CheckResult:
+        """A fraction as a verdict. `passed`: the checker said the output is correct (exit 0), so a
+        fraction of 0 is `accepted` with 0 points (DMOJ's semantics), not a wrong answer."""
         if fraction >= 1.0:
             return cls(Verdict.ACCEPTED, 1.0, message)
         if fraction <= 0.0:
-            return cls(Verdict.WRONG_ANSWER, 0.0, message)
+            return cls(Verdict.ACCEPTED if passed else Verdict.WRONG_ANSWER, 0.0, message)
         return cls(Verdict.PARTIAL, fraction, message)
 
 
