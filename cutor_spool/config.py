@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cutor_spool.errors import ConfigError
-from cutor_spool.limits import Duration, Limits, LimitsSpec, Size
+from cutor_spool.limits import Duration, Limits, LimitsSpec, Size, within
 from cutor_spool.submission import Priority
 from cutor_spool.yamlload import YamlProblem, load_yaml
 
@@ -86,7 +86,7 @@ class LimitsConfig(_Strict):
         for stage in StageKind:
             default = self.stage_default(stage)
             for key, value in default.to_json().items():
-                if value > getattr(maximum, key):
+                if not within(key, value, getattr(maximum, key)):
                     raise ValueError(f"the {stage} default {key} is above limits.maximum.{key}")
         return self
 
@@ -290,6 +290,7 @@ retention:                   # workers remove finished submissions themselves (o
 limits:
   default:   {cpu_time: 5s, wall_time: 10s, memory: 512MiB, processes: 64,
               file_size: 64MiB, open_files: 256, stack: 64MiB, output: 1MiB}
+              # address_space: RLIMIT_AS, 0 (off) unless set; docs/judge.md (not for JVM, Go)
   maximum:   {cpu_time: 600s, wall_time: 1800s, memory: 8GiB, processes: 512,
               file_size: 1GiB, open_files: 4096, stack: 1GiB, output: 64MiB}
   stages:

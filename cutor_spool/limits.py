@@ -43,6 +43,10 @@ Size = Annotated[
 ]
 
 LIMIT_KEYS = ("cpu_time", "wall_time", "memory", "processes", "file_size", "open_files", "stack", "output")
+# Optional keys: 0 is "off" (no such limit), and the default.
+OPTIONAL_KEYS = ("address_space",)
+# RLIMIT_AS below this fails the dynamic loader, the shell, an interpreter before the job runs.
+MIN_ADDRESS_SPACE = 16 * 1024 * 1024
 _MINIMUM: dict[str, float] = {
     "cpu_time": 0.01,
     "wall_time": 0.01,
@@ -52,15 +56,23 @@ _MINIMUM: dict[str, float] = {
     "open_files": 4,
     "stack": 64 * 1024,
     "output": 0,
+    "address_space": 0,
 }
 
 
 def _show(key: str, value: float) -> str:
     if key in ("cpu_time", "wall_time"):
         return format_duration(value)
-    if key in ("memory", "file_size", "stack", "output"):
+    if key in ("memory", "file_size", "stack", "output", "address_space"):
         return format_size(int(value))
     return str(int(value))
+
+
+def within(key: str, value: float, maximum: float) -> bool:
+    """Whether `value` is allowed under `maximum`; for an optional key 0 is *unlimited* on both sides."""
+    if key in OPTIONAL_KEYS:
+        return maximum == 0 or 0 < value <= maximum
+    return value <= maximum
 
 
 class LimitsSpec(BaseModel):
@@ -77,6 +89,8 @@ class LimitsSpec(BaseModel):
     open_files: int | None = None
     stack: Size | None = None
     output: Size | None = None
+    # RLIMIT_AS (virtual memory, reserved or not): 0 is off. See docs/judge.md for the JVM and Go.
+    address_space: Size | None = None
 
     @field_validator("*", mode="after")
     @classmethod
@@ -86,9 +100,13 @@ class LimitsSpec(BaseModel):
         key = info.field_name or ""
         if value < _MINIMUM[key]:
             raise ValueError(f"{_show(key, value)} is below the smallest allowed {_show(key, _MINIMUM[key])}")
+        if key == "address_space" and 0 < value < MIN_ADDRESS_SPACE:
+            least = _show(key, MIN_ADDRESS_SPACE)
+            raise ValueError(f"{_show(key, value)} is below the smallest allowed {least} (0: off)")
         maximum = (info.context or {}).get("maximum")
-        if isinstance(maximum, Limits) and value > getattr(maximum, key):
-            raise ValueError(f"{_show(key, value)} is above the spool's maximum of {_show(key, getattr(maximum, key))}")
+        if isinstance(maximum, Limits) and not within(key, value, getattr(maximum, key)):
+            shown = _show(key, value) if value else "off (0)"
+            raise ValueError(f"{shown} is above the spool's maximum of {_show(key, getattr(maximum, key))}")
         return value
 
     def values(self) -> dict[str, Any]:
@@ -107,6 +125,7 @@ class Limits:
     open_files: int
     stack: int
     output: int
+    address_space: int = 0  # RLIMIT_AS in bytes; 0: off
 
     def over(self, *layers: LimitsSpec | None) -> Limits:
         """These limits with each layer's set keys applied in turn."""

@@ -152,6 +152,9 @@ class CheckerKind(StrEnum):
 DEFAULT_CHECKER = CheckerKind.LINES
 
 
+ZeroScore = Literal["accepted", "wrong_answer"]
+
+
 class CheckerSpec(_Strict):
     type: CheckerKind = DEFAULT_CHECKER
     abs_tol: float = Field(default=1e-6, ge=0, description="float checker: absolute tolerance")
@@ -159,6 +162,11 @@ class CheckerSpec(_Strict):
     compile: ScriptValue | None = Field(default=None, description="program checker: how to build it")
     run: ScriptValue | None = Field(default=None, description="program checker: how to run it")
     files: list[RelName] = Field(default_factory=list, description="program checker: its files")
+    zero_score: ZeroScore = Field(
+        default="accepted",
+        description="program checker: exit 0 with a score of 0 is `accepted` with 0 points (DMOJ), or "
+        "`wrong_answer` (CMS's comparators, which always exit 0)",
+    )
 
     @model_validator(mode="after")
     def _program_has_run(self) -> CheckerSpec:
@@ -166,6 +174,8 @@ class CheckerSpec(_Strict):
             raise ValueError("a program checker needs `run`")
         if self.type != CheckerKind.PROGRAM and (self.run or self.compile or self.files):
             raise ValueError("`run`, `compile` and `files` belong to a program checker only")
+        if self.type != CheckerKind.PROGRAM and self.zero_score != "accepted":
+            raise ValueError("`zero_score` belongs to a program checker only")
         return self
 
 
@@ -199,6 +209,45 @@ class Subtask(_Strict):
     points: float = Field(ge=0)
     tests: list[Id] = Field(min_length=1, description="names of the tests in this subtask")
     scoring: Scoring | None = Field(default=None, description="defaults to the submission's `scoring`")
+    run_all: bool = Field(
+        default=False, description="run every test, even once a `group_min` subtask already scores 0 (docs/judge.md)"
+    )
+    depends_on: list[Id] = Field(
+        default_factory=list, max_length=1000, description="subtasks that must pass: if one fails, this scores 0"
+    )
+
+
+def _check_dependencies(subtasks: list[Subtask]) -> None:
+    """Every `depends_on` names another subtask, and they form no cycle."""
+    known = {s.name: s for s in subtasks}
+    for subtask in subtasks:
+        unknown = [d for d in subtask.depends_on if d not in known]
+        if unknown:
+            raise ValueError(f"subtask {subtask.name!r} depends on unknown subtasks: {', '.join(unknown)}")
+        _unique(f"subtask {subtask.name!r} names a prerequisite twice", subtask.depends_on)
+    done: set[str] = set()
+    for start in subtasks:  # depth-first, iterative: 10,000 subtasks must not hit the recursion limit
+        path: list[str] = []
+        stack: list[tuple[str, int]] = [(start.name, 0)]
+        on_path: set[str] = set()
+        while stack:
+            name, at = stack.pop()
+            if at == 0:
+                if name in on_path:
+                    cycle = [*path[path.index(name) :], name]
+                    raise ValueError(f"subtasks depend on each other in a cycle: {' -> '.join(cycle)}")
+                if name in done:
+                    continue
+                path.append(name)
+                on_path.add(name)
+            deps = known[name].depends_on
+            if at < len(deps):
+                stack.append((name, at + 1))
+                stack.append((deps[at], 0))
+            else:
+                path.pop()
+                on_path.discard(name)
+                done.add(name)
 
 
 def _unique(message: str, names: list[str]) -> None:
@@ -269,6 +318,7 @@ class Submission(_Strict):
             if unknown:
                 raise ValueError(f"subtask {subtask.name!r} names unknown tests: {', '.join(unknown)}")
             _unique(f"subtask {subtask.name!r} names tests twice", subtask.tests)
+        _check_dependencies(self.subtasks or [])
         return self
 
     def test_names(self) -> list[str]:

@@ -21,6 +21,10 @@ import yaml
 from conftest import CLI, ExecutorProcess, drop, need, result, wait_done, write_config
 from docker_image.fixtures import IMAGE, start_engine_and_build
 
+from cutor_spool.config import StatusPageConfig
+from cutor_spool.layout import SpoolPaths
+from cutor_spool.web_status import regenerate
+
 JUDGE = Path(__file__).parent / "judge"
 CASES = sorted(p.name for p in JUDGE.iterdir() if (p / "expect.yaml").exists())
 # The quick tier judges on bubblewrap only (on Docker, ~15 s more); test_docker_backend.py stays in it.
@@ -165,6 +169,18 @@ def test_judge_case(judged: Run, case: str) -> None:
     for name, part in expect.get("feedback", {}).items():
         assert part in events[name]["feedback"], f"{case}/{name}: {events[name]['feedback']!r}"
     _check_junit(case, entry, status)
+
+
+def test_the_page_says_which_prerequisite_made_a_subtask_score_zero(judged: Run) -> None:
+    """status.json's `skipped_for` (issue 15's subtask dependencies), as the status page shows it."""
+    status = result(judged.spool, "subtask-batches")
+    assert {n: s.get("skipped_for") for n, s in status["subtasks"].items()} == {
+        "G": None, "K": None, "R": None, "S": None, "D": "G", "E": "D",
+    }  # fmt: skip
+    regenerate(SpoolPaths(judged.spool), StatusPageConfig(interval=1.0, recent=50), full=True)
+    page = (judged.spool / "status" / "s" / "subtask-batches.html").read_text()
+    row = page[page.index('data-subtask="E"') :].split("</tr>", 1)[0]
+    assert "prerequisite D failed" in row
 
 
 def test_the_executor_survived_the_suite(judged: Run) -> None:

@@ -12,19 +12,22 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from cutor_spool.config import SpoolConfig
+from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.documents.states import Outcome
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.limits import Limits
+from cutor_spool.limits import Limits, LimitsSpec
 from cutor_spool.runner.intake import read_submission
+from cutor_spool.runner.judge.batches import BatchPlan
 from cutor_spool.runner.judge.checkers import BUILTIN
 from cutor_spool.runner.judge.checkers.program import interpret
 from cutor_spool.runner.judge.checkers.show import first_difference
 from cutor_spool.runner.judge.junit import junit_not_judged, junit_xml
 from cutor_spool.runner.judge.scoring import score
 from cutor_spool.runner.judge.verdicts import Case, CaseResult, Verdict
+from cutor_spool.runner.launcher import rlimit_options
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.stage import StageOutput, StageStatus
+from cutor_spool.runner.stagerunner import exec_simple
 from cutor_spool.submission import CheckerKind, CheckerSpec, Submission
 from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
 
@@ -116,7 +119,8 @@ def checker_output(status: StageStatus, exit_code: int | None, stdout: bytes = b
         (StageStatus.OK, 0, b"", Verdict.ACCEPTED, 1.0),
         (StageStatus.OK, 0, b"1\n", Verdict.ACCEPTED, 1.0),
         (StageStatus.OK, 0, b"0.25\nnotes\n", Verdict.PARTIAL, 0.25),
-        (StageStatus.OK, 0, b"0", Verdict.WRONG_ANSWER, 0.0),
+        (StageStatus.OK, 0, b"0", Verdict.ACCEPTED, 0.0),  # passed with 0 points (DMOJ)
+        (StageStatus.RUNTIME_ERROR, 7, b"0", Verdict.WRONG_ANSWER, 0.0),
         (StageStatus.OK, 0, b"1.5", Verdict.INTERNAL_ERROR, 0.0),
         (StageStatus.OK, 0, b"nan", Verdict.INTERNAL_ERROR, 0.0),
         (StageStatus.OK, 0, b"ok", Verdict.INTERNAL_ERROR, 0.0),
@@ -331,3 +335,146 @@ def test_a_new_attempt_starts_without_the_last_attempts_test_results(spool: Path
     Reporter(claim, identity).start()
     left = sorted(p.relative_to(claim.path).as_posix() for p in (claim.path / "result").rglob("*") if p.is_file())
     assert left == ["result/attempts.jsonl", "result/events.jsonl", "result/status.json"]
+
+
+@pytest.mark.parametrize(
+    ("script", "run"),
+    [
+        (b"./sol", b"exec ./sol\n"),
+        (b'python3 sol.py "$@"\n', b'exec python3 sol.py "$@"\n'),
+        (b"./sol < in.txt", b"exec ./sol < in.txt\n"),
+        (b"gcc -o sol sol.c && ./sol", None),
+        (b"./a\n./b", None),
+        (b"A=1 ./sol", None),
+        (b"exit 3", None),
+        (b". ./env.sh", None),
+        (b"echo $(cat x)", None),
+        (b"./a | ./b", None),
+        (b"if true; then ./sol; fi", None),
+    ],
+)
+def test_a_one_command_script_is_execd_so_its_end_is_the_programs(script: bytes, run: bytes | None) -> None:
+    """A shell reports its child's SIGSEGV as its own exit 139 (issue 15): the one command of a
+    one-line script replaces the shell; anything else is left to the shell as written."""
+    assert exec_simple(script) == (script if run is None else run)
+
+
+def test_address_space_is_off_by_default_and_checked_against_the_spools_maximum() -> None:
+    """`address_space` (RLIMIT_AS) is off (0) unless asked for; an operator who caps it must also
+    give a default, and then a submission cannot turn it off; below 16 MiB nothing would load."""
+    assert SpoolConfig().limits.stage_default(StageKind.RUN).address_space == 0
+    assert not any(o.startswith("as=") for o in rlimit_options(LIMITS, 8))
+    assert f"as={64 << 20}" in rlimit_options(LIMITS.over(LimitsSpec(address_space="64MiB")), 8)
+    with pytest.raises(ValidationError, match="below the smallest allowed 16MiB"):
+        LimitsSpec(address_space="1MiB")
+    capped = LIMITS.over(LimitsSpec(address_space="1GiB"))
+    with pytest.raises(ValidationError, match="above the spool's maximum of 1GiB"):
+        LimitsSpec.model_validate({"address_space": "2GiB"}, context={"maximum": capped})
+    with pytest.raises(ValidationError, match=r"off \(0\) is above the spool's maximum"):
+        LimitsSpec.model_validate({"address_space": 0}, context={"maximum": capped})
+    LimitsSpec.model_validate({"address_space": "64GiB"}, context={"maximum": LIMITS})  # 0: no ceiling
+    with pytest.raises(ValidationError, match=r"above limits\.maximum\.address_space"):
+        SpoolConfig.model_validate({"limits": {"maximum": {"address_space": "1GiB"}}})
+    SpoolConfig.model_validate({"limits": {"maximum": {"address_space": "1GiB"}, "default": {"address_space": "1GiB"}}})
+
+
+def test_a_checker_passing_with_zero_points_is_accepted_unless_it_says_otherwise() -> None:
+    """DMOJ's semantics by default; `zero_score: wrong_answer` for CMS's comparators (always exit 0)."""
+    output = checker_output(StageStatus.OK, 0, b"0\n", b"worth nothing")
+    assert (interpret(output).verdict, interpret(output).fraction) == (Verdict.ACCEPTED, 0.0)
+    assert interpret(output, "wrong_answer").verdict == Verdict.WRONG_ANSWER
+    spec = {"type": "program", "run": "./c", "zero_score": "wrong_answer"}
+    assert submission({"tests": make_tests(1), "checker": spec}).checker_spec().zero_score == "wrong_answer"
+    with pytest.raises(ValidationError, match="`zero_score` belongs to a program checker only"):
+        submission({"tests": make_tests(1), "checker": {"type": "lines", "zero_score": "wrong_answer"}})
+
+
+def _batch_run(sub: Submission, fractions: dict[str, float]) -> dict[str, str]:
+    """The tests in order through a BatchPlan: what grading.py would run ("ran") or skip (reason)."""
+    plan, seen = BatchPlan(sub), {}
+    every = results(sub, fractions)
+    for name in sub.test_names():
+        reason = plan.skip(name)
+        result = every[name] if reason is None else CaseResult(every[name].case, Verdict.SKIPPED, 0.0, reason)
+        plan.record(result)
+        seen[name] = "ran" if reason is None else reason
+    return seen
+
+
+def test_batches_skip_only_what_cannot_change_a_score() -> None:
+    sub = submission(
+        {
+            "tests": make_tests(1, 1, 1, 1, 1, 1, 1, 1, 1),
+            "scoring": "group_min",
+            "subtasks": [
+                {"name": "g", "points": 10, "tests": ["t1", "t2", "t3"]},
+                {"name": "k", "points": 10, "tests": ["t3"]},  # t3 is needed here
+                {"name": "half", "points": 10, "tests": ["t4", "t5"]},
+                {"name": "all", "points": 10, "tests": ["t6", "t7"], "run_all": True},
+                {"name": "sum", "points": 10, "tests": ["t8", "t9"], "scoring": "sum"},
+            ],
+        }
+    )
+    seen = _batch_run(sub, {"t1": 0, "t4": 0.5, "t6": 0, "t8": 0})
+    assert seen.pop("t2") == "not run: subtask g already scores 0 (test t1 failed)"
+    assert set(seen.values()) == {"ran"}  # a partial t4 does not settle `half`; run_all; sum; k needs t3
+
+
+def test_a_subtask_after_a_failed_prerequisite_is_skipped_and_scores_zero() -> None:
+    sub = submission(
+        {
+            "tests": make_tests(1, 1, 1, 1),
+            "subtasks": [
+                {"name": "a", "points": 10, "tests": ["t1"]},
+                {"name": "b", "points": 20, "tests": ["t2"], "depends_on": ["a"]},
+                {"name": "c", "points": 30, "tests": ["t3"], "depends_on": ["b"]},
+                {"name": "d", "points": 40, "tests": ["t4"], "depends_on": ["a", "b"]},
+            ],
+        }
+    )
+    seen = _batch_run(sub, {"t1": 0})
+    assert seen == {
+        "t1": "ran",
+        "t2": "not run: subtask b's prerequisite a failed (test t1)",
+        "t3": "not run: subtask c's prerequisite a failed (test t1)",
+        "t4": "not run: subtask d's prerequisite a failed (test t1)",
+    }
+    # Scored from results alone, wherever the prerequisite's tests stand in the order: here they all
+    # ran and passed but `a`'s, and b, c, d still score 0.
+    s = score(sub, results(sub, {"t1": 0}))
+    assert (s.score, s.failed_subtasks) == (0.0, ["a", "b", "c", "d"])
+    assert [sc.skipped_for for sc in s.subtasks] == [None, "a", "b", "a"]
+    assert s.subtasks[1].to_json() == {
+        "score": 0.0,
+        "points": 20,
+        "scoring": "sum",
+        "passed": False,
+        "skipped_for": "a",
+    }
+    assert score(sub, results(sub, {})).score == 100.0
+
+
+@pytest.mark.parametrize(
+    ("subtasks", "error"),
+    [
+        ([{"name": "a", "points": 1, "tests": ["t1"], "depends_on": ["a"]}], "a cycle: a -> a"),
+        (
+            [
+                {"name": "a", "points": 1, "tests": ["t1"], "depends_on": ["b"]},
+                {"name": "b", "points": 1, "tests": ["t1"], "depends_on": ["a"]},
+            ],
+            "a cycle: a -> b -> a",
+        ),
+        ([{"name": "a", "points": 1, "tests": ["t1"], "depends_on": ["zz"]}], "depends on unknown subtasks: zz"),
+    ],
+)
+def test_subtask_dependencies_are_checked_at_intake(subtasks: list[dict[str, Any]], error: str) -> None:
+    with pytest.raises(ValidationError, match=error):
+        submission({"tests": make_tests(1), "subtasks": subtasks})
+
+
+def test_a_long_chain_of_prerequisites_needs_no_recursion() -> None:
+    chain = [{"name": "s0", "points": 1, "tests": ["t1"]}]
+    chain += [{"name": f"s{i}", "points": 1, "tests": ["t1"], "depends_on": [f"s{i - 1}"]} for i in range(1, 5000)]
+    sub = submission({"tests": make_tests(1), "subtasks": chain})
+    assert score(sub, results(sub, {"t1": 0})).subtasks[-1].skipped_for == "s4998"

@@ -4,6 +4,7 @@ leftovers, and the command line as data."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +20,14 @@ from cutor_spool.limits import Limits
 from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapSandbox
 from cutor_spool.runner.bwrap_layout import BwrapLayout, bwrap_argv, stage_launch_argv
 from cutor_spool.runner.cgroups import CgroupHost, CgroupV1
-from cutor_spool.runner.launcher import build_launcher, host_argv, launcher_dir
+from cutor_spool.runner.launcher import (
+    MOUNT_POINT,
+    REPORT_ENV,
+    REPORT_POINT,
+    build_launcher,
+    host_argv,
+    launcher_dir,
+)
 from cutor_spool.runner.sandbox import PIPE
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, Slot, SlotPool
 from cutor_spool.runner.stage import StageSpec, StageStatus, classify
@@ -124,6 +132,42 @@ def test_stdout_bytes_stdin_args_and_exit_codes(sandbox: BwrapSandbox) -> None:
     assert out.to_json()["stdout_base64"]  # not UTF-8: the exact bytes are kept
 
 
+def test_a_stage_ends_as_its_job_did_not_as_its_exit_code_suggests(
+    sandbox: BwrapSandbox, backend: BubblewrapBackend
+) -> None:
+    """`exit 152` is no SIGXCPU and `exit 139` no SIGSEGV: the launcher reports the job's own wait
+    status. A job that forges a report, or kills its parent, does not change its verdict."""
+    if backend.launcher is None:
+        pytest.skip("without the static launcher only the exit code is known (documented)")
+    seen = {
+        script: sh(sandbox, script)
+        for script in (
+            "exit 152",
+            "exit 139",
+            "kill -XCPU $$",
+            "kill -SEGV $$",
+            "echo bogus 0 > /run/cutor/.exit; kill -SEGV $$",
+            "kill -9 1; kill -TERM $PPID; exit 200",
+        )
+    }
+    ends = {script: (out.status, out.exit_code, out.signal) for script, out in seen.items()}  # type: ignore[attr-defined]
+    assert ends == {
+        "exit 152": (StageStatus.RUNTIME_ERROR, 152, None),
+        "exit 139": (StageStatus.RUNTIME_ERROR, 139, None),
+        "kill -XCPU $$": (StageStatus.SIGNALED, None, signal.SIGXCPU),
+        "kill -SEGV $$": (StageStatus.SIGNALED, None, signal.SIGSEGV),
+        "echo bogus 0 > /run/cutor/.exit; kill -SEGV $$": (StageStatus.SIGNALED, None, signal.SIGSEGV),
+        "kill -9 1; kill -TERM $PPID; exit 200": (StageStatus.RUNTIME_ERROR, 200, None),
+    }
+    # The job cannot read the report (and so learn a token from it), only write to it.
+    out = sh(sandbox, "cat /run/cutor/.exit; echo $?")
+    assert out.stdout.endswith(b"1\n") and b"Permission denied" in out.stderr  # type: ignore[attr-defined]
+    real = sandbox.run(StageSpec("run", ("./busy", "9"), Limits(**{**LIMITS.to_json(), "cpu_time": 1.0})))  # type: ignore[arg-type]
+    # The kernel's SIGXCPU at the rlimit may come with the cgroup's figure a little short of it (its
+    # clock is tick-sampled): still a time limit (stage.XCPU_SHARE).
+    assert real.status == StageStatus.TIME_LIMIT and real.cpu_time >= 0.8
+
+
 def test_no_process_outlives_its_stage(sandbox: BwrapSandbox) -> None:
     out = sh(sandbox, "setsid sleep 100 & (sleep 100 &) ; echo gone")
     assert out.ok  # type: ignore[attr-defined]
@@ -220,7 +264,18 @@ def test_bwrap_argv_mounts_only_what_the_stage_may_write() -> None:
     assert writable == ["/work"] and tmpfs == ["/dev/shm", "/tmp"]
     assert "--unshare-net" in argv and "--disable-userns" in argv and "--die-with-parent" in argv
     assert argv[argv.index("/nix/store/abc-python3") - 1] == "--ro-bind"
-    assert argv[-3:] == ["/init", "--", "./run"] and argv.count("--remount-ro") == 2
+    assert argv[-2:] == ["cutor-stage", "./run"]
+    assert argv[argv.index("--as-pid-1") + 2 : argv.index("--as-pid-1") + 4] == ["/init", "--"]
+    assert argv.count("--remount-ro") == 2
+    # With the static launcher, it is pid 1 and the job's parent, reporting its wait status.
+    launched = BwrapLayout(**{**layout.__dict__, "launcher": Path("/state/etc.d/cutor-launch-1")})
+    argv = bwrap_argv(
+        launched, slot_root=Path("/s"), workdir="work", network=False, ro_binds=(), env={"CUTOR_REPORT": "mine"},
+        status_fd=9, command=("./run",), report_token="t0k",
+    )  # fmt: skip
+    assert argv[argv.index("--as-pid-1") + 2 :] == [MOUNT_POINT, "init=yes", f"report={REPORT_POINT}", "--", "./run"]
+    assert argv[argv.index(MOUNT_POINT) - 1] == "/state/etc.d/cutor-launch-1" and "/init" not in argv
+    assert argv[argv.index(REPORT_ENV) + 1] == "t0k"  # the job's own env cannot set the token
     assert "--unshare-net" not in bwrap_argv(
         layout, slot_root=Path("/s"), workdir="work", network=True, ro_binds=(), env={}, status_fd=9, command=("x",)
     )
@@ -254,12 +309,25 @@ def test_a_build_starts_through_the_same_launcher_guarded_and_as_root() -> None:
         ({"killed_for": None, "returncode": 139, "oom_kills": 0, "cpu_time": 0.0}, StageStatus.SIGNALED),
         ({"killed_for": None, "returncode": 1, "oom_kills": 0, "cpu_time": 0.0}, StageStatus.RUNTIME_ERROR),
         ({"killed_for": None, "returncode": 0, "oom_kills": 0, "cpu_time": 0.0}, StageStatus.OK),
+        # The job's own wait status (launcher.ExitReport) says exit code or signal; a time limit is CPU.
+        ({"returncode": 152, "wait_status": 152 << 8, "cpu_time": 0.003}, StageStatus.RUNTIME_ERROR),
+        ({"returncode": 139, "wait_status": 139 << 8, "cpu_time": 0.0}, StageStatus.RUNTIME_ERROR),
+        ({"returncode": 152, "wait_status": signal.SIGXCPU, "cpu_time": 0.003}, StageStatus.SIGNALED),
+        ({"returncode": 152, "wait_status": signal.SIGXCPU, "cpu_time": 0.99}, StageStatus.TIME_LIMIT),
+        ({"returncode": 0, "wait_status": 0, "cpu_time": 1.0}, StageStatus.TIME_LIMIT),
+        ({"returncode": 139, "wait_status": signal.SIGSEGV, "cpu_time": 0.0}, StageStatus.SIGNALED),
+        # Without a report only the exit code is there, but SIGXCPU's name is no longer a time limit.
+        ({"returncode": 152, "cpu_time": 0.003}, StageStatus.SIGNALED),
     ],
 )
 def test_classify(observed: dict[str, object], expected: StageStatus) -> None:
     limits = Limits(**{**LIMITS.to_json(), "cpu_time": 1.0})  # type: ignore[arg-type]
-    status, _, _ = classify(started=True, limits=limits, **observed)  # type: ignore[arg-type]
+    observed = {"killed_for": None, "oom_kills": 0, **observed}
+    status, exit_code, sig = classify(started=True, limits=limits, **observed)  # type: ignore[arg-type]
     assert status == expected
+    if "wait_status" in observed:
+        wait = int(observed["wait_status"])  # type: ignore[call-overload]
+        assert (exit_code, sig) == ((wait >> 8, None) if wait & 0x7F == 0 else (None, wait & 0x7F))
 
 
 def test_a_sandbox_that_fails_to_start_is_an_internal_error_not_the_jobs(sandbox: BwrapSandbox) -> None:

@@ -222,7 +222,9 @@ def test_bubblewrap_without_the_filter_the_same_calls_reach_the_kernel(pool: Slo
 
 
 def test_bubblewrap_kill_ends_the_stage_security_violation(pool: SlotPool, probe: Path) -> None:
-    outputs = bwrap_run(pool, probe, SeccompConfig(action=SeccompAction.KILL), [f"./probe {n}" for n in PROBED])
+    # `exec`: the probe's own end is the stage's (a shell would report its SIGSYS as exit 159)
+    scripts = [f"exec ./probe {n}" for n in PROBED]
+    outputs = bwrap_run(pool, probe, SeccompConfig(action=SeccompAction.KILL), scripts)
     for name, output in zip(PROBED, outputs, strict=True):
         assert output.status == StageStatus.SECURITY_VIOLATION, (name, output)
         assert output.signal == signal.SIGSYS and "seccomp" in (output.message or "")
@@ -230,7 +232,7 @@ def test_bubblewrap_kill_ends_the_stage_security_violation(pool: SlotPool, probe
 
 
 def test_bubblewrap_ordinary_programs_never_meet_the_filter(pool: SlotPool, probe: Path) -> None:
-    outputs = bwrap_run(pool, probe, SeccompConfig(action=SeccompAction.KILL), [ORDINARY, "./probe none"])
+    outputs = bwrap_run(pool, probe, SeccompConfig(action=SeccompAction.KILL), [ORDINARY, "exec ./probe none"])
     assert all(out.status == StageStatus.OK for out in outputs), outputs
     assert outputs[0].stdout.decode().split() == ["c", "ok", "thread", "ok", "42", "python", "ok"]
 
@@ -274,7 +276,7 @@ def test_docker_each_denied_call_fails_with_eperm(docker_image: str, docker_stat
 
 @pytest.mark.docker
 def test_docker_kill_ends_the_stage_security_violation(docker_image: str, docker_state: Path, probe: Path) -> None:  # noqa: F811
-    scripts = [f"./probe {n}" for n in PROBED] + [ORDINARY, "./probe none"]
+    scripts = [f"exec ./probe {n}" for n in PROBED] + [ORDINARY, "exec ./probe none"]
     outputs = docker_run(docker_image, docker_state, probe, SeccompConfig(action=SeccompAction.KILL), scripts)
     for name, output in zip(PROBED, outputs, strict=False):
         assert output.status == StageStatus.SECURITY_VIOLATION, (name, output)

@@ -77,6 +77,7 @@ class AppliedLimits(Document):
     open_files: int
     stack: int
     output: int
+    address_space: int = 0  # RLIMIT_AS; 0: off
 
 
 class StageDocument(Document):

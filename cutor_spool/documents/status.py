@@ -43,6 +43,7 @@ class SubtaskResult(Document):
     points: Number
     scoring: str
     passed: bool
+    skipped_for: str | None = None  # the failed prerequisite (`depends_on`) that made it score 0
 
 
 class StatusDocument(Document):

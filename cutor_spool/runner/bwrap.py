@@ -3,7 +3,7 @@
 A stage is launched as
 
     cutor-launch cgroup=<procs>... <rlimits> user=<slot uid>:<gid> marker=no -- bwrap <namespaces,
-    mounts> -- /init (tini, pid 1) -- sh -c <write the started marker; exec> -- <the job>
+    mounts> -- /run/cutor-launch init=yes report=/run/cutor/.exit (pid 1) -- <the job>
 
 - cutor-launch is the static launcher of launcher.py, one process start (0.5 ms). On a host
   without a C compiler the same is done by `sh -c <attach to cgroups> -- prlimit <rlimits> --
@@ -14,9 +14,11 @@ A stage is launched as
 - The launcher puts itself into the stage's cgroups before exec, so every process the job ever
   makes is counted; prlimits are set in the argv, not by `preexec_fn` (which forces fork() in a
   large parent).
-- tini is pid 1 and the job its child: pid 1 ignores default-action signals (SIGXCPU at the CPU
-  limit, SIGPIPE, SIGXFSZ), and bwrap's own pid 1 would leave zombies that count against
-  RLIMIT_NPROC.
+- The launcher again, inside, is pid 1 and the job its child: pid 1 ignores default-action
+  signals (SIGXCPU at the CPU limit, SIGPIPE, SIGXFSZ), and bwrap's own pid 1 would leave zombies
+  that count against RLIMIT_NPROC. As the job's parent it reports the job's own wait status
+  (launcher.ExitReport), and no signal from inside the namespace reaches it. Without the static
+  launcher, tini is pid 1 and a shell writes the started marker (`sandbox_init`).
 - Nothing the job can see names a host path: /work, /run/cutor and the prepared /etc are bound
   from tmpfs mounts (slots.py, `tmpfs_once`), which /proc/self/mountinfo shows by their path
   inside the tmpfs; /usr, tini and Nix store paths show their own, public, paths.
@@ -45,8 +47,6 @@ from cutor_spool.config import SeccompConfig
 from cutor_spool.errors import SandboxError
 from cutor_spool.runner.bwrap_layout import (
     OVERHEAD_PROCESSES,
-    STARTED_WRAPPER,
-    STARTED_WRAPPER_STDERR,
     BwrapLayout,
     bwrap_argv,
     check_reachable,
@@ -58,7 +58,7 @@ from cutor_spool.runner.bwrap_layout import (
 )
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
-from cutor_spool.runner.launcher import build_launcher, launcher_dir
+from cutor_spool.runner.launcher import ExitReport, build_launcher, launcher_dir, publish
 from cutor_spool.runner.sandbox import PIPE
 from cutor_spool.runner.seccomp import policy, write_filter
 from cutor_spool.runner.slots import Slot, SlotPool, tmpfs_once
@@ -115,6 +115,8 @@ class BubblewrapBackend:
             extra_ro=tuple(extra_ro or ()),
         )
         self._refresh_etc()
+        if self.launcher is not None:  # on the /etc tmpfs: the sandbox's mountinfo names no host path
+            self.layout = dataclasses.replace(self.layout, launcher=publish(self.launcher, self._etc_base))
         self.cgroups = CgroupHost.detect()
         seccomp = seccomp or SeccompConfig()  # the filter is on unless a spool turns it off
         self.seccomp = write_filter(state_dir / "seccomp", policy(seccomp)) if seccomp.enabled else None
@@ -275,6 +277,7 @@ class BwrapStage:
     started: float
     stdin: int | None = None
     stdout: int | None = None
+    report: ExitReport | None = None
     _thread: threading.Thread | None = None
     _output: StageOutput | None = None
     _error: BaseException | None = None
@@ -293,16 +296,16 @@ class BwrapStage:
         slot, backend = sandbox.slot, sandbox.backend
         pipes = _Pipes()
         seccomp_fd = None if backend.seccomp is None else os.open(backend.seccomp, os.O_RDONLY)
+        report = ExitReport.open(slot.io) if backend.layout.launcher is not None else None
         try:
             pipes.wire(slot.root / "stdin", spec.stdin, stdin=stdin, stdout=stdout)
-            pipes.env(env_args(spec.env))
-            wrapper = STARTED_WRAPPER if stdout is None else STARTED_WRAPPER_STDERR
+            pipes.env(env_args({**spec.env, **(report.env() if report is not None else {})}))
             launch = stage_launch_argv(cgroup.procs_files, spec.limits, slot.uid, slot.gid, backend.launcher)
             argv = launch + bwrap_argv(
                 backend.layout, slot_root=slot.root, workdir=spec.workdir, network=spec.network,
                 ro_binds=spec.ro_binds, env=spec.env, status_fd=pipes.child["status"],
-                command=("/bin/sh", "-c", wrapper, "cutor-stage", *spec.sandbox_command()), seccomp_fd=seccomp_fd,
-                env_fd=pipes.child["env"],
+                command=spec.sandbox_command(), seccomp_fd=seccomp_fd, marker="stdout" if stdout is None else "stderr",
+                report_token=report.token if report else "", env_fd=pipes.child["env"],
             )  # fmt: skip
             started = time.monotonic()
             proc = subprocess.Popen(
@@ -312,12 +315,16 @@ class BwrapStage:
             )  # fmt: skip
         except BaseException:
             pipes.abandon()
+            if report is not None:
+                report.close()
             raise
         finally:
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
         pipes.started()
-        return cls._supervised(sandbox, spec, cgroup, cancel, proc, pipes, started, captured=stdout is None)
+        stage = cls._supervised(sandbox, spec, cgroup, cancel, proc, pipes, started, captured=stdout is None)
+        stage.report = report
+        return stage
 
     @classmethod
     def _supervised(
@@ -364,6 +371,9 @@ class BwrapStage:
             return internal_error(self.spec, f"sandbox failure: {exc}", NAME)
         finally:
             self.cgroup.remove()
+            if self.report is not None:
+                self.report.close()
+                self.report = None
 
     def _conclude(self, wall: float) -> StageOutput:
         cgroup, capture = self.cgroup, self.supervisor.capture
@@ -379,6 +389,7 @@ class BwrapStage:
             self.spec.name, self.spec.limits, NAME, capture=capture, started=started_ok, killed_for=killed_for,
             returncode=self.proc.returncode, oom_kills=ooms, cpu_time=cpu, wall_time=wall, memory=peak,
             setup_error=capture.stderr.decode("utf-8", "replace"),
+            wait_status=self.report.status() if self.report is not None else None,
         )  # fmt: skip
         if not started_ok:
             log.error("%s: %s", self.sandbox.label, output.message)

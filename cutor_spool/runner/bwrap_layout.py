@@ -16,11 +16,11 @@ from pathlib import Path
 
 from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
-from cutor_spool.runner.launcher import host_argv, rlimit_options
+from cutor_spool.runner.launcher import MOUNT_POINT, REPORT_ENV, host_argv, parent_options, rlimit_options
 from cutor_spool.runner.seccomp import bwrap_args
 from cutor_spool.runner.slots import slot_accounts
 
-# Processes the sandbox itself adds to the job's count: bwrap's monitor and tini.
+# Processes the sandbox itself adds to the job's count: bwrap's monitor and pid 1 (the launcher, or tini).
 OVERHEAD_PROCESSES = 2
 # What of the host's /etc a job may see: copied (symlinks kept as symlinks) into one directory per
 # host that is bound at /etc in a single mount; ten separate binds cost 3 ms per stage.
@@ -76,12 +76,25 @@ def system_mounts(root: Path = Path("/")) -> list[str]:
 class BwrapLayout:
     """Everything about the sandbox's filesystem that does not change between stages."""
 
-    init: str  # host path of a tini binary, bound at /init
+    init: str  # host path of a tini binary, bound at /init when there is no launcher
     system: tuple[str, ...]
     tmp_size: int
     etc: Path  # the prepared /etc (see prepare_etc)
     etc_net: Path  # the same, plus name resolution, for stages with network
     extra_ro: tuple[str, ...] = ()
+    # The static launcher (published on a tmpfs), bound at launcher.MOUNT_POINT: the sandbox's pid 1
+    # and the job's parent, which reports the job's wait status (launcher.ExitReport). None: tini
+    # and a shell's `exec`, and the verdict is read from the exit code alone.
+    launcher: Path | None = None
+
+
+def sandbox_init(layout: BwrapLayout, command: tuple[str, ...], *, marker: str = "stdout") -> list[str]:
+    """What bwrap runs as pid 1: the launcher as the job's parent, or tini and a shell that writes
+    the started marker (on stdout, or on stderr for a stage whose stdout is another process's)."""
+    if layout.launcher is not None:
+        return [MOUNT_POINT, *parent_options("stderr" if marker == "stderr" else ""), "--", *command]
+    wrapper = STARTED_WRAPPER_STDERR if marker == "stderr" else STARTED_WRAPPER
+    return ["/init", "--", "/bin/sh", "-c", wrapper, "cutor-stage", *command]
 
 
 def ro_bind(src: str | Path, dest: str | None = None) -> list[str]:
@@ -121,11 +134,18 @@ def bwrap_argv(
     status_fd: int,
     command: tuple[str, ...],
     seccomp_fd: int | None = None,
+    marker: str = "stdout",
+    report_token: str = "",
     env_fd: int | None = None,
 ) -> list[str]:
-    """The whole bwrap command line for one stage. Pure, so it can be read and tested as data.
-    Writable: /work (the slot's tmpfs), /tmp and /dev/shm (size-capped tmpfs); nothing else. With
-    `env_fd` (a descriptor holding `env_args(env)`) the environment is read from it instead."""
+    """The whole bwrap command line for one stage, `command` the job's. Pure, so it can be read and
+    tested as data. Writable: /work (the slot's tmpfs), /tmp and /dev/shm (size-capped tmpfs);
+    nothing else. `report_token` is the launcher's (launcher.ExitReport). With `env_fd` (a
+    descriptor holding `env_args(env)`, the report's token included) the environment is read
+    from it instead of the command line."""
+    pid1 = ro_bind(layout.launcher, MOUNT_POINT) if layout.launcher is not None else ro_bind(layout.init, "/init")
+    report = {REPORT_ENV: report_token} if layout.launcher is not None and report_token else {}
+    environment = setenv({**BASE_ENV, **env, **report}) if env_fd is None else ["--args", str(env_fd)]
     namespaces = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not network:
         namespaces.append("--unshare-net")
@@ -138,11 +158,11 @@ def bwrap_argv(
         *tmpfs("/tmp", layout.tmp_size),
         *bind(slot_root / workdir, "/work"),
         *ro_bind(slot_root / "io", "/run/cutor"),
-        *ro_bind(layout.init, "/init"),
+        *pid1,
         *[arg for path in (*layout.extra_ro, *ro_binds) for arg in ro_bind(path)],
-        "--remount-ro", "/", "--chdir", "/work", "--clearenv",
-        *(setenv({**BASE_ENV, **env}) if env_fd is None else ["--args", str(env_fd)]),
-        "--json-status-fd", str(status_fd), *bwrap_args(seccomp_fd), "--as-pid-1", "--", "/init", "--", *command,
+        "--remount-ro", "/", "--chdir", "/work", "--clearenv", *environment,
+        "--json-status-fd", str(status_fd), *bwrap_args(seccomp_fd), "--as-pid-1", "--",
+        *sandbox_init(layout, command, marker=marker),
     ]  # fmt: skip
 
 

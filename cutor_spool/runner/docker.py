@@ -19,7 +19,8 @@ The container (created lazily, at a submission's first stage that needs it):
 - the host's prepared /etc/passwd and /etc/group (the slot users, as with bubblewrap), and for
   stages without network an /etc/hosts and an empty /etc/resolv.conf;
 - the static `cutor-launch` (`launcher.py`), through which every exec sets its rlimits and
-  stdin;
+  stdin, and which stays as the job's parent to report its wait status (`launcher.ExitReport`:
+  the exec's exit code alone cannot tell `exit 139` from a SIGSEGV);
 - every file bound from the host (the launcher, /etc files, the alive lock) comes from a tmpfs on
   `<state-dir>/docker`, and /work and /run/cutor are the slot's tmpfs mounts, so that the
   container's /proc/self/mountinfo names no path of the state directory (what Docker itself
@@ -65,7 +66,6 @@ from cutor_spool.runner.docker_layout import (
     engine_socket,
     host_config,
     lock_alive,
-    publish,
     write_etc,
 )
 from cutor_spool.runner.docker_stream import start_exec
@@ -73,9 +73,11 @@ from cutor_spool.runner.launcher import (
     ALIVE_POINT,
     MOUNT_POINT,
     STDIN_NAME,
+    ExitReport,
     build_launcher,
     exec_argv,
     launcher_dir,
+    publish,
 )
 from cutor_spool.runner.sandbox import PIPE, StageProcess
 from cutor_spool.runner.seccomp import docker_security_opt, policy
@@ -336,14 +338,17 @@ class DockerSandbox:
         for name, data in spec.files.items():
             (slot.io / name).write_bytes(data)
         (slot.io / STDIN_NAME).write_bytes(spec.stdin)
+        report = ExitReport.open(slot.io)
         try:
             box = self._container(ContainerKey(spec.workdir, spec.network, tuple(spec.ro_binds)))
-            return self._run(box, spec, cancel)
+            return self._run(box, spec, cancel, report)
         except FAILURES as exc:
             log.exception("%s: stage %s failed to run", self.label, spec.name)
             return internal_error(spec, f"sandbox failure: {exc}", NAME)
+        finally:
+            report.close()
 
-    def _run(self, box: Container, spec: StageSpec, cancel: threading.Event | None) -> StageOutput:
+    def _run(self, box: Container, spec: StageSpec, cancel: threading.Event | None, report: ExitReport) -> StageOutput:
         slot, limits = self.slot, spec.limits
         start = box.cgroup.start_stage(memory=limits.memory, pids=limits.processes + OVERHEAD_PROCESSES)
         nproc = limits.processes + OVERHEAD_PROCESSES * len(self.containers)
@@ -352,7 +357,7 @@ class DockerSandbox:
                 box.id,
                 exec_argv(limits, nproc, spec.sandbox_command()),
                 user=f"{slot.uid}:{slot.gid}",
-                environment={**BASE_ENV, **spec.env},
+                environment={**BASE_ENV, **spec.env, **report.env()},
                 workdir="/work",
             )["Id"]
         )
@@ -384,6 +389,7 @@ class DockerSandbox:
             returncode=returncode, oom_kills=ooms, cpu_time=cpu, wall_time=wall, memory=peak,
             setup_error=(engine or capture.stderr).decode("utf-8", "replace"),
             note="the stage killed its container's keeper; the container ended with it" if lost else None,
+            wait_status=report.status(),
         )  # fmt: skip
         if not started_ok:
             log.error("%s: %s", self.label, output.message)

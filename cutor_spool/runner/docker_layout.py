@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from docker.types import LogConfig, Mount, Ulimit
 from cutor_spool.atomic import write_bytes
 from cutor_spool.errors import SandboxError
 from cutor_spool.runner.launcher import ALIVE_POINT, MOUNT_POINT
+from cutor_spool.runner.launcher import publish as publish  # noqa: PLC0414 - re-exported from its old home
 from cutor_spool.runner.slots import Slot, slot_accounts
 
 OVERHEAD_PROCESSES = 2  # docker-init and the keeper count in every container's pids
@@ -125,18 +125,6 @@ def host_config(layout: Layout, slot: Slot, key: ContainerKey) -> dict[str, Any]
         "mounts": mounts(layout, slot, key),
         "ulimits": [Ulimit(name=name, soft=value, hard=value) for name, value in layout.ulimits],
     }
-
-
-def publish(launcher: Path, directory: Path) -> Path:
-    """The launcher, copied (once, atomically) into `directory`, the tmpfs containers bind from."""
-    target = directory / launcher.name
-    if target.is_file() and target.stat().st_size == launcher.stat().st_size:
-        return target
-    fresh = directory / f".{launcher.name}.{os.getpid()}"
-    shutil.copyfile(launcher, fresh)
-    fresh.chmod(0o755)
-    os.rename(fresh, target)
-    return target
 
 
 def write_etc(directory: Path, *, uid_base: int, slots: int) -> None:

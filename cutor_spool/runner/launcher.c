@@ -23,6 +23,7 @@ static int resource(const char *name) {
     static const struct { const char *name; int resource; } table[] = {
         {"cpu", RLIMIT_CPU}, {"fsize", RLIMIT_FSIZE}, {"nofile", RLIMIT_NOFILE},
         {"stack", RLIMIT_STACK}, {"core", RLIMIT_CORE}, {"nproc", RLIMIT_NPROC},
+        {"as", RLIMIT_AS},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strcmp(name, table[i].name) == 0) return table[i].resource;
@@ -91,6 +92,47 @@ static int guard(const char *procs, int *status) {
     }
 }
 
+/* init=yes: the job runs in a child, and this process stays as its parent, and as the reaper of
+   whatever the job leaves behind (it may be pid 1 of the sandbox's pid namespace, as tini was).
+   When the job ends it writes the job's own raw wait status, "<token> <status>\n", to the report
+   (`report=PATH`, opened before the job starts; the token is $CUTOR_REPORT, taken out of the
+   environment first) and exits as the job did, a signal N as 128+N. Every signal is blocked, so
+   that the job cannot stop its parent short of SIGKILL (to pid 1 of a namespace, not even that),
+   and it is not dumpable, so that the job cannot read its token or reach its report by /proc.
+   Returns in the child. */
+static int init(int report, const char *token, int *status) {
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    signal(SIGCHLD, SIG_DFL);
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return *status = fail("dumpable", "init", errno), 1;
+    pid_t child = fork();
+    if (child < 0) return *status = fail("fork", "init", errno), 1;
+    if (child == 0) {
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        return 0;
+    }
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    for (;;) {
+        int wstatus;
+        pid_t pid;
+        while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
+            if (pid != child) continue; /* an orphan of the job's, reaped */
+            if (report >= 0) {
+                char line[160];
+                int len = snprintf(line, sizeof line, "%s %d\n", token, wstatus);
+                if (len > 0 && len < (int)sizeof line && write(report, line, (size_t)len) != len) { /* lost */ }
+            }
+            *status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+            return 1;
+        }
+        if (pid < 0 && errno == ECHILD) return *status = fail("wait", "init", errno), 1;
+        sigwaitinfo(&chld, NULL);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "keep") == 0) {
         int fd = open(argv[2], O_RDONLY | O_CLOEXEC);
@@ -99,7 +141,7 @@ int main(int argc, char **argv) {
             if (errno != EINTR) return fail("flock", argv[2], errno);
         return 0;  /* the worker is gone */
     }
-    int i = 1, marker = 1, guarded = 0;
+    int i = 1, marker = 1, guarded = 0, parent = 0, report = -1;
     const char *first_cgroup = NULL;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
         char *eq = strchr(argv[i], '=');
@@ -140,8 +182,19 @@ int main(int argc, char **argv) {
             continue;
         }
         if (strcmp(argv[i], "marker") == 0) {
-            if (strcmp(value, "no") != 0) return fail("bad option", "marker", 0);
-            marker = 0;
+            if (strcmp(value, "no") == 0) marker = 0;
+            else if (strcmp(value, "stderr") == 0) marker = 2;
+            else return fail("bad option", "marker", 0);
+            continue;
+        }
+        if (strcmp(argv[i], "init") == 0) {
+            if (strcmp(value, "yes") != 0) return fail("bad option", "init", 0);
+            parent = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "report") == 0) { /* a FIFO the worker reads; never blocks the job's end */
+            report = open(value, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+            if (report < 0) return fail("open", value, errno);
             continue;
         }
         if (strcmp(argv[i], "guard") == 0) {
@@ -166,9 +219,16 @@ int main(int argc, char **argv) {
     if (i + 1 >= argc) return fail("usage", "[LIMIT=N]... -- COMMAND", 0);
     int status;
     if (guarded && guard(first_cgroup, &status)) return status;
+    if (parent) {
+        char token[96] = "-";
+        const char *given = getenv("CUTOR_REPORT");
+        if (given && strlen(given) < sizeof token) strcpy(token, given);
+        unsetenv("CUTOR_REPORT");
+        if (init(report, token, &status)) return status;
+    }
     /* The stage's started marker (stage.STARTED_MARKER): everything before this is ours, what
        follows is the job's, a missing command included. */
-    if (marker && write(1, "\036cutor-stage\036", 13) != 13) return fail("write", "marker", errno);
+    if (marker && write(marker, "\036cutor-stage\036", 13) != 13) return fail("write", "marker", errno);
     execvp(argv[i + 1], &argv[i + 1]);
     int err = errno;
     fprintf(stderr, "%s: %s\n", argv[i + 1], strerror(err));

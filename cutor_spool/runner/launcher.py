@@ -6,7 +6,8 @@ exec, whatever is in the image (which may have no `prlimit`, or no shell at all)
 program is bind-mounted read-only into every container:
 
     cutor-launch [oom=N] [cgroup=PATH]... [cpu=S:H] [fsize=N] [nofile=N] [stack=N] [core=N]
-                 [nproc=N] [stdin=PATH] [user=UID:GID] [guard=yes] [marker=no] -- argv...
+                 [nproc=N] [as=N] [stdin=PATH] [user=UID:GID] [guard=yes] [report=PATH] [init=yes]
+                 [marker=no|stderr] -- argv...
     cutor-launch keep PATH
 
 Options take effect in their order. `oom` sets the launcher's `oom_score_adj`, which the job
@@ -17,10 +18,15 @@ writes the launcher's pid into a `cgroup.procs` file; the limits are set (soft:h
 for both); `stdin` is opened as fd 0; `user` drops every group, sets the real, effective and saved
 gid and uid, checks that root cannot be regained, and sets no_new_privs. `guard` (after a `cgroup`)
 runs the job in a child and stays as its guard: if the worker dies, it kills everything in the first
-cgroup (a build's Nix, whose sandboxed builders are not its children). Then it writes the stage's
-started marker to stdout (stage.STARTED_MARKER) unless `marker=no`, and execs the job.
+cgroup (a build's Nix, whose sandboxed builders are not its children). `init` (for stages) also
+runs the job in a child, stays as its parent and the reaper of its orphans, and when the job ends
+writes the job's own raw wait status to `report` (see `ExitReport`) and exits as the job did: the
+stage's verdict is read from that status, not from an exit code in which `exit 139` and a SIGSEGV
+look alike. Then it writes the stage's started marker to stdout (stage.STARTED_MARKER), or stderr
+with `marker=stderr`, unless `marker=no`, and execs the job.
 
-The bubblewrap backend runs it on the host in place of `sh -c <attach to cgroups>`, `prlimit`
+The bubblewrap backend runs it twice: inside the sandbox as its pid 1 (`init=yes`, in tini's place:
+the job cannot signal its namespace's init at all), and on the host in place of `sh -c <attach to cgroups>`, `prlimit`
 and `setpriv` (5 ms of process starts per stage, measured: a static launcher takes 0.5 ms), with
 `marker=no`: there the marker is written inside the sandbox, once bubblewrap has set it up. The
 builder starts every Nix process of a build through it too (`host_argv`), in the build's cgroup
@@ -43,12 +49,15 @@ launcher.c, next to this module, which builds its argv.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cutor_spool.errors import SandboxError
@@ -59,6 +68,9 @@ MOUNT_POINT = "/run/cutor-launch"  # where it is bound in containers (a file)
 ALIVE_POINT = "/run/cutor-alive"  # the keeper's lock file
 PREBUILT_ENV = "CUTOR_SPOOL_LAUNCHER"
 STDIN_NAME = ".stdin"  # in the slot's io directory: /run/cutor/.stdin inside
+REPORT_NAME = ".exit"  # the job's wait status, a FIFO in the slot's io directory (see ExitReport)
+REPORT_POINT = f"/run/cutor/{REPORT_NAME}"
+REPORT_ENV = "CUTOR_REPORT"  # the report's token, for the launcher only (it takes it out of the environment)
 STAGE_OOM_SCORE_ADJ = 1000  # a stage's processes are the OOM killer's first choice
 OOM = f"oom={STAGE_OOM_SCORE_ADJ}"
 # The launcher's work done by a shell, `choom`, `prlimit` and `setpriv` on a host without a C compiler.
@@ -77,12 +89,70 @@ def rlimit_options(limits: Limits, nproc: int) -> list[str]:
         f"stack={limits.stack}",
         "core=0",
         f"nproc={nproc}",
+        *([f"as={limits.address_space}"] if limits.address_space else []),
     ]
 
 
+def parent_options(marker: str = "") -> list[str]:
+    """The options that make the launcher the job's parent, reporting its wait status (ExitReport)."""
+    return ["init=yes", f"report={REPORT_POINT}", *([f"marker={marker}"] if marker else [])]
+
+
 def exec_argv(limits: Limits, nproc: int, command: tuple[str, ...]) -> list[str]:
-    """A Docker exec's argv inside its container: the limits, stdin from the io directory. Pure."""
-    return [MOUNT_POINT, OOM, *rlimit_options(limits, nproc), f"stdin=/run/cutor/{STDIN_NAME}", "--", *command]
+    """A Docker exec's argv inside its container: the limits, stdin from the io directory, the
+    launcher as the job's parent. Pure."""
+    rlimits = rlimit_options(limits, nproc)
+    return [MOUNT_POINT, OOM, *rlimits, f"stdin=/run/cutor/{STDIN_NAME}", *parent_options(), "--", *command]
+
+
+@dataclass
+class ExitReport:
+    """How a stage's job ended, as its parent (the launcher, `init=yes`) saw it: the raw wait status.
+
+    A FIFO in the slot's io directory (/run/cutor/.exit inside), owned by root and write-only for
+    the job's uid, so the job cannot read (steal) what is written there; the worker holds it open
+    for reading and writing (it never sees an end of file, and the launcher's non-blocking open
+    always finds a reader). The launcher writes `<token> <status>`; the token, random per stage, is
+    handed to the launcher alone (in $CUTOR_REPORT, which it takes out of the job's environment;
+    it is not dumpable, so the job cannot read it in /proc): a line the job writes itself does
+    not carry it and is ignored. No report (the launcher was killed, or the FIFO filled by the job)
+    leaves the stage to be judged from its exit code, as before."""
+
+    fd: int
+    token: str
+
+    @classmethod
+    def open(cls, io_dir: Path) -> ExitReport:
+        path = io_dir / REPORT_NAME
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.mkfifo(path, 0o600)
+        # write-only for the job's uid: it may not read the launcher's line (and its token)
+        os.chmod(path, stat.S_IRUSR | stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)  # noqa: S103
+        return cls(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC), secrets.token_hex(16))
+
+    def env(self) -> dict[str, str]:
+        return {REPORT_ENV: self.token}
+
+    def status(self) -> int | None:
+        """The job's raw wait status, if the launcher reported it. Reads what is there, now."""
+        data = bytearray()
+        with contextlib.suppress(BlockingIOError):
+            while len(data) < (1 << 20) and (chunk := os.read(self.fd, 65536)):
+                data += chunk
+        return parse_report(bytes(data), self.token)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def parse_report(data: bytes, token: str) -> int | None:
+    """The wait status in the launcher's line of `data` (see ExitReport); None if there is none."""
+    for line in data.split(b"\n"):
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == token.encode() and fields[1].isdigit():
+            return int(fields[1])
+    return None
 
 
 def host_argv(
@@ -119,6 +189,19 @@ def host_argv(
         uid, gid = user
         argv += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--"]
     return argv
+
+
+def publish(launcher: Path, directory: Path) -> Path:
+    """The launcher, copied (once, atomically) into `directory`, a tmpfs the sandboxes bind it from
+    (their mountinfo then names no host path)."""
+    target = directory / launcher.name
+    if target.is_file() and target.stat().st_size == launcher.stat().st_size:
+        return target
+    fresh = directory / f".{launcher.name}.{os.getpid()}"
+    shutil.copyfile(launcher, fresh)
+    fresh.chmod(0o755)
+    os.rename(fresh, target)
+    return target
 
 
 def launcher_dir(state_dir: Path) -> Path:

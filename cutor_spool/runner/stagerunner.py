@@ -7,6 +7,7 @@ pipeline chooses, need not import the pipeline.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -18,6 +19,27 @@ from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.sandbox import Sandbox
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus
 from cutor_spool.watcher.cancel import Cancelled
+
+# A one-line script that is one simple command: no lists, pipes, subshells, substitutions, groups,
+# keywords, builtins (`exec exit 3` is no exit) or leading assignments. `exec` may be put before it.
+_SIMPLE = re.compile(r"[^;&|()`{}!\n\\]+")
+_NOT_SIMPLE_START = re.compile(
+    r"\s*(\w+=|[.:](\s|$)|#|(if|then|else|elif|fi|for|while|until|do|done|case|esac|exec|function|exit|return|cd|export|"
+    r"set|unset|shift|read|wait|eval|source|trap|ulimit|umask|alias|unalias|break|continue|local|readonly|times|"
+    r"type|hash|getopts|command|builtin|jobs|fg|bg|kill|time)\b)"
+)
+
+
+def exec_simple(text: bytes) -> bytes:
+    """`exec <command>` for a script that is one simple command (`./sol`, `python3 sol.py "$@"`), so
+    that the shell is replaced by the program and the program's own end, a signal included, is the
+    stage's (a shell reports a child killed by signal N as its own exit 128+N, which a program's
+    `exit(128+N)` cannot be told from; dash does not exec a script's last command itself). Any
+    other script is left as it is, and judged by how the shell ended. Pure."""
+    line = text.decode("utf-8", "surrogateescape").strip()
+    if not line or not _SIMPLE.fullmatch(line) or "$(" in line or _NOT_SIMPLE_START.match(line):
+        return text
+    return b"exec " + line.encode("utf-8", "surrogateescape") + b"\n"
 
 
 @dataclass(frozen=True)
@@ -49,7 +71,7 @@ class StageRunner:
         file of the submission runs from /work. `#!` scripts are executed; others go to /bin/sh.
         Pure: nothing here reads /work, which the job controls once a stage has run."""
         if script.text is not None:
-            data = script.text.encode("utf-8", "surrogatepass")
+            data = exec_simple(script.text.encode("utf-8", "surrogatepass"))
             return ("/bin/sh", "/run/cutor/script", *args), {"script": data}
         assert script.file is not None
         if script.shebang:

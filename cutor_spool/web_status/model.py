@@ -291,11 +291,15 @@ class SubtaskRow:
     points: float | None
     scoring: str | None
     passed: bool | None
+    skipped_for: str | None = None  # the failed prerequisite that made it score 0
 
 
 def subtask_rows(status: StatusDocument) -> list[SubtaskRow]:
     subtasks = status.subtasks or {}
-    return [SubtaskRow(name, s.score, s.points, clip(s.scoring, 40), s.passed) for name, s in subtasks.items()]
+    return [
+        SubtaskRow(name, s.score, s.points, clip(s.scoring, 40), s.passed, clip(s.skipped_for, 100) or None)
+        for name, s in subtasks.items()
+    ]
 
 
 @dataclass(frozen=True)

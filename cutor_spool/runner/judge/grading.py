@@ -7,7 +7,8 @@ Per test: the program runs in its own sandboxed stage (the compiled /work, the t
 stdin, the test's limits); a run that did not end `ok` gets its verdict from the stage's status
 without being compared; otherwise the checker decides. Tests run in order; /work carries over from
 one test to the next (as in DMOJ), /tmp does not. With `short_circuit`, the tests after the first
-one that is not accepted are `skipped`.
+one that is not accepted are `skipped`. Inside subtasks, tests that can no longer change a score
+are `skipped` too (`batches.py`: all-or-nothing subtasks, failed prerequisites).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from cutor_spool.runner.judge.batches import BatchPlan
 from cutor_spool.runner.judge.cases import TestData
 from cutor_spool.runner.judge.checkers import BUILTIN
 from cutor_spool.runner.judge.checkers.program import ProgramChecker
@@ -68,12 +70,16 @@ def grade(runner: StageRunner, data: TestData) -> Iterator[Event]:
     assert plan.run is not None
     command, files = runner.script_command(plan.run, tuple(sub.args))
     stopped: str | None = None
+    batches = BatchPlan(sub)
     for case in cases:
         if unusable is not None:
             yield TestJudged(CaseResult(case, Verdict.INTERNAL_ERROR, 0.0, unusable))
             continue
-        if stopped is not None:
-            yield TestJudged(CaseResult(case, Verdict.SKIPPED, 0.0, stopped))
+        skipped = stopped or batches.skip(case.name)
+        if skipped is not None:
+            result = CaseResult(case, Verdict.SKIPPED, 0.0, skipped)
+            batches.record(result)
+            yield TestJudged(result)
             continue
         yield TestStarted(case, len(cases))
         stdin = data.input(case)
@@ -89,6 +95,7 @@ def grade(runner: StageRunner, data: TestData) -> Iterator[Event]:
                 check = BUILTIN[spec.type](expected, output.stdout, spec)
             result = CaseResult(case, check.verdict, check.fraction, check.message, output, checker_output)
         log.debug("%s: test %s: %s %s", entry_id, case.name, result.verdict, result.feedback)
+        batches.record(result)
         yield TestJudged(result)
         if sub.short_circuit and not result.passed:
             stopped = f"not run: test {case.name} was not accepted ({result.verdict}) and short_circuit is on"

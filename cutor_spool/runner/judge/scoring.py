@@ -8,7 +8,10 @@
 - A test that is in no subtask scores on its own, its `points` times its fraction, as DMOJ scores
   cases outside batches; nothing is silently dropped (give samples `points: 0`). A test may be in
   several subtasks; it runs once and counts in each.
-- A subtask *fails* when any of its tests is not accepted, whatever it scored.
+- A subtask *fails* when any of its tests is not accepted, whatever it scored, or when one of its
+  prerequisites (`depends_on`, transitively) failed: then it also scores 0 (`skipped_for` names
+  the failed prerequisite).
+- A test a checker passed with a fraction of 0 is `accepted` and scores 0 (DMOJ's semantics).
 - The outcome is `accepted` when every test is accepted, `rejected` when the score is 0, and
   `partial` in between.
 """
@@ -34,9 +37,15 @@ class SubtaskScore:
     scoring: Scoring
     passed: bool
     tests: tuple[str, ...]
+    skipped_for: str | None = None  # the failed prerequisite that made it score 0
 
     def to_json(self) -> dict[str, object]:
-        return {"score": self.score, "points": self.points, "scoring": str(self.scoring), "passed": self.passed}
+        data: dict[str, object] = {
+            "score": self.score, "points": self.points, "scoring": str(self.scoring), "passed": self.passed,
+        }  # fmt: skip
+        if self.skipped_for is not None:
+            data["skipped_for"] = self.skipped_for
+        return data
 
 
 @dataclass(frozen=True)
@@ -64,26 +73,65 @@ def _group(results: Sequence[CaseResult], points: float, scoring: Scoring) -> fl
     return points * math.fsum(w * r.fraction for w, r in zip(weights, results, strict=True)) / total
 
 
-def score(sub: Submission, results: Mapping[str, CaseResult]) -> Score:
-    """`results` holds every test by name (skipped and failed ones with fraction 0)."""
-    ordered = [results[name] for name in sub.test_names()]
-    every_accepted = all(r.passed for r in ordered)
-    subtasks: list[SubtaskScore] = []
-    in_subtask: set[str] = set()
+def _failed_prerequisites(sub: Submission, own_pass: Mapping[str, bool]) -> dict[str, str]:
+    """Subtask -> a failed prerequisite of it (direct or not; a prerequisite fails by its own tests
+    or by its own prerequisites). `depends_on` has no cycles (checked at intake): taken in
+    topological order, without recursion (10,000 subtasks may chain)."""
+    subtasks = sub.subtasks or []
+    waiting = {s.name: len(set(s.depends_on)) for s in subtasks}
+    dependents: dict[str, list[str]] = {}
+    for s in subtasks:
+        for dep in set(s.depends_on):
+            dependents.setdefault(dep, []).append(s.name)
+    known = {s.name: s for s in subtasks}
+    ready = [name for name, count in waiting.items() if count == 0]
+    blocked: dict[str, str] = {}
+    while ready:
+        name = ready.pop()
+        for dep in known[name].depends_on:
+            if not own_pass[dep] or dep in blocked:
+                blocked[name] = dep
+                break
+        for later in dependents.get(name, []):
+            waiting[later] -= 1
+            if waiting[later] == 0:
+                ready.append(later)
+    return blocked
+
+
+def _subtask_scores(sub: Submission, results: Mapping[str, CaseResult]) -> list[SubtaskScore]:
+    own_pass = {s.name: all(results[t].passed for t in s.tests) for s in sub.subtasks or []}
+    blocked = _failed_prerequisites(sub, own_pass)
+    scores = []
     for subtask in sub.subtasks or []:
         members = [results[name] for name in subtask.tests]
         rule = subtask.scoring or sub.scoring
-        subtasks.append(
+        earned = 0.0 if subtask.name in blocked else _group(members, subtask.points, rule)
+        scores.append(
             SubtaskScore(
                 name=subtask.name,
-                score=round(_group(members, subtask.points, rule), DIGITS),
+                score=round(earned, DIGITS),
                 points=subtask.points,
                 scoring=rule,
-                passed=all(r.passed for r in members),
+                passed=own_pass[subtask.name] and subtask.name not in blocked,
                 tests=tuple(subtask.tests),
+                skipped_for=blocked.get(subtask.name),
             )
         )
-        in_subtask.update(subtask.tests)
+    return scores
+
+
+def _outcome(every_accepted: bool, total: float) -> Outcome:
+    if every_accepted:
+        return Outcome.ACCEPTED
+    return Outcome.REJECTED if total <= 0 else Outcome.PARTIAL
+
+
+def score(sub: Submission, results: Mapping[str, CaseResult]) -> Score:
+    """`results` holds every test by name (skipped and failed ones with fraction 0)."""
+    ordered = [results[name] for name in sub.test_names()]
+    subtasks = _subtask_scores(sub, results)
+    in_subtask = {t for s in sub.subtasks or [] for t in s.tests}
     loose = [r for r in ordered if r.name not in in_subtask]
     loose_points = math.fsum(r.case.points for r in loose)
     if not sub.subtasks and sub.scoring == Scoring.GROUP_MIN:
@@ -92,10 +140,5 @@ def score(sub: Submission, results: Mapping[str, CaseResult]) -> Score:
         loose_score = math.fsum(r.score for r in loose)
     total = round(math.fsum(s.score for s in subtasks) + loose_score, DIGITS)
     maximum = round(math.fsum(s.points for s in subtasks) + loose_points, DIGITS)
-    if every_accepted:
-        outcome = Outcome.ACCEPTED
-    elif total <= 0:
-        outcome = Outcome.REJECTED
-    else:
-        outcome = Outcome.PARTIAL
+    outcome = _outcome(all(r.passed for r in ordered), total)
     return Score(total, maximum, outcome, tuple(subtasks), tuple(r.name for r in loose))

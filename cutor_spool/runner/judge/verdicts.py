@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cutor_spool.documents.stage import Verdict as Verdict  # noqa: PLC0414 - re-exported from its old home
 from cutor_spool.limits import Limits
 from cutor_spool.runner.stage import StageOutput, StageStatus, signal_name
+from cutor_spool.units import format_size
 
 # What a run stage that did not end `ok` means for its test. A wall-clock kill is a time limit too
 # (a program that sleeps or blocks is as late as one that spins); tests/<name>.json keeps the
@@ -51,11 +52,13 @@ class CheckResult:
         return cls(Verdict.INTERNAL_ERROR, 0.0, message)
 
     @classmethod
-    def scored(cls, fraction: float, message: str = "") -> CheckResult:
+    def scored(cls, fraction: float, message: str = "", *, passed: bool = False) -> CheckResult:
+        """A fraction as a verdict. `passed`: the checker said the output is correct (exit 0), so a
+        fraction of 0 is `accepted` with 0 points (DMOJ's semantics), not a wrong answer."""
         if fraction >= 1.0:
             return cls(Verdict.ACCEPTED, 1.0, message)
         if fraction <= 0.0:
-            return cls(Verdict.WRONG_ANSWER, 0.0, message)
+            return cls(Verdict.ACCEPTED if passed else Verdict.WRONG_ANSWER, 0.0, message)
         return cls(Verdict.PARTIAL, fraction, message)
 
 
@@ -104,7 +107,15 @@ def stage_feedback(output: StageOutput) -> str:
     if status == StageStatus.OUTPUT_LIMIT:
         return f"output limit of {limits.output} bytes exceeded"
     if status == StageStatus.SIGNALED and output.signal:
-        return output.message or f"killed by {signal_name(output.signal)}"
+        return (output.message or f"killed by {signal_name(output.signal)}") + _address_space_note(limits)
     if status == StageStatus.RUNTIME_ERROR:
-        return f"exit status {output.exit_code}"
+        return f"exit status {output.exit_code}" + _address_space_note(limits)
     return output.message or str(status)
+
+
+def _address_space_note(limits: Limits) -> str:
+    """A crash under RLIMIT_AS is often a failed allocation, which the judge cannot tell apart from
+    any other crash: it stays a runtime error, with this hint."""
+    if not limits.address_space:
+        return ""
+    return f" (under an address-space limit of {format_size(limits.address_space)}: an allocation past it fails)"

@@ -13,14 +13,17 @@ Its protocol (per test), close to CMS's and testlib's so that existing checkers 
   `$CUTOR_OUTPUT`, and the test's name in `$CUTOR_TEST`. CMS passes them in this order; a testlib
   checker wants `input output answer`: `run: ./checker "$1" "$3" "$2"`.
 - Exit status 0: the output is correct. Its stdout may start with a score fraction in [0, 1]
-  (CMS's convention: `1`, `0`, `0.25`); empty stdout means 1.
+  (CMS's convention: `1`, `0`, `0.25`); empty stdout means 1; `0` is accepted with 0 points.
 - Exit status 1 (testlib's WA) or 2 (testlib's presentation error): wrong answer, score 0.
 - Exit status 7 (testlib's "points"): partial; stdout must start with the fraction.
 - Anything else (3 is testlib's "fail"), a signal, or a limit hit: the *checker* failed. That is an
   internal error of the test, never a verdict against the submission.
 - Its stderr (the first 4 KiB) is the message shown with the verdict.
 
-A fraction of 1 is `accepted`, 0 `wrong_answer`, anything between `partial`.
+A fraction of 1 is `accepted`, anything between 0 and 1 `partial`. A fraction of 0 is `accepted`
+with 0 points when the exit status is 0 (the checker passed the output and gave it nothing: DMOJ's
+semantics), and `wrong_answer` with exit status 7, or with exit status 0 when the checker says
+`zero_score: wrong_answer` (CMS's comparators always exit 0 and print 0 for a wrong answer).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from cutor_spool.runner.judge.verdicts import CheckResult
 from cutor_spool.runner.stage import StageOutput, StageStatus, signal_name
 from cutor_spool.runner.stagerunner import StageRunner
 from cutor_spool.runner.tree import copy_file
+from cutor_spool.submission import ZeroScore
 
 INPUT, EXPECTED, OUTPUT = "/run/cutor/input", "/run/cutor/expected", "/run/cutor/output"
 ACCEPT, WRONG, PRESENTATION, POINTS = 0, 1, 2, 7
@@ -53,7 +57,7 @@ def _fraction(stdout: bytes) -> float | None:
     return value if math.isfinite(value) and 0.0 <= value <= 1.0 else None
 
 
-def interpret(output: StageOutput) -> CheckResult:
+def interpret(output: StageOutput, zero_score: ZeroScore = "accepted") -> CheckResult:
     """The checker's verdict from its exit status and output (see the module's docstring)."""
     message = output.stderr[:MESSAGE_LIMIT].decode("utf-8", "replace").strip()
     if output.status not in (StageStatus.OK, StageStatus.RUNTIME_ERROR):
@@ -75,7 +79,7 @@ def interpret(output: StageOutput) -> CheckResult:
         return CheckResult.failed(
             f"the checker's stdout must start with a score between 0 and 1, not {excerpt(output.stdout, 40)}"
         )
-    return CheckResult.scored(fraction, message)
+    return CheckResult.scored(fraction, message, passed=code == ACCEPT and zero_score == "accepted")
 
 
 @dataclass
@@ -134,4 +138,4 @@ class ProgramChecker:
             network=False,
         )
         output = self.runner.run(spec)
-        return interpret(output), output
+        return interpret(output, self.runner.plan.submission.checker_spec().zero_score), output
