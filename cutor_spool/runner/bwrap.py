@@ -56,6 +56,7 @@ from cutor_spool.runner.bwrap_layout import (
     stage_launch_argv,
     system_mounts,
 )
+from cutor_spool.runner.bwrap_pipes import StagePipes
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
 from cutor_spool.runner.launcher import ExitReport, build_launcher, launcher_dir, publish
@@ -214,55 +215,6 @@ class BwrapSandbox:
             raise
 
 
-class _Pipes:
-    """The fds of a stage being started: the child's ends (closed here once it has them) and ours."""
-
-    def __init__(self) -> None:
-        self.child: dict[str, int] = {}
-        self.ours: dict[str, int] = {}
-        self.close_after: list[int] = []
-
-    def pipe(self, name: str, child_reads: bool) -> None:
-        read, write = os.pipe()
-        self.child[name], self.ours[name] = (read, write) if child_reads else (write, read)
-        self.close_after.append(self.child[name])
-
-    def wire(self, stdin_file: Path, stdin_bytes: bytes, *, stdin: int | None, stdout: int | None) -> None:
-        """The child's stdin, stdout, stderr and bwrap's status fd, as `Sandbox.spawn` says."""
-        self.pipe("status", child_reads=False)
-        self.pipe("stderr", child_reads=False)
-        if stdout is None or stdout == PIPE:
-            self.pipe("stdout", child_reads=False)
-        else:
-            self.child["stdout"] = stdout
-        if stdin == PIPE:
-            self.pipe("stdin", child_reads=True)
-        elif stdin is not None:
-            self.child["stdin"] = stdin
-        else:
-            stdin_file.write_bytes(stdin_bytes)
-            self.child["stdin"] = os.open(stdin_file, os.O_RDONLY | os.O_CLOEXEC)
-            self.close_after.append(self.child["stdin"])
-
-    def env(self, data: bytes) -> None:
-        """A memory file holding the stage's environment for bwrap's `--args` (see env_args)."""
-        fd = os.memfd_create("cutor-stage-env")
-        self.child["env"] = fd
-        self.close_after.append(fd)
-        os.write(fd, data)
-        os.lseek(fd, 0, os.SEEK_SET)
-
-    def started(self) -> None:
-        for fd in self.close_after:
-            os.close(fd)
-        self.close_after.clear()
-
-    def abandon(self) -> None:
-        self.started()
-        for fd in self.ours.values():
-            os.close(fd)
-
-
 @dataclass
 class BwrapStage:
     """One stage's process and its supervision: `run` supervises it in the caller's thread,
@@ -294,7 +246,7 @@ class BwrapStage:
         stdout: int | None,
     ) -> BwrapStage:
         slot, backend = sandbox.slot, sandbox.backend
-        pipes = _Pipes()
+        pipes = StagePipes()
         seccomp_fd = None if backend.seccomp is None else os.open(backend.seccomp, os.O_RDONLY)
         report = ExitReport.open(slot.io) if backend.layout.launcher is not None else None
         try:
@@ -334,7 +286,7 @@ class BwrapStage:
         cgroup: Cgroup,
         cancel: threading.Event | None,
         proc: subprocess.Popen[bytes],
-        pipes: _Pipes,
+        pipes: StagePipes,
         started: float,
         *,
         captured: bool,

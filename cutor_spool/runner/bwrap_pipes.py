@@ -1,0 +1,58 @@
+"""The file descriptors of a bubblewrap stage being started (runner/bwrap.py): the child's ends,
+closed here once it has them, and ours; the stage's environment in a memory file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cutor_spool.runner.sandbox import PIPE
+
+
+class StagePipes:
+    """The fds of a stage being started: the child's ends (closed here once it has them) and ours."""
+
+    def __init__(self) -> None:
+        self.child: dict[str, int] = {}
+        self.ours: dict[str, int] = {}
+        self.close_after: list[int] = []
+
+    def pipe(self, name: str, child_reads: bool) -> None:
+        read, write = os.pipe()
+        self.child[name], self.ours[name] = (read, write) if child_reads else (write, read)
+        self.close_after.append(self.child[name])
+
+    def wire(self, stdin_file: Path, stdin_bytes: bytes, *, stdin: int | None, stdout: int | None) -> None:
+        """The child's stdin, stdout, stderr and bwrap's status fd, as `Sandbox.spawn` says."""
+        self.pipe("status", child_reads=False)
+        self.pipe("stderr", child_reads=False)
+        if stdout is None or stdout == PIPE:
+            self.pipe("stdout", child_reads=False)
+        else:
+            self.child["stdout"] = stdout
+        if stdin == PIPE:
+            self.pipe("stdin", child_reads=True)
+        elif stdin is not None:
+            self.child["stdin"] = stdin
+        else:
+            stdin_file.write_bytes(stdin_bytes)
+            self.child["stdin"] = os.open(stdin_file, os.O_RDONLY | os.O_CLOEXEC)
+            self.close_after.append(self.child["stdin"])
+
+    def env(self, data: bytes) -> None:
+        """A memory file holding the stage's environment for bwrap's `--args` (see env_args)."""
+        fd = os.memfd_create("cutor-stage-env")
+        self.child["env"] = fd
+        self.close_after.append(fd)
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+
+    def started(self) -> None:
+        for fd in self.close_after:
+            os.close(fd)
+        self.close_after.clear()
+
+    def abandon(self) -> None:
+        self.started()
+        for fd in self.ours.values():
+            os.close(fd)
