@@ -51,6 +51,10 @@ def test_protocol_names_planted_by_a_client_neither_stall_nor_escape(
     os.mkfifo(fifo_status / "result" / "attempts.jsonl")
     cases["fifo-status"] = fifo_status
 
+    empty_result = make_submission(build, "empty-result", {"run": "echo hi"})
+    (empty_result / "result").mkdir()  # found by the fuzz test: a root client's result/ looked ours
+    cases["empty-result"] = empty_result
+
     worker = executors(spool, "--concurrency", "2")
     for entry_id, source in cases.items():
         drop_raw(spool, source, entry_id)
@@ -64,7 +68,7 @@ def test_protocol_names_planted_by_a_client_neither_stall_nor_escape(
             assert stage(spool, entry_id, "run")["stdout"] == "hi\n"
         else:
             assert any("reserved" in e["message"] for e in status["errors"]), status["errors"]
-    for name in ("fifo-lease", "dir-lease"):
+    for name in ("fifo-lease", "dir-lease", "empty-result"):
         assert result(spool, name)["state"] == "invalid"  # the spool's names are not the client's
     assert list((spool / "active").iterdir()) == []
     assert worker.proc is not None and worker.proc.poll() is None

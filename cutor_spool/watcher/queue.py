@@ -146,6 +146,14 @@ class Claim:
         return True
 
 
+def _regular_nonempty(path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
 def _lease_token(entry: Path) -> str | None:
     try:
         return str(read_json(entry / LEASE, beneath=entry.parent).get("token"))
@@ -299,7 +307,10 @@ class SpoolQueue:
         if parent != path:
             st = os.lstat(parent) if os.path.lexists(parent) else None
             foreign = st is not None and not stat.S_ISDIR(st.st_mode)
-            if foreign or (st is not None and not custody.result_ours):
+            # Ours only from an earlier claim, which always wrote its log there: owned by the worker
+            # is not enough when the client is root too (an empty result/ it dropped looked ours).
+            earlier = custody.result_ours and _regular_nonempty(log_path)
+            if foreign or (st is not None and not earlier):
                 set_aside(parent, token)
             make_dir(parent, beneath=self.dirs.active)
         clear_unless_regular(log_path, beneath=self.dirs.active)
