@@ -73,7 +73,6 @@ def process(spool: Path, backend: BubblewrapBackend, entry_id: str, spec: dict[s
     """One submission through a pipeline with the default registry, as the executor builds it."""
     paths = SpoolPaths(spool)
     make_submission(paths.submissions.incoming, entry_id, spec)
-    (paths.submissions.incoming / entry_id / "result").mkdir()
     identity = WorkerIdentity.make("executor")
     claim = SpoolQueue(paths.submissions, identity, log_name="result/attempts.jsonl").claim(entry_id)
     assert claim is not None
