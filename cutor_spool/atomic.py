@@ -26,6 +26,15 @@ from cutor_spool.errors import LeaseLost, SpoolIOError
 from cutor_spool.nofollow import opened_dir, relative
 
 
+def fsync_dir(path: Path) -> None:
+    """Makes a rename or create in `path` durable (the directory's own entry list)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _raise(path: Path, exc: OSError) -> None:
     if exc.errno == errno.ENOENT:
         raise LeaseLost(f"{path.parent} is gone") from exc

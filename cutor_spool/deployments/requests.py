@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from cutor_spool.atomic import read_json, write_json
+from cutor_spool.atomic import fsync_dir, read_json, write_json
 from cutor_spool.documents.deployment import DeploymentBuild, InvocationRequest
 from cutor_spool.errors import CutorError
 from cutor_spool.layout import READY, SpoolPaths
@@ -52,9 +52,9 @@ def drop_request(
         _write_body(staging / BODY, body, max_body)
         write_json(staging / REQUEST, request.dump())
         write_json(staging / READY, {})
-        _fsync(staging)
+        fsync_dir(staging)
         os.rename(staging, paths.invocations.incoming / entry_id)
-        _fsync(paths.invocations.incoming)
+        fsync_dir(paths.invocations.incoming)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -79,14 +79,6 @@ def _write_body(path: Path, body: bytes | BinaryIO | Iterable[bytes], max_body: 
             out.write(chunk)
         out.flush()
         os.fsync(out.fileno())
-
-
-def _fsync(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def build_record_path(paths: SpoolPaths, cid: str) -> Path:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from cutor_spool.atomic import read_fd
+from cutor_spool.atomic import fsync_dir, read_fd
 from cutor_spool.deployments.cid import READ_SIZE, BlockSink, DagBuilder, cid_of_bytes, parse_cid
 from cutor_spool.deployments.errors import BlobMismatch, InvalidCid, UnknownCid
 from cutor_spool.errors import SpoolIOError
@@ -82,7 +82,7 @@ class Store:
             target = self.path(cid)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.rename(tmp, target)
-            _fsync_directory(target.parent)
+            fsync_dir(target.parent)
             return cid
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -182,12 +182,3 @@ def _mismatch(cid: str, actual: str, path: Path) -> BlobMismatch:
         f"{cid}: the stored bytes are those of {actual}, not of their name; never served"
         f" (remove {path} and put the original blob again)"
     )
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Makes the rename durable: a crash after `put` returned must not lose the blob's name."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cutor_spool.atomic import read_json, read_lines
+from cutor_spool.atomic import fsync_dir, read_json, read_lines
 from cutor_spool.config import config_digest
 from cutor_spool.documents.heartbeat import Heartbeat
 from cutor_spool.documents.states import State
@@ -32,14 +32,6 @@ from cutor_spool.watcher.priority import yaml_priority
 
 class SubmitError(CutorError):
     pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_tree(src: Path, dst: Path, *, top: bool = True, mode: int = 0o755) -> None:
@@ -66,7 +58,7 @@ def _copy_tree(src: Path, dst: Path, *, top: bool = True, mode: int = 0o755) -> 
                 os.close(fd)
         else:
             raise SubmitError(f"{entry.path}: only regular files and directories can be submitted")
-    _fsync_dir(dst)
+    fsync_dir(dst)
 
 
 def submit(
@@ -99,7 +91,7 @@ def submit(
         os.write(fd, json.dumps({"at": round(time.time(), 6), "priority": lane}).encode())
         os.fsync(fd)
         os.close(fd)
-        _fsync_dir(staging)
+        fsync_dir(staging)
         try:
             os.rename(staging, paths.submissions.incoming / entry_id)
         except OSError as exc:
@@ -107,7 +99,7 @@ def submit(
                 raise SubmitError(f"id {entry_id!r} is already queued") from exc
             raise
         if not private:  # a shared spool's incoming/ (1730) cannot be opened for reading by its clients
-            _fsync_dir(paths.submissions.incoming)
+            fsync_dir(paths.submissions.incoming)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
