@@ -8,6 +8,8 @@ decided in `intake.py`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections import Counter
 from enum import StrEnum
@@ -91,6 +93,14 @@ class InlineFile(_Strict):
     content: Annotated[str, Field(max_length=MAX_TEXT)]
     encoding: Encoding = Encoding.UTF8
     executable: bool = False
+
+    def decoded(self) -> bytes:
+        """The file's bytes (ValueError, binascii.Error is one, if not valid in its encoding)."""
+        if self.encoding == Encoding.BASE64:
+            return base64.b64decode(self.content.encode("ascii"), validate=True)
+        if self.encoding == Encoding.HEX:
+            return binascii.unhexlify("".join(self.content.split()))
+        return self.content.encode("utf-8", "surrogatepass")
 
 
 def _shape(value: object) -> str | None:

@@ -13,7 +13,6 @@ bundle by `deploy`, so the spec's manifest carries none: the bundle is the whole
 
 from __future__ import annotations
 
-import base64
 import binascii
 import os
 import re
@@ -173,24 +172,15 @@ def _inline_collisions(directory: Path, manifest: DeploymentManifest) -> list[tu
             problems.append((f"files.{i}.name", f"{MANIFEST_NAME} is never part of the bundle"))
         seen.add(item.name)
         try:
-            decode_inline(item)
+            item.decoded()
         except (ValueError, binascii.Error) as exc:
             problems.append((f"files.{i}.content", f"is not valid {item.encoding}: {exc}"))
     return problems
 
 
-def decode_inline(item: InlineFile) -> bytes:
-    """An inline file's bytes (ValueError if its content is not valid in its encoding)."""
-    if item.encoding == "base64":
-        return base64.b64decode(item.content.encode("ascii"), validate=True)
-    if item.encoding == "hex":
-        return binascii.unhexlify("".join(item.content.split()))
-    return item.content.encode("utf-8", "surrogatepass")
-
-
 def inline_files(manifest: DeploymentManifest) -> dict[str, tuple[bytes, bool]]:
     """The inline files as `pack` takes them: name -> (bytes, executable)."""
-    return {item.name: (decode_inline(item), item.executable) for item in manifest.files}
+    return {item.name: (item.decoded(), item.executable) for item in manifest.files}
 
 
 def manifest_for_spec(manifest: DeploymentManifest) -> dict[str, Any]:

@@ -7,7 +7,6 @@ submission never raises: it yields problems, and the executor finalises it as `i
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.limits import Limits
 from cutor_spool.runner.execsize import exec_problems
 from cutor_spool.runner.tree import Problem, Tree, read_file, walk
-from cutor_spool.submission import InlineFile, NixExpression, ScriptFile, Submission
+from cutor_spool.submission import NixExpression, ScriptFile, Submission
 from cutor_spool.watcher.callbacks import url_problem
 from cutor_spool.watcher.priority import lane_value
 from cutor_spool.yamlload import YamlProblem, load_yaml
@@ -103,14 +102,6 @@ def validation_problems(exc: ValidationError) -> list[Problem]:
         text = unique[0] if len(unique) == 1 else "expected one of the accepted forms: " + "; or ".join(unique)
         problems.append(Problem(where, text))
     return problems
-
-
-def _decode(item: InlineFile) -> bytes:
-    if item.encoding == "base64":
-        return base64.b64decode(item.content.encode("ascii"), validate=True)
-    if item.encoding == "hex":
-        return binascii.unhexlify("".join(item.content.split()))
-    return item.content.encode("utf-8", "surrogatepass")
 
 
 # A one-word stage value with a script's extension and no directory: meant as a file's name (a
@@ -261,7 +252,7 @@ def _inline_files(sub: Submission, tree: Tree, problems: list[Problem]) -> list[
     inline: list[tuple[str, bytes, bool]] = []
     for i, item in enumerate(sub.files):
         try:
-            data = _decode(item)
+            data = item.decoded()
         except (ValueError, binascii.Error) as exc:
             problems.append(Problem(f"files.{i}.content", f"is not valid {item.encoding}: {exc}"))
             continue
