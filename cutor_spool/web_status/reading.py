@@ -77,25 +77,40 @@ def _opened(path: str, dir_fd: int | None) -> Iterator[int | None]:
         os.close(fd)
 
 
-def read_bytes(dir_fd: int | None, name: str, limit: int) -> bytes | TooLarge | None:
+@contextmanager
+def _regular(dir_fd: int | None, name: str) -> Iterator[tuple[int, os.stat_result] | None]:
+    """The open descriptor and stat of a regular file `name` below `dir_fd` (no link followed, no
+    FIFO waited on), or None: what every reader of the page opens its files through."""
     if dir_fd is None:
-        return None
+        yield None
+        return
     try:
         fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
     except OSError:
-        return None
+        yield None
+        return
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        if st.st_size > limit:
-            return TooLarge(st.st_size)
-        data = read_fd(fd, limit)
-        return TooLarge(len(data)) if len(data) > limit else data
-    except OSError:
-        return None
+        try:
+            st: os.stat_result | None = os.fstat(fd)
+        except OSError:
+            st = None
+        yield (fd, st) if st is not None and stat.S_ISREG(st.st_mode) else None
     finally:
         os.close(fd)
+
+
+def read_bytes(dir_fd: int | None, name: str, limit: int) -> bytes | TooLarge | None:
+    with _regular(dir_fd, name) as found:
+        if found is None:
+            return None
+        fd, st = found
+        if st.st_size > limit:
+            return TooLarge(st.st_size)
+        try:
+            data = read_fd(fd, limit)
+        except OSError:
+            return None
+        return TooLarge(len(data)) if len(data) > limit else data
 
 
 def read_json(dir_fd: int | None, name: str, limit: int) -> dict[str, Any] | TooLarge | None:
@@ -217,23 +232,16 @@ class LiveOutput:
 
 def read_tail(dir_fd: int | None, name: str, limit: int) -> tuple[bytes, int] | None:
     """The last `limit` bytes of a regular file and how many came before them; None if absent."""
-    if dir_fd is None:
-        return None
-    try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+    with _regular(dir_fd, name) as found:
+        if found is None:
             return None
+        fd, st = found
         skipped = max(0, st.st_size - limit)
-        os.lseek(fd, skipped, os.SEEK_SET)
-        return read_fd(fd, limit)[:limit], skipped
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+        try:
+            os.lseek(fd, skipped, os.SEEK_SET)
+            return read_fd(fd, limit)[:limit], skipped
+        except OSError:
+            return None
 
 
 def read_live_output(path: Path) -> list[LiveOutput]:
