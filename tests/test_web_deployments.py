@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from cdp import CHROMIUM, Browser
 from conftest import CLI
+from test_invoke import _files_holding as files_holding
 from test_invoke import _tamper, built, deploy, invoke, server_key  # noqa: F401 (server_key: the fixture)
 from test_web_page import Node, by_attr, by_tag, parse
 
@@ -47,16 +48,6 @@ def row(page: Node, cid: str) -> list[str]:
     """The cells of a deployment's row, as text."""
     tr = page.find(by_attr("data-cid", cid))
     return [" ".join(td.text().split()) for td in tr.find_all(by_tag("td"))]
-
-
-def files_holding(root: Path, needle: bytes) -> list[Path]:
-    found = []
-    for directory, _dirs, names in os.walk(root):
-        for name in names:
-            path = Path(directory) / name
-            if not path.is_symlink() and path.is_file() and needle in path.read_bytes():
-                found.append(path)
-    return found
 
 
 @pytest.mark.slow
