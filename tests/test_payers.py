@@ -120,6 +120,19 @@ def test_an_unsigned_request_has_no_payer_and_other_parties_signatures_are_left_
         "headers": [(n, v.replace(f"{SIGNATURE_LABEL}=", "proxy=")) for n, v in request["headers"]],
     }
     assert _verify(relabelled) is None
+    foreign_input = 'proxy=("@method");created=1;keyid="gw"'
+    crowded = [
+        (n, f'{foreign_input}, {v}, lone=("@path")' if n == "Signature-Input" else f"{v}, proxy=:AAAA:")
+        if n.startswith("Signature")
+        else (n, v)
+        for n, v in request["headers"]
+    ]
+    assert _verify({**request, "headers": crowded}) == payer.public  # other members, even broken ones
+    split = [*request["headers"], ("signature", "proxy=:AAAA:"), ("SIGNATURE-INPUT", foreign_input)]
+    assert _verify({**request, "headers": split}) == payer.public  # repeated lines make one field
+    twice = [(n, f"{v}, {v}") if n.startswith("Signature") else (n, v) for n, v in request["headers"]]
+    with pytest.raises(BadSignature, match="two 'payer' members"):
+        _verify({**request, "headers": twice})
     half = {**request, "headers": [(n, v) for n, v in request["headers"] if n != "Signature"]}
     with pytest.raises(BadSignature, match="both a Signature-Input and a Signature"):
         _verify(half)

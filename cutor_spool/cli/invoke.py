@@ -184,11 +184,12 @@ def invoke(
     pairs = [_header(h) for h in headers]
     max_body = load_config(paths.root).deployments.max_body
     body: bytes | BinaryIO = data if data is not None else b""
-    if payer is not None:
-        body = _whole(body, max_body)
-        pairs += _signature(payer, cid, method, path, query, pairs, body)
     try:
         check_request(method, path, query, pairs)
+        if payer is not None:
+            body = _whole(body, max_body)
+            pairs += _signature(payer, cid, method, path, query, pairs, body)
+            check_request(method, path, query, pairs)
     except BadRequest as exc:
         raise click.BadParameter(str(exc)) from None
     request = InvocationRequest(deployment=cid, method=method, path=path, query=query, headers=pairs)

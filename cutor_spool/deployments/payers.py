@@ -243,14 +243,14 @@ def verify_request(
     and a second use refused; without, nothing is recorded (the gateway's early check). Raises
     BadSignature naming the reason, or Replayed."""
     message = _message(method, path, query, headers)
-    member = _payer_member(message.headers)
-    if member is None:
+    members = _payer_members(message.headers)
+    if members is None:
         return None
-    keyid, nonce, created = _check_params(member, now=now, max_age=max_age)
+    keyid, nonce, created = _check_params(members[0], now=now, max_age=max_age)
     verifier = _Verifier(signature_algorithm=algorithms.ED25519, key_resolver=_AccountKeys())
     try:
         (result,) = verifier.verify(
-            message,
+            _payer_only(message, members),
             max_age=None,
             expect_tag=SIGNATURE_TAG,
             expect_label=SIGNATURE_LABEL,
@@ -267,26 +267,41 @@ def verify_request(
     return keyid
 
 
-def _payer_member(headers: _Headers) -> Any | None:
-    """The parsed `payer` member of Signature-Input, or None when there is none."""
+def _payer_members(headers: _Headers) -> tuple[Any, Any] | None:
+    """The parsed `payer` members of Signature-Input and Signature, or None when there are none."""
     inputs, signatures = headers.get("Signature-Input"), headers.get("Signature")
     if inputs is None and signatures is None:
         return None
-    labels: list[Any] = []
+
+    def once(key: str, context: str) -> None:
+        if context == "dictionary" and key == SIGNATURE_LABEL:
+            raise BadSignature(f"two {SIGNATURE_LABEL!r} members in one field")
+
+    fields: list[Any] = []
     for name, value in (("Signature-Input", inputs), ("Signature", signatures)):
         try:
-            parsed = http_sf.parse((value or "").encode("ascii"), tltype="dictionary")
+            fields.append(http_sf.parse((value or "").encode("ascii"), tltype="dictionary", on_duplicate_key=once))
         except (ValueError, TypeError, UnicodeError) as exc:
             raise BadSignature(f"the {name} field is not a structured dictionary: {exc}") from None
-        labels.append(parsed)
-    if SIGNATURE_LABEL not in labels[0] and SIGNATURE_LABEL not in labels[1]:
+    if SIGNATURE_LABEL not in fields[0] and SIGNATURE_LABEL not in fields[1]:
         return None  # other parties' signatures only: not ours to judge
-    if SIGNATURE_LABEL not in labels[0] or SIGNATURE_LABEL not in labels[1]:
+    if SIGNATURE_LABEL not in fields[0] or SIGNATURE_LABEL not in fields[1]:
         raise BadSignature(f"the {SIGNATURE_LABEL!r} signature needs both a Signature-Input and a Signature member")
-    member = labels[0][SIGNATURE_LABEL]
+    member = fields[0][SIGNATURE_LABEL]
     if not isinstance(member[0], list):
         raise BadSignature(f"Signature-Input's {SIGNATURE_LABEL!r} member is not an inner list of components")
-    return member
+    return member, fields[1][SIGNATURE_LABEL]
+
+
+def _payer_only(message: _Message, members: tuple[Any, Any]) -> _Message:
+    """The message with only the `payer` members of the signature fields, so that the library
+    judges our signature alone (it refuses a message if any member is malformed). Serializing
+    again changes nothing signed: the library rebuilds "@signature-params" from the parsed list."""
+    kept = [(n, v) for n, v in message.headers.items() if n.lower() not in ("signature-input", "signature")]
+    inputs, signature = (str(http_sf.ser({SIGNATURE_LABEL: member})) for member in members)
+    return _Message(
+        message.method, message.url, _Headers([*kept, ("Signature-Input", inputs), ("Signature", signature)])
+    )
 
 
 def _check_params(member: Any, *, now: float, max_age: float) -> tuple[str, str, int]:
