@@ -362,6 +362,9 @@ def test_sweep_forgets_only_nonces_too_old_to_verify(tmp_path: Path, payer: keys
     recent = _sign(payer, created=int(NOW) + 600, nonce="recent-nonce-00000001")
     assert _verify(old, nonces=nonces) == payer.public
     assert _verify(recent, now=NOW + 600, nonces=nonces) == payer.public
+    # the old one's bucket holds signatures created up to NOW + 59, verifiable until NOW + 389
+    assert int(NOW) % NonceStore.BUCKET == 0
+    assert nonces.sweep(NOW + 60 + 300 + 2 * CLOCK_SKEW) == 0
     later = NOW + 600 + 30
     assert nonces.sweep(later) == 1
     assert nonces.sweep(later) == 0

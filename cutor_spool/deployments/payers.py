@@ -55,6 +55,7 @@ from http_message_signatures import (
 )
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 
+from cutor_spool.atomic import fsync_dir
 from cutor_spool.deployments.errors import BadSignature, KeyFileError
 from cutor_spool.deployments.keys import ED25519, SigningKey, parse_public
 
@@ -357,8 +358,9 @@ class NonceStore:
     private name and then link(2)ed to its own: link is atomic and exclusive on every file system,
     NFS included (open(2): "use link(2) to make a link to the lockfile ... check if its link count
     has increased to 2"), and needs no lock. A bucket is removed whole once every signature it can
-    hold is older than max_age + CLOCK_SKEW: such a signature is refused by age before its nonce
-    is looked up, so forgetting it lets no replay through."""
+    hold is older than max_age + CLOCK_SKEW (and another CLOCK_SKEW for the hosts' clocks): such a
+    signature is refused by age before its nonce is looked up, so forgetting it lets no replay
+    through."""
 
     BUCKET = 60
 
@@ -384,6 +386,7 @@ class NonceStore:
         try:
             try:
                 os.link(private, bucket / name)
+                fsync_dir(bucket)  # the link is the record: it must outlive a crash
             except FileExistsError:
                 if os.stat(private).st_nlink == 2:  # NFS: the link was made, its reply was lost
                     return
@@ -400,7 +403,8 @@ class NonceStore:
         for bucket in self.root.iterdir():
             if not bucket.name.isdigit():
                 continue
-            if (int(bucket.name) + 1) * self.BUCKET + self.max_age + CLOCK_SKEW < now:
+            # CLOCK_SKEW twice: the sweeper's clock may run ahead of the verifier's, on another host
+            if (int(bucket.name) + 1) * self.BUCKET + self.max_age + 2 * CLOCK_SKEW < now:
                 removed += sum(1 for name in os.listdir(bucket) if not name.startswith("."))
                 shutil.rmtree(bucket, ignore_errors=True)
         return removed
