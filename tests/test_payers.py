@@ -115,6 +115,7 @@ def test_an_unsigned_request_has_no_payer_and_other_parties_signatures_are_left_
     request = _sign(payer)
     unsigned = {**request, "headers": request["headers"][:2]}
     assert _verify(unsigned) is None  # the deployment's owner pays
+    assert _verify({**unsigned, "path": "/odd?path#"}) is None  # not the payers' business
     relabelled = {
         **request,
         "headers": [(n, v.replace(f"{SIGNATURE_LABEL}=", "proxy=")) for n, v in request["headers"]],
@@ -153,6 +154,15 @@ def test_an_unsigned_request_has_no_payer_and_other_parties_signatures_are_left_
 def test_a_changed_method_path_or_query_is_refused(payer: keys.SigningKey, change: dict[str, str], why: str) -> None:
     with pytest.raises(BadSignature, match=why):
         _verify({**_sign(payer), **change})
+
+
+def test_path_and_query_cannot_trade_characters(payer: keys.SigningKey) -> None:
+    request = _sign(payer)
+    traded = {**request, "path": f"{PATH}?size=2&pet=dog", "query": ""}  # the same URL, another PATH_INFO
+    with pytest.raises(BadSignature, match=r"hold no \? or #"):
+        _verify(traded)
+    with pytest.raises(BadSignature, match="cannot be signed or verified"):
+        _sign(payer, path=f"{PATH}?a=1")
 
 
 def test_a_changed_body_digest_or_signature_parameter_is_refused(payer: keys.SigningKey) -> None:

@@ -153,9 +153,9 @@ class _Message:
 
 def _message(method: str, path: str, query: str, headers: Iterable[tuple[str, str]]) -> _Message:
     if not path.startswith("/") or "?" in path or "#" in path:
-        raise BadSignature(f"the path {path!r} cannot be signed: it must start with / and hold no '?' or '#'")
+        raise BadSignature(f"the path {path!r} cannot be signed or verified: it must start with / and hold no ? or #")
     if "#" in query:
-        raise BadSignature("the query cannot be signed: it holds a '#'")
+        raise BadSignature("the query cannot be signed or verified: it holds a #")
     return _Message(method, _ORIGIN + path + (f"?{query}" if query else ""), _Headers(headers))
 
 
@@ -243,10 +243,10 @@ def verify_request(
     that will be used, `now` the current time. With `nonces`, the nonce is recorded (for `entry`)
     and a second use refused; without, nothing is recorded (the gateway's early check). Raises
     BadSignature naming the reason, or Replayed."""
-    message = _message(method, path, query, headers)
-    members = _payer_members(message.headers)
+    members = _payer_members(_Headers(headers))
     if members is None:
         return None
+    message = _message(method, path, query, headers)
     keyid, nonce, created = _check_params(members[0], now=now, max_age=max_age)
     verifier = _Verifier(signature_algorithm=algorithms.ED25519, key_resolver=_AccountKeys())
     try:
