@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import sys
 import time
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
@@ -21,7 +22,9 @@ from cutor_spool.atomic import read_json
 from cutor_spool.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, emit_json, say
 from cutor_spool.config import load_config
 from cutor_spool.deployments.cid import parse_cid
-from cutor_spool.deployments.errors import InvalidCid
+from cutor_spool.deployments.errors import BadSignature, InvalidCid, KeyFileError
+from cutor_spool.deployments.keys import read_signing_key
+from cutor_spool.deployments.payers import content_digest, sign_request, signed_path
 from cutor_spool.deployments.requests import RequestTooLarge, drop_request
 from cutor_spool.deployments.store import Store
 from cutor_spool.documents.deployment import InvocationRequest, Response
@@ -100,6 +103,32 @@ def _report(status: StatusDocument, response: dict[str, Any] | None, *, as_json:
     sys.stdout.flush()
 
 
+def _whole(body: bytes | BinaryIO, max_body: int | None) -> bytes:
+    """The body in memory, to digest it before it is written (one byte past the maximum at most,
+    for drop_request to refuse)."""
+    if isinstance(body, bytes):
+        return body
+    return body.read() if max_body is None else body.read(max_body + 1)
+
+
+def _signature(
+    key_file: Path, cid: str, method: str, path: str, query: str, pairs: list[tuple[str, str]], body: bytes
+) -> list[tuple[str, str]]:
+    """--payer: the Content-Digest, Signature-Input and Signature fields (docs/payers.md)."""
+    try:
+        key = read_signing_key(key_file)
+        return sign_request(
+            key,
+            method=method,
+            path=signed_path(cid, path),
+            query=query,
+            headers=pairs,
+            body_digest=content_digest(body),
+        )
+    except (KeyFileError, BadSignature) as exc:
+        raise click.BadParameter(str(exc), param_hint="--payer") from None
+
+
 @click.command()
 @click.argument("cid")
 @click.option(
@@ -113,6 +142,12 @@ def _report(status: StatusDocument, response: dict[str, Any] | None, *, as_json:
 @click.option("--path", "path", default="/", show_default=True, help="PATH_INFO (what follows /CID).")
 @click.option("--query", default="", help="QUERY_STRING, without '?'.")
 @click.option("--header", "-H", "headers", multiple=True, help="A request header NAME:VALUE (repeatable).")
+@click.option(
+    "--payer",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Sign the request with this signing key (of `keys new`): its owner pays, not the deployment's.",
+)
 @click.option("--wait", is_flag=True, help="Follow it to its end and print the response body.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: the id, or with --wait the status and response.")
@@ -125,6 +160,7 @@ def invoke(
     path: str,
     query: str,
     headers: tuple[str, ...],
+    payer: Path | None,
     wait: bool,
     timeout: float | None,
     as_json: bool,
@@ -134,6 +170,7 @@ def invoke(
     \b
       cutor-spool invoke bafybei… --data input.json --wait
       echo hi | cutor-spool invoke bafybei… --data - -H 'Content-Type: text/plain' --wait --json
+      cutor-spool invoke bafybei… --data input.json --payer payer.key   # payer.key's owner pays
     """
     paths = _paths(ctx)
     try:
@@ -145,14 +182,19 @@ def invoke(
         say(f"unknown CID {cid}: no such deployment in this spool", err=True)
         sys.exit(EXIT_NOT_FOUND)
     pairs = [_header(h) for h in headers]
+    max_body = load_config(paths.root).deployments.max_body
+    body: bytes | BinaryIO = data if data is not None else b""
     try:
         check_request(method, path, query, pairs)
+        if payer is not None:
+            body = _whole(body, max_body)
+            pairs += _signature(payer, cid, method, path, query, pairs, body)
+            check_request(method, path, query, pairs)
     except BadRequest as exc:
         raise click.BadParameter(str(exc)) from None
     request = InvocationRequest(deployment=cid, method=method, path=path, query=query, headers=pairs)
-    max_body = load_config(paths.root).deployments.max_body
     try:
-        entry_id = drop_request(paths, request, data if data is not None else b"", max_body=max_body)
+        entry_id = drop_request(paths, request, body, max_body=max_body)
     except RequestTooLarge as exc:
         say(str(exc), err=True)
         sys.exit(EXIT_INVOCATION_INVALID)
