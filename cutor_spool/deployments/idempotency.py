@@ -1,0 +1,89 @@
+"""Idempotency keys of invocations: one entry per (deployment, payer, key), whichever gateway or
+host receives the retry.
+
+`invocations/keys/<sha256>` is a small file holding the id of the entry the key was first used
+for; the name is the SHA-256 of the deployment's CID, the payer's scope and the client's key (so a
+client's key is never a path, and two payers' keys never meet). It is made by `link(2)` of a
+complete temporary file: exclusive like O_EXCL (NFSv3 included, where O_EXCL was not always
+atomic), and a reader never sees it empty. The one whose link succeeds drops the entry; every
+other finds the key and answers from that entry.
+
+The key is made after the entry is written in `tmp/` and before it is renamed into `incoming/`,
+so the window in which a key names an entry that is nowhere is one rename long; a key whose entry
+never appears (its gateway died in that window), or whose entry was withdrawn unclaimed or ended
+in `error` (the system's fault), is released with `release`, so that a retry runs anew.
+
+`payer` is the seam for the escrow: today every invocation is scoped to its deployment's owner
+(`OWNER_SCOPE`); once payers are verified, the gateway passes the verified payer's key id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from cutor_spool.layout import SpoolPaths
+
+KEYS_DIR = "keys"
+OWNER_SCOPE = "owner"
+MAX_KEY = 255  # bytes of an Idempotency-Key header's value
+_MAX_ID = 128
+
+
+def keys_dir(paths: SpoolPaths) -> Path:
+    return paths.invocations.root / KEYS_DIR
+
+
+def key_path(paths: SpoolPaths, deployment: str, key: str, payer: str | None = None) -> Path:
+    scope = payer if payer is not None else OWNER_SCOPE
+    digest = hashlib.sha256("\0".join((deployment, scope, key)).encode()).hexdigest()
+    return keys_dir(paths) / digest
+
+
+def remember(path: Path, entry_id: str) -> str | None:
+    """Records `entry_id` under the key `path`; returns None when this call made the key, else the
+    entry id that the key already names."""
+    path.parent.mkdir(mode=0o755, exist_ok=True)
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}"
+    with open(temporary, "x", encoding="ascii") as out:
+        out.write(entry_id)
+        out.flush()
+        os.fsync(out.fileno())
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        return recorded(path) or ""
+    finally:
+        os.unlink(temporary)
+    return None
+
+
+def recorded(path: Path) -> str | None:
+    """The entry id a key names, or None when there is no such key."""
+    try:
+        with open(path, "rb") as stream:
+            text = stream.read(_MAX_ID + 1).decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        return None
+    return text
+
+
+def release(path: Path, entry_id: str) -> None:
+    """Removes the key if it still names `entry_id` (never a newer key of the same name)."""
+    if recorded(path) != entry_id:
+        return
+    # Renamed aside first: of two releasers, one wins; a key made anew meanwhile is not removed
+    # unless it names the same entry, which only this entry's own gateways do.
+    aside = path.parent / f".{path.name}.released.{secrets.token_hex(6)}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    if recorded(aside) != entry_id:  # a new key slipped in between: put it back
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass
+    os.unlink(aside)
