@@ -149,6 +149,7 @@ class Gateway:
         try:
             async for chunk in http.stream():
                 written += len(chunk)
+                http.state.bytes_in = written
                 if written > self.max_body:
                     raise Refusal(413, f"the request's body is above the spool's maximum of {self.max_body} bytes")
                 if chunk:
@@ -156,7 +157,6 @@ class Gateway:
             await to_thread.run_sync(_sync_close, stream)
         finally:
             stream.close()
-        http.state.bytes_in = written
 
     async def follow(self, entry_id: str, key_file: Path | None) -> Answer:
         """Waits for the entry's end and answers it; 503 when no executor claimed it within the

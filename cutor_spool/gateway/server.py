@@ -8,8 +8,11 @@ from another gateway.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import socket
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -39,6 +42,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, but a stop asked for by SIGTERM or SIGINT ends with exit 0 once graceful
+        (uvicorn raises the signal again after its shutdown: a death by SIGTERM)."""
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
 def serve(app: GatewayApp, sock: socket.socket, *, graceful: int) -> None:
     config = uvicorn.Config(
         app.starlette,
@@ -52,7 +68,7 @@ def serve(app: GatewayApp, sock: socket.socket, *, graceful: int) -> None:
         http="h11",
         loop="asyncio",
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     log.warning("cutor-spool gateway: listening on http://%s:%d", shown, port)
