@@ -22,8 +22,13 @@ from conftest import CLI, ExecutorProcess, wait_until, write_config
 from prometheus_client.parser import text_string_to_metric_families
 from test_invoke import built, deploy, server_key  # noqa: F401 (server_key: the fixture)
 
+from cutor_spool.deployments import idempotency
 from cutor_spool.deployments.store import Store
 from cutor_spool.documents.deployment import DeploymentState
+from cutor_spool.documents.states import State
+from cutor_spool.documents.status import Problem, StatusDocument
+from cutor_spool.gateway.answers import answer_of
+from cutor_spool.layout import SpoolPaths
 
 SECRET = "s3cr3t-gateway-7a6b5c4d"
 ECHO = """\
@@ -260,3 +265,62 @@ def test_the_gateway_refuses_a_directory_that_is_not_a_spool(tmp_path: Path) -> 
     )
     assert proc.returncode == 78 and b"is not a spool" in proc.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+# -- units: the key file and the statuses of endings -------------------------------------------
+
+
+def test_an_idempotency_key_is_made_once_whoever_races_for_it(spool: Path) -> None:
+    paths = SpoolPaths(spool)
+    key = idempotency.key_path(paths, "bafy-cid", "order-1")
+    assert key != idempotency.key_path(paths, "bafy-cid", "order-1", payer="ed25519:other")
+    assert key.parent == spool / "invocations" / "keys" and "order-1" not in key.name
+    winners: list[str | None] = []
+    threads = [
+        threading.Thread(target=lambda i=i: winners.append(idempotency.remember(key, f"entry-{i}"))) for i in range(16)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    first = idempotency.recorded(key)
+    assert winners.count(None) == 1 and sorted(w for w in winners if w is not None) == [first] * 15
+    idempotency.release(key, "entry-other")  # names another entry: kept
+    assert idempotency.recorded(key) == first
+    assert first is not None
+    idempotency.release(key, first)
+    assert idempotency.recorded(key) is None and os.listdir(key.parent) == []
+
+
+@pytest.mark.parametrize(
+    ("state", "where", "message", "code"),
+    [
+        ("invalid", "request", "method 'X Y' is not an HTTP method token", 400),
+        ("invalid", "body", "is larger than the spool's maximum of 16 bytes", 413),
+        ("invalid", "deployment", "unknown CID bafy…", 404),
+        ("invalid", "deployment", "its build failed: compile", 502),
+        ("invalid", "sealed_env", "does not open with this spool's server key", 502),
+        ("error", "", "", 503),
+        ("cancelled", "", "", 503),
+    ],
+)
+def test_the_status_of_each_ending(spool: Path, state: str, where: str, message: str, code: int) -> None:
+    """status.json documents written here as an executor writes them (an `error` ending needs
+    max_attempts lost claims: the document stands in for them)."""
+    paths = SpoolPaths(spool)
+    key = idempotency.key_path(paths, "bafy-cid", "k")
+    assert idempotency.remember(key, "e1") is None
+    errors = [Problem(where=where, message=message)] if where else None
+    status = StatusDocument(
+        id="e1", state=State(state), errors=errors, reason="lost its leases" if errors is None else None
+    )
+    answer = answer_of(paths, status, key)
+    assert answer.status == code and answer.entry_id == "e1"
+    document = json.loads(answer.body)
+    assert document["invocation"] == "e1"
+    if where:
+        assert document["problems"] == [{"where": where, "message": message}]
+        assert idempotency.recorded(key) == "e1"  # the same answer for a retry
+    else:
+        assert ("Retry-After", "5") in answer.headers
+        assert idempotency.recorded(key) is None  # the system's failure: a retry runs anew

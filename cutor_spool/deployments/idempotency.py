@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -30,6 +31,7 @@ KEYS_DIR = "keys"
 OWNER_SCOPE = "owner"
 MAX_KEY = 255  # bytes of an Idempotency-Key header's value
 _MAX_ID = 128
+_ENTRY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
 def keys_dir(paths: SpoolPaths) -> Path:
@@ -52,22 +54,27 @@ def remember(path: Path, entry_id: str) -> str | None:
         out.flush()
         os.fsync(out.fileno())
     try:
-        os.link(temporary, path)
-    except FileExistsError:
-        return recorded(path) or ""
+        while True:
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                first = recorded(path)
+                if first is None:  # released between our link and our read: try again
+                    continue
+                return first
+            return None
     finally:
         os.unlink(temporary)
-    return None
 
 
 def recorded(path: Path) -> str | None:
-    """The entry id a key names, or None when there is no such key."""
+    """The entry id a key names, or None when there is no such key (or it names no valid id)."""
     try:
         with open(path, "rb") as stream:
             text = stream.read(_MAX_ID + 1).decode("ascii", "replace").strip()
     except FileNotFoundError:
         return None
-    return text
+    return text if _ENTRY_ID.fullmatch(text) else None
 
 
 def release(path: Path, entry_id: str) -> None:

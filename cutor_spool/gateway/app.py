@@ -18,7 +18,7 @@ from typing import Any
 
 from anyio import to_thread
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -128,6 +128,8 @@ class GatewayApp:
                 answer = await self.gateway.handle(request, cid, "/" + (rest or ""))
         except Refusal as refusal:
             answer = refusal.answer()
+        except ClientDisconnect:  # gone while sending its body: its staged entry is removed
+            answer = error_answer(400, "the client went away before its body was read")
         except Exception:  # the system's fault (a spool that failed us): never a 500 for the client
             log.exception("%s /%s: the gateway failed", request.method, cid)
             answer = error_answer(503, "the gateway cannot serve this now", None, [("Retry-After", RETRY_AFTER)])
