@@ -180,6 +180,9 @@ def test_one_idempotency_key_runs_once_and_twenty_requests_at_once_each_get_thei
     requests = {e: json.loads((done / e / "request.json").read_text()) for e in os.listdir(done)}
     ran = [e for e, request in requests.items() if request.get("idempotency_key") == "order-42"]
     assert ran == [one["X-Request-Id"]]  # one entry, one run, one charge
+    status, refused = second.json("POST", f"/{cid}/?n=1", body=b"pay twice", headers=key)
+    assert status == 422 and "another request" in refused["error"]  # same key, another body
+    assert second.json("POST", f"/{cid}/?n=2", body=b"pay once", headers=key)[0] == 422
     status, three, _ = first.request("POST", f"/{cid}/?n=1", b"pay once", {"Idempotency-Key": "order-43"})
     assert status == 200 and three["X-Request-Id"] != one["X-Request-Id"]
 
@@ -275,7 +278,7 @@ def test_an_idempotency_key_is_made_once_whoever_races_for_it(spool: Path) -> No
     key = idempotency.key_path(paths, "bafy-cid", "order-1")
     assert key != idempotency.key_path(paths, "bafy-cid", "order-1", payer="ed25519:other")
     assert key.parent == spool / "invocations" / "keys" and "order-1" not in key.name
-    winners: list[str | None] = []
+    winners: list[idempotency.Record | None] = []
     threads = [
         threading.Thread(target=lambda i=i: winners.append(idempotency.remember(key, f"entry-{i}"))) for i in range(16)
     ]
@@ -284,7 +287,7 @@ def test_an_idempotency_key_is_made_once_whoever_races_for_it(spool: Path) -> No
     for thread in threads:
         thread.join()
     first = idempotency.recorded(key)
-    assert winners.count(None) == 1 and sorted(w for w in winners if w is not None) == [first] * 15
+    assert winners.count(None) == 1 and [w.entry_id for w in winners if w is not None] == [first] * 15
     idempotency.release(key, "entry-other")  # names another entry: kept
     assert idempotency.recorded(key) == first
     assert first is not None

@@ -13,6 +13,10 @@ so the window in which a key names an entry that is nowhere is one rename long; 
 never appears (its gateway died in that window), or whose entry was withdrawn unclaimed or ended
 in `error` (the system's fault), is released with `release`, so that a retry runs anew.
 
+The key also holds the request's fingerprint (a hash of its method, path, query and body): a
+retry with the same key but another request is refused (422) instead of answered with the first
+one's answer.
+
 `payer` is the seam for the escrow: today every invocation is scoped to its deployment's owner
 (`OWNER_SCOPE`); once payers are verified, the gateway passes the verified payer's key id.
 """
@@ -24,13 +28,14 @@ import os
 import re
 import secrets
 from pathlib import Path
+from typing import NamedTuple
 
 from cutor_spool.layout import SpoolPaths
 
 KEYS_DIR = "keys"
 OWNER_SCOPE = "owner"
 MAX_KEY = 255  # bytes of an Idempotency-Key header's value
-_MAX_ID = 128
+_MAX_RECORD = 512
 _ENTRY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
@@ -44,13 +49,18 @@ def key_path(paths: SpoolPaths, deployment: str, key: str, payer: str | None = N
     return keys_dir(paths) / digest
 
 
-def remember(path: Path, entry_id: str) -> str | None:
-    """Records `entry_id` under the key `path`; returns None when this call made the key, else the
-    entry id that the key already names."""
+class Record(NamedTuple):
+    entry_id: str
+    fingerprint: str  # what the request asked (method, path, query, body): a hash, "" if unknown
+
+
+def remember(path: Path, entry_id: str, fingerprint: str = "") -> Record | None:
+    """Records `entry_id` (and the request's fingerprint) under the key `path`; returns None when
+    this call made the key, else the record the key already holds."""
     path.parent.mkdir(mode=0o755, exist_ok=True)
     temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}"
     with open(temporary, "x", encoding="ascii") as out:
-        out.write(entry_id)
+        out.write(f"{entry_id}\n{fingerprint}\n")
         out.flush()
         os.fsync(out.fileno())
     try:
@@ -58,7 +68,7 @@ def remember(path: Path, entry_id: str) -> str | None:
             try:
                 os.link(temporary, path)
             except FileExistsError:
-                first = recorded(path)
+                first = record(path)
                 if first is None:  # released between our link and our read: try again
                     continue
                 return first
@@ -67,14 +77,23 @@ def remember(path: Path, entry_id: str) -> str | None:
         os.unlink(temporary)
 
 
-def recorded(path: Path) -> str | None:
-    """The entry id a key names, or None when there is no such key (or it names no valid id)."""
+def record(path: Path) -> Record | None:
+    """What a key holds, or None when there is no such key (or it names no valid id)."""
     try:
         with open(path, "rb") as stream:
-            text = stream.read(_MAX_ID + 1).decode("ascii", "replace").strip()
+            text = stream.read(_MAX_RECORD).decode("ascii", "replace")
     except FileNotFoundError:
         return None
-    return text if _ENTRY_ID.fullmatch(text) else None
+    entry_id, _, rest = text.partition("\n")
+    if not _ENTRY_ID.fullmatch(entry_id):
+        return None
+    return Record(entry_id, rest.strip())
+
+
+def recorded(path: Path) -> str | None:
+    """The entry id a key names, or None when there is no such key."""
+    found = record(path)
+    return None if found is None else found.entry_id
 
 
 def release(path: Path, entry_id: str) -> None:

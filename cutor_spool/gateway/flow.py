@@ -9,6 +9,7 @@ Content-Length (413). The body is streamed chunk by chunk into `tmp/`, 413 as so
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -94,9 +95,11 @@ class Gateway:
             invocation = invocation.model_copy(update={"idempotency_key": key})
         key_file = None if key is None else idempotency.key_path(self.paths, cid, key, payer)
         if key_file is not None:
-            first = await to_thread.run_sync(idempotency.recorded, key_file)
-            if first:
-                return await self.follow(first, key_file)
+            first = await to_thread.run_sync(idempotency.record, key_file)
+            if first is not None:
+                digest = _Fingerprint(invocation)
+                await self._read_body(http, None, digest)
+                return await self.follow(_same(first, digest.hexdigest()), key_file)
         entry_id = await self._drop(http, invocation, key_file)
         return await self.follow(entry_id, key_file)
 
@@ -127,13 +130,14 @@ class Gateway:
         staging = await to_thread.run_sync(new_staging, self.paths, entry_id)
         keyed = False
         try:
-            await self._write_body(http, staging / BODY)
+            digest = _Fingerprint(invocation)
+            await self._read_body(http, staging / BODY, digest)
             await to_thread.run_sync(finish_staging, staging, invocation)
             if key_file is not None:
-                first = await to_thread.run_sync(idempotency.remember, key_file, entry_id)
+                first = await to_thread.run_sync(idempotency.remember, key_file, entry_id, digest.hexdigest())
                 if first is not None:  # another request with the key won the race: answer from its entry
                     await to_thread.run_sync(shutil.rmtree, staging, True)
-                    return first
+                    return _same(first, digest.hexdigest())
                 keyed = True
             await to_thread.run_sync(commit_staging, self.paths, staging, entry_id)
         except BaseException:
@@ -143,8 +147,9 @@ class Gateway:
             raise
         return entry_id
 
-    async def _write_body(self, http: Request, target: Path) -> None:
-        stream = await to_thread.run_sync(_open_body, target)
+    async def _read_body(self, http: Request, target: Path | None, digest: _Fingerprint) -> None:
+        """Streams the body into `target` (None: only hashes it), 413 once above the maximum."""
+        stream = None if target is None else await to_thread.run_sync(_open_body, target)
         written = 0
         try:
             async for chunk in http.stream():
@@ -152,11 +157,14 @@ class Gateway:
                 http.state.bytes_in = written
                 if written > self.max_body:
                     raise Refusal(413, f"the request's body is above the spool's maximum of {self.max_body} bytes")
-                if chunk:
+                digest.body.update(chunk)
+                if chunk and stream is not None:
                     await to_thread.run_sync(stream.write, chunk)
-            await to_thread.run_sync(_sync_close, stream)
+            if stream is not None:
+                await to_thread.run_sync(_sync_close, stream)
         finally:
-            stream.close()
+            if stream is not None:
+                stream.close()
 
     async def follow(self, entry_id: str, key_file: Path | None) -> Answer:
         """Waits for the entry's end and answers it; 503 when no executor claimed it within the
@@ -188,6 +196,24 @@ class Gateway:
                         entry_id,
                     )
                 await self.waiter.pause(event, (deadline or claim_deadline) - now)
+
+
+class _Fingerprint:
+    """What an Idempotency-Key's request asked: its method, path, query and body, hashed."""
+
+    def __init__(self, invocation: InvocationRequest) -> None:
+        self.head = "\0".join((invocation.method, invocation.path, invocation.query))
+        self.body = hashlib.sha256()
+
+    def hexdigest(self) -> str:
+        return hashlib.sha256(f"{self.head}\0{self.body.hexdigest()}".encode()).hexdigest()
+
+
+def _same(first: idempotency.Record, fingerprint: str) -> str:
+    """The first request's entry, when this request is the same one (else 422)."""
+    if first.fingerprint and first.fingerprint != fingerprint:
+        raise Refusal(422, "this Idempotency-Key was used for another request (method, path, query or body)")
+    return first.entry_id
 
 
 def _idempotency_key(http: Request) -> str | None:
