@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -251,6 +252,17 @@ def test_out_of_time_is_a_504(
     entry = answer["X-Request-Id"]
     outcome = json.loads((spool / "invocations" / "done" / entry / "result" / "status.json").read_text())["outcome"]
     assert outcome == "time_limit"
+
+    # SIGTERM while a request is in flight: it is answered, then the gateway exits 0.
+    answered: list[tuple[int, bytes]] = []
+    flight = threading.Thread(target=lambda: answered.append(gateway.request("POST", f"/{cid}/?0.8")[::2]))
+    flight.start()
+    active = spool / "invocations" / "active"
+    wait_until(lambda: os.listdir(active), 30, "the request's invocation claimed")
+    gateway.process.signal(signal.SIGTERM)
+    flight.join(60)
+    assert answered == [(200, b"woke\n")]
+    assert gateway.process.proc is not None and gateway.process.proc.wait(30) == 0
 
     impatient = gateways(spool, "--timeout", "0.3")  # the gateway's own timeout after the claim
     status, answer, data = impatient.request("POST", f"/{cid}/?0.9")
