@@ -87,12 +87,12 @@ class Gateway:
 
     async def handle(self, http: Request, cid: str, path: str) -> Answer:
         invocation = await self._checked(http, cid, path)
-        payer = await to_thread.run_sync(self.payments.check, Call(http, invocation))
-        if payer is not None:
-            invocation = invocation.model_copy(update={"payer": payer})
         key = _idempotency_key(http)
         if key is not None:
             invocation = invocation.model_copy(update={"idempotency_key": key})
+        payer = await to_thread.run_sync(self.payments.check, Call(http, invocation))
+        if payer is not None:
+            invocation = invocation.model_copy(update={"payer": payer})
         key_file = None if key is None else idempotency.key_path(self.paths, cid, key, payer)
         if key_file is not None:
             first = await to_thread.run_sync(idempotency.record, key_file)
