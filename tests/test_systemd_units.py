@@ -17,7 +17,12 @@ from conftest import CLI, need
 
 from cutor_spool.cli import cli as cli_group
 
-UNITS = ("cutor-spool-executor@.service", "cutor-spool-builder@.service", "cutor-spool.target")
+UNITS = (
+    "cutor-spool-executor@.service",
+    "cutor-spool-builder@.service",
+    "cutor-spool-gateway.service",
+    "cutor-spool.target",
+)
 EXECUTABLE = str(Path(sys.executable).with_name("cutor-spool"))
 
 
@@ -80,7 +85,13 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
     write_units(units, tmp_path / "cutor-spool.env")
     for kind in ("executor", "builder"):  # instances, as systemctl enable makes them
         (units / f"cutor-spool-{kind}@1.service").symlink_to(f"cutor-spool-{kind}@.service")
-    proc = verify(units, "cutor-spool-executor@1.service", "cutor-spool-builder@1.service", "cutor-spool.target")
+    proc = verify(
+        units,
+        "cutor-spool-executor@1.service",
+        "cutor-spool-builder@1.service",
+        "cutor-spool-gateway.service",
+        "cutor-spool.target",
+    )
     # systemd-analyze exits 0 on a mere warning (an unknown key, a bad value): any output is a failure.
     assert (proc.returncode, proc.stderr, proc.stdout) == (0, "", "")
 
@@ -127,3 +138,14 @@ def test_units_match_the_workers_command_line_and_shutdown(tmp_path: Path, kind:
     assert unit["User"] == "root" and unit["RestartPreventExitStatus"] == "78"
     assert unit["EnvironmentFile"] == "-/etc/cutor-spool/cutor-spool.env"
     assert unit["WantedBy"] == "cutor-spool.target" and unit["PartOf"] == "cutor-spool.target"
+
+
+def test_the_gateway_unit_matches_its_command_line(tmp_path: Path) -> None:
+    units = write_units(tmp_path / "units", Path("/etc/cutor-spool/cutor-spool.env"))
+    unit = keys(units["cutor-spool-gateway.service"])
+    argv = shlex.split(unit["ExecStart"])
+    assert argv[:4] == [EXECUTABLE, "--spool", "${CUTOR_SPOOL}", "gateway"]
+    assert {a for a in argv[4:] if a.startswith("--")} <= _options(cli_group.commands["gateway"])
+    grace = int(argv[argv.index("--graceful") + 1])
+    assert int(unit["TimeoutStopSec"].removesuffix("s")) > grace
+    assert unit["RestartPreventExitStatus"] == "78"

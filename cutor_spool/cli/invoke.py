@@ -10,15 +10,12 @@ data, ...), 11 the system gave up on it (state error). Without --wait: 0 once it
 
 from __future__ import annotations
 
-import base64
 import sys
-import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import click
 
-from cutor_spool.atomic import read_json
 from cutor_spool.cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, emit_json, say
 from cutor_spool.config import load_config
 from cutor_spool.deployments.cid import parse_cid
@@ -28,11 +25,11 @@ from cutor_spool.deployments.payers import content_digest, sign_request, signed_
 from cutor_spool.deployments.requests import RequestTooLarge, drop_request
 from cutor_spool.deployments.store import Store
 from cutor_spool.documents.deployment import InvocationRequest, Response
-from cutor_spool.documents.states import RESULT_DIR, Outcome, State
-from cutor_spool.documents.status import StatusDocument, read_status
+from cutor_spool.documents.states import State
+from cutor_spool.documents.status import StatusDocument
 from cutor_spool.layout import SpoolPaths
+from cutor_spool.runner.invocations.answer import Ending, body_of, ending, response_json, wait_for
 from cutor_spool.runner.invocations.cgi import BadRequest, check_request
-from cutor_spool.watcher.notify import Waiter, needs_polling
 
 EXIT_INVOCATION_INVALID = 10
 EXIT_INVOCATION_ERROR = 11
@@ -52,33 +49,12 @@ def _paths(ctx: click.Context) -> SpoolPaths:
     return paths
 
 
-def wait_for(paths: SpoolPaths, entry_id: str, timeout: float | None) -> StatusDocument | None:
-    """The invocation's final status once it is in invocations/done/, or None on timeout."""
-    queue = paths.invocations
-    deadline = None if timeout is None else time.monotonic() + timeout
-    with Waiter([queue.active, queue.done], poll=needs_polling(paths.root)) as waiter:
-        while True:
-            status = read_status(queue.done / entry_id)
-            if status is not None and status.terminal:
-                return status
-            if deadline is not None and time.monotonic() > deadline:
-                return None
-            waiter.wait(0.1)
-
-
-def _response(paths: SpoolPaths, entry_id: str) -> dict[str, Any] | None:
-    try:
-        return dict(read_json(paths.invocations.done / entry_id / RESULT_DIR / "response.json"))
-    except (OSError, ValueError):
-        return None
-
-
 def _exit_code(status: StatusDocument) -> int:
-    if status.state == State.INVALID:
-        return EXIT_INVOCATION_INVALID
-    if status.state == State.ERROR:
-        return EXIT_INVOCATION_ERROR
-    return EXIT_OK if status.outcome == Outcome.OK else EXIT_FAILED
+    return {
+        Ending.INVALID: EXIT_INVOCATION_INVALID,
+        Ending.ERROR: EXIT_INVOCATION_ERROR,
+        Ending.ANSWERED: EXIT_OK,
+    }.get(ending(status), EXIT_FAILED)
 
 
 def _report(status: StatusDocument, response: dict[str, Any] | None, *, as_json: bool) -> None:
@@ -98,8 +74,7 @@ def _report(status: StatusDocument, response: dict[str, Any] | None, *, as_json:
         return
     if answer.status >= 400 and answer.reason:
         say(f"{status.id}: HTTP {answer.status}: {answer.reason}", err=True)
-    body = base64.b64decode(answer.body_base64) if answer.body_base64 is not None else (answer.body or "").encode()
-    sys.stdout.buffer.write(body)
+    sys.stdout.buffer.write(body_of(answer))
     sys.stdout.flush()
 
 
@@ -208,7 +183,7 @@ def invoke(
     if status is None:
         say(f"{entry_id}: still not finished after {timeout}s", err=True)
         sys.exit(EXIT_TIMEOUT)
-    _report(status, _response(paths, entry_id), as_json=as_json)
+    _report(status, response_json(paths, entry_id), as_json=as_json)
     sys.exit(_exit_code(status))
 
 

@@ -82,11 +82,11 @@ def status_page(ctx: click.Context, full: bool, watch: bool, as_json: bool) -> N
     "with --output it is created if missing, never overwritten.",
 )
 def systemd(name: str | None, output: Path | None, executable: str | None, env_file: Path | None) -> None:
-    """Print the systemd unit templates for executors and builders (or write them with --output).
+    """Print the systemd units for executors, builders and the gateway (or write them with --output).
 
     Each instance of a template is one worker; scale by starting more instances. NAME prints one
-    file only (cutor-spool-executor@.service, cutor-spool-builder@.service, cutor-spool.target,
-    cutor-spool.env).
+    file only (cutor-spool-executor@.service, cutor-spool-builder@.service,
+    cutor-spool-gateway.service, cutor-spool.target, cutor-spool.env).
 
     \b
     Examples:

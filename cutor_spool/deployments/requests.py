@@ -46,19 +46,37 @@ def drop_request(
     """Writes the entry and renames it into `invocations/incoming/`; returns its id. A body above
     `max_body` raises RequestTooLarge and leaves nothing behind."""
     entry_id = entry_id or new_request_id()
-    staging = paths.tmp / f"invoke-{entry_id}-{secrets.token_hex(4)}"
-    os.mkdir(staging, 0o755)
+    staging = new_staging(paths, entry_id)
     try:
         _write_body(staging / BODY, body, max_body)
-        write_json(staging / REQUEST, request.dump())
-        write_json(staging / READY, {})
-        fsync_dir(staging)
-        os.rename(staging, paths.invocations.incoming / entry_id)
-        fsync_dir(paths.invocations.incoming)
+        finish_staging(staging, request)
+        commit_staging(paths, staging, entry_id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return entry_id
+
+
+def new_staging(paths: SpoolPaths, entry_id: str) -> Path:
+    """An empty directory in `tmp/` where an entry is prepared (its body written as `BODY`)."""
+    staging = paths.tmp / f"invoke-{entry_id}-{secrets.token_hex(4)}"
+    os.mkdir(staging, 0o755)
+    return staging
+
+
+def finish_staging(staging: Path, request: InvocationRequest) -> None:
+    """Writes request.json and `.ready` beside the body, and syncs the directory."""
+    if not (staging / BODY).exists():
+        _write_body(staging / BODY, b"", None)
+    write_json(staging / REQUEST, request.dump())
+    write_json(staging / READY, {})
+    fsync_dir(staging)
+
+
+def commit_staging(paths: SpoolPaths, staging: Path, entry_id: str) -> None:
+    """The one step that makes the entry claimable: rename into `invocations/incoming/<id>`."""
+    os.rename(staging, paths.invocations.incoming / entry_id)
+    fsync_dir(paths.invocations.incoming)
 
 
 def _write_body(path: Path, body: bytes | BinaryIO | Iterable[bytes], max_body: int | None) -> None:

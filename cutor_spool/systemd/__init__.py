@@ -2,6 +2,7 @@
 
     cutor-spool-executor@.service   one executor per instance (@1, @2, ...)
     cutor-spool-builder@.service    one builder per instance
+    cutor-spool-gateway.service     the HTTP gateway to deployments (one per host is enough)
     cutor-spool.target              every enabled instance; stop/restart them all at once
     cutor-spool.env                 the host's settings (spool path, concurrency, state dir)
 
@@ -20,7 +21,12 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-UNITS = ("cutor-spool-executor@.service", "cutor-spool-builder@.service", "cutor-spool.target")
+UNITS = (
+    "cutor-spool-executor@.service",
+    "cutor-spool-builder@.service",
+    "cutor-spool-gateway.service",
+    "cutor-spool.target",
+)
 ENV_NAME = "cutor-spool.env"
 DEFAULT_ENV_FILE = Path("/etc/cutor-spool/cutor-spool.env")
 
