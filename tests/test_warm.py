@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import wait_until
-from test_invoke import built, deploy, entry_of, invoke, server_key  # noqa: F401 - a fixture
+from test_invoke import built, deploy, entry_of, invoke
 
+from cutor_spool.deployments import keys
 from cutor_spool.deployments.errors import BadManifest
 from cutor_spool.deployments.manifest import parse_manifest, read_manifest
 from cutor_spool.documents.deployment import DeploymentState
@@ -153,10 +155,18 @@ def test_server_settings_parse_and_a_named_command_file_must_exist(tmp_path: Pat
 # -- through executors -------------------------------------------------------------------------
 
 
+@pytest.fixture
+def start(spool: Path, tmp_path: Path, executors: Any) -> Any:
+    """Starts an executor of the spool, with the spool's server key (made here)."""
+    key = tmp_path / "server.key"
+    keys.make_server_key(spool, key)
+    return lambda *args: executors(spool, "--server-key", str(key), *args)
+
+
 def test_one_instance_answers_many_requests_and_each_deployment_has_its_own(
-    spool: Path, tmp_path: Path, server_key: Path, executors: Any
+    spool: Path, tmp_path: Path, start: Any
 ) -> None:
-    executor = executors(spool, "--server-key", str(server_key), "--invocations", "2")
+    executor = start("--invocations", "2")
     secret = "warm-secret-" + secrets.token_hex(4)
     marker = "one-" + secrets.token_hex(4)
     first = _deploy(spool, tmp_path / "a", {**_server(marker), "env": {"TOKEN": secret}})
@@ -197,10 +207,8 @@ def test_one_instance_answers_many_requests_and_each_deployment_has_its_own(
 
 
 @pytest.mark.slow
-def test_an_idle_instance_stops_and_max_requests_restarts_it(
-    spool: Path, tmp_path: Path, server_key: Path, executors: Any
-) -> None:
-    executors(spool, "--server-key", str(server_key))
+def test_an_idle_instance_stops_and_max_requests_restarts_it(spool: Path, tmp_path: Path, start: Any) -> None:
+    start()
     marker = "idle-" + secrets.token_hex(4)
     idle = _deploy(spool, tmp_path / "idle", _server(marker, idle_timeout="1s"))
     token, count = _instance_count(_call(spool, idle)[1])
@@ -218,9 +226,9 @@ def test_an_idle_instance_stops_and_max_requests_restarts_it(
 
 @pytest.mark.slow
 def test_a_crash_mid_request_is_a_502_and_the_next_request_gets_a_new_instance(
-    spool: Path, tmp_path: Path, server_key: Path, executors: Any
+    spool: Path, tmp_path: Path, start: Any
 ) -> None:
-    executors(spool, "--server-key", str(server_key))
+    start()
     cid = _deploy(spool, tmp_path / "app", _server("crash-" + secrets.token_hex(4)))
     token, _ = _instance_count(_call(spool, cid)[1])
     code, out = _call(spool, cid, "/crash")
@@ -234,11 +242,12 @@ def test_a_crash_mid_request_is_a_502_and_the_next_request_gets_a_new_instance(
 
 @pytest.mark.slow
 def test_a_server_that_never_listens_fails_clearly_within_its_ready_timeout(
-    spool: Path, tmp_path: Path, server_key: Path, executors: Any
+    spool: Path, tmp_path: Path, start: Any
 ) -> None:
-    executors(spool, "--server-key", str(server_key))
+    start()
     marker = "mute-" + secrets.token_hex(4)
-    cid = _deploy(spool, tmp_path / "mute", {"server": {"command": f"exec python3 -c '__import__(\"time\").sleep(300)' {marker}", "ready_timeout": "1s"}})
+    command = f"exec python3 -c '__import__(\"time\").sleep(300)' {marker}"
+    cid = _deploy(spool, tmp_path / "mute", {"server": {"command": command, "ready_timeout": "1s"}})
     started = time.monotonic()
     code, out = _call(spool, cid)
     assert code == 1 and out["response"]["status"] == 502 and time.monotonic() - started < 8
@@ -247,16 +256,17 @@ def test_a_server_that_never_listens_fails_clearly_within_its_ready_timeout(
     assert not _processes_with(marker)  # stopped, slot released
     exits = _deploy(spool, tmp_path / "exits", {"server": {"command": "echo bye; exit 4"}})
     code, out = _call(spool, exits)
-    assert code == 1 and "ended before listening on $CUTOR_SOCKET: runtime_error (exit code 4)" in (
-        out["response"]["reason"]
+    assert (
+        code == 1
+        and "ended before listening on $CUTOR_SOCKET: runtime_error (exit code 4)" in (out["response"]["reason"])
     )
 
 
 @pytest.mark.slow
 def test_hostile_servers_a_child_left_behind_a_flood_a_hog_and_a_stall_are_stopped_whole(
-    spool: Path, tmp_path: Path, server_key: Path, executors: Any
+    spool: Path, tmp_path: Path, start: Any
 ) -> None:
-    executors(spool, "--server-key", str(server_key))
+    start()
     marker = "hostile-" + secrets.token_hex(4)
     manifest = {**_server(marker), "limits": {"run": {"wall_time": "2s", "memory": "128MiB", "output": "1MiB"}}}
     cid = _deploy(spool, tmp_path / "app", manifest)
@@ -277,3 +287,28 @@ def test_hostile_servers_a_child_left_behind_a_flood_a_hog_and_a_stall_are_stopp
     assert time.monotonic() - started < 15
     assert _instance_count(_call(spool, cid)[1])[1] == 1  # and the next request is served afresh
     wait_until(lambda: len(_processes_with(marker)) <= 1, 20, "only the current instance to be left")
+
+
+@pytest.mark.slow
+def test_a_server_whose_socket_is_a_symlink_to_a_host_socket_is_never_connected_there(
+    spool: Path, tmp_path: Path, start: Any
+) -> None:
+    """The executor is root: following the server's name would hand the caller's request to any
+    socket of the host (a container engine's, say). It must never be followed."""
+    start()
+    host = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    host.bind(str(tmp_path / "host.sock"))
+    host.listen()
+    host.setblocking(False)
+    lure = (
+        f"import os, time\nos.symlink({str(tmp_path / 'host.sock')!r}, os.environ['CUTOR_SOCKET'])\ntime.sleep(300)\n"
+    )
+    cid = deploy(spool, tmp_path / "lure", {"server": {"command": "exec python3 lure.py", "ready_timeout": "1s"}},
+                 {"lure.py": lure})  # fmt: skip
+    assert built(spool, cid).state == DeploymentState.READY
+    code, out = _call(spool, cid, data=b"GET /containers/json")
+    assert code == 1 and out["response"]["status"] == 502
+    assert "did not listen on $CUTOR_SOCKET" in out["response"]["reason"]
+    with pytest.raises(BlockingIOError):
+        host.accept()
+    host.close()

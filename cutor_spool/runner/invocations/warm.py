@@ -25,93 +25,32 @@ result: it spans many callers' requests.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
-import stat
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cutor_spool.config import StageKind
-from cutor_spool.deployments.bundle import unpack
-from cutor_spool.deployments.errors import DeploymentError
 from cutor_spool.deployments.manifest import ServerSpec
 from cutor_spool.deployments.spec import Deployment
 from cutor_spool.documents.deployment import InvocationRequest, Response
 from cutor_spool.documents.states import Outcome, State
 from cutor_spool.errors import SystemFailure
-from cutor_spool.limits import Limits
 from cutor_spool.runner.intake import Plan
 from cutor_spool.runner.invocations import cgi
 from cutor_spool.runner.invocations.context import Services
-from cutor_spool.runner.invocations.run import RESPONSE, InvokeGrader, nix_source, opened_env
+from cutor_spool.runner.invocations.run import RESPONSE, InvokeGrader
 from cutor_spool.runner.invocations.warm_http import Exchange, ServerFailed, ServerTimedOut
+from cutor_spool.runner.invocations.warm_instance import Instance, StartFailed
 from cutor_spool.runner.pipeline import Pipeline
 from cutor_spool.runner.results import STAGE_OUTCOME, Reporter
-from cutor_spool.runner.sandbox import Sandbox, StageProcess
-from cutor_spool.runner.slots import Slot
-from cutor_spool.runner.stage import StageOutput
-from cutor_spool.runner.stagerunner import StageRunner
 from cutor_spool.watcher.cancel import Cancelled
 
 log = logging.getLogger(__name__)
 
-SOCKET = "/work/.cutor.sock"  # $CUTOR_SOCKET inside the sandbox
-SOCKET_NAME = ".cutor.sock"  # in the slot's work directory, as the host sees it
 WARM_RESULT = "warm.json"
-LIFETIME = 7 * 86400.0  # an instance's wall clock: it is stopped long before, when idle
 _TICK = 0.05  # the housekeeping thread: deadlines of requests in flight, idle instances
-_POLL = 0.005  # waiting for the socket
-
-
-class StartFailed(Exception):
-    """The cold start did not give a listening server; the reason is the caller's to read."""
-
-    def __init__(self, reason: str, outcome: Outcome = Outcome.RUNTIME_ERROR) -> None:
-        super().__init__(reason)
-        self.outcome = outcome
-
-
-@dataclass
-class Instance:
-    cid: str
-    settings: ServerSpec
-    limits: Limits  # the run stage's: a request's wall clock, its CPU, the answer's size
-    slot: Slot
-    sandbox: Sandbox
-    ident: str = field(default_factory=lambda: secrets.token_hex(6))
-    stage: StageProcess | None = None
-    fd: int | None = None  # O_PATH of the socket: connected through /proc/self/fd/N
-    requests: int = 0
-    last_used: float = field(default_factory=time.monotonic)
-    busy: threading.Lock = field(default_factory=threading.Lock)
-    ended: threading.Event = field(default_factory=threading.Event)
-    output: StageOutput | None = None
-    stopped: str | None = None  # why, once stopped
-    exchange: Exchange | None = None
-    deadline: float = 0.0
-
-    @property
-    def address(self) -> str:
-        return f"/proc/self/fd/{self.fd}"
-
-    def cpu(self) -> float | None:
-        cgroup = getattr(self.stage, "cgroup", None)  # bwrap's stage; Docker: see docs/deployments.md
-        try:
-            return float(cgroup.cpu_seconds()) if cgroup is not None else None
-        except OSError:
-            return None
-
-    def how_it_ended(self) -> str:
-        out = self.output
-        if out is None:
-            return "it did not end"
-        how = f"exit code {out.exit_code}" if out.exit_code is not None else (out.message or "")
-        return f"{out.status.value} ({how})"
 
 
 class WarmPool:
@@ -256,67 +195,12 @@ class WarmPool:
         run = plan.limits[StageKind.RUN]
         inst = Instance(deployment.cid, settings, run, slot, sandbox)
         try:
-            self._launch(inst, services, deployment, plan, grader, reporter, cancel)
-            self._wait_listening(inst)
+            inst.launch(self.pipeline, services, deployment, plan, grader, reporter, cancel)
+            inst.wait_listening()
         except BaseException as exc:
             self._stop(inst, f"the cold start failed: {exc}")
             raise
         return inst
-
-    def _launch(
-        self,
-        inst: Instance,
-        services: Services,
-        deployment: Deployment,
-        plan: Plan,
-        grader: InvokeGrader,
-        reporter: Reporter,
-        cancel: Cancelled,
-    ) -> None:
-        slot, config = inst.slot, services.config
-        try:
-            unpack(grader.work, slot.work, uid=slot.uid, gid=slot.gid, max_files=config.max_files,
-                   max_bytes=config.sandbox.work_size)  # fmt: skip
-        except DeploymentError as exc:  # the spool's own zip, checked against its CID
-            raise SystemFailure(f"the compiled work area cannot be unpacked: {exc}") from exc
-        runner = StageRunner(plan, inst.sandbox, reporter, cancel)
-        environments = self.pipeline.environments
-        if plan.submission.dependencies and environments is not None:
-            reporter.transition(State.INSTALLING_DEPENDENCIES)
-            prepared = environments.prepare(plan, nix_source(services, deployment, plan.submission), cancel.event)
-            reporter.dependencies(prepared.record)
-            if not prepared.ok:
-                raise StartFailed(f"its dependencies: {prepared.message}", Outcome.DEPENDENCY_FAILURE)
-            runner.env = prepared.environment
-        assert plan.run is not None
-        command, files = runner.script_command(plan.run)
-        limits = replace(inst.limits, wall_time=LIFETIME,
-                         cpu_time=min(inst.limits.cpu_time * inst.settings.max_requests, LIFETIME))  # fmt: skip
-        env = {**opened_env(services, deployment), "CUTOR_SOCKET": SOCKET}
-        spec = runner.spec("server", command, limits, files=files, env=env)
-        # stdout=None: captured and capped like a run stage's output (bwrap; see docs for Docker)
-        inst.stage = inst.sandbox.spawn(spec, None, stdout=None)  # type: ignore[arg-type]
-        stage = inst.stage
-
-        def waiter() -> None:
-            try:
-                inst.output = stage.wait()
-            finally:
-                inst.ended.set()
-
-        threading.Thread(target=waiter, name=f"warm-{inst.ident}", daemon=True).start()
-
-    def _wait_listening(self, inst: Instance) -> None:
-        deadline = time.monotonic() + inst.settings.ready_timeout
-        while time.monotonic() < deadline:
-            if inst.ended.is_set():
-                raise StartFailed(f"it ended before listening on $CUTOR_SOCKET: {inst.how_it_ended()}")
-            if inst.fd is None:
-                inst.fd = _open_socket(inst.slot)
-            if inst.fd is not None and _accepts(inst.address):
-                return
-            time.sleep(_POLL)
-        raise StartFailed(f"it did not listen on $CUTOR_SOCKET ({SOCKET}) within {inst.settings.ready_timeout:g} s")
 
     def _stop(self, inst: Instance, why: str) -> None:
         """Kills the instance's whole cgroup and releases its slot (once); the caller holds
@@ -327,14 +211,8 @@ class WarmPool:
             if inst.stopped is not None:
                 return
             inst.stopped = why
-        if inst.stage is not None:
-            inst.stage.kill()
-            if not inst.ended.wait(15.0):
-                log.error("warm instance %s of %s did not end in 15 s", inst.ident, inst.cid)
-        if inst.fd is not None:
-            os.close(inst.fd)
-            inst.fd = None
         try:
+            inst.terminate()
             inst.sandbox.close()
         finally:
             self.pipeline.slots.release(inst.slot)
@@ -377,26 +255,3 @@ def _try_lock(lock: threading.Lock) -> Iterator[bool]:
     finally:
         if got:
             lock.release()
-
-
-def _open_socket(slot: Slot) -> int | None:
-    """An O_PATH descriptor of the server's socket, the last name not followed (the server owns
-    /work); None until it is a socket of the slot's uid."""
-    try:
-        fd = os.open(slot.work / SOCKET_NAME, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    info = os.fstat(fd)
-    if stat.S_ISSOCK(info.st_mode) and info.st_uid == slot.uid:
-        return fd
-    os.close(fd)
-    return None
-
-
-def _accepts(address: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(address)
-        except OSError:
-            return False
-    return True
