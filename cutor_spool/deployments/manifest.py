@@ -1,9 +1,9 @@
 """`deployment.yaml`: what a deployment's directory asks of the spool.
 
 The same fields as `submission.yaml` where they apply, with the same types (imported from
-`submission.py`, so that a value means the same in both): `dependencies`, `compile`, `run`
-(required: a deployment exists to be run), `files` (inline files), `env`, `limits` (`compile` and
-`run`) and `network`. Unknown keys are refused. Every problem is listed at once, each with its
+`submission.py`, so that a value means the same in both): `dependencies`, `compile`, `run` or
+`server` (one of the two: a program per invocation, or a warm server, runner/invocations/warm.py),
+`files` (inline files), `env`, `limits` (`compile` and `run`) and `network`. Unknown keys are refused. Every problem is listed at once, each with its
 field's path, as a submission's validation does.
 
 `env` holds secrets: it is sealed to the spool's server key by `deploy` and never appears in the

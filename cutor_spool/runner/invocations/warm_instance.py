@@ -127,6 +127,7 @@ class Instance:
             if not prepared.ok:
                 raise StartFailed(f"its dependencies: {prepared.message}", Outcome.DEPENDENCY_FAILURE)
             runner.env = prepared.environment
+            reporter.transition(State.DEPENDENCIES_INSTALLED)
         assert plan.run is not None
         command, files = runner.script_command(plan.run)
         limits = replace(self.limits, wall_time=LIFETIME,
