@@ -3,8 +3,9 @@
 The same fields as `submission.yaml` where they apply, with the same types (imported from
 `submission.py`, so that a value means the same in both): `dependencies`, `compile`, `run` or
 `server` (one of the two: a program per invocation, or a warm server, runner/invocations/warm.py),
-`files` (inline files), `env`, `limits` (`compile` and `run`) and `network`. Unknown keys are refused. Every problem is listed at once, each with its
-field's path, as a submission's validation does.
+`files` (inline files), `env`, `limits` (`compile` and `run`) and `network`. Unknown keys are
+refused. Every problem is listed at once, each with its field's path, as a submission's
+validation does.
 
 `env` holds secrets: it is sealed to the spool's server key by `deploy` and never appears in the
 spec's copy of the manifest (`manifest_for_spec`). The inline `files` are materialised into the
