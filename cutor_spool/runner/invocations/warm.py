@@ -190,6 +190,8 @@ class WarmPool:
         reporter: Reporter,
         cancel: Cancelled,
     ) -> Instance:
+        if self.pipeline.backend.name != "bubblewrap":  # see docs/deployments.md, "Warm servers"
+            raise SystemFailure(f"warm servers run on bubblewrap executors only, not {self.pipeline.backend.name}")
         slot = self.pipeline.slots.acquire()
         sandbox = self.pipeline.backend.open(slot, f"warm-{deployment.cid[-12:]}")
         run = plan.limits[StageKind.RUN]
