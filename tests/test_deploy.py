@@ -363,7 +363,7 @@ limits: {{run: {{wall_time: 2s, memory: 64MiB}}}}
             {},
             ["secrets: unknown key", "run: expected a shell script", "limits.run.wall_time:", "env.1BAD"],
         ),
-        ("compile: make\n", {}, ["run: is required"]),
+        ("compile: make\n", {}, ["(top level): give `run` (a program per invocation) or `server`"]),  # warm servers
         ("run: [unclosed\n", {}, ["deployment.yaml: is not valid YAML"]),
         ("run: {file: missing.sh}\ndependencies: {nix: env.nix}\n", {}, ["run.file: 'missing.sh'", "dependencies.nix"]),
         ("run: echo\nfiles: [{name: ../x, content: a}]\n", {}, ["files.0.name: '../x' escapes"]),

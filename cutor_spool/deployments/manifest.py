@@ -1,10 +1,11 @@
 """`deployment.yaml`: what a deployment's directory asks of the spool.
 
 The same fields as `submission.yaml` where they apply, with the same types (imported from
-`submission.py`, so that a value means the same in both): `dependencies`, `compile`, `run`
-(required: a deployment exists to be run), `files` (inline files), `env`, `limits` (`compile` and
-`run`) and `network`. Unknown keys are refused. Every problem is listed at once, each with its
-field's path, as a submission's validation does.
+`submission.py`, so that a value means the same in both): `dependencies`, `compile`, `run` or
+`server` (one of the two: a program per invocation, or a warm server, runner/invocations/warm.py),
+`files` (inline files), `env`, `limits` (`compile` and `run`) and `network`. Unknown keys are
+refused. Every problem is listed at once, each with its field's path, as a submission's
+validation does.
 
 `env` holds secrets: it is sealed to the spool's server key by `deploy` and never appears in the
 spec's copy of the manifest (`manifest_for_spec`). The inline `files` are materialised into the
@@ -20,10 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cutor_spool.deployments.errors import BadManifest
-from cutor_spool.limits import Limits, LimitsSpec
+from cutor_spool.limits import Duration, Limits, LimitsSpec
 from cutor_spool.submission import (
     Dependencies,
     EnvName,
@@ -42,7 +43,7 @@ EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE), AfterValidator(_no_nu
 # Names of the union members and types that pydantic puts in an error's location.
 _TAG = re.compile(
     r"^(str|int|float|bool|text|mapping|list|list\[.*|dict\[.*|function-.*|constrained-.*|literal\[.*|enum|"
-    r"ScriptFile|NixExpression|LimitsSpec|InlineFile)$"
+    r"ScriptFile|NixExpression|LimitsSpec|InlineFile|ServerSpec)$"
 )
 
 
@@ -55,16 +56,50 @@ class DeploymentLimits(_Strict):
     run: LimitsSpec | None = None
 
 
+# -- warm servers (runner/invocations/warm.py) ------------------------------------------------
+MAX_IDLE_TIMEOUT = 3600.0
+MAX_READY_TIMEOUT = 300.0
+MAX_REQUESTS = 1_000_000
+
+
+def _between(low: float, high: float) -> AfterValidator:
+    def check(value: float) -> float:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g} seconds")
+        return value
+
+    return AfterValidator(check)
+
+
+class ServerSpec(_Strict):
+    """`server:`: a program started once that answers HTTP/1.1 on the Unix socket named by
+    $CUTOR_SOCKET, instead of a `run:` program per invocation."""
+
+    command: ScriptValue = Field(description="starts the server: a shell script or {file: NAME}")
+    idle_timeout: Annotated[Duration, _between(1, MAX_IDLE_TIMEOUT)] = 60.0
+    max_requests: int = Field(default=1000, ge=1, le=MAX_REQUESTS)
+    ready_timeout: Annotated[Duration, _between(0.1, MAX_READY_TIMEOUT)] = 10.0
+
+
 class DeploymentManifest(_Strict):
     """A deployment directory's `deployment.yaml`."""
 
     dependencies: Dependencies = Field(default_factory=list, description="nixpkgs attribute paths, or {nix: FILE}")
     compile: ScriptValue | None = Field(default=None, description="run once, at deploy: a script or {file: NAME}")
-    run: ScriptValue = Field(description="run per invocation: a shell script or {file: NAME}")
+    run: ScriptValue | None = Field(default=None, description="run per invocation: a shell script or {file: NAME}")
+    server: ServerSpec | None = Field(default=None, description="a warm server instead of `run`")
     files: list[InlineFile] = Field(default_factory=list, max_length=10_000)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, description="sealed to the spool's key")
     limits: DeploymentLimits = DeploymentLimits()
     network: bool = False
+
+    @model_validator(mode="after")
+    def _run_or_server(self) -> DeploymentManifest:
+        if self.run is None and self.server is None:
+            raise ValueError("give `run` (a program per invocation) or `server` (a warm server)")
+        if self.run is not None and self.server is not None:
+            raise ValueError("give `run` or `server`, not both")
+        return self
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -149,8 +184,10 @@ def _is_regular(directory: Path, name: str) -> bool:
 def _named_files(directory: Path, manifest: DeploymentManifest) -> list[tuple[str, str]]:
     inline = {f.name for f in manifest.files}
     named: list[tuple[str, str]] = []
-    for stage in ("compile", "run"):
-        value = getattr(manifest, stage)
+    scripts = {"compile": manifest.compile, "run": manifest.run}
+    if manifest.server is not None:
+        scripts["server.command"] = manifest.server.command
+    for stage, value in scripts.items():
         if isinstance(value, ScriptFile):
             named.append((f"{stage}.file", value.file))
     if isinstance(manifest.dependencies, NixExpression):

@@ -55,6 +55,7 @@ class Services:
     pipeline: Pipeline
     server_key: nacl.public.PrivateKey | None
     staging: Path  # root-only, on this host's local disk: bundles unpacked for a build
+    warm: Any = None  # warm.WarmPool: server deployments' instances (set by the worker)
 
     def staging_for(self, name: str) -> Path:
         """`staging/<name>`: made (0700) by whoever needs it, or the caller makes it."""
@@ -65,6 +66,8 @@ class Services:
 def submission_of(manifest: dict[str, Any], config: SpoolConfig) -> Submission:
     """The deployment's settings as a Submission; limits above the spool's maxima are refused."""
     data = {key: manifest[key] for key in MANIFEST_FIELDS if key in manifest}
+    if isinstance(manifest.get("server"), dict) and "command" in manifest["server"]:  # warm server: warm.py
+        data["run"] = manifest["server"]["command"]  # planned, checked and located as a run stage is
     try:
         return Submission.model_validate(data, context={"maximum": config.limits.resolved_maximum()})
     except ValidationError as exc:

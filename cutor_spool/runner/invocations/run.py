@@ -236,6 +236,11 @@ def invoke(
     cancel: Cancelled,
 ) -> None:
     plan, grader = prepare(services, claim, request, deployment)
+    if "server" in deployment.spec.manifest:  # -- warm server: its pool, not a CGI stage (warm.py) --
+        if services.warm is None:
+            raise SystemFailure("this executor serves no warm servers")
+        services.warm.invoke(services, request, deployment, plan, grader, reporter, cancel)
+        return
     services.pipeline.run(plan, grader, nix_source(services, deployment, plan.submission), reporter, cancel)
 
 

@@ -45,6 +45,7 @@ from cutor_spool.layout import INVOCATIONS
 from cutor_spool.runner.invocations.build import build, record_build
 from cutor_spool.runner.invocations.context import Refused, Services
 from cutor_spool.runner.invocations.run import BuildPending, invoke
+from cutor_spool.runner.invocations.warm import WarmPool
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.tree import Problem
 from cutor_spool.watcher.endings import Ending
@@ -103,6 +104,13 @@ class InvocationWorker(QueueWorker[InvocationJob]):
             server_key=key,
             staging=self.executor.state_dir / "deployments",
         )
+        # -- warm servers (warm.py): a pool of instances, each holding a slot the queues leave free
+        spare = self.config.sandbox.slots - self.executor.concurrency - self.concurrency
+        self.services.warm = WarmPool(pipeline, capacity=spare)
+
+    def _draining(self) -> None:
+        if self.services is not None and self.services.warm is not None:  # warm servers: stopped
+            self.services.warm.close()
 
     def describe(self) -> str:
         key = "a server key" if self.server_key_path else "no server key (sealed env cannot open)"
