@@ -19,7 +19,7 @@ from typing import Any
 import nacl.public
 import pytest
 from click.testing import CliRunner
-from conftest import CLI
+from conftest import CLI, wait_until
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -723,5 +723,7 @@ def test_deploy_wait_follows_a_real_build(spool: Path, tmp_path: Path, executors
     (broken / MANIFEST_NAME).write_text("compile: echo no; exit 3\nrun: cat\n")
     code, out, err = _deploy(spool, broken, "--key", key_file, "--accept-terms", "--wait", "--timeout", "120")
     assert code == 1 and "the build failed" in err, err
+    # The failed build's record is written before its entry commits: let the entry reach done/.
+    wait_until(lambda: not any((spool / "invocations" / "active").iterdir()), 30, "the builds committed")
     greeting = b"hello from a sealed env var"  # examples/deploy-echo's env var
     assert [p for p in _every_file(spool) if greeting in p.read_bytes()] == []
