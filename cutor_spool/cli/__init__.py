@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from cutor_spool import __version__
-from cutor_spool.cli import builds, deploy, deployments, doctor, invoke, manage, submissions, tail, web, workers
+from cutor_spool.cli import builds, deploy, deployments, doctor, invoke, ledger, manage, submissions, tail, web, workers
 from cutor_spool.errors import ConfigError, CutorError
 
 
@@ -77,7 +77,7 @@ def _spool_option() -> click.Option:
 
 
 # Each area keeps its commands in its own module, listed in `commands`; add a module here.
-COMMAND_MODULES = (submissions, manage, tail, workers, web, builds, deployments, deploy, invoke, doctor)
+COMMAND_MODULES = (submissions, manage, tail, workers, web, builds, deployments, deploy, invoke, ledger, doctor)
 for module in COMMAND_MODULES:
     for command in module.commands:
         if command.name not in SPOOLLESS and not isinstance(command, click.Group):
