@@ -1,8 +1,8 @@
 """`cutor-spool ledger deposit|balance|history|audit`: the escrow's accounts (docs/ledger.md).
 
 Amounts on the command line are credits with up to six decimals ("2", "0.25"); the ledger keeps
-integers of micro-credits, which `--json` prints as they are. A bad account or amount exits 2 (usage) and writes nothing; a
-failed audit exits 1 after listing every problem.
+integers of micro-credits, which `--json` prints as they are. A bad account or amount exits 2
+(usage) and writes nothing; a failed audit exits 1 after listing every problem.
 """
 
 from __future__ import annotations

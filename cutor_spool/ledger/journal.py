@@ -14,7 +14,6 @@ Nothing is locked, so a writer that dies holds nothing up (docs/ledger.md).
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import secrets
@@ -31,7 +30,7 @@ from cutor_spool.ledger.models import LedgerCorrupt, Record
 from cutor_spool.ledger.state import State, digest
 
 CHUNK = 10_000  # records per journal directory: no directory grows without bound
-CHECKPOINT_EVERY = 256  # a reader that folds this many records past the last checkpoint writes one
+CHECKPOINT_EVERY = 256  # a checkpoint at every record numbered a multiple of this
 
 
 def create_exclusive(tmp_dir: Path, path: Path, data: bytes) -> bool:
@@ -75,9 +74,13 @@ def encode(record: Record) -> bytes:
 
 @dataclass
 class Seen:
-    """What a transaction saw of one hold id in the records after the index's `since`."""
+    """One hold id's last hold and last ending among the records after `since` (the index's: no
+    record of the id comes before it). Read only when asked (`upto`), and then only the records
+    not read yet: a settlement of a live hold never scans."""
 
     hold_id: str | None
+    since: int = 0
+    journal: Journal | None = None
     last_hold: Record | None = None
     last_end: Record | None = None
 
@@ -88,6 +91,13 @@ class Seen:
             self.last_hold, self.last_end = record, None
         else:
             self.last_end = record
+
+    def upto(self, seq: int) -> Seen:
+        if self.journal is not None and self.since < seq:
+            for record in self.journal.records(self.since + 1, seq):
+                self.see(record)
+            self.since = seq
+        return self
 
 
 # What a transaction decides from the state: a new record's fields, an existing record that is the
@@ -100,9 +110,13 @@ class Journal:
         self.account = account
         self.dir = ledger_root / "accounts" / account
         self.tmp = ledger_root / "tmp"
+        self._journal = str(self.dir / "journal")
+        # The state at the last record this process read or wrote. Records never change, so it is
+        # moved forward from there instead of from a checkpoint (`ledger audit` reads them all).
+        self._cached: State | None = None
 
     def path(self, seq: int) -> Path:
-        return self.dir / "journal" / f"{seq // CHUNK:06d}" / f"{seq:012d}.json"
+        return Path(f"{self._journal}/{seq // CHUNK:06d}/{seq:012d}.json")
 
     @property
     def checkpoints(self) -> Path:
@@ -142,17 +156,17 @@ class Journal:
     # -- folding
 
     def load(self, *, checkpoints: bool = True) -> State:
-        """The state at the head: from the last checkpoint that matches its record, then forward."""
-        state = self.checkpoint() if checkpoints else None
-        start = state.seq if state else 0
-        state = self.advance(state or State())
-        if checkpoints and state.seq - start >= CHECKPOINT_EVERY:
-            self.write_checkpoint(state)
-        return state
+        """The state at the head: from this process's last state, or else from the last checkpoint
+        that matches its record, then forward. `checkpoints=False`: from record 1."""
+        if not checkpoints:
+            return self.advance(State(), remember=False)
+        start = self._cached.copy() if self._cached is not None else self.checkpoint()
+        return self.advance(start or State())
 
-    def advance(self, state: State, watch: Callable[[Record], None] | None = None) -> State:
+    def advance(self, state: State, watch: Callable[[Record], None] | None = None, *, remember: bool = True) -> State:
         """Moves `state` (in place) past every record after it; LedgerCorrupt on a record that does
-        not follow from the state (`ledger audit` says more)."""
+        not follow from the state (`ledger audit` says more). Whoever reads a record whose number
+        is a multiple of CHECKPOINT_EVERY writes the checkpoint there, if no one has."""
         while (raw := self.raw(state.seq + 1)) is not None:
             record = self.parse(state.seq + 1, raw)
             problems = state.apply(record, digest(raw))
@@ -160,6 +174,10 @@ class Journal:
                 raise LedgerCorrupt("; ".join(problems) + " (run `cutor-spool ledger audit`)")
             if watch is not None:
                 watch(record)
+            if remember and state.seq % CHECKPOINT_EVERY == 0:
+                self.write_checkpoint(state)
+        if remember:
+            self._cached = state.copy()
         return state
 
     def checkpoint(self) -> State | None:
@@ -179,40 +197,44 @@ class Journal:
         return None
 
     def write_checkpoint(self, state: State) -> None:
+        path = self.checkpoints / f"{state.seq:012d}.json"
+        if path.exists():
+            return
         data = (json.dumps(state.to_json(), sort_keys=True) + "\n").encode()
         try:
-            create_exclusive(self.tmp, self.checkpoints / f"{state.seq:012d}.json", data)
+            create_exclusive(self.tmp, path, data)
         except SpoolIOError:
             pass  # a checkpoint only makes reads faster
 
     # -- writing
 
-    def transact(self, decide: Callable[[State, Seen], Decision], *, watch: str | None = None, since: int = 0) -> Record | None:
+    def transact(
+        self, decide: Callable[[State, Seen], Decision], *, watch: str | None = None, since: int = 0
+    ) -> Record | None:
         """Runs `decide` on the head's state until the record it asks for is linked in as the next
-        one, or it answers without writing. `watch`: a hold id whose records after `since` are
-        shown to `decide` (in `Seen`), checkpoint or not."""
+        one, or it answers without writing. `watch`: a hold id whose records after `since` `decide`
+        may look at (`seen.upto(state.seq)`), checkpoint or not."""
         state = self.load()
-        seen = Seen(watch)
-        if watch is not None:
-            for record in self.records(since + 1, state.seq):
-                seen.see(record)
+        seen = Seen(watch, since, self)
         while True:
             decision = decide(state, seen)
             if decision is None or isinstance(decision, Record):
                 return decision
-            record = self._next(state, decision)
-            if create_exclusive(self.tmp, self.path(record.seq), encode(record)):
+            record, after = self._next(state, decision)
+            data = encode(record)
+            if create_exclusive(self.tmp, self.path(record.seq), data):
+                after.digest = digest(data)
+                if after.seq % CHECKPOINT_EVERY == 0:
+                    self.write_checkpoint(after)
+                self._cached = after
                 return record
-            self.advance(state, seen.see)
+            self.advance(state)
 
-    def _next(self, state: State, fields: dict[str, Any]) -> Record:
+    def _next(self, state: State, fields: dict[str, Any]) -> tuple[Record, State]:
+        """The record `fields` make after `state`, and the state after it."""
         draft = Record.model_validate(
             {**fields, "seq": state.seq + 1, "prev": state.digest, "account": self.account, "after": state.totals()}
         )
         after = state.copy()
         after.apply(draft, "")
-        return draft.model_copy(update={"after": after.totals()})
-
-
-def is_missing(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOENT, errno.ENOTDIR)
+        return draft.model_copy(update={"after": after.totals()}), after

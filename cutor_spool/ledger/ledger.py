@@ -47,9 +47,13 @@ class Ledger:
         self.root = spool_root / LEDGER_DIR
         self.holds = self.root / "holds"
         self.tmp = self.root / "tmp"
+        self._journals: dict[str, Journal] = {}
 
     def journal(self, account: str) -> Journal:
-        return Journal(self.root, check_account(account))
+        journal = self._journals.get(account)
+        if journal is None:
+            journal = self._journals[account] = Journal(self.root, check_account(account))
+        return journal
 
     def _ready(self) -> None:
         for directory in (self.root / "accounts", self.holds, self.tmp):
@@ -78,6 +82,9 @@ class Ledger:
         if amount < 0 or ttl <= 0:
             raise LedgerError(f"a hold needs an amount >= 0 and a ttl > 0 (got {amount}, {ttl})")
         self._ready()
+        state = journal.load()
+        if state.available < amount and self._index(hold_id) is None and not self.expire(accounts=[journal.account]):
+            raise InsufficientFunds(journal.account, state.available, amount)  # a new id refused before any write
         index, made = self._claim_index(journal, hold_id, amount, ttl, holder)
         try:
             try:
@@ -95,20 +102,33 @@ class Ledger:
             index.model_copy(update={"since": record.seq - 1, "seq": record.seq, "end": None, "expires": expires})
         )
         return Hold(
-            hold_id=hold_id, account=journal.account, amount=record.amount, expires=expires, holder=record.holder, seq=record.seq
+            hold_id=hold_id,
+            account=journal.account,
+            amount=record.amount,
+            expires=expires,
+            holder=record.holder,
+            seq=record.seq,
         )
 
     def _place(self, journal: Journal, index: HoldIndex, amount: int, ttl: float, holder: str) -> Record:
         def decide(state: State, seen: Seen) -> dict[str, Any] | Record:
             live = state.holds.get(index.hold_id)
             if live is not None:
-                return seen.last_hold or _must(journal.record(live.seq))
-            if seen.last_end is not None and seen.last_end.kind == "settle":
-                raise AlreadySettled(seen.last_end)
+                return _must(journal.record(live.seq))
+            ended = seen.upto(state.seq).last_end
+            if ended is not None and ended.kind == "settle":
+                raise AlreadySettled(ended)
             if state.available < amount:
                 raise InsufficientFunds(journal.account, state.available, amount)
             now = time.time()
-            return {"kind": "hold", "hold_id": index.hold_id, "amount": amount, "expires": now + ttl, "holder": holder, "time": now}
+            return {
+                "kind": "hold",
+                "hold_id": index.hold_id,
+                "amount": amount,
+                "expires": now + ttl,
+                "holder": holder,
+                "time": now,
+            }
 
         record = journal.transact(decide, watch=index.hold_id, since=index.since)
         assert isinstance(record, Record)
@@ -136,13 +156,16 @@ class Ledger:
 
     def _end(self, hold_id: str, fields: Any) -> Record:
         index, journal = self._lookup(hold_id)
+        final = self._cached_settlement(index, journal)
+        if final is not None:
+            return final
 
         def decide(state: State, seen: Seen) -> dict[str, Any] | Record:
             live = state.holds.get(hold_id)
             if live is not None:
                 return {**fields(live.amount), "hold_id": hold_id, "held": live.amount, "time": time.time()}
-            if seen.last_end is not None:
-                return seen.last_end
+            if (ended := seen.upto(state.seq).last_end) is not None:
+                return ended
             raise UnknownHold(f"hold {hold_id} was never placed")
 
         record = journal.transact(decide, watch=hold_id, since=index.since)
@@ -158,17 +181,21 @@ class Ledger:
             index, journal = self._lookup(hold_id)
         except UnknownHold:
             return None
-        if index.end is not None:  # a settlement is final: no hold of this id can follow it
-            cached = journal.record(index.end)
-            if cached is not None and cached.hold_id == hold_id and cached.kind == "settle":
-                return cached
+        final = self._cached_settlement(index, journal)
+        if final is not None:
+            return final
         state = journal.load()
         if hold_id in state.holds:
             return None
-        seen = Seen(hold_id)
-        for record in journal.records(index.since + 1, state.seq):
-            seen.see(record)
-        return seen.last_end
+        return Seen(hold_id, index.since, journal).upto(state.seq).last_end
+
+    def _cached_settlement(self, index: HoldIndex, journal: Journal) -> Record | None:
+        """The settlement the index points to, checked (a settlement is final: no hold of its id
+        can follow it, so the hint cannot be out of date once it names one)."""
+        if index.end is None:
+            return None
+        cached = journal.record(index.end)
+        return cached if cached is not None and cached.hold_id == index.hold_id and cached.kind == "settle" else None
 
     # -- reading
 
@@ -199,9 +226,11 @@ class Ledger:
         for account in accounts if accounts is not None else self.accounts():
             journal = self.journal(account)
             for hold_id, live in sorted(journal.load().holds.items()):
+                if live.expires > now:
+                    continue  # renewals only ever push the expiry later
                 index = self._index(hold_id)
                 renewed = index.expires if index is not None and index.account == account else 0.0
-                if max(live.expires, renewed) <= now and self._expire_one(journal, hold_id, live.seq):
+                if renewed <= now and self._expire_one(journal, hold_id, live.seq):
                     expired.append(hold_id)
         if accounts is None:
             self._sweep(now)
@@ -212,7 +241,14 @@ class Ledger:
             live = state.holds.get(hold_id)
             if live is None or live.seq != seq:
                 return None  # settled, released or renewed into another hold meanwhile
-            return {"kind": "release", "amount": 0, "hold_id": hold_id, "held": live.amount, "reason": "expired", "time": time.time()}
+            return {
+                "kind": "release",
+                "amount": 0,
+                "hold_id": hold_id,
+                "held": live.amount,
+                "reason": "expired",
+                "time": time.time(),
+            }
 
         return journal.transact(decide) is not None
 
@@ -224,9 +260,7 @@ class Ledger:
             if index is None or index.seq is not None or index.expires > now:
                 continue
             journal = self.journal(index.account)
-            seen = Seen(index.hold_id)
-            for record in journal.records(index.since + 1):
-                seen.see(record)
+            seen = Seen(index.hold_id, index.since, journal).upto(journal.load().seq)
             if seen.last_hold is None:  # a writer died before its hold's record: nothing to keep
                 self._unlink_index(index.hold_id)
 
@@ -257,14 +291,21 @@ class Ledger:
             raise UnknownHold(f"hold {hold_id} was never placed")
         return index, self.journal(index.account)
 
-    def _claim_index(self, journal: Journal, hold_id: str, amount: int, ttl: float, holder: str) -> tuple[HoldIndex, bool]:
+    def _claim_index(
+        self, journal: Journal, hold_id: str, amount: int, ttl: float, holder: str
+    ) -> tuple[HoldIndex, bool]:
         """The hold id's index, made exclusively if there is none (True: this call made it)."""
         index = self._index(hold_id)
         made = False
         if index is None:
             since = journal.load().seq  # every record of this id will come after it
             fresh = HoldIndex(
-                hold_id=hold_id, account=journal.account, since=since, amount=amount, holder=holder, expires=time.time() + ttl
+                hold_id=hold_id,
+                account=journal.account,
+                since=since,
+                amount=amount,
+                holder=holder,
+                expires=time.time() + ttl,
             )
             made = create_exclusive(self.tmp, self._index_path(hold_id), fresh.model_dump_json().encode())
             index = fresh if made else self._index(hold_id)
@@ -275,6 +316,7 @@ class Ledger:
         return index, made
 
     def _write_index(self, index: HoldIndex) -> None:
+        """Rewrites an index with new hints (atomically; a lost rewrite only makes readers scan)."""
         write_bytes(self._index_path(index.hold_id), index.model_dump_json().encode())
 
     def _unlink_index(self, hold_id: str) -> None:

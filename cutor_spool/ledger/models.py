@@ -36,9 +36,7 @@ class LedgerCorrupt(LedgerError):
 class InsufficientFunds(LedgerError):
     def __init__(self, account: str, available: int, needed: int) -> None:
         self.account, self.available, self.needed = account, available, needed
-        super().__init__(
-            f"{account} has {format_amount(available)} available, {format_amount(needed)} is needed"
-        )
+        super().__init__(f"{account} has {format_amount(available)} available, {format_amount(needed)} is needed")
 
 
 class AlreadySettled(LedgerError):
@@ -146,7 +144,9 @@ def parse_account(text_or_key_file: str) -> str:
         return check_account(text)
     path = Path(text_or_key_file)
     if not path.exists():
-        raise LedgerError(f"{text_or_key_file!r} is neither an account ('ed25519:' and 52 base32 letters) nor a key file")
+        raise LedgerError(
+            f"{text_or_key_file!r} is neither an account ('ed25519:' and 52 base32 letters) nor a key file"
+        )
     try:
         public = public_of_file(path)
     except KeyFileError as exc:

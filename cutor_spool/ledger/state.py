@@ -33,10 +33,7 @@ class State:
     deposited: int = 0
     charged: int = 0
     holds: dict[str, LiveHold] = field(default_factory=dict)
-
-    @property
-    def held(self) -> int:
-        return sum(h.amount for h in self.holds.values())
+    held: int = 0  # the sum of the live holds' amounts, kept as they come and go
 
     @property
     def available(self) -> int:
@@ -46,7 +43,7 @@ class State:
         return Totals(deposited=self.deposited, charged=self.charged, held=self.held, available=self.available)
 
     def copy(self) -> State:
-        return State(self.seq, self.digest, self.deposited, self.charged, dict(self.holds))
+        return State(self.seq, self.digest, self.deposited, self.charged, dict(self.holds), self.held)
 
     def apply(self, record: Record, record_digest: str) -> list[str]:
         """Moves the state past `record`; returns what is wrong with it (empty if nothing)."""
@@ -75,11 +72,15 @@ class State:
             if hold_id in self.holds:
                 return [f"hold {hold_id} is placed while it is live already"]
             self.holds[hold_id] = LiveHold(record.amount, record.expires or 0.0, record.seq, record.holder)
+            self.held += record.amount
             return []
         live = self.holds.pop(hold_id, None)
         if live is None:
             return [f"{record.kind} of hold {hold_id}, which is not live (settled, released or expired twice?)"]
-        problems = [] if record.held == live.amount else [f"ends hold {hold_id} of {live.amount} as if it held {record.held}"]
+        self.held -= live.amount
+        problems = (
+            [] if record.held == live.amount else [f"ends hold {hold_id} of {live.amount} as if it held {record.held}"]
+        )
         if record.kind == "settle":
             self.charged += record.amount
             if record.amount > live.amount:
@@ -108,7 +109,8 @@ class State:
             str(k): LiveHold(int(v["amount"]), float(v["expires"]), int(v["seq"]), str(v["holder"]))
             for k, v in data["holds"].items()
         }
-        return cls(int(data["seq"]), str(data["digest"]), int(data["deposited"]), int(data["charged"]), holds)
+        held = sum(h.amount for h in holds.values())
+        return cls(int(data["seq"]), str(data["digest"]), int(data["deposited"]), int(data["charged"]), holds, held)
 
 
 def _show(t: Totals) -> str:
