@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import CLI, ROOT
+from conftest import CLI, ROOT, wait_until
 
 from cutor_spool.cli import cli
 from cutor_spool.config import DEFAULT_CONFIG_TEXT, SpoolConfig
@@ -188,8 +188,8 @@ def test_renewal_keeps_a_live_holders_hold(spool: Path) -> None:
 def test_a_full_account_gets_an_expired_holds_funds_back(spool: Path) -> None:
     ledger, payer = Ledger(spool), new_account()
     ledger.deposit(payer, 100)
-    ledger.hold(payer, "old", 100, ttl=0.01, holder="dead")
-    time.sleep(0.02)  # the hold's expiry is measured on the clock; hold() looks at the real one
+    old = ledger.hold(payer, "old", 100, ttl=0.01, holder="dead")
+    wait_until(lambda: time.time() > old.expires, 5, "the hold's expiry")  # hold() reads the real clock
     ledger.hold(payer, "new", 100, ttl=60, holder="alive")
     assert ledger.settled("old") is not None and ledger.settled("old").reason == "expired"  # type: ignore[union-attr]
 
@@ -217,6 +217,9 @@ def test_idempotency_one_hold_one_charge(spool: Path) -> None:
         ledger.hold(new_account(), "req-2", 1, ttl=60, holder="x")  # another account's id
     with pytest.raises(UnknownHold):
         ledger.settle("never", 1)
+    for bad_id in ("", "../x", ".hidden", "a/b", "x" * 129):
+        with pytest.raises(LedgerError):
+            ledger.hold(payer, bad_id, 1, ttl=60, holder="x")
     assert ledger.audit().ok
 
 

@@ -259,7 +259,10 @@ class Ledger:
             index = self._read_index(path)
             if index is None or index.seq is not None or index.expires > now:
                 continue
-            journal = self.journal(index.account)
+            try:
+                journal = self.journal(index.account)
+            except LedgerError:
+                continue  # not an account: `ledger audit` reports it
             seen = Seen(index.hold_id, index.since, journal).upto(journal.load().seq)
             if seen.last_hold is None:  # a writer died before its hold's record: nothing to keep
                 self._unlink_index(index.hold_id)
