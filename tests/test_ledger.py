@@ -95,14 +95,18 @@ def test_round_trip_with_exact_numbers(spool: Path) -> None:
 def _racer(spool: str, account: str, worker: int, amount: int, barrier: Any, out: Any) -> None:
     ledger = Ledger(Path(spool))
     barrier.wait()
-    won = []
-    for i in range(250):
-        hold_id = f"w{worker}-{i}"
-        try:
-            ledger.hold(account, hold_id, amount, ttl=600, holder=f"racer{worker}")
-            won.append(hold_id)
-        except InsufficientFunds:
-            pass
+    won: list[str] = []
+    try:
+        for i in range(250):
+            hold_id = f"w{worker}-{i}"
+            try:
+                ledger.hold(account, hold_id, amount, ttl=600, holder=f"racer{worker}")
+                won.append(hold_id)
+            except InsufficientFunds:
+                pass
+    except Exception as exc:  # reported, so that the test fails at once with it
+        out.put(f"racer {worker}: {exc!r}")
+        return
     out.put(won)
 
 
@@ -116,7 +120,9 @@ def test_eight_processes_never_overdraw_one_account(spool: Path) -> None:
     racers = [ctx.Process(target=_racer, args=(str(spool), payer, w, amount, barrier, out)) for w in range(8)]
     for racer in racers:
         racer.start()
-    won = [hold_id for _ in racers for hold_id in out.get(timeout=300)]
+    results = [out.get(timeout=240) for _ in racers]
+    assert [r for r in results if isinstance(r, str)] == []
+    won = [hold_id for result in results for hold_id in result]
     for racer in racers:
         racer.join(timeout=60)
         assert racer.exitcode == 0
