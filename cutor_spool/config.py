@@ -196,6 +196,15 @@ class DeploymentsConfig(_Strict):
     build_wait: Duration = Field(
         default=5.0, ge=0, description="how long an invocation waits for a pending build before it is handed back"
     )
+    # The escrow's price (docs/ledger.md): an invocation is held fee + rate x its wall-time limit
+    # before it runs and settled to fee + rate x the wall time it took. 0 and 0: free (holds of 0).
+    fee: int = Field(default=0, ge=0, description="the price of one request, in micro-credits (1 credit = 1000000)")
+    rate: int = Field(
+        default=0, ge=0, description="the price of one second of an invocation's wall time, in micro-credits"
+    )
+    hold_margin: Duration = Field(
+        default=30.0, gt=0, description="a hold outlives its invocation's wall-time limit by this much unless renewed"
+    )
 
     @model_validator(mode="after")
     def _default_within_maximum(self) -> DeploymentsConfig:
@@ -319,4 +328,7 @@ deployments:
   max_invoke_wall_time: 60s  # the most a deployment may ask for
   max_body: 10MiB            # the largest request body (`invoke --data`)
   server_key: null           # the server's private key file on the executors' hosts (or --server-key)
+  fee: 0                     # micro-credits per request (1 credit = 1000000; docs/ledger.md)
+  rate: 0                    # micro-credits per second of wall time; 0 and 0: free
+  hold_margin: 30s           # a hold outlives the wall-time limit by this much unless renewed
 """

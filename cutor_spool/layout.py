@@ -86,6 +86,11 @@ class SpoolPaths:
         return self.root / "terms.md"
 
     @property
+    def ledger(self) -> Path:
+        """`ledger/`: the escrow's journals, holds and checkpoints (ledger/, docs/ledger.md)."""
+        return self.root / "ledger"
+
+    @property
     def notify(self) -> Path:
         """`notify/<id>.json`: callbacks waiting to be sent (watcher/callbacks.py)."""
         return self.root / "notify"
@@ -121,6 +126,7 @@ class SpoolPaths:
             self.deployments,
             self.cancels,
             self.notify,
+            self.ledger,
         ]
 
     def exists(self) -> bool:

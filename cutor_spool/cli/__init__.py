@@ -16,6 +16,7 @@ from cutor_spool.cli import (
     doctor,
     gateway,
     invoke,
+    ledger,
     manage,
     submissions,
     tail,
@@ -89,7 +90,20 @@ def _spool_option() -> click.Option:
 
 
 # Each area keeps its commands in its own module, listed in `commands`; add a module here.
-COMMAND_MODULES = (submissions, manage, tail, workers, web, builds, deployments, deploy, invoke, gateway, doctor)
+COMMAND_MODULES = (
+    submissions,
+    manage,
+    tail,
+    workers,
+    web,
+    builds,
+    deployments,
+    deploy,
+    invoke,
+    ledger,
+    gateway,
+    doctor,
+)
 for module in COMMAND_MODULES:
     for command in module.commands:
         if command.name not in SPOOLLESS and not isinstance(command, click.Group):
