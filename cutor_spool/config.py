@@ -112,6 +112,22 @@ class SandboxConfig(_Strict):
     tmp_size: Size = 64 * 2**20
     ro_binds: list[str] = Field(default_factory=list, description="extra host paths mounted read-only")
     seccomp: SeccompConfig = SeccompConfig()
+    # The default: what Debian 12's toolchains read from /etc. OpenJDK's conf/ files are symlinks
+    # from /usr/lib/jvm into /etc/java-17-openjdk (without java.security javac dies "Error loading
+    # java.security file"); Free Pascal reads /etc/fpc.cfg (through alternatives, fpc-<version>.cfg).
+    etc: list[str] = Field(
+        default_factory=lambda: ["java-*", "fpc.cfg", "fpc-*.cfg"],
+        description="what of the host's /etc a bubblewrap stage sees besides the base (globs relative to /etc; "
+        "the default: what Debian's toolchains read there); shadow files, sudoers, SSH, private keys and "
+        "files others may not read are never copied (docs/security.md)",
+    )
+
+    @model_validator(mode="after")
+    def _etc_patterns(self) -> SandboxConfig:
+        for pattern in self.etc:
+            if not pattern or pattern.startswith("/") or ".." in pattern.split("/") or "\0" in pattern:
+                raise ValueError(f"sandbox.etc: {pattern!r} is not a pattern relative to /etc (like 'java-*')")
+        return self
 
 
 class DockerConfig(_Strict):
@@ -311,6 +327,7 @@ sandbox:
   slots: 64
   work_size: 512MiB          # the submission's /work (a tmpfs; counts towards memory)
   tmp_size: 64MiB            # its /tmp
+  etc: [java-*, fpc.cfg, fpc-*.cfg]  # host /etc paths stages see besides the base (docs/security.md)
   seccomp:                   # the system calls no stage may make (README: "System calls")
     action: errno            # a denied call fails with EPERM; `kill`: the stage ends security_violation
     allow: []                # groups or calls of the policy to allow after all (e.g. ptrace)

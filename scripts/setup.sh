@@ -15,8 +15,12 @@ APT_RUNTIME=(bubblewrap tini util-linux libseccomp2 nix-bin ca-certificates pyth
 APT_DOCKER=(docker.io)
 # Tests: a static busybox for Docker test images, libfaketime for clock-skew tests, Chromium for the page,
 # systemd for `systemd-analyze verify` of the unit templates (no service is started), ipfs-cid (`ipfs_cid`)
-# to check the content store's CIDs against an independent implementation.
-APT_TESTS=(busybox-static libfaketime chromium procps iproute2 xz-utils systemd ipfs-cid)
+# to check the content store's CIDs against an independent implementation. Then the toolchain matrix
+# (tests/test_toolchains.py: C, C++, Python 3, PyPy 3, Java, Go, Free Pascal, Node.js, Perl, Ruby,
+# Rust, NASM compiled and run in the sandbox): about 24 s to install those not installed above
+# (fp-compiler, golang-go, pypy3, ruby, nasm, rustc) from a nearby mirror, without recommends.
+APT_TESTS=(busybox-static libfaketime chromium procps iproute2 xz-utils systemd ipfs-cid
+  g++ pypy3 openjdk-17-jdk-headless golang-go fp-compiler nodejs perl ruby rustc nasm)
 
 want=("${APT_RUNTIME[@]}")
 case "${1:-}" in

@@ -52,7 +52,6 @@ from cutor_spool.runner.bwrap_layout import (
     check_reachable,
     env_args,
     find_init,
-    prepare_etc,
     stage_launch_argv,
     system_mounts,
 )
@@ -61,6 +60,7 @@ from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
 from cutor_spool.runner.launcher import ExitReport, build_launcher, launcher_dir, publish
 from cutor_spool.runner.sandbox import PIPE
+from cutor_spool.runner.sandbox_etc import TOOLCHAIN_ETC, etc_stamp, prepare_etc
 from cutor_spool.runner.seccomp import policy, write_filter
 from cutor_spool.runner.slots import Slot, SlotPool, tmpfs_once
 from cutor_spool.runner.stage import STARTED_MARKER, STOPPED_BY_US, StageOutput, StageSpec, conclude, internal_error
@@ -86,9 +86,11 @@ class BubblewrapBackend:
         extra_ro: list[str] | None = None,
         launcher: bool = True,
         seccomp: SeccompConfig | None = None,
+        etc: tuple[str, ...] = TOOLCHAIN_ETC,
     ) -> None:
         """`launcher=False` uses `prlimit` and `setpriv` even where the static launcher builds;
-        `seccomp` is the spool's system call filter (on, with the default policy, when not given)."""
+        `seccomp` is the spool's system call filter (on, with the default policy, when not given);
+        `etc` the patterns of sandbox.etc (sandbox_etc.py)."""
         if shutil.which("bwrap") is None:
             raise SandboxError("bubblewrap is not installed (apt install bubblewrap)")
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -105,8 +107,9 @@ class BubblewrapBackend:
                 if shutil.which(tool) is None:
                     raise SandboxError(f"{tool} is not installed (util-linux)")
         self._etc_args = {"uid_base": uid_base, "slots": slots}
+        self._etc_patterns = etc
         self._etc_base = state_dir / "etc.d"
-        self._etc_stamp = -1.0
+        self._etc_stamp = (-1.0, -1.0)
         self.layout = BwrapLayout(
             init=find_init(),
             system=tuple(system_mounts()),
@@ -123,16 +126,13 @@ class BubblewrapBackend:
         self.seccomp = write_filter(state_dir / "seccomp", policy(seccomp)) if seccomp.enabled else None
 
     def _refresh_etc(self) -> None:
-        """Points stages at the prepared /etc for the host's current files, checked cheaply by
-        the mtime of ld.so.cache (new libraries) before each submission."""
-        try:
-            stamp = os.stat("/etc/ld.so.cache").st_mtime
-        except FileNotFoundError:
-            stamp = 0.0
+        """Points stages at the prepared /etc for the host's current files, checked cheaply
+        (sandbox_etc.etc_stamp) before each submission."""
+        stamp = etc_stamp()
         if stamp != self._etc_stamp or not self.layout.etc.is_dir():
             tmpfs_once(self._etc_base, ETC_SIZE)  # /etc's mount then names no host path
-            etc = prepare_etc(self._etc_base, network=False, **self._etc_args)
-            etc_net = prepare_etc(self._etc_base, network=True, **self._etc_args)
+            etc = prepare_etc(self._etc_base, network=False, patterns=self._etc_patterns, **self._etc_args)
+            etc_net = prepare_etc(self._etc_base, network=True, patterns=self._etc_patterns, **self._etc_args)
             self.layout = dataclasses.replace(self.layout, etc=etc, etc_net=etc_net)
             self._etc_stamp = stamp
 

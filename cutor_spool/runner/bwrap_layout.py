@@ -1,13 +1,11 @@
 """What a bubblewrap stage is made of, as data: its command line built by pure functions (testable
-without running anything) and the /etc it sees. `bwrap.py` runs it; its docstring says why each
-part is there.
+without running anything); the /etc it sees is sandbox_etc.py's. `bwrap.py` runs it; its docstring
+says why each part is there.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 import shutil
 import stat
 from collections.abc import Mapping
@@ -18,25 +16,9 @@ from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.launcher import MOUNT_POINT, REPORT_ENV, host_argv, parent_options, rlimit_options
 from cutor_spool.runner.seccomp import bwrap_args
-from cutor_spool.runner.slots import slot_accounts
 
 # Processes the sandbox itself adds to the job's count: bwrap's monitor and pid 1 (the launcher, or tini).
 OVERHEAD_PROCESSES = 2
-# What of the host's /etc a job may see: copied (symlinks kept as symlinks) into one directory per
-# host that is bound at /etc in a single mount; ten separate binds cost 3 ms per stage.
-SAFE_ETC = (
-    "alternatives",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "localtime",
-    "os-release",
-    "debian_version",
-    "mime.types",
-    "protocols",
-    "services",
-)
-NETWORK_ETC = ("resolv.conf", "nsswitch.conf", "ssl", "ca-certificates", "gai.conf", "host.conf", "hosts")
 # Write STARTED_MARKER, on stdout or (for a stage whose stdout goes to another process) stderr.
 STARTED_WRAPPER = "printf '\\036cutor-stage\\036' && exec \"$@\""
 STARTED_WRAPPER_STDERR = "printf '\\036cutor-stage\\036' >&2 && exec \"$@\""
@@ -79,7 +61,7 @@ class BwrapLayout:
     init: str  # host path of a tini binary, bound at /init when there is no launcher
     system: tuple[str, ...]
     tmp_size: int
-    etc: Path  # the prepared /etc (see prepare_etc)
+    etc: Path  # the prepared /etc (see sandbox_etc.prepare_etc)
     etc_net: Path  # the same, plus name resolution, for stages with network
     extra_ro: tuple[str, ...] = ()
     # The static launcher (published on a tmpfs), bound at launcher.MOUNT_POINT: the sandbox's pid 1
@@ -164,57 +146,6 @@ def bwrap_argv(
         "--json-status-fd", str(status_fd), *bwrap_args(seccomp_fd), "--as-pid-1", "--",
         *sandbox_init(layout, command, marker=marker),
     ]  # fmt: skip
-
-
-def _etc_sources(network: bool) -> list[tuple[str, str, bytes]]:
-    """(relative name, kind, content) of what the sandbox's /etc holds; kinds l(ink), f(ile), d(ir)."""
-    found: list[tuple[str, str, bytes]] = []
-    pending = [Path(name) for name in SAFE_ETC + (NETWORK_ETC if network else ())]
-    while pending:
-        rel = pending.pop()
-        src = Path("/etc") / rel
-        if src.is_symlink():
-            found.append((str(rel), "l", os.readlink(src).encode()))
-        elif src.is_dir():
-            found.append((str(rel), "d", b""))
-            pending.extend(rel / child for child in sorted(os.listdir(src)))
-        elif src.is_file():
-            found.append((str(rel), "f", src.read_bytes()))
-    return sorted(found)
-
-
-def prepare_etc(base: Path, *, uid_base: int, slots: int, network: bool) -> Path:
-    """The directory that is the sandbox's /etc for this host's files as they are now.
-
-    Content-addressed (`etc-<digest>`), built once and never changed after: executors of a host
-    agree on it without locks, and a new one appears only when the host's files change (new
-    libraries: a new ld.so.cache). Swapping one directory in place was seen to leave a moment
-    with no /etc at all, and a concurrent stage failed to start."""
-    entries = _etc_sources(network)
-    synthetic = slot_accounts(uid_base, slots)
-    if not network:
-        synthetic["hosts"] = "127.0.0.1 localhost sandbox\n::1 localhost\n"
-    entries = [e for e in entries if e[0] not in synthetic] + [(k, "f", v.encode()) for k, v in synthetic.items()]
-    digest = hashlib.sha256(repr(sorted(entries)).encode()).hexdigest()[:16]
-    target = base / f"{'etc-net' if network else 'etc'}-{digest}"
-    if target.is_dir():
-        return target
-    fresh = base / f".build-{target.name}-{os.getpid()}-{secrets.token_hex(3)}"
-    fresh.mkdir(mode=0o755, parents=True)
-    for rel, kind, content in sorted(entries):
-        dst = fresh / rel
-        if kind == "d":
-            dst.mkdir(mode=0o755, exist_ok=True)
-        elif kind == "l":
-            os.symlink(content.decode(), dst)
-        else:
-            dst.write_bytes(content)
-            dst.chmod(0o644)
-    try:
-        os.rename(fresh, target)
-    except OSError:  # another executor published the same directory first
-        shutil.rmtree(fresh, ignore_errors=True)
-    return target
 
 
 def check_reachable(state_dir: Path) -> None:

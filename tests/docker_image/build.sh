@@ -4,12 +4,14 @@
 #
 # What is in it: the files (`dpkg-query -L`) of dash, bash, coreutils, grep, sed, findutils, mawk,
 # diffutils, procps (ps), util-linux (setsid), python3 (python3-minimal, python3.11-minimal,
-# libpython3.11-stdlib), gcc and libc6-dev, and of everything they depend on that is installed
+# libpython3.11-stdlib), gcc, g++, nasm and libc6-dev, and of everything they depend on that is installed
 # here, less documentation, man pages, locales and the sanitizer/profiler runtimes (libasan & co.:
 # only -fsanitize needs them). Then a `cc` symlink (Debian makes it with update-alternatives,
 # outside dpkg's lists), an ld.so.cache for the tree, a minimal /etc/passwd, and empty /work, /tmp,
-# /run. About 220 MB: enough for the hostile and judge suites' programs (sh, coreutils, ps, setsid,
-# python3, a C compiler in compile stages).
+# /run. About 280 MB: enough for the hostile and judge suites' programs (sh, coreutils, ps, setsid,
+# python3, a C compiler in compile stages) and, of the toolchain matrix (tests/test_toolchains.py),
+# C, C++, Python 3 and NASM; the other languages there (Java, Go, Rust, PyPy, Free Pascal, Node.js,
+# Perl, Ruby: 30 to 300 MB each) are left out to keep the image quick to build (docs/docker.md).
 #
 # Idempotent: the image carries a label with a hash of this script and of the packages' versions;
 # when the tagged image already has that hash nothing is rebuilt. Usage: build.sh [TAG]. Run as root
@@ -18,7 +20,7 @@ set -euo pipefail
 
 TAG=${1:-cutor-spool-sandbox:test}
 PACKAGES=(dash bash coreutils grep sed findutils mawk diffutils procps util-linux
-  python3-minimal python3.11-minimal libpython3.11-stdlib gcc libc6-dev)
+  python3-minimal python3.11-minimal libpython3.11-stdlib gcc g++ nasm libc6-dev)
 # Dependencies left out on purpose: big and never used by the suites' programs.
 SKIP=(libasan8 libtsan2 liblsan0 libubsan1 libhwasan0 libgprofng0 dpkg perl-base debconf
   init-system-helpers)
@@ -92,6 +94,7 @@ tar -C / --no-recursion --ignore-failed-read -cf - -T "$work/files" 2>/dev/null 
   | tar -C "$root" --keep-directory-symlink -xf -
 
 ln -sf gcc "$root/usr/bin/cc"
+ln -sf g++ "$root/usr/bin/c++"
 mkdir -p "$root/etc" "$root/work" "$root/run" "$root/proc" "$root/sys" "$root/dev" "$root/tmp"
 chmod 1777 "$root/tmp"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' >"$root/etc/passwd"
@@ -100,7 +103,8 @@ ldconfig -r "$root"
 
 # Sanity: the suites' programs run in the tree before it becomes an image.
 chroot "$root" /bin/sh -c 'python3 -c "print(1)" >/dev/null && echo "int main(){return 0;}" >/tmp/t.c \
-  && cc -o /tmp/t /tmp/t.c && /tmp/t && rm -f /tmp/t /tmp/t.c'
+  && cc -o /tmp/t /tmp/t.c && /tmp/t && cp /tmp/t.c /tmp/t.cc && g++ -o /tmp/t /tmp/t.cc && /tmp/t \
+  && rm -f /tmp/t /tmp/t.c /tmp/t.cc'
 
 tar -C "$root" -cf - . | docker import \
   --change "LABEL cutor-spool.build=$hash" \
