@@ -221,6 +221,12 @@ class DeploymentsConfig(_Strict):
     hold_margin: Duration = Field(
         default=30.0, gt=0, description="a hold outlives its invocation's wall-time limit by this much unless renewed"
     )
+    signature_max_age: Duration = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="how old a payer's signature may be when an executor takes the request (docs/payers.md)",
+    )
 
     @model_validator(mode="after")
     def _default_within_maximum(self) -> DeploymentsConfig:
@@ -348,4 +354,5 @@ deployments:
   fee: 0                     # micro-credits per request (1 credit = 1000000; docs/ledger.md)
   rate: 0                    # micro-credits per second of wall time; 0 and 0: free
   hold_margin: 30s           # a hold outlives the wall-time limit by this much unless renewed
+  signature_max_age: 5m      # a payer's signature older than this when the request is run: refused
 """

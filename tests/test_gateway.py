@@ -122,9 +122,12 @@ def test_a_request_reaches_the_program_and_its_answer_comes_back(
         json.loads((spool / "invocations" / "done" / entry / "result" / "status.json").read_text())["state"] == "done"
     )
 
-    # POST /{cid} is PATH_INFO "/"; GET /{cid} describes it, without its secret.
+    # POST /{cid} is PATH_INFO "" (the path as sent, which a payer signs); PATH_INFO is not decoded;
+    # GET /{cid} describes it, without its secret.
     status, _, data = gateway.request("POST", f"/{cid}", b"")
-    assert status == 201 and data.startswith(b"path=/ query= type= length= agent=\n")
+    assert status == 201 and data.startswith(b"path= query= type= length= agent=\n")
+    status, _, data = gateway.request("POST", f"/{cid}/a%2Fb", b"")
+    assert status == 201 and data.startswith(b"path=/a%2Fb query= type= length= agent=\n")
     status, described = gateway.json("GET", f"/{cid}")
     assert status == 200
     assert described["cid"] == cid and described["sealed_env"] is True and described["build"]["state"] == "ready"
@@ -148,10 +151,10 @@ def test_a_request_reaches_the_program_and_its_answer_comes_back(
 
     families = {f.name: f for f in text_string_to_metric_families(gateway.request("GET", "/metrics")[2].decode())}
     requests = {(s.labels["route"], s.labels["status"]): s.value for s in families["cutor_gateway_requests"].samples}
-    assert requests[("invoke", "201")] == 2 and requests[("invoke", "404")] == 1 and requests[("describe", "200")] == 1
+    assert requests[("invoke", "201")] == 3 and requests[("invoke", "404")] == 1 and requests[("describe", "200")] == 1
     assert families["cutor_gateway_invoke_seconds"].type == "histogram"
     count = [s for s in families["cutor_gateway_invoke_seconds"].samples if s.name.endswith("_count")]
-    assert count[0].value == 5  # 2 answered, 1 unknown, 2 bad requests (describe's are not counted)
+    assert count[0].value == 6  # 3 answered, 1 unknown, 2 bad requests (describe's are not counted)
     assert families["cutor_gateway_received_bytes"].samples[0].value >= len(body)
 
     log = gateway.process.output()

@@ -5,7 +5,7 @@
   its body): 502 when its output was not a CGI response or it failed, 504 when it ran out of
   time (runner/invocations/run.py made those);
 - invalid: the problem's field says whose fault it is: the request's (`request`,
-  `request.json`: 400; `body`: 413; `payer`: 402), an unknown deployment (404), else the
+  `request.json`: 400; `body`: 413; `signature`: 401; `payer`: 402), an unknown deployment (404), else the
   deployment's (its build failed, it does not verify, its env does not open: 502);
 - error or cancelled: the system's fault, never the client's: 503 with Retry-After, and its
   Idempotency-Key released so that a retry runs anew.
@@ -42,7 +42,7 @@ DROPPED = frozenset(
         REQUEST_ID.lower(),
     }
 )
-INVALID_STATUS = {"request": 400, "request.json": 400, "body": 413, "payer": 402}
+INVALID_STATUS = {"request": 400, "request.json": 400, "body": 413, "payer": 402, "signature": 401}
 
 
 @dataclass

@@ -125,7 +125,7 @@ class GatewayApp:
             if route == "describe":
                 answer = await self._describe(cid)
             else:
-                answer = await self.gateway.handle(request, cid, "/" + (rest or ""))
+                answer = await self.gateway.handle(request, cid, path_info(request, cid))
         except Refusal as refusal:
             answer = refusal.answer()
         except ClientDisconnect:  # gone while sending its body: its staged entry is removed
@@ -167,3 +167,15 @@ class GatewayApp:
             raise Refusal(502, f"the deployment does not verify: {exc}") from None
         body = JSONResponse(document).body
         return Answer(200, [("Content-Type", "application/json")], bytes(body))
+
+
+def path_info(request: Request, cid: str) -> str:
+    """PATH_INFO as the client sent it: what follows `/{cid}` in the raw path, not decoded (""
+    for the bare `/{cid}`), so that a payer's signature over "@path" (`/{cid}` + PATH_INFO,
+    deployments/payers.py) verifies on the executor byte for byte."""
+    raw = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
+    if not raw.startswith(f"/{cid}"):  # the CID itself percent-encoded: the decoded rest, as routed
+        rest = request.path_params.get("path")
+        return "" if rest is None else f"/{rest}"
+    rest = raw[len(cid) + 1 :]
+    return rest if rest.startswith("/") else ""

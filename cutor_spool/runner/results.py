@@ -60,6 +60,7 @@ class Reporter:
         self.dir = claim.path / RESULT_DIR
         self.anchor = claim.anchor
         self._on_state = on_state
+        self.before_final: Callable[[State], None] | None = None  # runner/invocations/payment.py
         queued_at = claim.queued_at
         self.status = StatusDocument(
             id=claim.entry_id,
@@ -151,6 +152,8 @@ class Reporter:
         write_json(self.dir / name, data, beneath=self.anchor)
 
     def finish(self, state: State, outcome: Outcome | None = None, **fields: Any) -> None:
+        if self.before_final is not None:  # an invocation's charge: settled before anyone sees the end
+            self.before_final(state)
         if self.status.test is not None:  # the test being judged: nothing once finished
             kept = self.status.model_dump(exclude_unset=True, exclude={"test"})
             self.status = StatusDocument.model_validate(kept)

@@ -74,8 +74,8 @@ def check_request(method: str, path: str, query: str, headers: Iterable[tuple[st
     """Raises BadRequest naming the first field that cannot be passed on."""
     if not _METHOD.fullmatch(method):
         raise BadRequest(f"method {method!r} is not an HTTP method token")
-    if not path.startswith("/") or _CONTROL.search(path) or " " in path:
-        raise BadRequest(f"path {path!r} must start with / and hold no spaces or control characters")
+    if (path and not path.startswith("/")) or _CONTROL.search(path) or " " in path:
+        raise BadRequest(f"path {path!r} must be empty or start with /, and hold no spaces or control characters")
     if _CONTROL.search(query) or " " in query:
         raise BadRequest("the query must hold no spaces or control characters")
     headers = list(headers)

@@ -11,7 +11,7 @@ the same scripts.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,10 @@ import nacl.public
 from pydantic import ValidationError
 
 from cutor_spool.config import SpoolConfig
+from cutor_spool.deployments.payers import NonceStore
 from cutor_spool.deployments.store import Store
 from cutor_spool.layout import SpoolPaths
+from cutor_spool.ledger import Ledger
 from cutor_spool.runner.intake import validation_problems
 from cutor_spool.runner.pipeline import Pipeline
 from cutor_spool.runner.tree import Problem
@@ -56,6 +58,12 @@ class Services:
     server_key: nacl.public.PrivateKey | None
     staging: Path  # root-only, on this host's local disk: bundles unpacked for a build
     warm: Any = None  # warm.WarmPool: server deployments' instances (set by the worker)
+    ledger: Ledger = field(init=False)  # the escrow (payment.py)
+    nonces: NonceStore = field(init=False)  # payers' signatures' nonces, recorded per entry
+
+    def __post_init__(self) -> None:
+        self.ledger = Ledger(self.paths.root)
+        self.nonces = NonceStore(self.paths.root, max_age=self.config.deployments.signature_max_age)
 
     def staging_for(self, name: str) -> Path:
         """`staging/<name>`: made (0700) by whoever needs it, or the caller makes it."""

@@ -38,6 +38,7 @@ from cutor_spool.limits import Limits
 from cutor_spool.runner.intake import CONVENTIONAL, Plan, Script, resolved_limits
 from cutor_spool.runner.invocations import cgi
 from cutor_spool.runner.invocations.context import Refused, Services, submission_of
+from cutor_spool.runner.invocations.payment import pay_before_run
 from cutor_spool.runner.judge.graders.base import GradingContext, Stopped
 from cutor_spool.runner.results import STAGE_OUTCOME, Reporter
 from cutor_spool.runner.stage import StageOutput, StageStatus
@@ -61,6 +62,7 @@ class InvokeGrader:
     body: bytes
     environment: dict[str, str]  # CGI meta-variables and the opened env: never written anywhere
     name: str = "invocation"
+    wall: float | None = None  # the run's measured wall time, once it ran (the charge: payment.py)
 
     def problems(self, plan: Plan) -> list[Problem]:
         return []
@@ -86,6 +88,7 @@ class InvokeGrader:
             "run", command, plan.limits[StageKind.RUN], stdin=self.body, files=files, env=self.environment
         )
         output = runner.run(spec)
+        self.wall = output.wall_time  # what the invocation is charged for (payment.py)
         reporter.stage("run", output)
         response = response_of(output)
         reporter.write(RESPONSE, response.dump())
@@ -236,6 +239,11 @@ def invoke(
     cancel: Cancelled,
 ) -> None:
     plan, grader = prepare(services, claim, request, deployment)
+    wall_limit = plan.limits[StageKind.RUN].wall_time
+    pay_before_run(
+        services.ledger, services.nonces, services.config, claim.entry_id, request, deployment, grader,
+        grader.body, reporter, wall_limit,
+    )  # fmt: skip
     if "server" in deployment.spec.manifest:  # -- warm server: its pool, not a CGI stage (warm.py) --
         if services.warm is None:
             raise SystemFailure("this executor serves no warm servers")

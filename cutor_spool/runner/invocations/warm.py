@@ -90,6 +90,7 @@ class WarmPool:
                 if instance.stopped is None and not instance.ended.is_set():
                     reporter.transition(State.RUNNING)
                     response, outcome, record = self._request(instance, request, grader.body)
+                    grader.wall = record["wall_time"]  # what the request is charged for (payment.py)
                     self._answer(reporter, response, outcome, {**record, "cold_start": cold})
                     return
                 self._stop(instance, instance.stopped or "it ended")

@@ -88,7 +88,7 @@ class Exchange:
             conn.close()
 
     def _send(self, conn: _UnixConnection, request: InvocationRequest, body: bytes, max_body: int) -> Response:
-        target = request.path + (f"?{request.query}" if request.query else "")
+        target = (request.path or "/") + (f"?{request.query}" if request.query else "")  # "": the bare /{cid}
         conn.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
         host = "localhost"
         for name, value in request.headers:

@@ -44,6 +44,7 @@ from cutor_spool.errors import ConfigError, CutorError
 from cutor_spool.layout import INVOCATIONS
 from cutor_spool.runner.invocations.build import build, record_build
 from cutor_spool.runner.invocations.context import Refused, Services
+from cutor_spool.runner.invocations.payment import release
 from cutor_spool.runner.invocations.run import BuildPending, invoke
 from cutor_spool.runner.invocations.warm import WarmPool
 from cutor_spool.runner.results import Reporter
@@ -201,6 +202,8 @@ class InvocationWorker(QueueWorker[InvocationJob]):
         if not ending.ran:
             job.reporter.start()
         job.reporter.finish(ending.state, **ending.fields)
+        if ending.state == State.ERROR and self.services is not None:  # the system gave up: not charged
+            release(self.services.ledger, claim.entry_id, f"the system gave up on it: {ending.reason}")
         if ending.state == State.ERROR:  # gave up: its invocations must not wait for it for ever
             if job.request is None:
                 try:

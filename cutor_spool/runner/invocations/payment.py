@@ -1,0 +1,153 @@
+"""Paying for an invocation: who pays, the hold before it runs, the charge when it ends
+(docs/ledger.md, docs/payers.md).
+
+- **Who pays**: the key of a valid payer signature on the request (deployments/payers.py), checked
+  here against the body this executor holds, its nonce recorded in the spool for this entry (a
+  retry of the same entry is not a replay); without a signature, the deployment's owner. A bad,
+  stale or replayed signature refuses the invocation (`signature`: the gateway's 401) with
+  nothing run and nothing charged.
+- **The hold** ("charge before run"): `cost_of(fee, rate, the run's wall-time limit)` against the
+  payer's account, its id the entry's id, placed after every other check and just before the run.
+  Short funds refuse the invocation (`payer`: 402) with nothing run. A later claim of the same
+  entry (its worker died, or the system failed it and it is retried) finds its hold live and
+  uses it: one hold per entry, never two. Its ttl is the wall-time limit plus `hold_margin`: the
+  hold of a worker that died expires like a lease and its funds come back.
+- **The charge**: `cost_of(fee, rate, the measured wall time)` of the run stage (or of a warm
+  server's exchange), capped at the hold, settled just before the final status is written, so a
+  client that sees `done` sees its charge; a program that failed on its own (502, 504) is charged
+  like one that answered: it used the slot. A program that never ran (a failed dependency, a
+  server that did not start) pays the fee. Settling is idempotent: an entry run again after its
+  worker died before the commit is charged once.
+- **Not charged**: an entry that ends `error` (the system gave up on it) has its hold released;
+  one whose run was cut off (a lost lease, a shutdown) leaves its hold to the entry's next claim.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from cutor_spool.config import SpoolConfig
+from cutor_spool.deployments.errors import BadSignature
+from cutor_spool.deployments.payers import NonceStore, content_digest, signed_path, verify_request
+from cutor_spool.deployments.spec import Deployment
+from cutor_spool.documents.deployment import InvocationRequest
+from cutor_spool.documents.states import State
+from cutor_spool.ledger import (
+    AlreadySettled,
+    InsufficientFunds,
+    Ledger,
+    LedgerError,
+    UnknownHold,
+    cost_of,
+    format_amount,
+)
+from cutor_spool.runner.invocations.context import Refused
+from cutor_spool.runner.results import Reporter
+
+PAYMENT = "payment.json"  # result/payment.json: who paid, what was held and charged
+
+
+def most_cost(config: SpoolConfig, wall_limit: float) -> int:
+    """The hold: the fee plus the rate for the whole wall-time limit."""
+    return cost_of(config.deployments.fee, config.deployments.rate, wall_limit)
+
+
+def payer_of(nonces: NonceStore, entry_id: str, request: InvocationRequest, deployment: Deployment, body: bytes) -> str:
+    """The verified payer's account, or the deployment's owner for an unsigned request."""
+    try:
+        payer = verify_request(
+            method=request.method,
+            path=signed_path(deployment.cid, request.path),
+            query=request.query,
+            headers=request.headers,
+            body_digest=content_digest(body),
+            now=time.time(),
+            max_age=nonces.max_age,
+            nonces=nonces,
+            entry=entry_id,
+        )
+    except BadSignature as exc:
+        raise Refused.because("signature", str(exc)) from None
+    return payer or deployment.spec.owner
+
+
+@dataclass
+class Payment:
+    """An entry's hold, and its settlement when the entry's final status is written."""
+
+    ledger: Ledger
+    hold_id: str
+    payer: str
+    held: int
+    fee: int
+    rate: int
+    settled_before: bool = False  # the entry was run and charged already (its worker died before the commit)
+
+    def settle(self, wall: float | None) -> dict[str, object]:
+        """Charges the measured wall time; returns what `result/payment.json` says of it."""
+        cost = cost_of(self.fee, self.rate, wall or 0.0)
+        record = self.ledger.settle(self.hold_id, cost, note=f"invocation {self.hold_id}")
+        return {"payer": self.payer, "held": self.held, "charged": record.amount, "kind": record.kind}
+
+
+def hold(ledger: Ledger, config: SpoolConfig, entry_id: str, payer: str, wall_limit: float, holder: str) -> Payment:
+    """Places (or finds) the entry's hold; Refused (`payer`) when the account is short."""
+    settings = config.deployments
+    amount = most_cost(config, wall_limit)
+    payment = Payment(ledger, entry_id, payer, amount, settings.fee, settings.rate)
+    try:
+        ledger.hold(payer, entry_id, amount, ttl=wall_limit + settings.hold_margin, holder=holder)
+    except InsufficientFunds as exc:
+        raise Refused.because(
+            "payer",
+            f"insufficient funds: {payer} has {format_amount(exc.available)} credits available, "
+            f"the invocation may cost {format_amount(amount)}",
+        ) from None
+    except AlreadySettled:
+        payment.settled_before = True  # runs again, charges nothing more (settle returns the first)
+    except LedgerError as exc:
+        raise Refused.because("payer", f"cannot be charged: {exc}") from None
+    return payment
+
+
+class MeasuredWall(Protocol):
+    """What knows the run's measured wall time once it ran (InvokeGrader)."""
+
+    wall: float | None
+
+
+def pay_before_run(
+    ledger: Ledger,
+    nonces: NonceStore,
+    config: SpoolConfig,
+    entry_id: str,
+    request: InvocationRequest,
+    deployment: Deployment,
+    measured: MeasuredWall,
+    body: bytes,
+    reporter: Reporter,
+    wall_limit: float,
+) -> Payment:
+    """Who pays, their hold, and the charge when the entry's final status is written (if `done`):
+    Refused (`signature`, `payer`) with nothing held when the request cannot be paid for."""
+    payer = payer_of(nonces, entry_id, request, deployment, body)
+    payment = hold(ledger, config, entry_id, payer, wall_limit, holder=reporter.status.worker or "")
+
+    def settle(state: State) -> None:
+        reporter.before_final = None
+        if state == State.DONE:
+            reporter.write(PAYMENT, payment.settle(measured.wall))
+
+    reporter.before_final = settle
+    return payment
+
+
+def release(ledger: Ledger, entry_id: str, reason: str) -> bool:
+    """Releases the entry's hold, if it has a live one (the system gave up on it)."""
+    try:
+        ledger.release(entry_id, reason=reason[:500])
+    except UnknownHold:
+        return False
+    return True
