@@ -7,12 +7,15 @@ import sys
 import click
 
 from cutor_spool.config import load_config
+from cutor_spool.deployments.store import Store
 from cutor_spool.errors import ConfigError
 from cutor_spool.gateway.app import GatewayApp
 from cutor_spool.gateway.flow import Gateway
+from cutor_spool.gateway.payments import SpoolPayments
 from cutor_spool.gateway.server import bind, parse_listen, serve
 from cutor_spool.gateway.waiting import SharedWaiter
 from cutor_spool.layout import SpoolPaths
+from cutor_spool.ledger import Ledger
 
 EXIT_CONFIG = 78  # as the workers: restarting cannot fix it
 
@@ -73,7 +76,8 @@ def gateway(
         click.echo(f"cannot listen on {listen}: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     waiter = SharedWaiter(paths, poll=True if poll else None)
-    app = GatewayApp(Gateway(paths, settings.max_body, waiter, claim_timeout, timeout))
+    payments = SpoolPayments(Store(paths.root), Ledger(paths.root), config)
+    app = GatewayApp(Gateway(paths, settings.max_body, waiter, claim_timeout, timeout, payments))
     serve(app, sock, graceful=graceful)
 
 

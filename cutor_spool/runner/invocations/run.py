@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cutor_spool.config import StageKind
+from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.deployments.bundle import unpack
 from cutor_spool.deployments.errors import BlobMismatch, DeploymentError, UnknownCid
 from cutor_spool.deployments.requests import BODY, read_build_record
@@ -110,11 +110,11 @@ def response_of(output: StageOutput) -> Response:
     return cgi.bad_gateway(f"the program failed: {output.status.value} ({how})")
 
 
-def invocation_limits(sub: Submission, services: Services) -> dict[StageKind, Limits]:
+def invocation_limits(sub: Submission, config: SpoolConfig) -> dict[StageKind, Limits]:
     """The stages' limits as a submission's, but the run stage's wall clock is the spool's
     invocation default unless the deployment sets its own, and never above the invocation maximum."""
-    stages, _ = resolved_limits(sub, services.config)
-    settings = services.config.deployments
+    stages, _ = resolved_limits(sub, config)
+    settings = config.deployments
     asked = sub.limits.run.wall_time if sub.limits.run is not None else None
     wall = min(asked if asked is not None else settings.invoke_wall_time, settings.max_invoke_wall_time)
     run = stages[StageKind.RUN]
@@ -225,7 +225,7 @@ def prepare(
         compile=None,
         run=script,
         stdin=body,
-        limits=invocation_limits(sub, services),
+        limits=invocation_limits(sub, services.config),
     )
     return plan, InvokeGrader(services, work, body, cgi.stage_environment(meta, owner))
 
