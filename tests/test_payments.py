@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,12 @@ from test_gateway import _entries, gateways  # noqa: F401 (gateways: the fixture
 from test_invoke import built, deploy, invoke, server_key  # noqa: F401 (server_key: the fixture)
 
 from cutor_spool.deployments import keys
-from cutor_spool.deployments.payers import content_digest, sign_request, signed_path
+from cutor_spool.deployments.payers import NonceStore, content_digest, sign_request, signed_path
 from cutor_spool.deployments.spec import load_deployment
 from cutor_spool.deployments.store import Store
 from cutor_spool.documents.deployment import DeploymentState
 from cutor_spool.ledger import Ledger, cost_of
+from cutor_spool.runner.invocations.payment import Housekeeping
 
 FEE, RATE, WALL = 100_000, 1_000_000, 2  # 0.1 credit a request, 1 credit a second, a 2 s wall limit
 HOLD = cost_of(FEE, RATE, WALL)  # 2.1 credits
@@ -204,3 +206,22 @@ def test_a_worker_killed_mid_invocation_leaves_one_hold_and_one_charge(
     charged = _payment(spool, entry)["charged"]
     assert records[1].amount == charged and _available(spool, owner) == 5_000_000 - charged
     _audit_agrees(spool, [charged])
+
+
+def test_the_executors_housekeeping_gives_back_a_dead_holders_funds_and_forgets_old_nonces(spool: Path) -> None:
+    # A hold whose holder died (nobody settles or renews it) and a nonce from a signature far too
+    # old to be accepted again: one round of the executors' maintenance job ends both.
+    payer_key = keys.SigningKey.generate()
+    ledger = Ledger(spool)
+    ledger.deposit(payer_key.public, 1_000_000)
+    ledger.hold(payer_key.public, "dead-holder", 600_000, ttl=0.05, holder="gone")
+    nonces = NonceStore(spool, max_age=1)
+    old = int(time.time()) - 3600
+    nonces.use(payer_key.public, "n" * 20, old, old + 1)
+    bucket = spool / "ledger" / "nonces"
+    assert any(bucket.rglob("*")) and ledger.balance(payer_key.public).available == 400_000
+    wait_until(lambda: time.time() > ledger.history(payer_key.public)[-1].expires, 5, "the hold's expiry")  # type: ignore[operator]
+    Housekeeping(ledger, nonces, interval=0)()
+    assert ledger.balance(payer_key.public).available == 1_000_000
+    assert [r.kind for r in ledger.history(payer_key.public)] == ["deposit", "hold", "release"]
+    assert not [p for p in bucket.rglob("*") if p.is_file()]

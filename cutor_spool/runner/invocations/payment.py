@@ -151,3 +151,25 @@ def release(ledger: Ledger, entry_id: str, reason: str) -> bool:
     except UnknownHold:
         return False
     return True
+
+
+@dataclass
+class Housekeeping:
+    """A maintenance job of the executors that serve invocations (every `interval` seconds, on
+    the maintenance thread): holds whose holder died and that nobody needed the funds of are
+    expired (their funds come back to the balance: `hold` also expires them on demand), and the
+    nonces of signatures too old to be accepted again are forgotten. Any executor may run it;
+    both are idempotent, so many doing it at once only repeat each other."""
+
+    ledger: Ledger
+    nonces: NonceStore
+    interval: float = 60.0
+    _next: float = 0.0
+
+    def __call__(self) -> None:
+        now = time.time()
+        if now < self._next:
+            return
+        self._next = now + self.interval
+        self.ledger.expire(now)
+        self.nonces.sweep(now)

@@ -44,7 +44,7 @@ from cutor_spool.errors import ConfigError, CutorError
 from cutor_spool.layout import INVOCATIONS
 from cutor_spool.runner.invocations.build import build, record_build
 from cutor_spool.runner.invocations.context import Refused, Services
-from cutor_spool.runner.invocations.payment import release
+from cutor_spool.runner.invocations.payment import Housekeeping, release
 from cutor_spool.runner.invocations.run import BuildPending, invoke
 from cutor_spool.runner.invocations.warm import WarmPool
 from cutor_spool.runner.results import Reporter
@@ -108,6 +108,7 @@ class InvocationWorker(QueueWorker[InvocationJob]):
         # -- warm servers (warm.py): a pool of instances, each holding a slot the queues leave free
         spare = self.config.sandbox.slots - self.executor.concurrency - self.concurrency
         self.services.warm = WarmPool(pipeline, capacity=spare)
+        self.maintenance.periodic.append(Housekeeping(self.services.ledger, self.services.nonces))
 
     def _draining(self) -> None:
         if self.services is not None and self.services.warm is not None:  # warm servers: stopped
