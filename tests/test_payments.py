@@ -18,6 +18,7 @@ import pytest
 from conftest import CLI, wait_until, write_config
 from test_gateway import _entries, gateways  # noqa: F401 (gateways: the fixture)
 from test_invoke import built, deploy, invoke, server_key  # noqa: F401 (server_key: the fixture)
+from test_warm import APP, _server
 
 from cutor_spool.deployments import keys
 from cutor_spool.deployments.payers import NonceStore, content_digest, sign_request, signed_path
@@ -225,3 +226,32 @@ def test_the_executors_housekeeping_gives_back_a_dead_holders_funds_and_forgets_
     assert ledger.balance(payer_key.public).available == 1_000_000
     assert [r.kind for r in ledger.history(payer_key.public)] == ["deposit", "hold", "release"]
     assert not [p for p in bucket.rglob("*") if p.is_file()]
+
+
+@pytest.mark.slow
+def test_a_warm_server_request_through_the_gateway_is_charged_like_any_other(
+    spool: Path,
+    tmp_path: Path,
+    server_key: Path,  # noqa: F811
+    executors: Any,
+    gateways: Any,  # noqa: F811
+) -> None:
+    _config(spool)
+    executors(spool, "--server-key", str(server_key))
+    cid = deploy(spool, tmp_path / "warm", _server("paid-warm"), {"app.py": APP})
+    assert built(spool, cid).state == DeploymentState.READY
+    payer_key = keys.SigningKey.generate()
+    _deposit(spool, payer_key.public, "3")
+    gateway = gateways(spool)
+    charges = []
+    for n in (1, 2):  # the cold start, then the warm instance
+        body = f"request {n}".encode()
+        status, answer, data = gateway.request("POST", f"/{cid}/w", body, _signed(payer_key, cid, "/w", body))
+        assert status == 200 and f" {n} POST /w " in data.decode(), data
+        entry = spool / "invocations" / "done" / answer["X-Request-Id"] / "result"
+        warm = json.loads((entry / "warm.json").read_text())
+        paid = _payment(spool, answer["X-Request-Id"])
+        assert paid["payer"] == payer_key.public and paid["charged"] == cost_of(FEE, RATE, warm["wall_time"]), paid
+        charges.append(paid["charged"])
+    assert _available(spool, payer_key.public) == 3_000_000 - sum(charges)
+    _audit_agrees(spool, charges)
