@@ -48,7 +48,6 @@ from cutor_spool.documents.deployment import DeploymentBuild, InvocationRequest,
 from cutor_spool.documents.status import StatusDocument
 from cutor_spool.errors import CutorError
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.ledger import format_amount
 from cutor_spool.watcher.ids import split_active
 from cutor_spool.web_status.charts import unix
 from cutor_spool.web_status.index import STAMP_SETTLE, Index, Section, Signature, directory_stamp, scan
@@ -283,13 +282,9 @@ def _newest(section: Section) -> tuple[Counter[str], dict[str, list[dict[str, An
 
 
 def _shown(summary: dict[str, Any]) -> dict[str, Any]:
-    """An invocation as the page and status.json list it, amounts also in credits."""
-    out = {k: summary[k] for k in ("name", "state", "outcome", "http_status", "finished", "duration", "payer")}
-    for key in ("held", "charged"):
-        out[key] = summary[key]
-        out[f"{key}_credits"] = None if summary[key] is None else format_amount(summary[key])
-    out["released"] = summary["payment"] == "release"
-    return out
+    """An invocation as the page and status.json list it (amounts in micro-credits)."""
+    keys = ("name", "state", "outcome", "http_status", "finished", "duration", "payer", "held", "charged")
+    return {**{k: summary[k] for k in keys}, "released": summary["payment"] == "release"}
 
 
 def view(paths: SpoolPaths, index: Index, shown: int) -> dict[str, Any]:

@@ -311,7 +311,7 @@ def regenerate(
         "spool": gen.common["spool"],
     }
     deployed = deployments.view(paths, index, config.recent)
-    books = ledger.view(ledger.update(paths.root, out, full=full), config.recent).as_dict()
+    books = ledger.view(ledger.update(paths.root, out, full=full), min(config.recent, ledger.CHARGES_SHOWN)).as_dict()
     status = machine_status(header, index, queue, active, workers, recent, builds, deployed)
     status["ledger"] = books
     samples = record_sample(out / SAMPLES_NAME, gen.wall, queue.length, len(active))

@@ -27,7 +27,7 @@ from typing import Any
 
 from cutor_spool.atomic import write_bytes
 from cutor_spool.errors import CutorError
-from cutor_spool.ledger import Ledger, LedgerError, Record, format_amount
+from cutor_spool.ledger import Ledger, LedgerError, Record
 from cutor_spool.ledger.journal import Journal
 from cutor_spool.ledger.state import State
 from cutor_spool.web_status.model import clip
@@ -36,7 +36,8 @@ from cutor_spool.web_status.render import iso_now
 CACHE_NAME = "_ledger.json"
 CACHE_FORMAT = 1
 RECENT = 50  # endings kept per account (the page shows the newest `shown` across accounts)
-LOOKBACK = 1024  # records read before an account's checkpoint, the first time, for its recent endings
+LOOKBACK = 128  # records read before an account's checkpoint, the first time, for its recent endings
+CHARGES_SHOWN = 100  # the newest endings across accounts on the page and in status.json
 REASON_LIMIT = 200
 
 
@@ -123,19 +124,21 @@ def _refresh(ledger: Ledger, name: str, known: Account | None) -> Account:
 
 
 def _read(ledger: Ledger, name: str, known: Account | None) -> Account:
+    if known is not None and known.state is not None:
+        journal = Journal(ledger.root, name)  # its name was checked when it was first read
+        if _nothing_new(journal, known.state):
+            return known
+        state = known.state.copy()
+        fresh = Account(state, deque(known.endings, maxlen=RECENT))
+        try:
+            journal.advance(state, fresh.see, remember=False)
+        except CutorError as exc:
+            return Account(problem=_problem(exc))
+        return fresh
     try:
         journal = ledger.journal(name)
     except LedgerError:
         return Account(problem="not an account's name")
-    if known is not None and known.state is not None:
-        if _nothing_new(journal, known.state):
-            return known
-        state = known.state.copy()
-        try:
-            journal.advance(state, known.see, remember=False)
-        except CutorError as exc:
-            return Account(problem=_problem(exc))
-        return Account(state, known.endings)
     try:
         return _first_read(journal)
     except CutorError as exc:
@@ -156,22 +159,46 @@ class LedgerView:
         return {"accounts": self.accounts, "charges": self.charges, "totals": self.totals}
 
 
+# The accounts as this process last read or wrote them, with the cache file's stamp then: a
+# worker that regenerates the page every few seconds does not parse its own cache again.
+_MEMORY: dict[Path, tuple[tuple[int, int, int], dict[str, Account]]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _known(path: Path) -> dict[str, Account]:
+    remembered = _MEMORY.get(path)
+    if remembered is not None and remembered[0] == _stamp(path):
+        return remembered[1]
+    return _load_cache(path)
+
+
 def update(spool_root: Path, out: Path, *, full: bool = False) -> dict[str, Account]:
     """Every account of `ledger/accounts/`, brought up to date with its journal; the cache saved."""
     ledger = Ledger(spool_root)
     cache_path = out / CACHE_NAME
-    known = {} if full else _load_cache(cache_path)
+    known = {} if full else _known(cache_path)
     names = [n for n in ledger.accounts() if not n.startswith(".")]
     accounts = {name: _refresh(ledger, name, known.get(name)) for name in names}
     if set(accounts) != set(known) or any(accounts[n] is not known.get(n) for n in accounts):
         data = {"format": CACHE_FORMAT, "accounts": {n: a.to_json() for n, a in accounts.items()}}
         write_bytes(cache_path, json.dumps(data, separators=(",", ":")).encode(), fsync=False)
+    stamp = _stamp(cache_path)
+    if stamp is not None:
+        _MEMORY[cache_path] = (stamp, accounts)
     return accounts
 
 
 def view(accounts: dict[str, Account], shown: int) -> LedgerView:
     """The section's rows: every account (by name), the newest `shown` endings across accounts,
-    and totals over the readable accounts. Amounts in units and, for the page, in credits."""
+    and totals over the readable accounts. Amounts in units (micro-credits), as the ledger's
+    `--json`; the page shows them in credits (render.py's `credits`)."""
     rows, endings = [], []
     totals = {"accounts": len(accounts), "unreadable": 0, "deposited": 0, "charged": 0, "held": 0, "available": 0}
     for name in sorted(accounts):
@@ -181,15 +208,12 @@ def view(accounts: dict[str, Account], shown: int) -> LedgerView:
             amounts = account.state.totals().model_dump()
             for key, units in amounts.items():
                 totals[key] += units
-                row[key], row[f"{key}_credits"] = units, format_amount(units)
+                row[key] = units
             row["seq"] = account.state.seq
             endings += [{**e, "account": name} for e in account.endings]
         else:
             totals["unreadable"] += 1
         rows.append(row)
     endings.sort(key=lambda e: (e["time"], e["account"], e["seq"]), reverse=True)
-    charges = [
-        {**e, "at": iso_now(e["time"]), **{f"{k}_credits": format_amount(e[k]) for k in ("charged", "held")}}
-        for e in endings[:shown]
-    ]
+    charges = [{**e, "at": iso_now(e["time"])} for e in endings[:shown]]
     return LedgerView(rows, charges, totals)
