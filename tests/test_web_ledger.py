@@ -81,6 +81,15 @@ def test_the_page_shows_balances_recent_charges_and_who_paid_each_invocation(
         payment={"payer": payer, "held": 2 * CREDIT, "charged": charge.amount, "kind": "settle"},
     )
     finished_invocation(spool, app, "call-free", http=500, wall=1.5, payment=None)
+    # A hold that expired before its settlement: nothing charged, the executor says "release".
+    finished_invocation(
+        spool,
+        app,
+        "call-dead",
+        http=200,
+        wall=0.5,
+        payment={"payer": other, "held": 1 * CREDIT, "charged": 0, "kind": "release"},
+    )
 
     page, status = regenerate(spool)
 
@@ -102,11 +111,13 @@ def test_the_page_shows_balances_recent_charges_and_who_paid_each_invocation(
     assert link.attrs["href"] == "#inv-call-paid"
     assert page.find(by_attr("id", "inv-call-paid")).attrs["data-invocation"] == "call-paid"
     assert page.find(by_attr("data-hold", "call-failed")).find_all(by_tag("a")) == []  # not on the page
+    assert page.find(by_attr("data-hold", "call-dead")).find(by_tag("a")).attrs["href"] == "#inv-call-dead"
 
     # The deployment's invocations: state, HTTP status, run time, payer, charged, held.
     paid, free = cells(page.find(by_attr("id", "inv-call-paid"))), cells(page.find(by_attr("id", "inv-call-free")))
     assert paid[:4] == ["call-paid", "ok", "201", "0.250 s"]
     assert paid[4] == f"{payer[:14]}…{payer[-4:]}" and paid[5:7] == ["1.250000", "2.000000"]
+    assert cells(page.find(by_attr("id", "inv-call-dead")))[5] == "0.000000 released"
     assert free[:4] == ["call-free", "ok", "500", "1.500 s"] and free[4:7] == ["\N{EN DASH}"] * 3
 
     books = status["ledger"]
@@ -122,6 +133,7 @@ def test_the_page_shows_balances_recent_charges_and_who_paid_each_invocation(
     assert {i["name"]: (i["payer"], i["charged"], i["held"]) for i in listed} == {
         "call-paid": (payer, 1_250_000, 2 * CREDIT),
         "call-free": (None, None, None),
+        "call-dead": (other, 0, 1 * CREDIT),
     }
     prom = (spool / "status" / "metrics.prom").read_text()
     assert 'cutor_spool_ledger_accounts{readable="true"} 2' in prom
@@ -186,3 +198,24 @@ def test_a_spool_without_a_ledger_account_says_so(spool: Path) -> None:
     page, status = regenerate(spool)
     assert "The ledger has no account." in page.find(by_attr("data-section", "ledger")).text()
     assert status["ledger"]["accounts"] == [] and status["ledger"]["charges"] == []
+
+
+def test_the_page_reads_only_new_records_until_full(spool: Path) -> None:
+    """A record edited below the head after the page read it is not read again (the page reads
+    what was added, as `ledger balance` does); `--full` reads every account again and says so."""
+    ledger = Ledger(spool)
+    account = keys.SigningKey.generate().public
+    ledger.deposit(account, 2 * CREDIT)
+    ledger.deposit(account, 3 * CREDIT)
+    page, _ = regenerate(spool)
+    assert account_row(page, account)[1:] == ["5.000000", "0.000000", "0.000000", "5.000000", "2"]
+    path = Journal(spool / "ledger", account).path(1)
+    record = json.loads(path.read_text())
+    record["amount"] = 700 * CREDIT
+    path.write_text(json.dumps(record))
+    ledger.deposit(account, 1 * CREDIT)  # this process's journal state is from before the edit
+    page, _ = regenerate(spool)
+    assert account_row(page, account)[1:] == ["6.000000", "0.000000", "0.000000", "6.000000", "3"]
+    page, status = regenerate(spool, "--full")
+    assert "cannot be read" in account_row(page, account)[1]
+    assert status["ledger"]["totals"]["unreadable"] == 1
