@@ -44,6 +44,10 @@ def regenerate(spool: Path, *args: str) -> tuple[Node, dict[str, Any]]:
     return parse(html), json.loads((spool / "status" / "status.json").read_text())
 
 
+def cells_of(tr: Node) -> list[str]:
+    return [" ".join(td.text().split()) for td in tr.find_all(by_tag("td"))]
+
+
 def row(page: Node, cid: str) -> list[str]:
     """The cells of a deployment's row, as text."""
     tr = page.find(by_attr("data-cid", cid))
@@ -85,6 +89,17 @@ def test_the_page_shows_each_deployment_its_build_and_its_last_result_and_no_sec
     assert cells[5] == "ok" and cells[6] == "418"  # the last invocation: a teapot, run to its end
     assert row(page, broken)[3].startswith("failed") and "cc: not found" in row(page, broken)[3]
     assert row(page, idle)[4] == "0" and row(page, idle)[5:] == ["\N{EN DASH}"] * 3
+
+    # Each invocation listed under its deployment, paid by the owner (unsigned) on a free spool:
+    # the executor's result/payment.json, and the owner's account in the Ledger section.
+    short_owner = f"{spec['owner'][:14]}…{spec['owner'][-4:]}"
+    for answer in answers:
+        listed_cells = cells_of(page.find(by_attr("id", f"inv-{answer['status']['id']}")))
+        assert listed_cells[0] == answer["status"]["id"] and listed_cells[1] == "ok"
+        assert listed_cells[2] == str(answer["response"]["status"]) and listed_cells[3].endswith(" s")
+        assert listed_cells[4:7] == [short_owner, "0.000000", "0.000000"]
+    owner_account = cells_of(page.find(by_attr("data-account", spec["owner"])))
+    assert owner_account[1:] == ["0.000000", "0.000000", "0.000000", "0.000000", "6"]  # 3 holds of 0, 3 settlements
 
     listed = {d["cid"]: d for d in status["deployments"]}
     assert list(listed) == sorted(listed, key=lambda c: (listed[c]["created"], c), reverse=True)

@@ -3,9 +3,11 @@
 
 What it reads, and how often:
 
-- `invocations/done/<id>/`: `request.json` (kind, deployment), `result/status.json` and the HTTP
-  status of `result/response.json`, once per entry, kept in the index's `invocations` section
-  (`index.py`) and read again only when an entry is new or changed, as `done/` is.
+- `invocations/done/<id>/`: `request.json` (kind, deployment), `result/status.json` (state, the
+  run stage's wall time), the HTTP status of `result/response.json` and who paid and what was held
+  and charged (`result/payment.json`, runner/invocations/payment.py), once per entry, kept in the
+  index's `invocations` section (`index.py`) and read again only when an entry is new or changed,
+  as `done/` is.
 - `deployments/<cid>/`: its `build.json` and its spec, the blob `cas/<shard>/<cid>`, read through
   the store (`Store.get` checks the bytes against the CID) and verified as an executor verifies it
   (`load_deployment`: the owner's signature, the terms). Kept in the index's `deployments` section
@@ -22,6 +24,7 @@ states, HTTP status codes, times and the spec's public fields.
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -49,12 +52,15 @@ from cutor_spool.watcher.ids import split_active
 from cutor_spool.web_status.charts import unix
 from cutor_spool.web_status.index import STAMP_SETTLE, Index, Section, Signature, directory_stamp, scan
 from cutor_spool.web_status.model import clip
-from cutor_spool.web_status.reading import STATUS_LIMIT, open_dir, open_subdir, read_document
+from cutor_spool.web_status.reading import STATUS_LIMIT, open_dir, open_subdir, read_document, read_json
 
 REQUEST_LIMIT = 1 << 20  # as the executor's: headers are capped at 64 KiB, the body is a file of its own
 RECORD_LIMIT = 1 << 20
 RESPONSE_LIMIT = 64 << 20  # the program's output, read once per invocation for its status code
 RESPONSE = "response.json"
+PAYMENT = "payment.json"  # runner/invocations/payment.py's PAYMENT (the runner is below: not imported)
+PAYMENT_LIMIT = 64 << 10
+INVOCATIONS_SHOWN = 20  # each deployment's newest invocations listed on the front page
 REASON_LIMIT = 400
 
 # What the page says instead of a spec that does not load (load_deployment's refusals).
@@ -90,6 +96,7 @@ def invocation_summary(entry: Path) -> dict[str, Any]:
         with open_subdir(entry_fd, "result") as result_fd:
             status = read_document(result_fd, "status.json", STATUS_LIMIT, StatusDocument)
             response = read_document(result_fd, RESPONSE, RESPONSE_LIMIT, Response)
+            payment = read_json(result_fd, PAYMENT, PAYMENT_LIMIT)
     found = status if isinstance(status, StatusDocument) else None
     finished = clip(found.states.get(found.state.value) or found.updated_at, 40) if found else None
     return {
@@ -101,6 +108,31 @@ def invocation_summary(entry: Path) -> dict[str, Any]:
         "http_status": response.status if isinstance(response, Response) else None,
         "finished": finished,
         "finished_unix": unix(finished),
+        "duration": _duration(found),
+        **_payment(payment),
+    }
+
+
+def _duration(status: StatusDocument | None) -> float | None:
+    """The run stage's wall time: what an invocation is charged for."""
+    stage = status.stages.get("run") if status is not None else None
+    return stage.wall_time if stage is not None else None
+
+
+def _units(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _payment(payment: object) -> dict[str, Any]:
+    """result/payment.json's {"payer", "held", "charged", "kind"}; Nones when there is none."""
+    if not isinstance(payment, dict):
+        return {"payer": None, "held": None, "charged": None, "payment": None}
+    payer, kind = payment.get("payer"), payment.get("kind")
+    return {
+        "payer": clip(payer, 100) if isinstance(payer, str) else None,
+        "held": _units(payment.get("held")),
+        "charged": _units(payment.get("charged")),
+        "payment": kind if kind in ("settle", "release") else None,
     }
 
 
@@ -225,13 +257,14 @@ def _present(*directories: Path) -> set[tuple[str, int]]:
     return present
 
 
-def _last_results(section: Section) -> tuple[Counter[str], dict[str, dict[str, Any]], Counter[str]]:
-    """Per deployment: finished invocations, the last one's summary; and invocations by state.
-    Reads the rows' columns in place (no dict per row: a spool may keep many invocations)."""
+def _newest(section: Section) -> tuple[Counter[str], dict[str, list[dict[str, Any]]], Counter[str]]:
+    """Per deployment: finished invocations, the newest INVOCATIONS_SHOWN summaries (newest
+    first); and invocations by state. Reads the rows' columns in place (no dict per row but those
+    shown: a spool may keep many invocations)."""
     kind, deployment, state, finished = (section.keys.index(k) for k in ("kind", "deployment", "state", "finished"))
     counts: Counter[str] = Counter()
     by_state: Counter[str] = Counter()
-    latest: dict[str, tuple[str, str]] = {}
+    names: dict[str, list[tuple[str, str]]] = {}
     for name, row in section.rows.items():
         if row[kind] != RequestKind.INVOKE.value:
             continue
@@ -240,10 +273,18 @@ def _last_results(section: Section) -> tuple[Counter[str], dict[str, dict[str, A
         if cid is None:
             continue
         counts[cid] += 1
-        when = (row[finished] or "", name)
-        if cid not in latest or when > latest[cid]:
-            latest[cid] = when
-    return counts, {cid: section.summary(name) for cid, (_, name) in latest.items()}, by_state
+        names.setdefault(cid, []).append((row[finished] or "", name))
+    newest = {
+        cid: [_shown(section.summary(name)) for _, name in heapq.nlargest(INVOCATIONS_SHOWN, found)]
+        for cid, found in names.items()
+    }
+    return counts, newest, by_state
+
+
+def _shown(summary: dict[str, Any]) -> dict[str, Any]:
+    """An invocation as the page and status.json list it (amounts in micro-credits)."""
+    keys = ("name", "state", "outcome", "http_status", "finished", "duration", "payer", "held", "charged")
+    return {**{k: summary[k] for k in keys}, "released": summary["payment"] == "release"}
 
 
 def view(paths: SpoolPaths, index: Index, shown: int) -> dict[str, Any]:
@@ -252,12 +293,13 @@ def view(paths: SpoolPaths, index: Index, shown: int) -> dict[str, Any]:
     queued = Counter(_waiting(paths.invocations.incoming, active=False))
     running = Counter(_waiting(paths.invocations.active, active=True))
     _forget_waiting(_present(paths.invocations.incoming, paths.invocations.active))
-    counts, last, by_state = _last_results(index.invocations)
+    counts, newest, by_state = _newest(index.invocations)
     ordered = sorted(index.deployments.summaries(), key=lambda d: (d["created"] or "", d["cid"]), reverse=True)
     rows = []
     for d in ordered[:shown]:
         cid = d["cid"]
-        previous = last.get(cid)
+        listed = newest.get(cid, [])
+        previous = listed[0] if listed else None
         rows.append(
             {
                 **d,
@@ -267,6 +309,7 @@ def view(paths: SpoolPaths, index: Index, shown: int) -> dict[str, Any]:
                 "last": None
                 if previous is None
                 else {k: previous[k] for k in ("name", "state", "outcome", "http_status", "finished")},
+                "recent": listed,
             }
         )
     return {

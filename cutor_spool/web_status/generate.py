@@ -1,7 +1,7 @@
 """Regenerating `status/` from the spool: one call, safe to run from any number of workers at once.
 
     status/index.html            counts, workers, running, queue, recent results, environments,
-                                 deployments (deployments.py)
+                                 deployments (deployments.py), the ledger (ledger.py)
     status/s/<name>.html         one page per finished submission (rendered once, when it lands)
     status/live/<id>.html        one page per running submission, refreshing itself; once it has
                                  finished, a redirect to its s/ page for a while, then removed
@@ -11,6 +11,7 @@
     status/status.json           the same figures for machines
     status/metrics.prom          the counts for Prometheus (node_exporter's textfile collector)
     status/_index.json           the incremental index (see index.py)
+    status/_ledger.json          what the page read of each account's journal (ledger.py)
     status/_samples.json         queue depth samples for the front page's charts (charts.py)
     status/static/               stylesheet, script, uPlot (the charts)
 
@@ -36,7 +37,7 @@ from cutor_spool.atomic import TEMPORARY_PREFIX, write_bytes
 from cutor_spool.config import StatusPageConfig
 from cutor_spool.errors import SpoolIOError
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.web_status import deployments, live
+from cutor_spool.web_status import deployments, ledger, live
 from cutor_spool.web_status.charts import SAMPLES_NAME, record_sample, series
 from cutor_spool.web_status.index import (
     INDEX_NAME,
@@ -310,7 +311,9 @@ def regenerate(
         "spool": gen.common["spool"],
     }
     deployed = deployments.view(paths, index, config.recent)
+    books = ledger.view(ledger.update(paths.root, out, full=full), min(config.recent, ledger.CHARGES_SHOWN)).as_dict()
     status = machine_status(header, index, queue, active, workers, recent, builds, deployed)
+    status["ledger"] = books
     samples = record_sample(out / SAMPLES_NAME, gen.wall, queue.length, len(active))
     charts = series(index.done.column("finished_unix"), index.done.column("latency"), samples, gen.wall)
     page = render(
@@ -330,6 +333,8 @@ def regenerate(
         page_size=PAGE_SIZE,
         builds=builds,
         deployed=deployed,
+        books=books,
+        invocation_ids={i["name"] for d in deployed["deployments"] for i in d["recent"]},
         charts=charts,
         result_files=[f"history/{h['number']}.js?v={h['version']}" for h in history],
         row_keys=list(ROW_KEYS),

@@ -44,7 +44,10 @@ INDEX_NAME = "_index.json"
 FORMAT = 4
 
 # One finished entry of invocations/done/ (deployments.invocation_summary): never its body or response.
-INVOCATION_KEYS = ("name", "kind", "deployment", "state", "outcome", "http_status", "finished", "finished_unix")
+INVOCATION_KEYS = (
+    *("name", "kind", "deployment", "state", "outcome", "http_status", "finished", "finished_unix", "duration"),
+    *("payer", "held", "charged", "payment"),  # result/payment.json: who paid, what was held and charged
+)
 # One deployment of deployments/ (deployments.deployment_summary): its spec's public fields, its build.
 DEPLOYMENT_KEYS = ("cid", "owner", "created", "problem", "build_state", "build_reason", "build_at")
 # Names that may become page file names: ids, and the distinct names of duplicates (`<id>.duplicate-…`).

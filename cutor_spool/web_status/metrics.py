@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from cutor_spool.ledger.models import UNITS_PER_CREDIT
 from cutor_spool.web_status import live
 from cutor_spool.web_status.index import Index
 
@@ -174,6 +175,26 @@ def _deployments(out: Exposition, deployed: dict[str, Any]) -> None:
     )
 
 
+def _ledger(out: Exposition, totals: dict[str, int]) -> None:
+    """Totals over the ledger's accounts (ledger.view): never a series per account, whose number
+    has no bound."""
+    out.family(
+        "cutor_spool_ledger_accounts",
+        "gauge",
+        "Accounts in ledger/accounts/, by whether the page could read their journal.",
+        [
+            ({"readable": "true"}, totals["accounts"] - totals["unreadable"]),
+            ({"readable": "false"}, totals["unreadable"]),
+        ],
+    )
+    out.family(
+        "cutor_spool_ledger_credits",
+        "gauge",
+        "Sums over the readable accounts, in credits: deposited, charged, held by live holds, available.",
+        (({"total": k}, totals[k] / UNITS_PER_CREDIT) for k in ("deposited", "charged", "held", "available")),
+    )
+
+
 def prometheus(status: dict[str, Any]) -> str:
     counts = status["counts"]
     by_state: dict[str, int] = counts["by_state"]
@@ -250,6 +271,7 @@ def prometheus(status: dict[str, Any]) -> str:
         [({}, sum(e["size"] or 0 for e in builds["environments"]))],
     )
     _deployments(out, status["deployment_counts"])
+    _ledger(out, status["ledger"]["totals"])
     out.family(
         "cutor_spool_status_generated_timestamp_seconds",
         "gauge",

@@ -20,6 +20,7 @@ import jinja2
 
 from cutor_spool import __version__
 from cutor_spool.atomic import write_bytes
+from cutor_spool.ledger import format_amount
 from cutor_spool.web_status.index import FORMAT
 from cutor_spool.web_status.model import GOOD_OUTCOMES
 
@@ -75,6 +76,11 @@ def visible(value: Any) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", out)
 
 
+def credits(value: int | None) -> str:
+    """Micro-credits as credits with six decimals (the ledger's `format_amount`)."""
+    return MISSING if value is None else format_amount(value)
+
+
 def score(value: float | None) -> str:
     return MISSING if value is None else f"{value:g}"
 
@@ -107,7 +113,8 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        {"seconds": seconds, "size": size, "age": age, "clock": clock, "visible": visible, "score": score, "tone": tone}
+        {"seconds": seconds, "size": size, "age": age, "clock": clock, "visible": visible, "score": score}
+        | {"tone": tone, "credits": credits}
     )
     return env
 

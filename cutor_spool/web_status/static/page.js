@@ -4,7 +4,9 @@
 //   rendered once, does not warn while workers keep the site fresh);
 // - the refresh of pages that follow the spool, paused while a search is open;
 // - on the front page: search and filters over every result (history/<n>.js), kept in the URL's
-//   hash so that a search can be shared, and the charts (uPlot, static/uPlot.iife.min.js).
+//   hash so that a search can be shared, and the charts (uPlot, static/uPlot.iife.min.js);
+//   a hash without "=" is an element's id (a charge's link to its invocation): its row is shown,
+//   its <details> opened, and the search left alone.
 // Without JavaScript every page still works: plain tables and a <meta> refresh.
 // Nothing from the spool is ever parsed as HTML here: text goes in with textContent.
 (function () {
@@ -222,6 +224,15 @@
       el.value = value;
     }
   }
+  function searchHash() {
+    return location.hash.replace(/^#/, "").indexOf("=") >= 0 || location.hash.length <= 1;
+  }
+  function showTarget() {
+    var target = document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    if (!target) return;
+    for (var p = target.parentElement; p; p = p.parentElement) if (p.tagName === "DETAILS") p.open = true;
+    target.scrollIntoView({ block: "center" });
+  }
   function fromHash() {
     var params = new URLSearchParams(location.hash.replace(/^#/, ""));
     var f = {};
@@ -299,9 +310,11 @@
       applySearch();
     });
     window.addEventListener("hashchange", function () {
+      if (!searchHash()) return showTarget();
       writeForm(fromHash());
       applySearch();
     });
+    if (!searchHash()) return showTarget();
     writeForm(fromHash());
     applySearch();
   }
