@@ -368,3 +368,11 @@ class BwrapStage:
 
     def kill(self) -> None:
         self.watch.killed.set()
+
+    def cpu_seconds(self) -> float | None:
+        if self._output is not None or self._error is not None:
+            return None
+        try:
+            return self.cgroup.cpu_seconds()
+        except (OSError, ValueError):  # removed as the stage ended
+            return None

@@ -30,6 +30,11 @@ class StageProcess(Protocol):
         """Stops it now (its output then says it was stopped); `wait` still gives its output."""
         ...
 
+    def cpu_seconds(self) -> float | None:
+        """The CPU time its processes have used so far, None once it has ended (for an idleness
+        limit: two stages waiting on each other use none)."""
+        ...
+
 
 class Sandbox(Protocol):
     """A submission's sandbox: one slot (uid and work area), any number of stages, one at a time."""

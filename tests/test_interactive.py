@@ -1,0 +1,158 @@
+"""Interactive problems (`grader: interactive`), through a real executor and bubblewrap: the
+example's guessing game (examples/interactive, as a user drops it) and submissions that play it
+well, badly, too long, not at all, or against a broken interactor; a hostile player. All are
+dropped at once and judged by one executor; each test then reads the verdicts a user would."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CLI, ExecutorProcess, drop, make_submission, result, stage, wait_done, write_config
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "interactive"
+INTERACTOR = (EXAMPLE / "interactor.py").read_text()
+CHECKER = {"type": "program", "files": ["interactor.py"], "run": 'python3 interactor.py "$@"'}
+
+
+def game(run: str, tests: list[dict[str, Any]], **more: Any) -> dict[str, Any]:
+    return {"grader": "interactive", "run": run, "checker": CHECKER, "tests": tests, **more}
+
+
+# A player that reads /run/cutor and /work for the secret, kills every process it can see, then
+# floods its stdout with queries and never reads: were the interactor's input or process within
+# reach, it would answer right (accepted); contained, it is judged on its queries.
+HOSTILE = r"""
+import os, signal, sys
+secret = None
+for path in ("/run/cutor/input", "/run/cutor/expected", "/work/transcript", "/work/interactor.py"):
+    try:
+        secret = open(path).read().split()[1]
+    except (OSError, IndexError):
+        pass
+for top in ("/work", "/run", "/tmp", "/dev/shm"):
+    for root, dirs, files in os.walk(top):
+        if "interactor.py" in files or "input" in files:
+            try:
+                secret = open(os.path.join(root, "input")).read().split()[1]
+            except (OSError, IndexError):
+                pass
+for pid in [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+try:
+    os.kill(-1, signal.SIGKILL)
+except OSError:
+    pass
+if secret is not None:
+    print("!", secret, flush=True)
+    sys.exit(0)
+while True:
+    sys.stdout.write("? 1\n" * 4096)
+"""
+
+CASES: dict[str, tuple[dict[str, Any], dict[str, str | bytes]]] = {
+    "wrong": (game("read n; echo '! 1'", [{"name": "t", "input": "10 7 4"}]), {}),
+    "out-of-queries": (
+        game("read n; i=1; while :; do echo \"? $i\"; read r; i=$((i+1)); done", [{"name": "t", "input": "10 7 3"}]),
+        {},
+    ),
+    "spins": (
+        game("read n; while :; do :; done", [{"name": "t", "input": "10 7 4", "limits": {"cpu_time": "500ms"}}]),
+        {},
+    ),
+    "deadlock": (game("read n; read never", [{"name": "t", "input": "10 7 4"}]), {}),
+    "closes-stdin": (game("exec <&-; sleep 0.2; echo '! 3'", [{"name": "t", "input": "10 7 4"}]), {}),
+    "interactor-crashes": (
+        {**game("read n; echo '! 7'", [{"name": "t", "input": "10 7 4"}]), "checker": {
+            "type": "program", "files": ["crash.sh"], "run": "sh crash.sh"}},
+        {"crash.sh": "echo 10; read answer; echo 'about to crash' >&2; kill -SEGV $$\n"},
+    ),  # fmt: skip
+    "hostile": (game("python3 hostile.py", [{"name": "t", "input": "10 7 3"}]), {"hostile.py": HOSTILE}),
+}
+
+
+@pytest.fixture(scope="module")
+def spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    base = tmp_path_factory.mktemp("interactive")
+    spool = base / "spool"
+    subprocess.run([*CLI, "--spool", str(spool), "init"], check=True, capture_output=True)
+    write_config(spool)
+    executor = ExecutorProcess(spool, ["executor", "--concurrency", "2"], base / "executor.log")
+    shutil.copytree(EXAMPLE, base / "example")
+    drop(spool, base / "example", "example")
+    for name, (yaml_doc, files) in CASES.items():
+        drop(spool, make_submission(base, name, yaml_doc, {"interactor.py": INTERACTOR, **files}), name)
+    try:
+        wait_done(spool, ["example", *CASES], timeout=300)
+    except AssertionError:
+        raise AssertionError(f"executor log:\n{executor.output()[-4000:]}") from None
+    finally:
+        executor.stop()
+    yield spool
+
+
+def verdict_of(spool: Path, entry: str) -> tuple[str, str, dict[str, Any]]:
+    test = stage(spool, entry, "tests/t")
+    return test["verdict"], test["feedback"], test
+
+
+def test_the_example_is_accepted_with_the_dialogue_in_its_transcript(spool: Path) -> None:
+    status = result(spool, "example")
+    assert (status["state"], status["outcome"]) == ("done", "accepted"), status
+    assert status["tests"] == {"small": "accepted", "edge": "accepted", "large": "accepted"}
+    small = stage(spool, "example", "tests/small")
+    assert small["transcript"] == "> 10\n< ? 5\n> >\n< ? 8\n> <\n< ? 6\n> >\n< ! 7\n= found 7 in 3 queries\n"
+    assert small["feedback"] == "found 7 in 3 queries"
+    assert small["interactor"]["status"] == "ok" and small["status"] == "ok"
+
+
+def test_a_wrong_answer_is_the_interactors_verdict(spool: Path) -> None:
+    assert verdict_of(spool, "wrong")[:2] == ("wrong_answer", "answered 1, the number was 7")
+    assert result(spool, "wrong")["outcome"] == "rejected"
+
+
+def test_too_many_queries_are_wrong(spool: Path) -> None:
+    verdict, feedback, test = verdict_of(spool, "out-of-queries")
+    assert (verdict, feedback) == ("wrong_answer", "more than 3 queries")
+    assert test["transcript"].endswith("< ? 4\n= more than 3 queries\n")
+
+
+def test_a_time_limit_while_the_interactor_waits_is_a_time_limit(spool: Path) -> None:
+    verdict, feedback, test = verdict_of(spool, "spins")
+    assert verdict == "time_limit", feedback
+    assert test["status"] == "time_limit"
+    # the interactor saw the end of its input and said so; the submission's own end wins
+    assert test["interactor"]["exit_code"] == 1
+
+
+def test_both_sides_waiting_on_each_other_is_an_idleness_limit(spool: Path) -> None:
+    verdict, feedback, test = verdict_of(spool, "deadlock")
+    assert verdict == "idleness_limit", feedback
+    assert test["wall_time"] < 10
+    assert result(spool, "deadlock")["state"] == "done"
+
+
+def test_a_submission_that_closes_its_stdin_early_is_wrong(spool: Path) -> None:
+    verdict, feedback, _ = verdict_of(spool, "closes-stdin")
+    assert verdict == "wrong_answer", feedback
+    assert feedback in ("answered 3, the number was 7", "the program stopped reading before the game was over")
+
+
+def test_an_interactor_that_crashes_is_the_judges_failure(spool: Path) -> None:
+    status = result(spool, "interactor-crashes")
+    assert status["state"] == "error" and status["outcome"] is None, status
+    assert "the interactor was killed by SIGSEGV: about to crash" in status["reason"]
+    assert stage(spool, "interactor-crashes", "tests/t")["verdict"] == "internal_error"
+
+
+def test_a_hostile_player_is_contained_and_judged(spool: Path) -> None:
+    verdict, feedback, test = verdict_of(spool, "hostile")
+    assert (verdict, feedback) == ("wrong_answer", "more than 3 queries"), test
+    assert (test["interactor"]["exit_code"], test["interactor"]["signal"]) == (1, None)  # its own WA, not killed
