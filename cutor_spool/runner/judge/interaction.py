@@ -64,19 +64,33 @@ def converse(
     finally:  # the two sandboxes hold them now: an end that exits gives the other its EOF
         os.close(interactor.stdin)
         os.close(interactor.stdout)
-    idle = watch_idleness((submission, interactor), idleness)
-    return submission.wait(), interactor.wait(), idle
+    ended = threading.Event()
+    outputs: list[StageOutput | BaseException] = []
+
+    def wait_both() -> None:
+        try:
+            outputs.extend((submission.wait(), interactor.wait()))
+        except BaseException as exc:  # handed to the caller
+            outputs.append(exc)
+        ended.set()
+
+    threading.Thread(target=wait_both, name="dialogue-wait", daemon=True).start()
+    idle = watch_idleness((submission, interactor), idleness, ended)
+    ended.wait()
+    if isinstance(outputs[-1], BaseException):
+        raise outputs[-1]
+    sub, inter = outputs
+    assert isinstance(sub, StageOutput) and isinstance(inter, StageOutput)
+    return sub, inter, idle
 
 
-def watch_idleness(stages: tuple[StageProcess, ...], idleness: float) -> bool:
-    """Samples the stages' CPU every PERIOD until all have ended; kills them all and returns True
-    when none used any for `idleness` seconds (a deadlock: each waits for the other)."""
+def watch_idleness(stages: tuple[StageProcess, ...], idleness: float, ended: threading.Event) -> bool:
+    """Samples the stages' CPU every PERIOD until `ended`; kills them all and returns True when
+    none used any for `idleness` seconds (a deadlock: each waits for the other)."""
     last: tuple[float | None, ...] = ()
     since = time.monotonic()
-    while True:
+    while not ended.wait(PERIOD):
         cpus = tuple(stage.cpu_seconds() for stage in stages)
-        if all(cpu is None for cpu in cpus):
-            return False
         now = time.monotonic()
         if cpus != last:
             last, since = cpus, now
@@ -84,7 +98,7 @@ def watch_idleness(stages: tuple[StageProcess, ...], idleness: float) -> bool:
             for stage in stages:
                 stage.kill()
             return True
-        time.sleep(PERIOD)
+    return False
 
 
 def read_transcript(aux: Path) -> tuple[bytes, bool]:
