@@ -187,7 +187,12 @@ class BwrapSandbox:
         return stage.supervise()
 
     def spawn(
-        self, spec: StageSpec, cancel: threading.Event | None = None, *, stdin: int | None = None, stdout: int = PIPE
+        self,
+        spec: StageSpec,
+        cancel: threading.Event | None = None,
+        *,
+        stdin: int | None = None,
+        stdout: int | None = PIPE,
     ) -> BwrapStage:
         """See `Sandbox.spawn`. A failure to start is the system's: SandboxError."""
         try:

@@ -47,7 +47,12 @@ class Sandbox(Protocol):
     def run(self, spec: StageSpec, cancel: threading.Event | None = None) -> StageOutput: ...
 
     def spawn(
-        self, spec: StageSpec, cancel: threading.Event | None = None, *, stdin: int | None = None, stdout: int = PIPE
+        self,
+        spec: StageSpec,
+        cancel: threading.Event | None = None,
+        *,
+        stdin: int | None = None,
+        stdout: int | None = PIPE,
     ) -> StageProcess:
         """Starts a stage and returns at once, so that stages of two sandboxes can be wired
         together (an interactive problem: a solution and its interactor). `stdin`: None reads

@@ -23,6 +23,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +43,16 @@ OWN_END = (StageStatus.TIME_LIMIT, StageStatus.WALL_TIME_LIMIT, StageStatus.MEMO
 
 @dataclass(frozen=True)
 class Dialogue:
-    submission: StageOutput
-    interactor: StageOutput
+    submissions: tuple[StageOutput, ...]  # one, or a communication task's processes in order
+    interactor: StageOutput  # or a communication task's manager
     idle: bool  # stopped by the idleness watch
     transcript: bytes = b""
     transcript_truncated: bool = False
+    stopped: frozenset[int] = frozenset()  # processes stopped because the manager had ended
+
+    @property
+    def submission(self) -> StageOutput:
+        return self.submissions[0]
 
 
 def converse(
@@ -64,24 +70,30 @@ def converse(
     finally:  # the two sandboxes hold them now: an end that exits gives the other its EOF
         os.close(interactor.stdin)
         os.close(interactor.stdout)
+    outputs, idle = supervise_all((submission, interactor), idleness)
+    return outputs[0], outputs[1], idle
+
+
+def supervise_all(stages: tuple[StageProcess, ...], idleness: float) -> tuple[list[StageOutput], bool]:
+    """Waits for every stage (in a thread) while watching their idleness: their outputs, in order,
+    and whether the watch stopped them. A system failure of any is raised here."""
     ended = threading.Event()
     outputs: list[StageOutput | BaseException] = []
 
-    def wait_both() -> None:
+    def wait_all() -> None:
         try:
-            outputs.extend((submission.wait(), interactor.wait()))
+            outputs.extend(stage.wait() for stage in stages)
         except BaseException as exc:  # handed to the caller
             outputs.append(exc)
         ended.set()
 
-    threading.Thread(target=wait_both, name="dialogue-wait", daemon=True).start()
-    idle = watch_idleness((submission, interactor), idleness, ended)
+    threading.Thread(target=wait_all, name="dialogue-wait", daemon=True).start()
+    idle = watch_idleness(stages, idleness, ended)
     ended.wait()
-    if isinstance(outputs[-1], BaseException):
-        raise outputs[-1]
-    sub, inter = outputs
-    assert isinstance(sub, StageOutput) and isinstance(inter, StageOutput)
-    return sub, inter, idle
+    done = [out for out in outputs if isinstance(out, StageOutput)]
+    if len(done) != len(stages):
+        raise next(out for out in outputs if isinstance(out, BaseException))
+    return done, idle
 
 
 def watch_idleness(stages: tuple[StageProcess, ...], idleness: float, ended: threading.Event) -> bool:
@@ -152,22 +164,26 @@ def interpret(output: StageOutput) -> CheckResult:
     return CheckResult.failed(f"the interactor failed (exit status {code}){suffix}")
 
 
-def verdict(dialogue: Dialogue, idleness: float) -> CheckResult:
+def verdict(
+    dialogue: Dialogue, idleness: float, judge: Callable[[StageOutput], CheckResult] = interpret
+) -> CheckResult:
     """The test's verdict. The submission's own end comes first: idle, out of time, memory or
     output is that, whatever the interactor said; then a failed interactor (the judge's fault);
     then the interactor's wrong answer (a submission killed by a closed pipe after a wrong answer
     is wrong); then a submission that crashed although the interactor accepted; then the
     interactor's accepted or points."""
-    sub = dialogue.submission
     if dialogue.idle:
         return CheckResult(
             Verdict.IDLENESS_LIMIT, 0.0, f"idleness limit: neither side used CPU for {idleness:g}s, each waiting"
         )
-    if sub.status == StageStatus.INTERNAL_ERROR:
-        raise SandboxError(f"the submission's stage failed: {sub.message or 'internal error'}")
-    if sub.status in OWN_END:
-        return CheckResult(STAGE_VERDICT[sub.status], 0.0, stage_feedback(sub))
-    check = interpret(dialogue.interactor)
-    if check.verdict not in (Verdict.ACCEPTED, Verdict.PARTIAL) or sub.ok:
+    for i, sub in enumerate(dialogue.submissions):
+        if sub.status == StageStatus.INTERNAL_ERROR and i not in dialogue.stopped:
+            raise SandboxError(f"the submission's stage failed: {sub.message or 'internal error'}")
+    for sub in dialogue.submissions:
+        if sub.status in OWN_END:
+            return CheckResult(STAGE_VERDICT[sub.status], 0.0, stage_feedback(sub))
+    check = judge(dialogue.interactor)
+    failed = [sub for sub in dialogue.submissions if not sub.ok and sub.status in STAGE_VERDICT]
+    if check.verdict not in (Verdict.ACCEPTED, Verdict.PARTIAL) or not failed:
         return check
-    return CheckResult(STAGE_VERDICT[sub.status], 0.0, stage_feedback(sub))
+    return CheckResult(STAGE_VERDICT[failed[0].status], 0.0, stage_feedback(failed[0]))

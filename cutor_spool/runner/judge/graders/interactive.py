@@ -12,7 +12,8 @@ transcript in tests/<name>.json.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from cutor_spool.config import StageKind
 from cutor_spool.errors import SandboxError
@@ -31,12 +32,14 @@ from cutor_spool.runner.judge.interaction import (
     Dialogue,
     clear_transcript,
     converse,
+    interpret,
     read_transcript,
     verdict,
 )
 from cutor_spool.runner.judge.report import JudgeReport
-from cutor_spool.runner.judge.verdicts import Case, CaseResult, Verdict, stage_feedback
+from cutor_spool.runner.judge.verdicts import Case, CaseResult, CheckResult, Verdict, stage_feedback
 from cutor_spool.runner.sandbox import Sandbox
+from cutor_spool.runner.stage import StageOutput, StageSpec
 from cutor_spool.runner.stagerunner import StageRunner
 from cutor_spool.runner.tree import Problem
 from cutor_spool.submission import CheckerKind
@@ -61,14 +64,17 @@ class InteractiveGrader(BatchGrader):
         report = JudgeReport(context.reporter, context.plan)
         with context.helper_sandbox(f"{context.reporter.claim.entry_id}/interactor") as box:
             helper = StageRunner(context.plan, box, context.reporter, context.cancel, context.runner.env)
-            for event in dialogues(context.runner, helper, TestData(context.plan, context.entry)):
+            for event in dialogues(context.runner, helper, TestData(context.plan, context.entry), one_test):
                 report.consume(event)
         report.finish()
 
 
-def dialogues(runner: StageRunner, helper: StageRunner, data: TestData) -> Iterator[Event]:
-    """As grading.grade, each test a dialogue: compile the interactor once, then the tests in order
-    (subtask skips and short_circuit as for `batch`)."""
+TestRun = Callable[[StageRunner, StageRunner, TestData, Case], CaseResult]
+
+
+def dialogues(runner: StageRunner, helper: StageRunner, data: TestData, run_test: TestRun) -> Iterator[Event]:
+    """As grading.grade, each test a dialogue (`run_test`): compile the interactor (or manager) in
+    `helper`'s sandbox once, then the tests in order (subtask skips, short_circuit as `batch`)."""
     compiled = ProgramChecker(helper, data.entry).prepare()
     unusable = None
     if compiled is not None:
@@ -85,44 +91,59 @@ def dialogues(runner: StageRunner, helper: StageRunner, data: TestData) -> Itera
             result = CaseResult(case, verdict_, 0.0, unusable or skipped or "")
         else:
             yield TestStarted(case, len(cases))
-            result = one_test(runner, helper, data, case)
+            result = run_test(runner, helper, data, case)
         batches.record(result)
         yield TestJudged(result)
         if sub.short_circuit and not result.passed and stopped is None:
             stopped = f"not run: test {case.name} was not accepted ({result.verdict}) and short_circuit is on"
 
 
-def one_test(runner: StageRunner, helper: StageRunner, data: TestData, case: Case) -> CaseResult:
-    plan = runner.plan
-    assert plan.run is not None and plan.checker_run is not None
-    command, files = runner.script_command(plan.run, tuple(plan.submission.args))
-    submission = runner.spec(f"tests/{case.name}", command, case.limits, files=files)
-    checker = plan.limits[StageKind.CHECKER]  # the interactor waits as long as the submission may run
+def helper_spec(helper: StageRunner, data: TestData, case: Case, args: tuple[str, ...], **env: str) -> StageSpec:
+    """The interactor's (or manager's) stage for a test: in `helper`'s checker directory, the test's
+    data in its /run/cutor, limits.checker with the wall time at least the test's plus 1 s."""
+    plan = helper.plan
+    assert plan.checker_run is not None
+    checker = plan.limits[StageKind.CHECKER]
     limits = dataclasses.replace(checker, wall_time=max(checker.wall_time, case.limits.wall_time + 1.0))
-    command, files = helper.script_command(plan.checker_run, (INPUT, TRANSCRIPT, EXPECTED))
-    interactor = helper.spec(
+    command, files = helper.script_command(plan.checker_run, args)
+    return helper.spec(
         f"tests/{case.name}/interactor",
         command,
         limits,
         files={**files, "input": data.input(case), "expected": data.expected(case) or b""},
         workdir="aux",
-        env={"CUTOR_INPUT": INPUT, "CUTOR_EXPECTED": EXPECTED, "CUTOR_TRANSCRIPT": TRANSCRIPT, "CUTOR_TEST": case.name},
+        env={"CUTOR_INPUT": INPUT, "CUTOR_EXPECTED": EXPECTED, "CUTOR_TEST": case.name, **env},
         network=False,
     )
+
+
+def case_result(
+    case: Case, dialogue: Dialogue, judge: Callable[[StageOutput], CheckResult] = interpret, **more: Any
+) -> CaseResult:
+    """The test's result: its verdict, and the interactor's run and transcript for tests/<name>.json."""
+    check = verdict(dialogue, IDLENESS, judge)
+    details = {
+        "interactor": dialogue.interactor.document(),
+        "transcript": dialogue.transcript.decode("utf-8", "replace"),
+        "transcript_truncated": dialogue.transcript_truncated,
+        **more,
+    }
+    return CaseResult(case, check.verdict, check.fraction, check.message, dialogue.submission, None, details)
+
+
+def one_test(runner: StageRunner, helper: StageRunner, data: TestData, case: Case) -> CaseResult:
+    plan = runner.plan
+    assert plan.run is not None
+    command, files = runner.script_command(plan.run, tuple(plan.submission.args))
+    submission = runner.spec(f"tests/{case.name}", command, case.limits, files=files)
+    interactor = helper_spec(helper, data, case, (INPUT, TRANSCRIPT, EXPECTED), CUTOR_TRANSCRIPT=TRANSCRIPT)
     aux = helper.sandbox.slot.aux
     clear_transcript(aux)
     runner.cancel.check()
     boxes: tuple[Sandbox, Sandbox] = (runner.sandbox, helper.sandbox)
     try:
-        outputs = converse(boxes, (submission, interactor), runner.cancel.event, IDLENESS)
+        sub, inter, idle = converse(boxes, (submission, interactor), runner.cancel.event, IDLENESS)
     except NotImplementedError as exc:  # a backend that cannot wire two stages (Docker)
         raise SandboxError(str(exc)) from exc
     runner.cancel.check()
-    dialogue = Dialogue(*outputs, *read_transcript(aux))
-    check = verdict(dialogue, IDLENESS)
-    details = {
-        "interactor": dialogue.interactor.document(),
-        "transcript": dialogue.transcript.decode("utf-8", "replace"),
-        "transcript_truncated": dialogue.transcript_truncated,
-    }
-    return CaseResult(case, check.verdict, check.fraction, check.message, dialogue.submission, None, details)
+    return case_result(case, Dialogue((sub,), inter, idle, *read_transcript(aux)))
