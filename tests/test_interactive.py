@@ -60,7 +60,7 @@ while True:
 CASES: dict[str, tuple[dict[str, Any], dict[str, str | bytes]]] = {
     "wrong": (game("read n; echo '! 1'", [{"name": "t", "input": "10 7 4"}]), {}),
     "out-of-queries": (
-        game("read n; i=1; while :; do echo \"? $i\"; read r; i=$((i+1)); done", [{"name": "t", "input": "10 7 3"}]),
+        game('read n; i=1; while :; do echo "? $i"; read r; i=$((i+1)); done', [{"name": "t", "input": "10 7 3"}]),
         {},
     ),
     "spins": (
@@ -70,8 +70,10 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, str | bytes]]] = {
     "deadlock": (game("read n; read never", [{"name": "t", "input": "10 7 4"}]), {}),
     "closes-stdin": (game("exec <&-; sleep 0.2; echo '! 3'", [{"name": "t", "input": "10 7 4"}]), {}),
     "interactor-crashes": (
-        {**game("read n; echo '! 7'", [{"name": "t", "input": "10 7 4"}]), "checker": {
-            "type": "program", "files": ["crash.sh"], "run": "sh crash.sh"}},
+        {
+            **game("read n; echo '! 7'", [{"name": "t", "input": "10 7 4"}]),
+            "checker": {"type": "program", "files": ["crash.sh"], "run": "sh crash.sh"},
+        },
         {"crash.sh": "echo 10; read answer; echo 'about to crash' >&2; kill -SEGV $$\n"},
     ),  # fmt: skip
     "hostile": (game("python3 hostile.py", [{"name": "t", "input": "10 7 3"}]), {"hostile.py": HOSTILE}),
@@ -156,3 +158,62 @@ def test_a_hostile_player_is_contained_and_judged(spool: Path) -> None:
     verdict, feedback, test = verdict_of(spool, "hostile")
     assert (verdict, feedback) == ("wrong_answer", "more than 3 queries"), test
     assert (test["interactor"]["exit_code"], test["interactor"]["signal"]) == (1, None)  # its own WA, not killed
+
+
+MANAGER = r"""
+import sys
+args = sys.argv[2:]
+pairs = [(args[i], args[i + 1]) for i in range(0, len(args), 2)]
+numbers = list(map(int, sys.stdin.read().split()))
+assert open(sys.argv[1]).read().split() == [str(n) for n in numbers]
+outs = [open(to, "w") for _, to in pairs]
+ins = [open(back) for back, _ in pairs]
+for n, out in zip(numbers, outs):
+    out.write(f"{n}\n")
+    out.flush()
+answers = [int(f.readline() or -1) for f in ins]
+if answers == [2 * n for n in numbers]:
+    print(1)
+    print(f"{len(pairs)} processes doubled {numbers}", file=sys.stderr)
+    sys.exit(0)
+print(f"got {answers}", file=sys.stderr)
+sys.exit(1)
+"""
+COMMUNICATION = {
+    "grader": "communication",
+    "processes": 3,
+    "checker": {"type": "program", "files": ["manager.py"], "run": 'python3 manager.py "$@"'},
+    "tests": [{"name": "t", "input": "5 6 7"}],
+}
+
+
+@pytest.fixture(scope="module")
+def communication(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    base = tmp_path_factory.mktemp("communication")
+    spool = base / "spool"
+    subprocess.run([*CLI, "--spool", str(spool), "init"], check=True, capture_output=True)
+    write_config(spool)
+    executor = ExecutorProcess(spool, ["executor", "--concurrency", "2"], base / "executor.log")
+    files = {"manager.py": MANAGER, "double.sh": 'read n; echo "process $1" >&2; echo $((n * 2 + $2))\n'}
+    for name, extra in (("right", "0"), ("wrong", "$1")):
+        doc = {**COMMUNICATION, "run": f'sh double.sh "$1" {extra}'}
+        drop(spool, make_submission(base, name, doc, files), name)
+    try:
+        wait_done(spool, ["right", "wrong"], timeout=120)
+    except AssertionError:
+        raise AssertionError(f"executor log:\n{executor.output()[-4000:]}") from None
+    finally:
+        executor.stop()
+    yield spool
+
+
+def test_a_three_process_communication_task(communication: Path) -> None:
+    """The manager talks to three copies, each in its own sandbox with the compiled /work, through
+    FIFOs; copy i gets its index (the wrong one adds it to its answer)."""
+    status = result(communication, "right")
+    assert (status["state"], status["outcome"]) == ("done", "accepted"), status
+    test = stage(communication, "right", "tests/t")
+    assert test["feedback"] == "3 processes doubled [5, 6, 7]"
+    assert [test["stderr"], *(p["stderr"] for p in test["processes"])] == ["process 0\n", "process 1\n", "process 2\n"]
+    wrong = stage(communication, "wrong", "tests/t")
+    assert (wrong["verdict"], wrong["feedback"]) == ("wrong_answer", "got [10, 13, 16]")

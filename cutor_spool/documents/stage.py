@@ -113,3 +113,4 @@ class StageDocument(Document):
     interactor: StageDocument | None = None  # an interactive test's interactor run
     transcript: str | None = None  # what the interactor wrote to /work/transcript (first 64 KiB)
     transcript_truncated: bool | None = None
+    processes: list[StageDocument] | None = None  # a communication test's processes after the first
