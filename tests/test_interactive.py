@@ -75,7 +75,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, str | bytes]]] = {
             "checker": {"type": "program", "files": ["crash.sh"], "run": "sh crash.sh"},
         },
         {"crash.sh": "echo 10; read answer; echo 'about to crash' >&2; kill -SEGV $$\n"},
-    ),  # fmt: skip
+    ),
     "hostile": (game("python3 hostile.py", [{"name": "t", "input": "10 7 3"}]), {"hostile.py": HOSTILE}),
 }
 
@@ -198,8 +198,10 @@ def communication(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     for name, extra in (("right", "0"), ("wrong", "$1")):
         doc = {**COMMUNICATION, "run": f'sh double.sh "$1" {extra}'}
         drop(spool, make_submission(base, name, doc, files), name)
+    shutil.copytree(EXAMPLE.parent / "communication", base / "example")
+    drop(spool, base / "example", "example")
     try:
-        wait_done(spool, ["right", "wrong"], timeout=120)
+        wait_done(spool, ["right", "wrong", "example"], timeout=120)
     except AssertionError:
         raise AssertionError(f"executor log:\n{executor.output()[-4000:]}") from None
     finally:
@@ -217,3 +219,11 @@ def test_a_three_process_communication_task(communication: Path) -> None:
     assert [test["stderr"], *(p["stderr"] for p in test["processes"])] == ["process 0\n", "process 1\n", "process 2\n"]
     wrong = stage(communication, "wrong", "tests/t")
     assert (wrong["verdict"], wrong["feedback"]) == ("wrong_answer", "got [10, 13, 16]")
+
+
+def test_the_communication_example_is_accepted(communication: Path) -> None:
+    status = result(communication, "example")
+    assert (status["state"], status["outcome"], status["score"]) == ("done", "accepted", 2), status
+    negative = stage(communication, "example", "tests/negative")
+    assert negative["feedback"] == "3 copies doubled [-5, 0, 40000]"
+    assert negative["processes"][1]["stderr"] == "copy 2 got 40000\n"
