@@ -76,6 +76,20 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, str | bytes]]] = {
         },
         {"crash.sh": "echo 10; read answer; echo 'about to crash' >&2; kill -SEGV $$\n"},
     ),
+    "points": (
+        {
+            **game("read n; echo '! 7'", [{"name": "t", "input": "10 7 4"}]),
+            "checker": {"type": "program", "files": ["points.sh"], "run": "sh points.sh"},
+        },
+        {"points.sh": 'echo 10; read answer; echo "points 0.25 close: $answer" >&2; exit 7\n'},
+    ),
+    "domjudge": (
+        {
+            **game("read n; echo '! 7'", [{"name": "t", "input": "10 7 4"}]),
+            "checker": {"type": "program", "files": ["dj.sh"], "run": "sh dj.sh"},
+        },
+        {"dj.sh": "echo 10; read answer; echo 'correct' >&2; exit 42\n"},
+    ),
     "hostile": (game("python3 hostile.py", [{"name": "t", "input": "10 7 3"}]), {"hostile.py": HOSTILE}),
 }
 
@@ -152,6 +166,12 @@ def test_an_interactor_that_crashes_is_the_judges_failure(spool: Path) -> None:
     assert status["state"] == "error" and status["outcome"] is None, status
     assert "the interactor was killed by SIGSEGV: about to crash" in status["reason"]
     assert stage(spool, "interactor-crashes", "tests/t")["verdict"] == "internal_error"
+
+
+def test_points_and_domjudges_exit_codes(spool: Path) -> None:
+    assert verdict_of(spool, "points")[:2] == ("partial", "points 0.25 close: ! 7")
+    assert result(spool, "points")["score"] == 0.25
+    assert verdict_of(spool, "domjudge")[:2] == ("accepted", "correct")
 
 
 def test_a_hostile_player_is_contained_and_judged(spool: Path) -> None:
