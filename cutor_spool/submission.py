@@ -299,6 +299,7 @@ class Submission(_Strict):
     grader: Id | None = Field(
         default=None, description="how it is run and judged (docs/judge.md, Graders): `batch` with `tests`, else `run`"
     )
+    processes: int = Field(default=1, ge=1, le=8, description="communication: how many copies talk to the manager")
     priority: Priority = Field(
         default="normal", description="its lane: high, normal, low or -100..100, up to the spool's max_priority"
     )

@@ -87,20 +87,22 @@ def process(spool: Path, backend: BubblewrapBackend, entry_id: str, spec: dict[s
 def test_an_unknown_grader_is_invalid_and_the_message_names_the_known_ones(
     spool: Path, backend: BubblewrapBackend
 ) -> None:
-    status = process(spool, backend, "unknown", {"run": "cat", "tests": [{"output": ""}], "grader": "interactive"})
+    status = process(spool, backend, "unknown", {"run": "cat", "tests": [{"output": ""}], "grader": "telepathic"})
     assert status["state"] == "invalid"
+    known = ", ".join(sorted(GRADERS))
     assert status["errors"] == [
-        {"where": "grader", "message": "unknown grader 'interactive': the known graders are batch, run"}
+        {"where": "grader", "message": f"unknown grader 'telepathic': the known graders are {known}"}
     ]
 
 
 def test_validate_and_submit_say_what_an_executor_would(spool: Path, tmp_path: Path) -> None:
-    directory = make_submission(tmp_path, "interactive", {"run": "cat", "grader": "interactive"})
+    directory = make_submission(tmp_path, "telepathic", {"run": "cat", "grader": "telepathic"})
     proc = subprocess.run([*CLI, "validate", str(directory)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3
-    assert "grader: unknown grader 'interactive': the known graders are batch, run" in proc.stdout
+    known = ", ".join(sorted(GRADERS))
+    assert f"grader: unknown grader 'telepathic': the known graders are {known}" in proc.stdout
     proc = subprocess.run([*CLI, "--spool", str(spool), "submit", str(directory)], capture_output=True, text=True)
-    assert proc.returncode == 3 and "unknown grader 'interactive'" in proc.stderr
+    assert proc.returncode == 3 and "unknown grader 'telepathic'" in proc.stderr
     assert not any((spool / "incoming").iterdir())
 
 
@@ -110,6 +112,16 @@ def test_a_grader_that_does_not_fit_the_submission_makes_it_invalid(spool: Path,
     assert status["errors"] == [{"where": "grader", "message": "the batch grader judges tests: give `tests`"}]
     status = process(spool, backend, "run-tests", {"run": "cat", "tests": [{"output": ""}], "grader": "run"})
     assert status["state"] == "invalid" and "need a judging grader" in status["errors"][0]["message"]
+    status = process(
+        spool, backend, "no-interactor", {"run": "cat", "tests": [{"output": ""}], "grader": "interactive"}
+    )
+    assert status["state"] == "invalid"
+    assert status["errors"] == [
+        {
+            "where": "checker",
+            "message": "the interactive grader needs its interactor: `checker: {type: program, run: ...}`",
+        }
+    ]
 
 
 def test_a_registered_grader_is_picked_by_the_pipeline(
@@ -121,7 +133,9 @@ def test_a_registered_grader_is_picked_by_the_pipeline(
     assert "tests" not in status  # the batch grader did not run
     assert echo.calls == ["grade"]
     unknown = process(spool, backend, "unknown-now", {"run": "cat", "grader": "nope"})
-    assert "the known graders are batch, echo, run" in unknown["errors"][0]["message"]
+    assert (
+        "echo" in GRADERS and f"the known graders are {', '.join(sorted(GRADERS))}" in unknown["errors"][0]["message"]
+    )
 
 
 def test_a_registered_graders_problems_and_early_end_reach_it(

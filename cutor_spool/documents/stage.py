@@ -39,6 +39,7 @@ class Verdict(StrEnum):
     RUNTIME_ERROR = "runtime_error"
     INTERNAL_ERROR = "internal_error"
     SKIPPED = "skipped"  # not run: short-circuit after an earlier failure
+    IDLENESS_LIMIT = "idleness_limit"  # interactive: neither side used CPU for the idleness limit
 
     @property
     def code(self) -> str:
@@ -56,6 +57,7 @@ _CODES = {
     Verdict.RUNTIME_ERROR: "RTE",
     Verdict.INTERNAL_ERROR: "IE",
     Verdict.SKIPPED: "SC",
+    Verdict.IDLENESS_LIMIT: "ILE",
 }
 
 
@@ -108,3 +110,7 @@ class StageDocument(Document):
     fraction: Number | None = None
     feedback: str | None = None
     checker: StageDocument | None = None  # the checker program's own run, when there is one
+    interactor: StageDocument | None = None  # an interactive test's interactor run
+    transcript: str | None = None  # what the interactor wrote to /work/transcript (first 64 KiB)
+    transcript_truncated: bool | None = None
+    processes: list[StageDocument] | None = None  # a communication test's processes after the first

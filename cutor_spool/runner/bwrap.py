@@ -187,7 +187,12 @@ class BwrapSandbox:
         return stage.supervise()
 
     def spawn(
-        self, spec: StageSpec, cancel: threading.Event | None = None, *, stdin: int | None = None, stdout: int = PIPE
+        self,
+        spec: StageSpec,
+        cancel: threading.Event | None = None,
+        *,
+        stdin: int | None = None,
+        stdout: int | None = PIPE,
     ) -> BwrapStage:
         """See `Sandbox.spawn`. A failure to start is the system's: SandboxError."""
         try:
@@ -368,3 +373,11 @@ class BwrapStage:
 
     def kill(self) -> None:
         self.watch.killed.set()
+
+    def cpu_seconds(self) -> float | None:
+        if self._output is not None or self._error is not None:
+            return None
+        try:
+            return self.cgroup.cpu_seconds()
+        except (OSError, ValueError):  # removed as the stage ended
+            return None

@@ -325,7 +325,12 @@ class DockerSandbox:
 
     # -- stages ------------------------------------------------------------------------------
     def spawn(
-        self, spec: StageSpec, cancel: threading.Event | None = None, *, stdin: int | None = None, stdout: int = PIPE
+        self,
+        spec: StageSpec,
+        cancel: threading.Event | None = None,
+        *,
+        stdin: int | None = None,
+        stdout: int | None = PIPE,
     ) -> StageProcess:
         """Not with Docker: an exec's stdin and stdout are the engine's one attach stream, not
         file descriptors that another stage could be given. Interactive problems need bubblewrap."""

@@ -134,7 +134,8 @@ class Pipeline:
             if problems:
                 self._invalid(reporter, problems)
                 return
-            self._stages(grader, GradingContext(StageRunner(plan, sandbox, reporter, cancel), source))
+            runner = StageRunner(plan, sandbox, reporter, cancel)
+            self._stages(grader, GradingContext(runner, source, self.helper_sandbox))
 
     @contextmanager
     def sandbox(self, reporter: Reporter) -> Iterator[Sandbox]:
@@ -143,6 +144,19 @@ class Pipeline:
         try:
             reporter.note(sandbox_uid=slot.uid)
             sandbox = self.backend.open(slot, reporter.claim.entry_id)
+            try:
+                yield sandbox
+            finally:
+                sandbox.close()
+        finally:
+            self.slots.release(slot)
+
+    @contextmanager
+    def helper_sandbox(self, label: str) -> Iterator[Sandbox]:
+        """A second free slot's sandbox beside a submission's (an interactor's: another uid)."""
+        slot = self.slots.acquire()
+        try:
+            sandbox = self.backend.open(slot, label)
             try:
                 yield sandbox
             finally:

@@ -30,6 +30,11 @@ class StageProcess(Protocol):
         """Stops it now (its output then says it was stopped); `wait` still gives its output."""
         ...
 
+    def cpu_seconds(self) -> float | None:
+        """The CPU time its processes have used so far, None once it has ended (for an idleness
+        limit: two stages waiting on each other use none)."""
+        ...
+
 
 class Sandbox(Protocol):
     """A submission's sandbox: one slot (uid and work area), any number of stages, one at a time."""
@@ -42,7 +47,12 @@ class Sandbox(Protocol):
     def run(self, spec: StageSpec, cancel: threading.Event | None = None) -> StageOutput: ...
 
     def spawn(
-        self, spec: StageSpec, cancel: threading.Event | None = None, *, stdin: int | None = None, stdout: int = PIPE
+        self,
+        spec: StageSpec,
+        cancel: threading.Event | None = None,
+        *,
+        stdin: int | None = None,
+        stdout: int | None = PIPE,
     ) -> StageProcess:
         """Starts a stage and returns at once, so that stages of two sandboxes can be wired
         together (an interactive problem: a solution and its interactor). `stdin`: None reads

@@ -135,7 +135,7 @@ class Instance:
         env = {**opened_env(services, deployment), "CUTOR_SOCKET": SOCKET}
         spec = runner.spec("server", command, limits, files=files, env=env)
         # stdout=None: captured and capped like a run stage's output (bwrap; see docs for Docker)
-        self.stage = self.sandbox.spawn(spec, None, stdout=None)  # type: ignore[arg-type]
+        self.stage = self.sandbox.spawn(spec, None, stdout=None)
         stage = self.stage
 
         def waiter() -> None:

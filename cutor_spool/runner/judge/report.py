@@ -94,6 +94,7 @@ class JudgeReport:
             extra = dict(fields)
             if result.checker is not None:
                 extra["checker"] = result.checker.document()
+            extra.update(result.details or {})
             self.reporter.stage(f"tests/{result.name}", result.output, fsync=False, **extra)
             self.written.append(self.reporter.dir / "tests" / f"{result.name}.json")
         self.reporter.event("tested", **{**fields, "feedback": _short(result.feedback)}, **_resources(result.output))

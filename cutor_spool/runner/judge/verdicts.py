@@ -8,7 +8,9 @@ submission ends in state `error` instead of `done`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cutor_spool.documents.stage import Verdict as Verdict  # noqa: PLC0414 - re-exported from its old home
 from cutor_spool.limits import Limits
@@ -80,6 +82,7 @@ class CaseResult:
     feedback: str = ""  # the checker's message, or why the verdict was given without one
     output: StageOutput | None = None  # the program's run (None: the test did not run)
     checker: StageOutput | None = None  # the checker program's run, when there is one
+    details: Mapping[str, Any] | None = None  # more fields for tests/<name>.json (an interactor's)
 
     @property
     def name(self) -> str:

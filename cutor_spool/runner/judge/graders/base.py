@@ -8,6 +8,8 @@ them; it asks the plan for its grader once (`graders/__init__.py`) and hands it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +32,9 @@ class GradingContext:
 
     runner: StageRunner
     entry: Path
+    # Another slot's fresh sandbox (its own uid, /work and /run/cutor), for a grader that runs a
+    # trusted program beside the submission (an interactor); None where there is none to give.
+    helper_sandbox: Callable[[str], AbstractContextManager[Sandbox]] | None = None
 
     @property
     def plan(self) -> Plan:
