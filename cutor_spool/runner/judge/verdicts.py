@@ -80,6 +80,7 @@ class CaseResult:
     feedback: str = ""  # the checker's message, or why the verdict was given without one
     output: StageOutput | None = None  # the program's run (None: the test did not run)
     checker: StageOutput | None = None  # the checker program's run, when there is one
+    generated: str | None = None  # a generated input: `generated` now, or `cached` (generated.py)
 
     @property
     def name(self) -> str:
