@@ -280,6 +280,13 @@ def _check_dependencies(subtasks: list[Subtask]) -> None:
                 done.add(name)
 
 
+def _check_generator(generator: ProblemProgram | None, tests: list[TestCase]) -> None:
+    if generator is not None and generator.run is None:
+        raise ValueError("a `generator` needs `run`")
+    if generator is None and any(t.generate is not None for t in tests):
+        raise ValueError("tests with `generate` need a `generator`")
+
+
 def _unique(message: str, names: list[str]) -> None:
     """Raises `message: the repeated names` if any name is repeated. A Counter, not a pairwise
     scan: 10,000 tests must not cost a quadratic scan at intake."""
@@ -341,10 +348,7 @@ class Submission(_Strict):
             return self
         if self.stdin is not None or self.stdin_file is not None:
             raise ValueError("`stdin` and `stdin_file` are for plain runs: each test has its own `input`")
-        if self.generator is not None and self.generator.run is None:
-            raise ValueError("a `generator` needs `run`")
-        if self.generator is None and any(t.generate is not None for t in self.tests):
-            raise ValueError("tests with `generate` need a `generator`")
+        _check_generator(self.generator, self.tests)
         names = self.test_names()
         _unique("test names must be unique", names)
         _unique("subtask names must be unique", [s.name for s in self.subtasks or []])

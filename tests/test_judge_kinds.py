@@ -21,7 +21,7 @@ import yaml
 from conftest import CLI, ExecutorProcess, drop, result, unmount_under, wait_done, write_config
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 MISSING_SUM = "long long total(int n, const long long *a) { return n ? a[0] : 0; }\n"
 INCLUDES_GRADER = '#include "grader/grader.c"\n'
@@ -38,12 +38,14 @@ class Kinds:
     base: Path
 
 
-def _variant(base: Path, example: str, name: str, yaml_edit: dict[str, Any] | None = None, **files: str) -> Path:
+def _variant(
+    base: Path, example: str, name: str, files: dict[str, str | None], yaml_edit: dict[str, Any] | None = None
+) -> Path:
     """A copy of an example with some files replaced (None content: removed) and keys changed."""
     target = base / "cases" / name
     shutil.copytree(EXAMPLES / example, target, symlinks=True)
     for rel, content in files.items():
-        path = target / rel.replace("__", "/")
+        path = target / rel
         path.unlink(missing_ok=True)
         if content is not None:
             path.write_text(content)
@@ -69,25 +71,25 @@ def _cases(base: Path) -> dict[str, Path]:
     (python / "problem").mkdir()
     (python / "problem" / "grader.py").write_text(PY_GRADER)
     (python / "solution.py").write_text("def plus(a, b):\n    return a + b\n")
-    symlinked = _variant(base, "output-only", "oo-symlink")
+    symlinked = _variant(base, "output-only", "oo-symlink", {})
     (symlinked / "outputs" / "a.out").unlink()
     (symlinked / "outputs" / "a.out").symlink_to("/etc/passwd")
     return {
         "gen-a": EXAMPLES / "generated-tests",
         "gen-a2": EXAMPLES / "generated-tests",
-        "gen-fails": _variant(base, "generated-tests", "gen-fails", problem__gen_py="import sys\nsys.exit(3)\n"),
+        "gen-fails": _variant(base, "generated-tests", "gen-fails", {"problem/gen.py": "import sys\nsys.exit(3)\n"}),
         "gen-missing": _variant(
-            base, "generated-tests", "gen-missing", {"generator": {"files": ["nope"], "run": "./nope"}}
+            base, "generated-tests", "gen-missing", {}, {"generator": {"files": ["nope"], "run": "./nope"}}
         ),
         "func-ok": EXAMPLES / "function-grader",
-        "func-missing": _variant(base, "function-grader", "func-missing", sum_c=MISSING_SUM),
-        "func-include": _variant(base, "function-grader", "func-include", sum_c=INCLUDES_GRADER),
-        "func-bad-grader": _variant(base, "function-grader", "func-bad-grader", grader__grader_c="int main( {\n"),
+        "func-missing": _variant(base, "function-grader", "func-missing", {"sum.c": MISSING_SUM}),
+        "func-include": _variant(base, "function-grader", "func-include", {"sum.c": INCLUDES_GRADER}),
+        "func-bad-grader": _variant(base, "function-grader", "func-bad-grader", {"grader/grader.c": "int main( {\n"}),
         "func-py-missing": python,
         "oo-full": EXAMPLES / "output-only",
-        "oo-partial": _variant(base, "output-only", "oo-partial", outputs__b_out="999\n", outputs__c_out=None),
+        "oo-partial": _variant(base, "output-only", "oo-partial", {"outputs/b.out": "999\n", "outputs/c.out": None}),
         "oo-large": _variant(
-            base, "output-only", "oo-large", {"limits": {"tests": {"output": 1024}}}, outputs__a_out="4" * 2000
+            base, "output-only", "oo-large", {"outputs/a.out": "4" * 2000}, {"limits": {"tests": {"output": 1024}}}
         ),
         "oo-symlink": symlinked,
     }
@@ -107,9 +109,12 @@ def kinds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kinds]:
     try:
         for name, directory in cases.items():
             drop(spool, directory, name)
-        wait_done(spool, list(cases), timeout=600)
-        drop(spool, EXAMPLES / "generated-tests", "gen-b")  # later, from the same problem
-        wait_done(spool, "gen-b", timeout=300)
+        try:
+            wait_done(spool, list(cases), timeout=240)
+            drop(spool, EXAMPLES / "generated-tests", "gen-b")  # later, from the same problem
+            wait_done(spool, "gen-b", timeout=120)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nexecutor log:\n{executor.output()[-4000:]}") from None
         yield Kinds(spool, state, base)
         assert "Traceback" not in executor.output(), executor.output()[-4000:]
     finally:
@@ -166,9 +171,10 @@ def test_a_function_problem_links_the_graders_main(kinds: Kinds) -> None:
 def test_a_missing_function_is_a_compile_error(kinds: Kinds) -> None:
     status = result(kinds.spool, "func-missing")
     assert (status["state"], status["outcome"]) == ("done", "compile_error")
-    assert "undefined reference to `sum'" in status["message"], status["message"]
     link = json.loads((kinds.spool / "done" / "func-missing" / "result" / "link.json").read_text())
-    assert link["status"] != "ok"
+    assert link["status"] != "ok" and "undefined reference to `sum'" in link["stderr"], link
+    junit = (kinds.spool / "done" / "func-missing" / "result" / "junit.xml").read_text()
+    assert 'name="link"' in junit and "undefined reference" in junit
 
 
 def test_the_submission_cannot_include_the_graders_source(kinds: Kinds) -> None:

@@ -11,7 +11,7 @@ that every reader, whatever its layer, names the same values.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from cutor_spool.documents.base import Document, Number
 
@@ -108,3 +108,4 @@ class StageDocument(Document):
     fraction: Number | None = None
     feedback: str | None = None
     checker: StageDocument | None = None  # the checker program's own run, when there is one
+    generated: Literal["generated", "cached"] | None = None  # a generated input: made now, or from the cache
