@@ -189,10 +189,30 @@ class CheckerSpec(_Strict):
         return self
 
 
+Arg = Annotated[str, Field(max_length=65536), AfterValidator(_no_nul)]
+
+
+class ProblemProgram(_Strict):
+    """A program of the problem (a test generator, a function problem's grader): its files never
+    enter /work; it is built and run in the slot's aux directory (docs/judge.md)."""
+
+    files: list[RelName] = Field(default_factory=list, description="its files or directories")
+    compile: ScriptValue | None = Field(default=None, description="how to build it (in aux)")
+    run: ScriptValue | None = Field(default=None, description="generator: how to run it, with a test's `generate`")
+    provides: list[RelName] = Field(
+        default_factory=list, description="function grader: built files handed to `link` and each test at /run/cutor"
+    )
+    link: ScriptValue | None = Field(default=None, description="function grader: links them with the submission")
+    limits: LimitsSpec | None = Field(default=None, description="its stages' limits, over the compile limits")
+
+
 class TestCase(_Strict):
     name: Id | None = None
     input: Text | None = None
     input_file: RelName | None = None
+    generate: list[Arg] | None = Field(
+        default=None, max_length=4096, description="the input is the `generator`'s stdout with these arguments"
+    )
     output: Text | None = None
     output_file: RelName | None = None
     points: float = Field(
@@ -202,8 +222,8 @@ class TestCase(_Strict):
 
     @model_validator(mode="after")
     def _one_source_each(self) -> TestCase:
-        if self.input is not None and self.input_file is not None:
-            raise ValueError("give `input` or `input_file`, not both")
+        if sum(x is not None for x in (self.input, self.input_file, self.generate)) > 1:
+            raise ValueError("give one of `input`, `input_file` and `generate`")
         if self.output is not None and self.output_file is not None:
             raise ValueError("give `output` or `output_file`, not both")
         return self
@@ -260,6 +280,13 @@ def _check_dependencies(subtasks: list[Subtask]) -> None:
                 done.add(name)
 
 
+def _check_generator(generator: ProblemProgram | None, tests: list[TestCase]) -> None:
+    if generator is not None and generator.run is None:
+        raise ValueError("a `generator` needs `run`")
+    if generator is None and any(t.generate is not None for t in tests):
+        raise ValueError("tests with `generate` need a `generator`")
+
+
 def _unique(message: str, names: list[str]) -> None:
     """Raises `message: the repeated names` if any name is repeated. A Counter, not a pairwise
     scan: 10,000 tests must not cost a quadratic scan at intake."""
@@ -300,6 +327,8 @@ class Submission(_Strict):
         default=None, description="how it is run and judged (docs/judge.md, Graders): `batch` with `tests`, else `run`"
     )
     processes: int = Field(default=1, ge=1, le=8, description="communication: how many copies talk to the manager")
+    generator: ProblemProgram | None = Field(default=None, description="makes the inputs of tests with `generate`")
+    function: ProblemProgram | None = Field(default=None, description="`grader: function`: the problem's main")
     priority: Priority = Field(
         default="normal", description="its lane: high, normal, low or -100..100, up to the spool's max_priority"
     )
@@ -315,11 +344,12 @@ class Submission(_Strict):
         if self.stdin is not None and self.stdin_file is not None:
             raise ValueError("give `stdin` or `stdin_file`, not both")
         if self.tests is None:
-            if self.subtasks is not None or self.checker is not None:
-                raise ValueError("`subtasks` and `checker` need `tests`")
+            if self.subtasks is not None or self.checker is not None or self.generator is not None:
+                raise ValueError("`subtasks`, `checker` and `generator` need `tests`")
             return self
         if self.stdin is not None or self.stdin_file is not None:
             raise ValueError("`stdin` and `stdin_file` are for plain runs: each test has its own `input`")
+        _check_generator(self.generator, self.tests)
         names = self.test_names()
         _unique("test names must be unique", names)
         _unique("subtask names must be unique", [s.name for s in self.subtasks or []])

@@ -11,7 +11,7 @@ that every reader, whatever its layer, names the same values.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from cutor_spool.documents.base import Document, Number
 
@@ -114,3 +114,4 @@ class StageDocument(Document):
     transcript: str | None = None  # what the interactor wrote to /work/transcript (first 64 KiB)
     transcript_truncated: bool | None = None
     processes: list[StageDocument] | None = None  # a communication test's processes after the first
+    generated: Literal["generated", "cached"] | None = None  # a generated input: made now, or from the cache

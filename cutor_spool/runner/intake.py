@@ -63,6 +63,8 @@ class Plan:
     checker_compile: Script | None = None
     checker_run: Script | None = None
     checker_files: tuple[str, ...] = ()
+    # The files of the problem's generator and function grader (copied into aux, never into /work).
+    program_files: tuple[str, ...] = ()
 
     def executable(self, name: str) -> bool:
         """Scripts with `#!` get the exec bit when copied in (never chmod inside /work later)."""
@@ -276,15 +278,17 @@ def _data_files(sub: Submission, files: _Files) -> None:
             files.problems.append(Problem(f"tests.{i}", "needs `output` or `output_file` (or a program checker)"))
 
 
-def _checker_files(sub: Submission, tree: Tree, files: _Files) -> set[str]:
+def _checker_files(sub: Submission, tree: Tree, files: _Files, where: str = "checker") -> set[str]:
+    """The files of the checker (or of the `generator`, the `function`: `where`), all hidden."""
+    program = sub.checker_spec() if where == "checker" else getattr(sub, where)
     checker_files: set[str] = set()
-    for i, name in enumerate(sub.checker_spec().files):
+    for i, name in enumerate(program.files if program is not None else []):
         if name in tree.dirs:  # a directory stands for every file under it
             inside = {n for n in files.names if n.startswith(name + "/")}
             files.hidden.update(inside)
             checker_files.update(inside)
         else:
-            files.must_exist(f"checker.files.{i}", name)
+            files.must_exist(f"{where}.files.{i}", name)
             checker_files.add(name)
     return checker_files
 
@@ -305,6 +309,8 @@ def _plan(
     _data_files(sub, files)
     checker = sub.checker_spec()
     checker_files = _checker_files(sub, tree, files)
+    program_files = _checker_files(sub, tree, files, "generator") | _checker_files(sub, tree, files, "function")
+    program_files -= checker_files  # shared with the checker: placed in aux once, by the checker
     hidden = files.hidden
 
     every = names | {n for n, _, _ in inline}
@@ -320,7 +326,7 @@ def _plan(
 
     compile_script = _with_shebang(_script(sub.compile, "compile", every, problems), head)
     run_script = _with_shebang(_script(sub.run, "run", every, problems), head)
-    if run_script is None:
+    if run_script is None and sub.grader != "output_only":  # an output-only task runs nothing
         problems.append(Problem("run", "nothing to run: give `run` (a script or a file name) or add run.sh"))
     # The checker's scripts may only name files of the directory: inline `files` go to /work.
     checker_compile = _with_shebang(_script(checker.compile, "checker.compile", names, problems), head)
@@ -359,4 +365,5 @@ def _plan(
         checker_compile=checker_compile,
         checker_run=checker_run,
         checker_files=tuple(sorted(checker_files)),
+        program_files=tuple(sorted(program_files)),
     )

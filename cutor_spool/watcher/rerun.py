@@ -35,7 +35,17 @@ from cutor_spool.yamlload import load_yaml
 RERUN_OF = ".rerun-of"  # the same name as runner/tree.py's protocol name
 SKIPPED = {".ready", ".lease", "result", RERUN_OF}
 SKIPPED_PREFIXES = (".lease-foreign-", "result-foreign-")
-JUDGING_KEYS = ("tests", "checker", "subtasks", "scoring", "short_circuit", "grader", "problem")
+JUDGING_KEYS = (
+    "tests",
+    "checker",
+    "subtasks",
+    "scoring",
+    "short_circuit",
+    "grader",
+    "problem",
+    "generator",
+    "function",
+)
 MAX_YAML = 8 << 20
 
 

@@ -40,6 +40,10 @@ class TestData:
             return self._read(test.input_file)
         return _encode(test.input)
 
+    def generate(self, case: Case) -> list[str] | None:
+        """The generator's arguments for a generated test (generated.py), else None."""
+        return (self.plan.submission.tests or [])[case.index].generate
+
     def expected(self, case: Case) -> bytes | None:
         test = (self.plan.submission.tests or [])[case.index]
         if test.output_file is not None:

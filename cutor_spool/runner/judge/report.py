@@ -90,6 +90,8 @@ class JudgeReport:
             "fraction": result.fraction,
             "feedback": result.feedback,
         }
+        if result.generated is not None:
+            fields["generated"] = result.generated
         if result.output is not None:
             extra = dict(fields)
             if result.checker is not None:

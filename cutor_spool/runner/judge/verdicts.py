@@ -83,6 +83,7 @@ class CaseResult:
     output: StageOutput | None = None  # the program's run (None: the test did not run)
     checker: StageOutput | None = None  # the checker program's run, when there is one
     details: Mapping[str, Any] | None = None  # more fields for tests/<name>.json (an interactor's)
+    generated: str | None = None  # a generated input: `generated` now, or `cached` (generated.py)
 
     @property
     def name(self) -> str:

@@ -5,6 +5,8 @@ grader per problem. Each is a small plugin module (`base.py` says what one is):
     batch.py    each test in its own stage, checked, scored (with `tests`: the default)
     interactive.py  each test a dialogue with the problem's interactor, in a sandbox of its own
     communication.py  a manager and N copies of the program, each in its own sandbox (CMS)
+    function.py function problems: the problem's grader supplies `main`, linked with the submission
+    output_only.py  output-only tasks: the submission's files are checked, nothing of it runs
 
 To add one, write a class with `name`, `problems`, `grade` and `stopped` and add an instance to
 `GRADERS`; submission.yaml's `grader` names it. See docs/judge.md, "Graders".
@@ -18,7 +20,9 @@ from cutor_spool.runner.intake import Intake, Plan
 from cutor_spool.runner.judge.graders.base import Grader, GradingContext, Stopped
 from cutor_spool.runner.judge.graders.batch import BatchGrader
 from cutor_spool.runner.judge.graders.communication import CommunicationGrader
+from cutor_spool.runner.judge.graders.function import FunctionGrader
 from cutor_spool.runner.judge.graders.interactive import InteractiveGrader
+from cutor_spool.runner.judge.graders.output_only import OutputOnlyGrader
 from cutor_spool.runner.judge.graders.run import RunGrader
 from cutor_spool.runner.tree import Problem
 
@@ -27,6 +31,7 @@ __all__ = ["GRADERS", "Grader", "GradingContext", "Stopped", "checked", "choose"
 GRADERS: dict[str, Grader] = {grader.name: grader for grader in (RunGrader(), BatchGrader())}
 GRADERS[InteractiveGrader.name] = InteractiveGrader()
 GRADERS[CommunicationGrader.name] = CommunicationGrader()
+GRADERS.update({grader.name: grader for grader in (FunctionGrader(), OutputOnlyGrader())})
 
 
 def grader_name(plan: Plan) -> str:
