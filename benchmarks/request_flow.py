@@ -15,14 +15,16 @@ program deployed twice, as a per-request CGI program (cold) and as a warm `serve
    arrivals (at most `--load-cap` requests); every answer that is not the program's `hi` is an
    error (503 from the claim timeout, 504, a refused connection). The queue (entries in
    `invocations/incoming/` and `active/`) is sampled every 0.1 s; it drains when both are empty
-   and every answer is back. It stops by itself: each request gives up after the gateway's own
-   timeouts plus 30 s;
-4. the gateway's memory (VmRSS of its process) over `--memory` requests that exercise its code
-   without a spool round trip each: 80% replays of an Idempotency-Key (answered from the first
-   entry's result: the key file, status.json and response.json read, the CGI checks, the payments
-   check, the access log and metrics), 10% `GET /{cid}` (the spec verified and described), 10%
-   `POST` to an unknown CID (404), over keep-alive connections from `--clients` threads. RSS after
-   the first 10% (the warm-up) and at the end.
+   and every answer is back. It stops by itself: a request gives up after the claim timeout
+   plus 60 s, and the queue is given 30 s after the last answer to empty;
+4. the gateway's memory (VmRSS of its process; run before the load test, so that it is measured
+   against ordinary use, not against the high-water mark of thousands of requests in flight)
+   over `--memory` requests that exercise its code without a spool round trip each: 80% replays
+   of an Idempotency-Key (answered from the first entry's result: the key file, status.json and
+   response.json read, the CGI checks, the payments check, the access log and metrics), 10%
+   `GET /{cid}` (the spec verified and described), 10% `POST` to an unknown CID (404), over up
+   to 4 keep-alive connections, one thread each. RSS after the first 10% (the warm-up) and at
+   the end; also after the load test.
 
     sudo .venv/bin/python benchmarks/request_flow.py [--count 200] [--clients 8] [--memory 100000]
     sudo .venv/bin/python benchmarks/request_flow.py --quick
@@ -280,11 +282,15 @@ def run(counts: Counts) -> tuple[dict[str, float], Load]:
                         post(port, cid)
                 figures.update(latency(bench, port, cids, counts.count))
                 figures.update(rates(paths, port, cids, counts.count, counts.clients))
+                # The memory run before the load test: measured against the RSS of ordinary use,
+                # not against the high-water mark of thousands of requests in flight.
+                figures.update(memory(port, gateway.pid, cids["cgi"], counts.memory, min(counts.clients, 4)))
                 rate = counts.overload * figures["rate.http.warm"]
                 total = max(1, min(counts.load_cap, round(rate * counts.load_seconds)))
                 load = load_test(paths, port, cids["warm"], rate, total)
-                figures.update({"load.rate": rate, "load.count": total})
-                figures.update(memory(port, gateway.pid, cids["cgi"], counts.memory, min(counts.clients, 4)))
+                figures.update(
+                    {"load.rate": rate, "load.count": total, "memory.after_load": rss_kib(gateway.pid) / 1024}
+                )
         finally:
             watch.close()
             gateway.terminate()
@@ -394,7 +400,8 @@ def report(counts: Counts, f: dict[str, float], load: Load) -> str:
     lines.append(f"queue (s: incoming+active): {depth}")
     lines.append(f"gateway RSS: {f['memory.start']:.1f} MiB at the start of the memory run, {f['memory.warm']:.1f} "
                  f"after the first 10%, {f['memory.end']:.1f} at the end (max {f['memory.max']:.1f}); "
-                 f"{100 * (f['memory.end'] / f['memory.warm'] - 1):+.1f}% ({f['memory.seconds']:.0f} s)")  # fmt: skip
+                 f"{100 * (f['memory.end'] / f['memory.warm'] - 1):+.1f}% ({f['memory.seconds']:.0f} s); "
+                 f"{f['memory.after_load']:.1f} MiB after the load test")  # fmt: skip
     return "\n".join(lines)
 
 
