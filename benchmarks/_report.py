@@ -18,12 +18,16 @@ class Unit(StrEnum):
     MS = "ms"
     S = "s"
     RATE = "/s"
+    COUNT = ""
+    PERCENT = "%"
+    MIB = "MiB"
 
 
 class Check(StrEnum):
     BELOW = "below"  # value < limit
     OVERHEAD_BELOW = "overhead_below"  # value - baseline < limit (a cost on top of the baseline)
     RATIO_AT_MOST = "ratio_at_most"  # value / baseline <= limit
+    AT_LEAST = "at_least"  # value >= limit (a rate's floor)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class Target:
         """(met, what was checked) or None when the figure it needs is missing."""
         if self.check == Check.BELOW:
             return value < self.limit, ""
+        if self.check == Check.AT_LEAST:
+            return value >= self.limit, ""
         if baseline is None:
             return None
         if self.check == Check.OVERHEAD_BELOW:
@@ -121,6 +127,10 @@ def number(value: float, unit: Unit) -> str:
         return f"{value:.3f} s"
     if unit == Unit.RATE:
         return f"{value:.1f}/s"
+    if unit == Unit.COUNT:
+        return f"{value:.0f}"
+    if unit == Unit.PERCENT:
+        return f"{value:.2f}%"
     digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
     return f"{value:.{digits}f} {unit}"
 

@@ -6,12 +6,14 @@ program out of time, one run per Idempotency-Key, many requests at once, and the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.client
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from cutor_spool.documents.deployment import DeploymentState
 from cutor_spool.documents.states import State
 from cutor_spool.documents.status import Problem, StatusDocument
 from cutor_spool.gateway.answers import answer_of
+from cutor_spool.gateway.server import bind
 from cutor_spool.layout import SpoolPaths
 
 SECRET = "s3cr3t-gateway-7a6b5c4d"
@@ -283,6 +286,32 @@ def test_the_gateway_refuses_a_directory_that_is_not_a_spool(tmp_path: Path) -> 
     )
     assert proc.returncode == 78 and b"is not a spool" in proc.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_connections_to_the_gateway_socket_are_not_delayed_by_nagle() -> None:
+    """The listening socket from `bind`, served the way uvicorn serves it (asyncio's create_server
+    on that socket): every accepted connection has TCP_NODELAY. Without it, each answer after
+    the first on a keep-alive connection waited 40 ms for the client's delayed ACK (headers and
+    body are two writes), which benchmarks/request_flow.py found: 44 ms per request instead of 1."""
+    seen: list[int] = []
+
+    async def serve_one() -> None:
+        sock = bind("127.0.0.1", 0)
+        accepted = asyncio.Event()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                seen.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                accepted.set()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            await asyncio.wait_for(accepted.wait(), 10)
+            writer.close()
+
+    asyncio.run(serve_one())
+    assert seen and seen[0] != 0
 
 
 # -- units: the key file and the statuses of endings -------------------------------------------
