@@ -297,7 +297,10 @@ def load_config(spool: Path) -> SpoolConfig:
     except YamlProblem as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
         raise ConfigError(f"{path}: {problems}") from exc
 
 

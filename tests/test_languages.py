@@ -271,7 +271,15 @@ def test_validate_and_submit_refuse_an_unknown_language_locally(tmp_path: Path) 
     assert done.returncode == 3 and "invalid: language: 'cpp' is not a language" in done.stderr
     assert list((root / "incoming").iterdir()) == []  # nothing dropped
     directory.joinpath("submission.yaml").write_text("language: cpp17\n")
-    assert cli("--spool", str(root), "validate", str(directory)).returncode == 0
+    done = cli("--spool", str(root), "validate", str(directory))
+    assert done.returncode == 0 and "valid (run, language cpp17;" in done.stdout, done.stdout
+
+
+def test_cli_refuses_a_bad_table_with_the_entry(tmp_path: Path) -> None:
+    root = spool_with(tmp_path, {"x": {"source": "a.x", "compile": "make"}})
+    done = cli("--spool", str(root), "languages")
+    assert done.returncode == 78
+    assert done.stderr == f"configuration error: {root}/spool.yaml: languages: x: run: missing: a preset needs it\n"
 
 
 # -- real submissions, judged on bubblewrap --------------------------------------------------
