@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CLI, ExecutorProcess, drop, make_submission, need, result, stage, wait_done, write_config
+from conftest import CLI, ROOT, ExecutorProcess, drop, make_submission, need, result, stage, wait_done, write_config
 from test_toolchains import SOURCES, TESTS
 
 from cutor_spool.config import StageKind, load_config
@@ -313,7 +313,8 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Judged]:
     py = {"main.py": (SOURCES / "python3" / "main.py").read_bytes()}
     own = {"language": "python", "stdin": "20 22\n", "run": "python3 main.py && echo own-run"}
     drop(spool, make_submission(subs, "own-run", own, py), "own-run")
-    everything = [*cases, "c99", "cobol", "own-run"]
+    drop(spool, ROOT / "examples" / "language-java", "example")
+    everything = [*cases, "c99", "cobol", "own-run", "example"]
     executor = ExecutorProcess(spool, ["executor", "--concurrency", "2"], base / "executor.log")
     try:
         wait_done(spool, everything, timeout=600)
@@ -358,3 +359,19 @@ def test_the_submissions_own_run_wins_in_the_sandbox(judged: Judged) -> None:
     assert (status["state"], status.get("outcome")) == ("done", "ok"), status
     assert stage(judged.spool, "own-run", "run")["stdout"] == "Hello, world!\n42\nown-run\n"
     assert stage(judged.spool, "own-run", "compile")["exit_code"] == 0  # the preset's py_compile ran
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_example_is_accepted(judged: Judged) -> None:
+    need(shutil.which("javac") is not None, "javac is not installed")
+    status = result(judged.spool, "example")
+    assert (status["state"], status.get("outcome"), status["tests"]) == (
+        "done",
+        "accepted",
+        {"small": "accepted", "large": "accepted"},
+    ), status
+    assert (
+        json.loads((judged.spool / "done" / "example" / "result" / "tests" / "large.json").read_text())["stdout"]
+        == "2000000000000\n"
+    )
