@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cutor_spool.errors import ConfigError
+from cutor_spool.languages import LanguagesConfig
 from cutor_spool.limits import Duration, Limits, LimitsSpec, Size, within
 from cutor_spool.submission import Priority
 from cutor_spool.yamlload import YamlProblem, load_yaml
@@ -258,6 +259,12 @@ class SpoolConfig(_Strict):
     status_page: StatusPageConfig = StatusPageConfig()
     shared: SharedConfig | None = None
     deployments: DeploymentsConfig = DeploymentsConfig()
+    # Language presets over the shipped ones (languages.py, languages.yaml; README "Language presets").
+    languages: LanguagesConfig = Field(
+        default_factory=LanguagesConfig,
+        description="language presets: an entry adds or replaces one (`base: ID` changes a shipped one), "
+        "{alias: ID} names one, null removes one",
+    )
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> SpoolConfig:
@@ -290,7 +297,10 @@ def load_config(spool: Path) -> SpoolConfig:
     except YamlProblem as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
         raise ConfigError(f"{path}: {problems}") from exc
 
 
@@ -355,4 +365,9 @@ deployments:
   rate: 0                    # micro-credits per second of wall time; 0 and 0: free
   hold_margin: 30s           # a hold outlives the wall-time limit by this much unless renewed
   signature_max_age: 5m      # a payer's signature older than this when the request is run: refused
+languages: {}                # language presets over the shipped ones (`cutor-spool languages` lists them):
+  # cpp23: {base: cpp20, name: C++23 (GCC), compile: g++ -std=c++23 -O2 -o main main.cpp}
+  # java17: {base: java17, limits: {run: {memory: 1GiB}}}   # change only what is given
+  # cpp: {alias: cpp20}      # what `language: cpp` means
+  # pypy3: null              # remove one
 """

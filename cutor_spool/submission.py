@@ -298,6 +298,11 @@ def _unique(message: str, names: list[str]) -> None:
 class Submission(_Strict):
     """A submission directory's `submission.yaml`."""
 
+    language: Id | None = Field(
+        default=None,
+        description="a preset of the spool's `languages:` table (`cutor-spool languages`): its compile and run "
+        "scripts, limits and dependencies, under this file's own",
+    )
     dependencies: Dependencies = Field(default_factory=list, description="nixpkgs attribute paths, or {nix: FILE}")
     compile: ScriptValue | None = Field(
         default=None, description="a shell script, or the name of a file (compile.sh by convention)"

@@ -16,6 +16,7 @@ from cutor_spool.cli import (
     doctor,
     gateway,
     invoke,
+    languages,
     ledger,
     manage,
     submissions,
@@ -103,6 +104,7 @@ COMMAND_MODULES = (
     ledger,
     gateway,
     doctor,
+    languages,
 )
 for module in COMMAND_MODULES:
     for command in module.commands:

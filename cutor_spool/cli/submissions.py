@@ -318,6 +318,8 @@ def validate(ctx: click.Context, directory: Path, as_json: bool) -> None:
         plan = intake.plan
         assert plan is not None
         kind = f"judged, {len(plan.submission.tests or [])} test(s)" if plan.judged else "run"
+        if plan.submission.language is not None:
+            kind += f", language {plan.submission.language}"
         say(f"{directory}: valid ({kind}; {len(plan.workdir_files) + len(plan.inline_files)} file(s) for /work)")
     sys.exit(EXIT_INVALID if intake.problems else EXIT_OK)
 

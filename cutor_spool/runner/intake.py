@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from cutor_spool import languages
 from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.limits import Limits
 from cutor_spool.runner.execsize import exec_problems
@@ -293,6 +294,30 @@ def _checker_files(sub: Submission, tree: Tree, files: _Files, where: str = "che
     return checker_files
 
 
+def _language(sub: Submission, config: SpoolConfig, every: set[str], problems: list[Problem]) -> Submission:
+    """`sub` with its `language:` preset under it (languages.py); an unknown one is a problem."""
+    if sub.language is None:
+        return sub
+    table = config.languages.table()
+    found = table.resolve(sub.language)
+    if found is None:
+        known = ", ".join(table.known())
+        problems.append(Problem("language", f"{sub.language!r} is not a language of this spool; it knows: {known}"))
+        return sub
+    lang, preset = found
+    own_files = {stage for stage, name in CONVENTIONAL.items() if name in every}
+    applied = languages.apply(sub, preset, own_files=own_files, maximum=config.limits.resolved_maximum())
+    if applied.source_needed and preset.source not in every:
+        problems.append(
+            Problem(
+                "language",
+                f"{lang} compiles or runs {preset.source!r}, which is no file of the submission (name the "
+                f"program {preset.source}, or give your own compile and run)",
+            )
+        )
+    return applied.submission
+
+
 def _plan(
     root: Path,
     sub: Submission,
@@ -315,6 +340,7 @@ def _plan(
 
     every = names | {n for n, _, _ in inline}
     heads = {n: d[:2] for n, d, _ in inline}
+    sub = _language(sub, config, every, problems)
 
     def head(name: str) -> bytes:
         if name in heads:
@@ -326,7 +352,8 @@ def _plan(
 
     compile_script = _with_shebang(_script(sub.compile, "compile", every, problems), head)
     run_script = _with_shebang(_script(sub.run, "run", every, problems), head)
-    if run_script is None and sub.grader != "output_only":  # an output-only task runs nothing
+    # an output-only task runs nothing; with a language, it has run (or the language is the problem)
+    if run_script is None and sub.grader != "output_only" and sub.language is None:
         problems.append(Problem("run", "nothing to run: give `run` (a script or a file name) or add run.sh"))
     # The checker's scripts may only name files of the directory: inline `files` go to /work.
     checker_compile = _with_shebang(_script(checker.compile, "checker.compile", names, problems), head)
