@@ -318,6 +318,21 @@ def _language(sub: Submission, config: SpoolConfig, every: set[str], problems: l
     return applied.submission
 
 
+def _policy_problems(sub: Submission, config: SpoolConfig) -> list[Problem]:
+    """What the spool's settings refuse: network, a notify URL, a priority above its maximum."""
+    problems = []
+    if sub.network and not config.allow_network:
+        problems.append(Problem("network", "this spool does not allow network access"))
+    notify_problem = url_problem(sub.notify, config.notify) if sub.notify is not None else None
+    if notify_problem is not None:
+        problems.append(Problem("notify", notify_problem))
+    if lane_value(sub.priority) > lane_value(config.max_priority):
+        problems.append(
+            Problem("priority", f"{sub.priority!r} is above this spool's max_priority ({config.max_priority})")
+        )
+    return problems
+
+
 def _plan(
     root: Path,
     sub: Submission,
@@ -365,16 +380,7 @@ def _plan(
     for stage, script in (("compile", compile_script), ("run", run_script)):
         if script is not None and script.file in hidden:
             problems.append(Problem(stage, f"{script.file!r} is test data or the checker's: it never enters /work"))
-    if sub.network and not config.allow_network:
-        problems.append(Problem("network", "this spool does not allow network access"))
-    notify_problem = url_problem(sub.notify, config.notify) if sub.notify is not None else None
-    if notify_problem is not None:
-        problems.append(Problem("notify", notify_problem))
-    if lane_value(sub.priority) > lane_value(config.max_priority):
-        problems.append(
-            Problem("priority", f"{sub.priority!r} is above this spool's max_priority ({config.max_priority})")
-        )
-
+    problems.extend(_policy_problems(sub, config))
     stdin = b"" if sub.stdin is None else sub.stdin.encode("utf-8", "surrogatepass")
     stages, test_limits = resolved_limits(sub, config)
     problems.extend(_exec_checks(sub, stages, test_limits, compiled=compile_script is not None))
