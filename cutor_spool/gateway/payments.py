@@ -16,19 +16,17 @@ spool bypasses the gateway); funds may be spent between the two checks, and then
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 
 from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.deployments.errors import BadSignature, DeploymentError
-from cutor_spool.deployments.payers import signed_path, verify_request
 from cutor_spool.deployments.spec import Deployment, load_deployment
 from cutor_spool.deployments.store import Store
 from cutor_spool.gateway.answers import Refusal
 from cutor_spool.gateway.flow import Call
 from cutor_spool.ledger import Ledger, format_amount
 from cutor_spool.runner.invocations.context import Refused, submission_of
-from cutor_spool.runner.invocations.payment import most_cost
+from cutor_spool.runner.invocations.payment import most_cost, signed_payer
 from cutor_spool.runner.invocations.run import invocation_limits
 
 _CACHED = 256  # specs never change (a CID names their bytes): a few verified ones are kept
@@ -58,15 +56,11 @@ class SpoolPayments:
         request = call.invocation
         digests = [value for name, value in request.headers if name.lower() == "content-digest"]
         try:
-            return verify_request(
-                method=request.method,
-                path=signed_path(deployment.cid, request.path),
-                query=request.query,
-                headers=request.headers,
-                body_digest=digests[0] if len(digests) == 1 else "",
-                now=time.time(),
-                max_age=self.config.deployments.signature_max_age,
-                nonces=None,
+            return signed_payer(
+                request,
+                deployment,
+                digests[0] if len(digests) == 1 else "",
+                self.config.deployments.signature_max_age,
             )
         except BadSignature as exc:
             raise Refusal(401, f"the payer's signature is refused: {exc}") from None

@@ -54,20 +54,34 @@ def most_cost(config: SpoolConfig, wall_limit: float) -> int:
     return cost_of(config.deployments.fee, config.deployments.rate, wall_limit)
 
 
+def signed_payer(
+    request: InvocationRequest,
+    deployment: Deployment,
+    body_digest: str,
+    max_age: float,
+    nonces: NonceStore | None = None,
+    entry: str | None = None,
+) -> str | None:
+    """The account of the request's payer signature, None when it has none; BadSignature when it
+    does not verify over its method, `/{cid}` + PATH_INFO, query and `body_digest`, or is stale
+    (or, with `nonces`, was used by another entry). The executor's check and the gateway's."""
+    return verify_request(
+        method=request.method,
+        path=signed_path(deployment.cid, request.path),
+        query=request.query,
+        headers=request.headers,
+        body_digest=body_digest,
+        now=time.time(),
+        max_age=max_age,
+        nonces=nonces,
+        entry=entry,
+    )
+
+
 def payer_of(nonces: NonceStore, entry_id: str, request: InvocationRequest, deployment: Deployment, body: bytes) -> str:
     """The verified payer's account, or the deployment's owner for an unsigned request."""
     try:
-        payer = verify_request(
-            method=request.method,
-            path=signed_path(deployment.cid, request.path),
-            query=request.query,
-            headers=request.headers,
-            body_digest=content_digest(body),
-            now=time.time(),
-            max_age=nonces.max_age,
-            nonces=nonces,
-            entry=entry_id,
-        )
+        payer = signed_payer(request, deployment, content_digest(body), nonces.max_age, nonces, entry_id)
     except BadSignature as exc:
         raise Refused.because("signature", str(exc)) from None
     return payer or deployment.spec.owner
@@ -83,7 +97,6 @@ class Payment:
     held: int
     fee: int
     rate: int
-    settled_before: bool = False  # the entry was run and charged already (its worker died before the commit)
 
     def settle(self, wall: float | None) -> dict[str, object]:
         """Charges the measured wall time; returns what `result/payment.json` says of it."""
@@ -106,7 +119,7 @@ def hold(ledger: Ledger, config: SpoolConfig, entry_id: str, payer: str, wall_li
             f"the invocation may cost {format_amount(amount)}",
         ) from None
     except AlreadySettled:
-        payment.settled_before = True  # runs again, charges nothing more (settle returns the first)
+        pass  # run and charged already (its worker died before the commit): settle returns that charge
     except LedgerError as exc:
         raise Refused.because("payer", f"cannot be charged: {exc}") from None
     return payment
