@@ -3,8 +3,9 @@
 While the compile or run stage of a submission runs, `result/live/<stage>.out` holds the last
 `LIVE_CAP` bytes of its output (stdout and stderr interleaved, as kept), and `<stage>.json` says how
 many bytes the stage has written in all (`bytes`), so that a follower prints only what is new. They
-are rewritten at most every `INTERVAL` seconds by a thread of their own, never by the supervisor's
-loop, so a stage that writes fast is not slowed by it; both go when the stage ends (its whole
+are rewritten every `INTERVAL` seconds by one thread of the process (for all its slots), never by
+the supervisor's loop, so a stage that writes fast is not slowed by it, and a stage over before
+the first tick writes no file at all; both go when the stage ends (its whole
 output is then in `<stage>.json` of the result). Judged tests and checkers have none: a test is
 over in milliseconds, and a thread per test would cost more than it shows.
 """
@@ -26,21 +27,23 @@ LIVE_STAGES = frozenset({"compile", "run"})
 
 
 class LiveOutput:
-    def __init__(self, result: Path, anchor: Path, stage: str, *, interval: float = INTERVAL) -> None:
+    """One stage's live view. No thread of its own: `start` registers it with the process's one
+    writer thread (`_Writer`), which rewrites every registered view each `INTERVAL`; a stage over
+    before the first tick (most are) costs a set insert and removal, no thread, no file."""
+
+    def __init__(self, result: Path, anchor: Path, stage: str) -> None:
         self.dir = result / LIVE_DIR
         self.anchor = anchor
         self.stage = stage
-        self.interval = interval
         self._tail = bytearray()
         self._total = 0
         self._written = -1
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"live-{stage}", daemon=True)
+        self._lock = threading.Lock()  # the buffer: feed() against _write()
+        self._files = threading.Lock()  # the files: _write() against close()
+        self._closed = False
 
     def start(self) -> LiveOutput:
-        make_dir(self.dir, beneath=self.anchor)
-        self._thread.start()
+        _WRITER.add(self)
         return self
 
     def feed(self, data: bytes) -> None:
@@ -51,26 +54,62 @@ class LiveOutput:
             if len(self._tail) > 2 * LIVE_CAP:
                 del self._tail[: len(self._tail) - LIVE_CAP]
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._write()
-
-    def _write(self) -> None:
-        with self._lock:
-            if self._total == self._written:
+    def write_now(self) -> None:
+        with self._files:
+            if self._closed:
                 return
-            tail, total = bytes(self._tail[-LIVE_CAP:]), self._total
-        try:
-            write_bytes(self.dir / f"{self.stage}.out", tail, fsync=False, beneath=self.anchor)
-            meta = {"stage": self.stage, "bytes": total, "tail": tail.decode("utf-8", "replace"), "at": time.time()}
-            write_json(self.dir / f"{self.stage}.json", meta, fsync=False, beneath=self.anchor)
-            self._written = total
-        except CutorError:  # the claim is gone or the disk full: the stage itself goes on
-            self._stop.set()
+            with self._lock:
+                if self._total == self._written:
+                    return
+                tail, total = bytes(self._tail[-LIVE_CAP:]), self._total
+            try:
+                if self._written < 0:
+                    make_dir(self.dir, beneath=self.anchor)
+                write_bytes(self.dir / f"{self.stage}.out", tail, fsync=False, beneath=self.anchor)
+                meta = {"stage": self.stage, "bytes": total, "tail": tail.decode("utf-8", "replace"), "at": time.time()}
+                write_json(self.dir / f"{self.stage}.json", meta, fsync=False, beneath=self.anchor)
+                self._written = total
+            except CutorError:  # the claim is gone or the disk full: the stage itself goes on
+                self._closed = True
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        for name in (f"{self.stage}.out", f"{self.stage}.json"):
-            with contextlib.suppress(OSError):
-                (self.dir / name).unlink()
+        _WRITER.discard(self)
+        with self._files:
+            self._closed = True
+            if self._written < 0:
+                return
+            for name in (f"{self.stage}.out", f"{self.stage}.json"):
+                with contextlib.suppress(OSError):
+                    (self.dir / name).unlink()
+
+
+class _Writer:
+    """The process's one live-output thread, started with the first view, for every slot."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._views: set[LiveOutput] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, view: LiveOutput) -> None:
+        with self._lock:
+            self._views.add(view)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="live-output", daemon=True)
+                self._thread.start()
+
+    def discard(self, view: LiveOutput) -> None:
+        with self._lock:
+            self._views.discard(view)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            with self._lock:
+                views = list(self._views)
+            for view in views:
+                view.write_now()
+
+
+_WRITER = _Writer(INTERVAL)

@@ -276,7 +276,10 @@ class SlotPool:
             if path.is_symlink() or (path.exists() and not path.is_dir()):
                 path.unlink()
             elif path.is_dir():
-                shutil.rmtree(path)  # an `io` an older version kept on disk; else an empty mount point
+                try:
+                    path.rmdir()  # the empty mount point, as always but after an older version
+                except OSError:
+                    shutil.rmtree(path)  # an `io` an older version kept on disk
             path.mkdir(mode=0o700)
         _mount_tmpfs(slot.work, self.work_size, slot.uid, slot.gid)
         slot.mount_aux = lambda: _mount_tmpfs(slot.root / "aux", self.work_size, slot.uid, slot.gid)
