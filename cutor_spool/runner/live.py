@@ -38,8 +38,8 @@ class LiveOutput:
         self._tail = bytearray()
         self._total = 0
         self._written = -1
-        self._lock = threading.Lock()  # the buffer: feed() against _write()
-        self._files = threading.Lock()  # the files: _write() against close()
+        self._lock = threading.Lock()  # the buffer: feed() against write_now()
+        self._files = threading.Lock()  # the files: write_now() against close()
         self._closed = False
 
     def start(self) -> LiveOutput:
