@@ -16,7 +16,7 @@ from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.documents.states import Outcome
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.limits import Limits, LimitsSpec
-from cutor_spool.runner.intake import read_submission
+from cutor_spool.runner.intake import Script, read_submission
 from cutor_spool.runner.judge.batches import BatchPlan
 from cutor_spool.runner.judge.checkers import BUILTIN
 from cutor_spool.runner.judge.checkers.program import interpret
@@ -27,7 +27,7 @@ from cutor_spool.runner.judge.verdicts import Case, CaseResult, Verdict
 from cutor_spool.runner.launcher import rlimit_options
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.stage import StageOutput, StageStatus
-from cutor_spool.runner.stagerunner import exec_simple
+from cutor_spool.runner.stagerunner import StageRunner, exec_simple, plain_argv
 from cutor_spool.submission import CheckerKind, CheckerSpec, Submission
 from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
 
@@ -357,6 +357,37 @@ def test_a_one_command_script_is_execd_so_its_end_is_the_programs(script: bytes,
     """A shell reports its child's SIGSEGV as its own exit 139 (issue 15): the one command of a
     one-line script replaces the shell; anything else is left to the shell as written."""
     assert exec_simple(script) == (script if run is None else run)
+
+
+@pytest.mark.parametrize(
+    ("script", "argv"),
+    [
+        ("./sol", ("./sol",)),
+        ("cat\n", ("cat",)),
+        ("python3 sol.py --fast", ("python3", "sol.py", "--fast")),
+        ("gcc -O2 -o sol sol.c", ("gcc", "-O2", "-o", "sol", "sol.c")),
+        ("echo hi", ("echo", "hi")),
+        ("echo -e 'x'", None),  # dash's builtin prints "-e", coreutils' echo would not
+        ("echo -n hi", None),
+        ("printf '%s' x", None),
+        ("true", None),
+        ('python3 sol.py "$@"', None),
+        ("./sol < in.txt", None),
+        ("ls *.c", None),
+        ("A=1 ./sol", None),
+        ("exec ./sol", None),
+        ("./a\n./b", None),
+        ("cd /tmp", None),
+        ("./sol # comment", None),
+        ("~/sol", None),
+    ],
+)
+def test_a_script_of_plain_words_is_execd_with_no_shell(script: str, argv: tuple[str, ...] | None) -> None:
+    """Issue 18: a shell's exec is a tenth of a trivial stage. A script a shell would pass on word
+    for word runs as an argv; whatever a shell would interpret keeps the shell."""
+    assert plain_argv(script) == argv
+    command, files = StageRunner.script_command(Script(text=script), ("arg",))
+    assert (command, files) == ((argv, {}) if argv else (("/bin/sh", "/run/cutor/script", "arg"), files))
 
 
 def test_address_space_is_off_by_default_and_checked_against_the_spools_maximum() -> None:

@@ -42,6 +42,29 @@ def exec_simple(text: bytes) -> bytes:
     return b"exec " + line.encode("utf-8", "surrogateescape") + b"\n"
 
 
+# Words a shell passes on unchanged: no quoting, expansion, globbing, redirection or comment.
+_PLAIN_WORDS = re.compile(r"[A-Za-z0-9_./+,:=@%^-]+([ \t]+[A-Za-z0-9_./+,:=@%^-]+)*")
+# Commands a shell runs as its own builtins, which may differ from the program of the same name
+# (dash's `echo -e` prints "-e", coreutils' interprets it).
+_SHELL_BUILTINS = frozenset({"echo", "printf", "test", "[", "pwd", "true", "false"})
+
+
+def plain_argv(text: str) -> tuple[str, ...] | None:
+    """The argv of a script that is one simple command of plain words (`./sol`, `cat`, `python3
+    sol.py`), which the launcher can exec itself with no shell in between (issue 18: a shell's exec
+    is a tenth of a trivial stage); None for anything a shell would interpret: quotes, `$`,
+    globs, redirections, assignments, keywords, builtins, several lines. The shell would ignore
+    the script's own arguments for such a script, and so does the argv. `echo` stays a plain
+    command when no argument starts with `-`: then dash's builtin and coreutils' agree. Pure."""
+    line = text.strip()
+    if not _PLAIN_WORDS.fullmatch(line) or _NOT_SIMPLE_START.match(line):
+        return None
+    words = tuple(line.split())
+    if words[0] == "echo" and not any(word.startswith("-") for word in words[1:]):
+        return words
+    return None if words[0] in _SHELL_BUILTINS or "=" in words[0] else words
+
+
 @dataclass(frozen=True)
 class Environment:
     """What the dependencies stage gives the later stages: a script to source, the store paths to
@@ -67,10 +90,14 @@ class StageRunner:
     def script_command(
         script: Script, args: tuple[str, ...] = (), *, root: str = "/work"
     ) -> tuple[tuple[str, ...], dict[str, bytes]]:
-        """argv and per-stage files for a script: inline text is placed at /run/cutor/script; a
-        file of the submission runs from /work. `#!` scripts are executed; others go to /bin/sh.
+        """argv and per-stage files for a script: inline text of plain words is exec'd as it is
+        (`plain_argv`), other inline text is placed at /run/cutor/script; a file of the submission
+        runs from /work. `#!` scripts are executed; others go to /bin/sh.
         Pure: nothing here reads /work, which the job controls once a stage has run."""
         if script.text is not None:
+            argv = plain_argv(script.text)
+            if argv is not None:
+                return argv, {}
             data = exec_simple(script.text.encode("utf-8", "surrogatepass"))
             return ("/bin/sh", "/run/cutor/script", *args), {"script": data}
         assert script.file is not None
