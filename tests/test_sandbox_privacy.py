@@ -15,6 +15,7 @@ executor:
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from docker_image.fixtures import IMAGE, start_engine_and_build
 
 from cutor_spool.limits import Limits
 from cutor_spool.runner.execsize import SANDBOX_MARGIN, exec_room, exec_size, own_stack
+from cutor_spool.runner.slots import LOCK_DIR, SlotPool
 
 OTHER_USER = 65534
 LIMITS = Limits(
@@ -181,8 +183,10 @@ def test_slots_reused_under_concurrency_log_no_leftovers_but_a_real_survivor_is_
     spool = run_dir / "spool"
     subprocess.run([*CLI, "--spool", str(spool), "init"], check=True, capture_output=True)
     write_config(spool, sandbox={"uid_base": uid_base, "slots": 2})
-    # What a worker killed mid-stage would leave: a process of the slot's uid outside any stage.
-    # Started from here because a job cannot leave one (its cgroup is killed after every stage).
+    # What a worker killed mid-stage would leave: a process of the slot's uid outside any stage,
+    # and the slot's lock file still saying "in use". Started from here because a job cannot
+    # leave one (its cgroup is killed after every stage).
+    (LOCK_DIR / f"uid-{uid_base}.lock").write_bytes(b"u")
     survivor = subprocess.Popen(["/bin/sleep", "300"], user=uid_base, group=uid_base, extra_groups=[])
     reaped = threading.Thread(target=survivor.wait)  # reaped at once: a zombie of ours would hold the slot
     reaped.start()
@@ -208,6 +212,30 @@ def test_slots_reused_under_concurrency_log_no_leftovers_but_a_real_survivor_is_
     log = executor.output()
     leftovers = [line for line in log.splitlines() if "leftover" in line]
     assert len(leftovers) == 1 and f"{survivor.pid} sleep" in leftovers[0], leftovers
+
+
+def test_a_slot_released_clean_skips_the_scan_but_one_whose_holder_died_is_scanned(run_dir: Path) -> None:
+    """Issue 18: a scan of /proc for the slot uid's processes at every acquire cost two stats per
+    process on the host. A holder that ended its stages and closed its sandbox without an error
+    marks the slot clean (its stages' cgroups were emptied and removed); a holder that died
+    leaves it "in use", and the next holder finds and kills what it left."""
+    uid = 61970
+    pool = SlotPool(uid_base=uid, count=1, work_size=16 << 20, state_dir=run_dir / "state")
+    lock = LOCK_DIR / f"uid-{uid}.lock"
+    slot = pool.acquire()
+    pool.release(slot, clean=True)
+    assert lock.read_bytes()[:1] == b"c"
+    slot = pool.acquire()
+    assert lock.read_bytes()[:1] == b"u"
+    os.close(slot.lock_fd)  # its holder dies: no release
+    survivor = subprocess.Popen(["/bin/sleep", "300"], user=uid, group=uid, extra_groups=[])
+    reaped = threading.Thread(target=survivor.wait)
+    reaped.start()
+    slot = pool.acquire()
+    reaped.join(timeout=30)
+    assert survivor.returncode == -signal.SIGKILL
+    pool.release(slot)  # not said clean: the next holder scans again
+    assert lock.read_bytes()[:1] == b"u"
 
 
 # bwrap's monitor killed before the sandbox's pid 1 (a fault only a test can inject), in a process

@@ -308,6 +308,7 @@ class DockerSandbox:
                     )
                     time.sleep(0.5 * attempt)
             log.error("%s: container %s could not be removed; it will be swept", self.label, container_id[:12])
+            self.slot.suspect = True  # its next holder scans for the uid's processes
         finally:
             api.close()
 

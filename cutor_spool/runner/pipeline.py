@@ -140,29 +140,32 @@ class Pipeline:
     @contextmanager
     def sandbox(self, reporter: Reporter) -> Iterator[Sandbox]:
         """A free slot's fresh sandbox for one claim, closed and released afterwards."""
-        slot = self.slots.acquire()
-        try:
-            reporter.note(sandbox_uid=slot.uid)
-            sandbox = self.backend.open(slot, reporter.claim.entry_id)
-            try:
-                yield sandbox
-            finally:
-                sandbox.close()
-        finally:
-            self.slots.release(slot)
+        with self._slot_sandbox(reporter.claim.entry_id, reporter) as sandbox:
+            yield sandbox
 
     @contextmanager
     def helper_sandbox(self, label: str) -> Iterator[Sandbox]:
         """A second free slot's sandbox beside a submission's (an interactor's: another uid)."""
+        with self._slot_sandbox(label, None) as sandbox:
+            yield sandbox
+
+    @contextmanager
+    def _slot_sandbox(self, label: str, reporter: Reporter | None) -> Iterator[Sandbox]:
+        """A slot and its sandbox for the block; the slot released clean (no scan of /proc by its
+        next holder) only when the block and the sandbox's close ended without an exception."""
         slot = self.slots.acquire()
+        clean = False
         try:
+            if reporter is not None:
+                reporter.note(sandbox_uid=slot.uid)
             sandbox = self.backend.open(slot, label)
             try:
                 yield sandbox
             finally:
                 sandbox.close()
+            clean = True
         finally:
-            self.slots.release(slot)
+            self.slots.release(slot, clean=clean)
 
     def probe(self) -> str | None:
         """Can this host run a stage at all? `true` in a fresh sandbox of a free slot, with the

@@ -43,6 +43,9 @@ DEFAULT_STATE_DIR = Path(os.environ.get("CUTOR_SPOOL_STATE_DIR", "/run/cutor-spo
 # whatever --state-dir an executor was given (two executors with two state dirs would otherwise
 # run jobs as the same uid, and each would kill the other's jobs as leftovers).
 LOCK_DIR = Path(os.environ.get("CUTOR_SPOOL_LOCK_DIR", "/run/cutor-spool/locks"))
+# The first byte of a slot's lock file: "c" when its last holder released it clean (no process of
+# the uid can be left), anything else (a new file, "u" in use, a holder that died) means scan.
+_CLEAN, _IN_USE = b"c", b"u"
 MS_NOSUID, MS_NODEV = 2, 4
 PR_SET_CHILD_SUBREAPER = 36
 EVICT_PATIENCE = 5.0  # seconds for a slot's leftovers to go (a zombie waits for its parent)
@@ -168,6 +171,7 @@ class Slot:
     lock_fd: int
     mount_aux: Callable[[], None] = lambda: None
     aux_ready: bool = False
+    suspect: bool = False  # a backend could not be sure its processes are gone: scan at the next acquire
 
     @property
     def work(self) -> Path:
@@ -228,10 +232,11 @@ class SlotPool:
                 os.close(fd)
                 continue
             try:
-                if not self._evict(uid):
+                if os.pread(fd, 1, 0) != _CLEAN and not self._evict(uid):
                     log.error("slot uid %d still has processes; skipping it", uid)
                     os.close(fd)
                     continue
+                os.pwrite(fd, _IN_USE, 0)  # until a clean release says otherwise
                 slot = Slot(uid=uid, gid=uid, root=self.state_dir / "slots" / str(uid), lock_fd=fd)
                 self._prepare(slot)
             except BaseException:
@@ -300,11 +305,16 @@ class SlotPool:
         finally:
             os.close(fd)
 
-    def release(self, slot: Slot) -> None:
-        """Frees the slot. Its stage cgroups were emptied and removed after each stage, so no scan
-        of /proc here: `acquire` checks again (and reaps) before anyone reuses the uid."""
+    def release(self, slot: Slot, *, clean: bool = False) -> None:
+        """Frees the slot. `clean`: its holder ended every stage and closed its sandbox without an
+        error, so the stages' cgroups were emptied and removed (an rmdir the kernel refuses while
+        a process is left): the next `acquire` may skip its scan of /proc. Otherwise (an error,
+        or a holder killed before it got here) the lock file still says "in use" and the next
+        holder scans, kills and reaps before it reuses the uid."""
         try:
             for which in ("work", "aux", "io"):
                 _umount(slot.root / which)
+            if clean and not slot.suspect:
+                os.pwrite(slot.lock_fd, _CLEAN, 0)
         finally:
             os.close(slot.lock_fd)
