@@ -45,7 +45,7 @@ def workers(ctx: click.Context, kind: str | None, host: str | None, check: bool,
     if as_json:
         emit_json(
             [
-                {"worker": w.id, "kind": w.kind, "host": w.host, "alive": w.alive, "heartbeat_age_seconds": round(w.age, 3)}
+                {"worker": w.id, "kind": w.kind, "host": w.host, "alive": w.alive, "age_seconds": round(w.age, 3)}
                 for w in found
             ]
         )
