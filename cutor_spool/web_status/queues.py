@@ -140,7 +140,10 @@ def spool_now(paths: SpoolPaths) -> float:
     except CutorError:
         return time.time()
     finally:
-        clock.remove()
+        try:
+            clock.remove()
+        except OSError:  # tmp/ not writable: the probe was never made
+            pass
 
 
 def signal(paths: SpoolPaths, now: float | None = None) -> dict[str, Any]:
