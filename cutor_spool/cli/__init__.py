@@ -14,6 +14,7 @@ from cutor_spool.cli import (
     deploy,
     deployments,
     doctor,
+    fleet,
     gateway,
     invoke,
     languages,
@@ -105,6 +106,7 @@ COMMAND_MODULES = (
     gateway,
     doctor,
     languages,
+    fleet,
 )
 for module in COMMAND_MODULES:
     for command in module.commands:

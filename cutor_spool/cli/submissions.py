@@ -36,6 +36,7 @@ from cutor_spool.runner.judge.graders import checked
 from cutor_spool.sharing import GroupUnknown
 from cutor_spool.submission import json_schema
 from cutor_spool.watcher import client
+from cutor_spool.web_status import queues
 
 STATES = [s.value for s in State]
 OUTCOMES = [o.value for o in Outcome]
@@ -277,13 +278,16 @@ def list_(
     since: str | None,
     prefix: str,
 ) -> None:
-    """What is queued, active and done, with each finished one's reason; filters combine."""
+    """What is queued, active and done, with each finished one's reason; filters combine.
+
+    --json adds `queues` (per queue: depth, the oldest entry's age, and per lane) and `workers`
+    (per kind: live and stale, by heartbeat), unfiltered: the figures an autoscaler acts on."""
     paths = _paths(ctx)
     _warn_stale(paths)
     keep = row_filter(states=set(states), outcomes=set(outcomes), since=parse_since(since), prefix=prefix)
     data = client.listing(paths, limit=limit, keep=keep)
-    if as_json:
-        emit_json(data)
+    if as_json:  # and the autoscaling signal: depth per queue and lane, live workers per kind
+        emit_json({**data, **queues.signal(paths)})
         return
     say(f"queued: {len(data['queued'])}")
     for item in data["queued"][:limit]:

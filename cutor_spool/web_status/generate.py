@@ -37,7 +37,7 @@ from cutor_spool.atomic import TEMPORARY_PREFIX, write_bytes
 from cutor_spool.config import StatusPageConfig
 from cutor_spool.errors import SpoolIOError
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.web_status import deployments, ledger, live
+from cutor_spool.web_status import deployments, ledger, live, queues
 from cutor_spool.web_status.charts import SAMPLES_NAME, record_sample, series
 from cutor_spool.web_status.index import (
     INDEX_NAME,
@@ -314,6 +314,7 @@ def regenerate(
     books = ledger.view(ledger.update(paths.root, out, full=full), min(config.recent, ledger.CHARGES_SHOWN)).as_dict()
     status = machine_status(header, index, queue, active, workers, recent, builds, deployed)
     status["ledger"] = books
+    status["queues"] = queues.queues_json(queues.queue_lanes(paths, gen.now))
     samples = record_sample(out / SAMPLES_NAME, gen.wall, queue.length, len(active))
     charts = series(index.done.column("finished_unix"), index.done.column("latency"), samples, gen.wall)
     page = render(

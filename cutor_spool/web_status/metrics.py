@@ -175,6 +175,23 @@ def _deployments(out: Exposition, deployed: dict[str, Any]) -> None:
     )
 
 
+def _queues(out: Exposition, queues: dict[str, Any]) -> None:
+    """The autoscaling signal (queues.py): depth and oldest age per queue and lane."""
+    lanes = [(q, lane, v) for q, each in queues.items() for lane, v in each["lanes"].items()]
+    out.family(
+        "cutor_spool_queue_depth",
+        "gauge",
+        "Entries waiting in each queue's incoming/, by lane (builds and invocations have the one lane normal).",
+        (({"queue": q, "lane": lane}, v["depth"]) for q, lane, v in lanes),
+    )
+    out.family(
+        "cutor_spool_queue_lane_oldest_age_seconds",
+        "gauge",
+        "How long the oldest entry of each queue and lane has waited (0 when the lane is empty).",
+        (({"queue": q, "lane": lane}, v["oldest_age_seconds"] or 0.0) for q, lane, v in lanes),
+    )
+
+
 def _ledger(out: Exposition, totals: dict[str, int]) -> None:
     """Totals over the ledger's accounts (ledger.view): never a series per account, whose number
     has no bound."""
@@ -221,12 +238,13 @@ def prometheus(status: dict[str, Any]) -> str:
         "How long the oldest queued submission has waited (0 when the queue is empty).",
         [({}, queue["oldest_age_seconds"] or 0.0)],
     )
+    _queues(out, status["queues"])
     workers = status["workers"]
     kinds = sorted({w["kind"] for w in workers} | {"executor", "builder"})
     out.family(
         "cutor_spool_workers",
         "gauge",
-        "Workers with a heartbeat file in workers/, by kind and liveness.",
+        "Workers with a heartbeat file in workers/, by kind and liveness (alive: a fresh heartbeat).",
         (
             ({"kind": k, "alive": alive}, sum(1 for w in workers if w["kind"] == k and w["alive"] == (alive == "true")))
             for k in kinds
