@@ -171,6 +171,7 @@ def test_a_function_problem_links_the_graders_main(kinds: Kinds) -> None:
 def test_a_missing_function_is_a_compile_error(kinds: Kinds) -> None:
     status = result(kinds.spool, "func-missing")
     assert (status["state"], status["outcome"]) == ("done", "compile_error")
+    assert status["success"] is False, status  # the compile stage succeeded; the build as a whole did not
     link = json.loads((kinds.spool / "done" / "func-missing" / "result" / "link.json").read_text())
     assert link["status"] != "ok" and "undefined reference to `sum'" in link["stderr"], link
     junit = (kinds.spool / "done" / "func-missing" / "result" / "junit.xml").read_text()

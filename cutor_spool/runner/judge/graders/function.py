@@ -110,6 +110,7 @@ class FunctionGrader:
             return True
         message = (output.stderr or output.stdout).decode("utf-8", "replace").strip()[-500:]
         stop = Stopped("link", Outcome.COMPILE_ERROR, message, output.stderr, output.wall_time)
+        reporter.note(success=False)  # status.json's "did it compile": linking is part of it
         BatchGrader().stopped(context, stop)
         reporter.finish(State.DONE, Outcome.COMPILE_ERROR, message=message)
         return False
