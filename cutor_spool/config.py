@@ -222,6 +222,9 @@ class DeploymentsConfig(_Strict):
     hold_margin: Duration = Field(
         default=30.0, gt=0, description="a hold outlives its invocation's wall-time limit by this much unless renewed"
     )
+    idempotency_ttl: Duration = Field(
+        default=86400.0, gt=0, description="how long an Idempotency-Key is remembered (then a retry runs anew)"
+    )
     signature_max_age: Duration = Field(
         default=300.0,
         gt=0,
@@ -365,6 +368,7 @@ deployments:
   rate: 0                    # micro-credits per second of wall time; 0 and 0: free
   hold_margin: 30s           # a hold outlives the wall-time limit by this much unless renewed
   signature_max_age: 5m      # a payer's signature older than this when the request is run: refused
+  idempotency_ttl: 24h       # an Idempotency-Key is forgotten this long after it was made
 languages: {}                # language presets over the shipped ones (`cutor-spool languages` lists them):
   # cpp23: {base: cpp20, name: C++23 (GCC), compile: g++ -std=c++23 -O2 -o main main.cpp}
   # java17: {base: java17, limits: {run: {memory: 1GiB}}}   # change only what is given

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -337,6 +338,29 @@ def test_an_idempotency_key_is_made_once_whoever_races_for_it(spool: Path) -> No
     assert first is not None
     idempotency.release(key, first)
     assert idempotency.recorded(key) is None and os.listdir(key.parent) == []
+
+
+def test_an_executor_forgets_idempotency_keys_older_than_their_ttl(spool: Path, run_dir: Path, tmp_path: Path) -> None:
+    """`invocations/keys/` grew without end: the executors' housekeeping removes keys made more
+    than `deployments.idempotency_ttl` ago (and leftovers of makers that died), keeps newer ones."""
+    write_config(spool, deployments={"idempotency_ttl": "1h"})
+    paths = SpoolPaths(spool)
+    old, new = (idempotency.key_path(paths, "bafy-cid", name) for name in ("old", "new"))
+    assert idempotency.remember(old, "e-old") is None and idempotency.remember(new, "e-new") is None
+    leftover = old.parent / f".{old.name}.dead0000beef"  # a maker killed between write and link
+    leftover.write_text("e-dead\n")
+    for path in (old, leftover):
+        os.utime(path, (os.path.getmtime(path) - 7200,) * 2)
+    assert idempotency.prune(paths, time.time(), 3600) == 2  # the function alone
+    assert idempotency.recorded(new) == "e-new" and os.listdir(old.parent) == [new.name]
+    assert idempotency.remember(old, "e-old") is None  # and through an executor's housekeeping
+    os.utime(old, (os.path.getmtime(old) - 7200,) * 2)
+    executor = ExecutorProcess(spool, ["executor", "--state-dir", str(run_dir / "state")], tmp_path / "ex.log")
+    try:
+        wait_until(lambda: not old.exists(), timeout=60, what="the old key forgotten")
+    finally:
+        executor.stop()
+    assert idempotency.recorded(new) == "e-new"
 
 
 @pytest.mark.parametrize(

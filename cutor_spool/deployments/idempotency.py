@@ -17,6 +17,9 @@ The key also holds the request's fingerprint (a hash of its method, path, query 
 retry with the same key but another request is refused (422) instead of answered with the first
 one's answer.
 
+Keys are forgotten `deployments.idempotency_ttl` after they were made (24 hours by default, as
+Stripe keeps its keys): `prune`, run by the executors' housekeeping; a retry after that runs anew.
+
 `payer` is the seam for the escrow: today every invocation is scoped to its deployment's owner
 (`OWNER_SCOPE`); once payers are verified, the gateway passes the verified payer's key id.
 """
@@ -113,3 +116,23 @@ def release(path: Path, entry_id: str) -> None:
         except FileExistsError:
             pass
     os.unlink(aside)
+
+
+def prune(paths: SpoolPaths, now: float, ttl: float) -> int:
+    """Removes the keys made more than `ttl` seconds before `now` (by their mtime), and the
+    temporary or set-aside files of makers and releasers that died. Idempotent: any number of
+    executors may run it at once. Returns how many files it removed."""
+    removed = 0
+    try:
+        with os.scandir(keys_dir(paths)) as entries:
+            for entry in entries:
+                try:
+                    old = entry.stat(follow_symlinks=False).st_mtime < now - ttl
+                    if old and entry.is_file(follow_symlinks=False):
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+    except FileNotFoundError:
+        return 0
+    return removed

@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -171,11 +172,13 @@ class Housekeeping:
     """A maintenance job of the executors that serve invocations (every `interval` seconds, on
     the maintenance thread): holds whose holder died and that nobody needed the funds of are
     expired (their funds come back to the balance: `hold` also expires them on demand), and the
-    nonces of signatures too old to be accepted again are forgotten. Any executor may run it;
+    nonces of signatures too old to be accepted again are forgotten, and so are Idempotency-Keys
+    older than `deployments.idempotency_ttl`. Any executor may run it;
     both are idempotent, so many doing it at once only repeat each other."""
 
     ledger: Ledger
     nonces: NonceStore
+    keys: Callable[[float], object] = lambda _now: None  # forgets old Idempotency-Keys
     interval: float = 60.0
     _next: float = 0.0
 
@@ -186,3 +189,4 @@ class Housekeeping:
         self._next = now + self.interval
         self.ledger.expire(now)
         self.nonces.sweep(now)
+        self.keys(now)

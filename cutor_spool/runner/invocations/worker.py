@@ -23,6 +23,7 @@ record `failed`, so that its invocations do not wait for it for ever.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from cutor_spool.atomic import read_bytes
+from cutor_spool.deployments import idempotency
 from cutor_spool.deployments.cid import parse_cid
 from cutor_spool.deployments.errors import DeploymentError, UnknownCid
 from cutor_spool.deployments.keys import read_server_private
@@ -108,7 +110,9 @@ class InvocationWorker(QueueWorker[InvocationJob]):
         # -- warm servers (warm.py): a pool of instances, each holding a slot the queues leave free
         spare = self.config.sandbox.slots - self.executor.concurrency - self.concurrency
         self.services.warm = WarmPool(pipeline, capacity=spare)
-        self.maintenance.periodic.append(Housekeeping(self.services.ledger, self.services.nonces))
+        ttl, paths = self.config.deployments.idempotency_ttl, self.paths
+        keys = functools.partial(idempotency.prune, paths, ttl=ttl)
+        self.maintenance.periodic.append(Housekeeping(self.services.ledger, self.services.nonces, keys))
 
     def _draining(self) -> None:
         if self.services is not None and self.services.warm is not None:  # warm servers: stopped
