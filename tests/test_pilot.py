@@ -16,10 +16,10 @@ from tests.conftest import ExecutorProcess, drop, hold, make_submission, result,
 
 
 def exit_code(worker: ExecutorProcess, timeout: float) -> int:
-    assert worker.proc is not None
-    return wait_until(lambda: worker.proc is not None and worker.proc.poll() is not None, timeout, "the pilot exited") and (
-        worker.proc.returncode
-    )
+    proc = worker.proc
+    assert proc is not None
+    wait_until(lambda: proc.poll() is not None, timeout, "the pilot exited")
+    return proc.returncode
 
 
 def heartbeats(spool: Path) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from cutor_spool.cli import (
     languages,
     ledger,
     manage,
+    slurm,
     submissions,
     tail,
     web,
@@ -105,6 +106,7 @@ COMMAND_MODULES = (
     gateway,
     doctor,
     languages,
+    slurm,
 )
 for module in COMMAND_MODULES:
     for command in module.commands:

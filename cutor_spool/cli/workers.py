@@ -30,7 +30,7 @@ def with_status_page(worker: QueueWorker[Any]) -> QueueWorker[Any]:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+def parse_duration_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
     try:
         return None if value is None else parse_duration(value)
     except ValueError as exc:
@@ -44,13 +44,12 @@ def pilot_options(command: F) -> F:
         "--max-jobs",
         type=click.IntRange(1),
         default=None,
-        help="Pilot: after N claims (of every queue this process serves), claim no more, let them "
-        "finish, and exit 0.",
+        help="Pilot: after N claims (of every queue this process serves), claim no more, let them finish, and exit 0.",
     )(command)
     return click.option(
         "--exit-when-idle",
         metavar="DURATION",
-        callback=_duration,
+        callback=parse_duration_option,
         default=None,
         help="Pilot: exit 0 once nothing was claimed and nothing ran for DURATION (30s, 5m).",
     )(command)
