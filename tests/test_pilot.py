@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ExecutorProcess, drop, hold, make_submission, result, stage, wait_done, wait_until
 
 from cutor_spool.watcher.pilot import Pilot
-from tests.conftest import ExecutorProcess, drop, hold, make_submission, result, stage, wait_done, wait_until
 
 
 def exit_code(worker: ExecutorProcess, timeout: float) -> int:

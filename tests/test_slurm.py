@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CLI, drop, make_submission, result, stage, wait_done, wait_until
+from slurm import PARTITION, Slurm, slurm  # noqa: F401 - the session's cluster, a fixture
+from test_reliability import active_claim, attempts_log
 
-from tests.conftest import CLI, drop, make_submission, result, stage, wait_done, wait_until
-from tests.slurm import PARTITION, Slurm, slurm  # noqa: F401 - the session's cluster, a fixture
-from tests.test_reliability import active_claim, attempts_log
-
-pytestmark = pytest.mark.slow  # a cluster (~3 s) and pilots that wait out their idleness
-
+# The cluster's tests are slow: a cluster (~3 s) and pilots that wait out their idleness.
 
 def submit_pilots(cluster: Slurm, spool: Path, logs: Path, *options: str) -> str:
     """`cutor-spool slurm --submit`: the job id it prints."""
@@ -47,21 +45,28 @@ def job_over(cluster: Slurm, job_id: str) -> dict[str, tuple[str, str]] | None:
     return cluster.job_states(job_id)
 
 
-def test_the_script_runs_as_printed(spool: Path) -> None:
+def test_the_script_is_valid_bash_and_its_executor_line_what_the_cli_accepts(spool: Path) -> None:
+    from cutor_spool.cli import cli as root
+
+    options = ["--pilots", "3", "--exclusive", "--time", "1:00:00", "--max-jobs", "50", "--exit-when-idle", "90s"]
     text = subprocess.run(
-        [*CLI, "--spool", str(spool), "slurm", "--pilots", "3", "--exclusive", "--time", "1:00:00"],
-        capture_output=True,
-        text=True,
-        check=True,
+        [*CLI, "--spool", str(spool), "slurm", *options], capture_output=True, text=True, check=True
     ).stdout
     assert "#SBATCH --array=0-2" in text and "#SBATCH --exclusive" in text and "#SBATCH --signal=B:TERM@120" in text
     assert subprocess.run(["bash", "-n"], input=text, text=True, check=False).returncode == 0
+    (line,) = [line for line in text.splitlines() if line.startswith("exec ")]
+    words = shlex.split(line)
+    assert words[words.index("--spool") + 1] == str(spool)
+    command = words.index("executor")  # no option drift: the executor takes every one of them
+    parsed = root.commands["executor"].make_context("executor", words[command + 1 :]).params
+    assert (parsed["exit_when_idle"], parsed["max_jobs"], parsed["grace"]) == (90.0, 50, 110.0)
     refused = subprocess.run(
         [*CLI, "--spool", str(spool), "slurm", "--exclusive", "--cpus-per-task", "2"], capture_output=True, text=True
     )
     assert refused.returncode == 2 and "exclude each other" in refused.stderr
 
 
+@pytest.mark.slow  # ~20 s
 def test_two_pilots_run_200_submissions_and_leave_when_the_queue_is_empty(
     slurm: Slurm,  # noqa: F811
     spool: Path,
@@ -86,6 +91,7 @@ def test_two_pilots_run_200_submissions_and_leave_when_the_queue_is_empty(
     assert not list((spool / "workers").glob("*.json")), "both removed their heartbeats"
 
 
+@pytest.mark.slow  # ~20 s
 def test_a_pilot_cancelled_mid_stage_loses_nothing(
     slurm: Slurm,  # noqa: F811
     spool: Path,

@@ -45,7 +45,7 @@ from cutor_spool.engines.slurm import SlurmJob
     help="Slurm sends SIGTERM this long before the time limit (--signal=B:TERM@N); the executor "
     "finishes or hands back its work in this time less 10 s.",
 )
-@click.option("--job-name", default="cutor-spool", show_default=True)
+@click.option("--job-name", default="cutor-spool", show_default=True, help="The array job's name (sbatch --job-name).")
 @click.option(
     "--output", "-o", default="cutor-spool-%A_%a.out", show_default=True, help="Each task's log (sbatch --output)."
 )
