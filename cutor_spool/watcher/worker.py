@@ -259,7 +259,8 @@ class QueueWorker(ABC, Generic[Job]):
         # A timed wait: Python runs signal handlers in the main thread only, and only once it
         # wakes up; a SIGTERM the kernel hands to another thread would otherwise wait forever.
         while not self.signals.stopping.wait(0.5):
-            self._pilot_check()
+            if self.owns_maintenance:  # the process's worker, not a companion
+                self._pilot_check()
         self.finder.stop()
         deadline = time.monotonic() + self.grace
         while any(t.is_alive() for t in threads):
