@@ -46,6 +46,14 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+def _kill(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _memory_mb() -> int:
     with open("/proc/meminfo", encoding="ascii") as fh:
         kib = int(next(line for line in fh if line.startswith("MemTotal:")).split()[1])
@@ -155,6 +163,11 @@ class Slurm:
     def stop(self) -> None:
         for job in self.squeue():  # nothing of a test outlives it
             subprocess.run(["scancel", "--full", job], env=self.env, check=False, capture_output=True)
+        # A job's slurmstepd finishes a moment after squeue forgets the job; one whose slurmd is
+        # gone retries forever. Let them end first (bounded), then stop the daemons.
+        deadline = time.monotonic() + 30
+        while self._stepds() and time.monotonic() < deadline:
+            time.sleep(0.1)
         for proc in reversed(self.procs):
             proc.send_signal(signal.SIGTERM)
         for proc in self.procs:
@@ -163,12 +176,39 @@ class Slurm:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for pid in self._stepds():  # still there: stuck without their slurmd
+            _kill(pid, signal.SIGKILL)
         pid_file = self.root / "munge" / "munged.pid"
         if pid_file.exists():
+            pid = int(pid_file.read_text().strip() or 0)
+            if pid > 0 and _kill(pid, signal.SIGTERM):  # it writes its seed file as it exits
+                self._gone(pid, 10)
+
+    def _stepds(self) -> list[int]:
+        """This cluster's slurmstepd processes (their environment names its conf)."""
+        marker = f"SLURM_CONF={self.conf}".encode()
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
             try:
-                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-            except (ProcessLookupError, ValueError):
-                pass
+                if (proc / "comm").read_text().startswith("slurmstepd") and marker in (
+                    proc / "environ"
+                ).read_bytes().split(b"\0"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        return found
+
+    @staticmethod
+    def _gone(pid: int, timeout: float) -> None:
+        """Waits until `pid` has exited (a zombie has: nobody may reap a daemon's)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+            except OSError:
+                return
+            time.sleep(0.05)
 
     def logs(self) -> str:
         parts = []

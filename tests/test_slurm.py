@@ -126,7 +126,8 @@ def test_a_pilot_cancelled_mid_stage_loses_nothing(
     assert not running(f"sleep {sleep}"), "the stage outlived its pilot"
     if then == "released":
         assert not claim.exists() and (spool / "incoming" / "long").is_dir(), "handed back, not left to a lease"
-    second = submit_pilots(slurm, spool, tmp_path, "--exit-when-idle", "2s")
+    # It takes this one job and leaves (a killed pilot's lease may take a few seconds to expire).
+    second = submit_pilots(slurm, spool, tmp_path, "--max-jobs", "1", "--exit-when-idle", "60s")
     wait_done(spool, "long", timeout=60)
     status = result(spool, "long")
     assert (status["state"], status["outcome"]) == ("done", "ok"), status
