@@ -11,8 +11,12 @@ from typing import Any
 
 import pytest
 from conftest import ExecutorProcess, drop, hold, make_submission, result, stage, wait_done, wait_until
+from nixtest import builders, need_nix, nix_config, spool_roots
+from test_builder import ROMAN
 
 from cutor_spool.watcher.pilot import Pilot
+
+__all__ = ["builders", "spool_roots"]  # fixtures, imported for pytest
 
 
 def exit_code(worker: ExecutorProcess, timeout: float) -> int:
@@ -123,3 +127,21 @@ def test_a_submission_during_the_idle_countdown_resets_it(spool: Path, tmp_path:
     hold(lambda: worker.proc is not None and worker.proc.poll() is None, ended + 3 - time.monotonic(), "no reset")
     assert exit_code(worker, 30) == 0, worker.output()
     assert stage(spool, "late", "run")["stdout"] == "late\n"
+
+
+@pytest.mark.nix
+@pytest.mark.slow  # a Nix build (a few seconds with the stand-in channel)
+def test_a_builder_pilot_takes_its_one_build_and_leaves(
+    spool: Path, tmp_path: Path, executors: Any, builders: Any, spool_roots: None
+) -> None:
+    need_nix()
+    nix_config(spool)
+    builder = builders(spool, "--max-jobs", "1")
+    worker = executors(spool, "--exit-when-idle", "3s")
+    drop(spool, make_submission(tmp_path, "roman", ROMAN), "roman")
+    assert exit_code(builder, 120) == 0, builder.output()
+    assert "did its 1 job(s) (--max-jobs); leaving" in builder.output()
+    assert exit_code(worker, 60) == 0, worker.output()
+    assert result(spool, "roman")["outcome"] == "ok", result(spool, "roman")
+    assert stage(spool, "roman", "run")["stdout"] == "MCMLXXXVII\n"
+    assert stage(spool, "roman", "dependencies")["source"] == "requested"
