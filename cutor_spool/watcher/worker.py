@@ -27,6 +27,8 @@ A new queue is a line in `layout.QUEUES` (its folder and attempt log) and a subc
 `queue_kind` and the hooks `setup`, `describe`, `begin`, `handle` and `finish` (`note`,
 `host_fault`, `label`, `may_claim`, `_draining` and `_stopped` are optional). A worker made with
 `companion_of=host` serves its queue inside the host's process, as the same worker to the spool.
+Its `pilot` (watcher/pilot.py, shared with its companions) counts the process's claims and stops
+it, as SIGTERM would but with nothing running, once `--exit-when-idle` or `--max-jobs` says so.
 """
 
 from __future__ import annotations
