@@ -284,4 +284,5 @@ def slurm() -> Iterator[Slurm]:
     from conftest import need
 
     need(have_slurm(), "Slurm and munge are not installed (scripts/setup.sh --tests)")
+    need(os.geteuid() == 0, "the pilots are root's jobs (SlurmUser=root): root")
     yield from cluster()
