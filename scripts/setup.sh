@@ -19,8 +19,10 @@ APT_DOCKER=(docker.io)
 # (tests/test_toolchains.py: C, C++, Python 3, PyPy 3, Java, Go, Free Pascal, Node.js, Perl, Ruby,
 # Rust, NASM compiled and run in the sandbox): about 24 s to install those not installed above
 # (fp-compiler, golang-go, pypy3, ruby, nasm, rustc) from a nearby mirror, without recommends.
+# Slurm and munge for tests/test_slurm.py's single-node cluster, which runs its own munged, slurmctld
+# and slurmd with a conf, key and sockets under /run: it uses none of the packages' services or files.
 APT_TESTS=(busybox-static libfaketime chromium procps iproute2 xz-utils systemd ipfs-cid
-  g++ pypy3 openjdk-17-jdk-headless golang-go fp-compiler nodejs perl ruby rustc nasm)
+  g++ pypy3 openjdk-17-jdk-headless golang-go fp-compiler nodejs perl ruby rustc nasm slurm-wlm munge)
 
 want=("${APT_RUNTIME[@]}")
 case "${1:-}" in

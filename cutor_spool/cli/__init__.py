@@ -20,6 +20,7 @@ from cutor_spool.cli import (
     languages,
     ledger,
     manage,
+    slurm,
     submissions,
     tail,
     web,
@@ -107,6 +108,7 @@ COMMAND_MODULES = (
     doctor,
     languages,
     fleet,
+    slurm,
 )
 for module in COMMAND_MODULES:
     for command in module.commands:

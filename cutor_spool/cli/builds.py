@@ -10,6 +10,7 @@ import click
 
 from cutor_spool.builder.cache import DEFAULT_SIGNING_KEY
 from cutor_spool.cli.output import emit_json, human_size, say
+from cutor_spool.cli.workers import as_pilot, pilot_options
 from cutor_spool.config import load_config
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR
@@ -59,6 +60,7 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str | None) -> in
 )
 @click.option("--host", default=None, help="Host name recorded in leases (default: this host's).")
 @click.option("--grace", type=float, default=30.0, show_default=True, help="On SIGTERM, seconds to finish a build.")
+@pilot_options
 @click.pass_context
 def builder(
     ctx: click.Context,
@@ -69,6 +71,8 @@ def builder(
     signing_key: Path,
     host: str | None,
     grace: float,
+    exit_when_idle: float | None,
+    max_jobs: int | None,
 ) -> None:
     """Build dependency environments requested in SPOOL/builds/, until SIGTERM (run as root).
 
@@ -94,7 +98,7 @@ def builder(
         host=host or socket.gethostname(),
         grace=grace,
     )
-    with_status_page(builder).run()
+    with_status_page(as_pilot(builder, exit_when_idle, max_jobs)).run()
 
 
 def _age(value: str | None) -> str:

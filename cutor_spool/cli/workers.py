@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from cutor_spool.config import BackendName
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR
+from cutor_spool.units import parse_duration
 from cutor_spool.watcher.worker import QueueWorker
 from cutor_spool.web_status.job import StatusPageJob
 
@@ -22,6 +24,41 @@ def with_status_page(worker: QueueWorker[Any]) -> QueueWorker[Any]:
             worker.paths, worker.config.status_page, worker.maintenance.clock.now, generator=worker.identity.worker_id
         )
     )
+    return worker
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def parse_duration_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    try:
+        return None if value is None else parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def pilot_options(command: F) -> F:
+    """`--exit-when-idle` and `--max-jobs`: a worker that a batch engine starts as a job and that
+    ends by itself, exit status 0, with nothing handed back (watcher/pilot.py)."""
+    command = click.option(
+        "--max-jobs",
+        type=click.IntRange(1),
+        default=None,
+        help="Pilot: after N claims (of every queue this process serves), claim no more, let them finish, and exit 0.",
+    )(command)
+    return click.option(
+        "--exit-when-idle",
+        metavar="DURATION",
+        callback=parse_duration_option,
+        default=None,
+        help="Pilot: exit 0 once nothing was claimed and nothing ran for DURATION (30s, 5m).",
+    )(command)
+
+
+def as_pilot(worker: QueueWorker[Any], exit_when_idle: float | None, max_jobs: int | None) -> QueueWorker[Any]:
+    worker.pilot.configure(exit_when_idle=exit_when_idle, max_jobs=max_jobs)
+    if worker.pilot.limited:  # shown in its heartbeat, for the page and `cutor-spool workers`
+        worker.maintenance.info["pilot"] = {"exit_when_idle": exit_when_idle, "max_jobs": max_jobs}
     return worker
 
 
@@ -74,6 +111,7 @@ def with_status_page(worker: QueueWorker[Any]) -> QueueWorker[Any]:
     show_default=True,
     help="On SIGTERM, seconds to let current work finish before handing it back.",
 )
+@pilot_options
 @click.pass_context
 def executor(
     ctx: click.Context,
@@ -85,6 +123,8 @@ def executor(
     server_key: Path | None,
     host: str | None,
     grace: float,
+    exit_when_idle: float | None,
+    max_jobs: int | None,
 ) -> None:
     """Claim submissions and run them, until SIGTERM (must run as root; jobs never do).
 
@@ -93,6 +133,8 @@ def executor(
 
     SIGTERM finishes current work (or hands it back after --grace); a second SIGTERM hands it back
     at once. SIGKILL loses nothing: the lease expires and another worker takes the submission.
+    A pilot (--exit-when-idle, --max-jobs: a batch engine's job, `cutor-spool slurm`) exits 0 by
+    itself once its work is over.
     """
     from cutor_spool.builder.environments import NixEnvironments
     from cutor_spool.runner.executor import Executor
@@ -110,6 +152,7 @@ def executor(
         grace=grace,
         environments=lambda paths, config, poll: NixEnvironments(paths, config, poll=poll),
     )
+    as_pilot(worker, exit_when_idle, max_jobs)  # before its companion, which shares the pilot
     threads = concurrency if invocations is None else invocations
     if threads:
         worker.companions.append(InvocationWorker(worker, concurrency=threads, server_key=server_key))

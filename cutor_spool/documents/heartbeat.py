@@ -6,7 +6,8 @@ of the worker's leases (`watcher/lost.py`: did the worker die, and what else did
 Liveness is judged from the file's mtime on the filesystem's clock, never from `heartbeat_at` (the
 worker's own clock).
 Besides its identity, a worker tells what it runs with: an executor its backend and, while its
-host cannot run stages, `sandbox` (why claiming is paused); a builder its store and Nix settings.
+host cannot run stages, `sandbox` (why claiming is paused); a builder its store and Nix settings;
+a pilot (a batch engine's job, watcher/pilot.py) the limits after which it leaves by itself.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ class NixInfo(Document):
     sandbox: bool | str
 
 
+class PilotInfo(Document):
+    """A pilot's limits (`--exit-when-idle` in seconds, `--max-jobs`); None: not set."""
+
+    exit_when_idle: Number | None = None
+    max_jobs: int | None = None
+
+
 class Heartbeat(Document):
     worker: str
     kind: str  # executor, builder
@@ -54,6 +62,7 @@ class Heartbeat(Document):
     sandbox: str | None = None  # an executor whose host cannot run stages: why it does not claim
     store: str | None = None  # a builder's
     nix: NixInfo | None = None
+    pilot: PilotInfo | None = None  # a pilot worker's limits
     current: list[CurrentWork] = []
     unexpected_errors: int = 0  # programming errors met since start (not failures of the system)
     last_unexpected_error: UnexpectedError | None = None

@@ -27,6 +27,8 @@ A new queue is a line in `layout.QUEUES` (its folder and attempt log) and a subc
 `queue_kind` and the hooks `setup`, `describe`, `begin`, `handle` and `finish` (`note`,
 `host_fault`, `label`, `may_claim`, `_draining` and `_stopped` are optional). A worker made with
 `companion_of=host` serves its queue inside the host's process, as the same worker to the spool.
+Its `pilot` (watcher/pilot.py, shared with its companions) counts the process's claims and stops
+it, as SIGTERM would but with nothing running, once `--exit-when-idle` or `--max-jobs` says so.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.lost import protect_from_oom
 from cutor_spool.watcher.maintenance import Active, Maintenance
 from cutor_spool.watcher.notify import needs_polling
+from cutor_spool.watcher.pilot import Pilot
 from cutor_spool.watcher.priority import lane_value, marker_priority
 from cutor_spool.watcher.prune import Retention
 from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity
@@ -150,6 +153,8 @@ class QueueWorker(ABC, Generic[Job]):
         self.finder = Finder(self.queue, poll=self.poll, interval=interval, priority=lanes)
         self.signals: Signals
         self.maintenance: Maintenance
+        # One pilot per process (watcher/pilot.py): limits set by `--exit-when-idle`/`--max-jobs`.
+        self.pilot: Pilot = companion_of.pilot if companion_of is not None else Pilot()
         if companion_of is not None:
             self.signals = companion_of.signals
             self.maintenance = companion_of.maintenance
@@ -256,7 +261,8 @@ class QueueWorker(ABC, Generic[Job]):
         # A timed wait: Python runs signal handlers in the main thread only, and only once it
         # wakes up; a SIGTERM the kernel hands to another thread would otherwise wait forever.
         while not self.signals.stopping.wait(0.5):
-            pass
+            if self.owns_maintenance:  # the process's worker, not a companion
+                self._pilot_check()
         self.finder.stop()
         deadline = time.monotonic() + self.grace
         while any(t.is_alive() for t in threads):
@@ -277,10 +283,20 @@ class QueueWorker(ABC, Generic[Job]):
     def stop(self) -> None:
         self.signals.stopping.set()
 
+    def _pilot_check(self) -> None:
+        """A pilot whose work is over stops as on SIGTERM, with nothing running to hand back."""
+        reason = self.pilot.finished()
+        if reason is not None:
+            log.info("%s %s: %s; leaving", self.kind, self.identity.worker_id, reason)
+            self.signals.stopping.set()
+
     # -- the loop ----------------------------------------------------------------------------
     def _work_loop(self) -> None:
         while not self.signals.stopping.is_set():
             if not self.may_claim():
+                continue
+            if self.pilot.closed():  # its jobs are taken: it waits for the others to end
+                self.signals.stopping.wait(0.5)
                 continue
             name = self.finder.take(timeout=0.5)
             if name is None or self.signals.stopping.is_set():
@@ -304,17 +320,29 @@ class QueueWorker(ABC, Generic[Job]):
         if wait > 0:
             self.finder.defer(name, wait)
             return
+        if not self.pilot.reserve():
+            return  # a pilot that has taken its --max-jobs: the entry stays queued for others
+        claimed = False
+        try:
+            claimed = self._claim(name)
+        finally:
+            self.pilot.settle(claimed)
+
+    def _claim(self, name: str) -> bool:
+        """Claims `name` and processes it; False if it was not ours to process."""
         try:
             claim = self.queue.claim(name)
         except LeaseLost as exc:  # reaped or taken between our rename and our lease: theirs now
             log.warning("%s: %s", self.label(name), exc)
-            return
+            return False
         except CutorError as exc:
             log.error("%s: cannot claim: %s", self.label(name), exc)
             self.finder.defer(name, 1.0)
-            return
-        if claim is not None:
-            self._process(claim)
+            return False
+        if claim is None:
+            return False
+        self._process(claim)
+        return True
 
     def _bug(self, exc: Exception, where: str) -> None:
         """Counts a programming error; in strict mode, stops this worker (`run` re-raises it)."""

@@ -1,0 +1,1 @@
+"""Batch engines' job scripts for pilot workers (Slurm): rendered from the operator's choices, importing no part."""
