@@ -142,7 +142,7 @@ class Pipeline:
         """A free slot's fresh sandbox for one claim, closed and released afterwards."""
         slot = self.slots.acquire()
         try:
-            reporter.note(sandbox_uid=slot.uid)
+            reporter.slot_taken(slot.uid, slot.cpu)
             sandbox = self.backend.open(slot, reporter.claim.entry_id)
             try:
                 yield sandbox
