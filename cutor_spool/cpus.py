@@ -4,6 +4,7 @@ spool.yaml's `sandbox.pinning.cpus` may give them (that string, or a YAML list o
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 MAX_CPU = 8191  # the kernel's largest NR_CPUS (CONFIG_NR_CPUS_RANGE_END)
 
@@ -50,3 +51,16 @@ def format_cpu_list(cpus: Iterable[int]) -> str:
         else:
             ranges.append([cpu, cpu])
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def thread_siblings(cpus: Iterable[int], sysfs: Path = Path("/sys/devices/system/cpu")) -> dict[int, frozenset[int]]:
+    """Each CPU's hyperthread siblings, itself included (`topology/thread_siblings_list`): the
+    CPUs that share its core. A CPU whose topology cannot be read is taken as a core of its own."""
+    siblings = {}
+    for cpu in cpus:
+        try:
+            same = frozenset(parse_cpu_list((sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text()))
+        except (OSError, ValueError):
+            same = frozenset()
+        siblings[cpu] = same | {cpu}
+    return siblings

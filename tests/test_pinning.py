@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import drop, make_submission, result, stage, wait_done, wait_until, write_config
+from conftest import drop, make_submission, need, result, stage, wait_done, wait_until, write_config
 
 from cutor_spool.config import PinningConfig, SpoolConfig, load_config
-from cutor_spool.cpus import format_cpu_list, parse_cpu_list
-from cutor_spool.errors import ConfigError
+from cutor_spool.cpus import format_cpu_list, parse_cpu_list, thread_siblings
+from cutor_spool.errors import ConfigError, SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.bwrap import BubblewrapBackend
+from cutor_spool.runner.cgroups import CgroupV2, _mounts
 from cutor_spool.runner.sandbox import PIPE
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool, pinned_cpus
 from cutor_spool.runner.stage import StageSpec, StageStatus
@@ -174,6 +178,105 @@ def test_without_pinning_a_stage_sees_every_cpu_and_no_cpuset() -> None:
         pool.release(slot)
     assert lines(out.stdout) == [format_cpu_list(CPUS)]
     assert not backend.cgroups.cpuset and "cpuset" not in backend.cgroups.bases
+
+
+def test_a_slot_gets_an_idle_core_before_the_hyperthread_of_a_busy_one() -> None:
+    # A hyperthreaded host is not at hand (this one has a thread per core): its topology is
+    # given, numbered as on hosts whose siblings are adjacent (0-1 one core, 2-3 the other).
+    pool = SlotPool(
+        uid_base=UID_BASE, count=SLOTS, work_size=32 << 20, cpus=(0, 1, 2, 3),
+        siblings={0: frozenset({0, 1}), 1: frozenset({0, 1}), 2: frozenset({2, 3}), 3: frozenset({2, 3})},
+    )  # fmt: skip
+    slots = [pool.acquire() for _ in range(5)]
+    try:
+        assert [s.cpu for s in slots] == [0, 2, 1, 3, 0]
+        pool.release(slots.pop(1))  # core 2-3 now has one busy thread, core 0-1 three
+        slots.append(pool.acquire())
+        assert slots[-1].cpu == 2
+    finally:
+        for slot in slots:
+            pool.release(slot)
+
+
+def test_the_host_s_hyperthread_siblings_are_those_of_one_core() -> None:
+    cores: dict[str, set[int]] = {}
+    listing = subprocess.run(["lscpu", "--parse=CPU,CORE,SOCKET"], capture_output=True, text=True, check=True)
+    for line in listing.stdout.splitlines():
+        if not line.startswith("#"):
+            cpu, core, socket = line.split(",")
+            cores.setdefault(f"{socket}/{core}", set()).add(int(cpu))
+    expected = {cpu: frozenset(same) for same in cores.values() for cpu in same if cpu in CPUS}
+    assert thread_siblings(CPUS) == expected
+    assert thread_siblings((MAX_ABSENT := 8000,)) == {MAX_ABSENT: frozenset({MAX_ABSENT})}  # no such CPU: its own
+
+
+def test_a_cpu_outside_the_stages_cpuset_is_refused_and_leaves_no_cgroup(backend: BubblewrapBackend) -> None:
+    absent = max(backend.cgroups.allowed_cpus()) + 1
+    says = rf"CPU {absent} is not among the CPUs stages may use \({format_cpu_list(CPUS)}\)"
+    with pytest.raises(SandboxError, match=says):
+        backend.cgroups.create("pintest-absent", str(absent))
+    assert not [b / "pintest-absent" for b in backend.cgroups.bases.values() if (b / "pintest-absent").exists()]
+
+
+def test_on_cgroup_v2_a_cpu_the_kernel_does_not_grant_is_refused(tmp_path: Path) -> None:
+    # v2 takes any CPU list into cpuset.cpus and silently gives the parent's CPUs when none of
+    # them is granted. This host's unified hierarchy has no cpuset controller (v1 holds it), so
+    # the kernel's answer is written by hand: a directory standing in for the cgroup.
+    group = CgroupV2("pintest", tmp_path)
+    (tmp_path / "cpuset.cpus.effective").write_text("0-1\n")
+    with pytest.raises(SandboxError, match=r"CPU 5 is not among the CPUs stages may use \(0-1\)"):
+        group.set_cpus("5")
+    (tmp_path / "cpuset.cpus.effective").write_text("1\n")
+    group.set_cpus("1")
+    assert (tmp_path / "cpuset.cpus").read_text() == "1"
+
+
+RESTRICTED = """
+import json, os, sys
+from pathlib import Path
+from cutor_spool.config import PinningConfig
+from cutor_spool.runner.bwrap import BubblewrapBackend
+from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool, pinned_cpus
+from test_pinning import ALLOWED, SLOTS, UID_BASE, sh
+backend = BubblewrapBackend(state_dir=DEFAULT_STATE_DIR, uid_base=UID_BASE, slots=SLOTS, tmp_size=16 << 20, pin=True)
+cpus = pinned_cpus(PinningConfig(enabled=True), backend.cpus())
+pool = SlotPool(uid_base=UID_BASE, count=SLOTS, work_size=32 << 20, cpus=cpus)
+slot = pool.acquire()
+cpu = slot.cpu
+try:
+    out = backend.open(slot, "restricted").run(sh(ALLOWED))
+finally:
+    pool.release(slot)
+print(json.dumps({"cpus": cpus, "slot": cpu, "stage": out.stdout.decode().strip()}))
+"""
+
+
+@pytest.fixture
+def restricted_cpuset() -> Iterator[tuple[Path, int]]:
+    """A v1 cpuset cgroup holding only this host's last CPU."""
+    points = [Path(p) for _, p, fstype, options in _mounts() if fstype == "cgroup" and "cpuset" in options.split(",")]
+    need(bool(points) and len(CPUS) >= 2, "a cgroup v1 cpuset hierarchy and two CPUs")
+    path = points[0] / f"cutor-pintest-{os.getpid()}"
+    path.mkdir()
+    try:
+        (path / "cpuset.cpus").write_text(str(CPUS[-1]))
+        (path / "cpuset.mems").write_text((points[0] / "cpuset.mems").read_text().strip())
+        yield path, CPUS[-1]
+    finally:
+        for leftover in sorted(path.rglob("*"), key=lambda p: -len(p.parts)):
+            if leftover.is_dir():
+                leftover.rmdir()
+        path.rmdir()
+
+
+def test_in_a_restricted_cpuset_slots_are_pinned_only_to_its_cpus(restricted_cpuset: tuple[Path, int]) -> None:
+    path, cpu = restricted_cpuset
+    # The child moves itself into the cpuset before it imports anything (its affinity follows).
+    script = f"import os; open('{path}/cgroup.procs', 'w').write(str(os.getpid()))\n" + RESTRICTED
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), str(Path(__file__).parent)])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"cpus": [cpu], "slot": cpu, "stage": str(cpu)}
 
 
 # -- the executor ----------------------------------------------------------------------------------

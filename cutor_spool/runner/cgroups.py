@@ -163,7 +163,12 @@ class CgroupV1(Cgroup):
 
     def set_cpus(self, cpus: str) -> None:
         cpuset = self.dirs["cpuset"]  # v1 starts a cpuset empty: no process may join until both are set
-        _write(cpuset / "cpuset.cpus", cpus)
+        try:
+            _write(cpuset / "cpuset.cpus", cpus)
+        except OSError as exc:  # EINVAL: not the parent's; ERANGE: past the host's last CPU
+            if exc.errno in (errno.EINVAL, errno.ERANGE):
+                raise _not_granted(cpus, _read(cpuset.parent / "cpuset.effective_cpus")) from exc
+            raise
         _write(cpuset / "cpuset.mems", _read(cpuset.parent / "cpuset.mems").strip())
 
     def cpu_seconds(self) -> float:
@@ -206,7 +211,12 @@ class CgroupV2(Cgroup):
         _write(self.path / "pids.max", str(pids))
 
     def set_cpus(self, cpus: str) -> None:
+        """v2 takes any list, and gives the parent's CPUs when it cannot grant those asked for
+        (cgroup-v2.rst, "Cpuset Interface Files"): what the kernel granted is read back."""
         _write(self.path / "cpuset.cpus", cpus)  # cpuset.mems left empty: the parent's
+        granted = _read(self.path / "cpuset.cpus.effective")
+        if parse_cpu_list(granted) != parse_cpu_list(cpus):
+            raise _not_granted(cpus, granted)
 
     def cpu_seconds(self) -> float:
         return _keyed(self.path / "cpu.stat").get("usage_usec", 0) / 1e6
@@ -262,6 +272,15 @@ def _own_paths() -> dict[str, str]:
 def _under(mount_root: str, mount_point: str, own: str) -> Path:
     relative = own[len(mount_root) :] if own.startswith(mount_root) and mount_root != "/" else own
     return Path(mount_point) / relative.lstrip("/")
+
+
+def _not_granted(cpus: str, allowed: str) -> SandboxError:
+    """A slot's CPU the kernel refuses: the host's cpuset shrank since the executor started (or a
+    CPU went offline). Its stages cannot run pinned; restart the executor to take the new set."""
+    return SandboxError(
+        f"CPU {cpus} is not among the CPUs stages may use ({allowed.strip() or 'none'}): the host's cpuset changed "
+        "since the executor started; restart it"
+    )
 
 
 class CgroupHost:
@@ -339,11 +358,13 @@ class CgroupHost:
                 os.mkdir(directory)
             if self.cpuset:
                 cgroup.set_cpus(cpus if cpus is not None else ",".join(map(str, self.allowed_cpus())))
-        except OSError as exc:
+        except (OSError, SandboxError) as exc:
             try:
                 cgroup.remove()
             except SandboxError:
                 pass
+            if isinstance(exc, SandboxError):
+                raise
             raise SandboxError(f"cannot create cgroup {name}: {exc.strerror}") from exc
         return cgroup
 

@@ -17,10 +17,11 @@ slot uid cannot rename or replace what the executor put there. Another local use
 read a running job's files, its stdin or its stage files by their predictable host paths.
 
 With CPU pinning (spool.yaml `sandbox.pinning`) a slot is also given one CPU when it is taken: the
-one the fewest of this pool's slots hold (the lowest such CPU first), so two slots share a CPU only
-when more slots run than there are CPUs. The backend confines the slot's stages to it (a cpuset).
-Executors on one host do not see each other's choices: run one per host (the invocations share
-their executor's pool).
+one the fewest of this pool's slots hold, so two slots share a CPU only when more slots run than
+there are CPUs; among those, the one whose core's other hyperthreads hold the fewest (siblings share
+a core's execution units and caches, so a neighbour there slows a program down), then the lowest.
+The backend confines the slot's stages to it (a cpuset). Executors on one host do not see each
+other's choices: run one per host (the invocations share their executor's pool).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cutor_spool.config import PinningConfig
-from cutor_spool.cpus import format_cpu_list
+from cutor_spool.cpus import format_cpu_list, thread_siblings
 from cutor_spool.errors import ConfigError, SandboxError
 
 log = logging.getLogger(__name__)
@@ -246,8 +247,10 @@ class SlotPool:
         work_size: int,
         state_dir: Path = DEFAULT_STATE_DIR,
         cpus: tuple[int, ...] = (),
+        siblings: dict[int, frozenset[int]] | None = None,
     ) -> None:
-        """`cpus`: with CPU pinning, the CPUs slots are given (see the module's docstring)."""
+        """`cpus`: with CPU pinning, the CPUs slots are given (see the module's docstring);
+        `siblings`: each one's hyperthread siblings (default: the host's topology)."""
         if os.geteuid() != 0:
             raise SandboxError(
                 "the sandbox needs root to run jobs as per-slot uids and create cgroups; "
@@ -257,6 +260,9 @@ class SlotPool:
         self.state_dir = state_dir
         self.cpus = cpus
         self._holders: dict[int, int] = dict.fromkeys(cpus, 0)  # CPU -> slots of this pool on it
+        self._siblings = {
+            cpu: same - {cpu} for cpu, same in (siblings if siblings is not None else thread_siblings(cpus)).items()
+        }
         self._cpu_lock = threading.Lock()
         self.lock_dir = LOCK_DIR
         self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -347,9 +353,13 @@ class SlotPool:
         if not self.cpus:
             return None
         with self._cpu_lock:
-            cpu = min(self.cpus, key=lambda c: (self._holders[c], c))
+            cpu = min(self.cpus, key=lambda c: (self._holders[c], self._on_core(c), c))
             self._holders[cpu] += 1
         return cpu
+
+    def _on_core(self, cpu: int) -> int:
+        """Slots of this pool on the other hyperthreads of `cpu`'s core (they share its units)."""
+        return sum(self._holders.get(other, 0) for other in self._siblings.get(cpu, ()))
 
     def holders(self) -> dict[int, int]:
         """CPU -> how many of this pool's slots hold it now."""

@@ -1,0 +1,238 @@
+"""CPU pinning (spool.yaml `sandbox.pinning`): the spread of the CPU time of one CPU-bound program
+(about 1 s) run N times in one slot while another slot runs a CPU hog, with pinning off and on, in
+the same process, against the same program run bare on the host beside a bare hog.
+
+The stages are real bubblewrap stages in real cgroups: the backend, the CPUs and the slot pool are
+made from a spool.yaml as the executor makes them (`make_backend`, `pinned_cpus`, `SlotPool`), and
+the CPU time is the stage result's `cpu_time` (the cgroup's). The hog keeps busy every CPU it may
+use (one busy process per CPU of its affinity: two unpinned on a 2-CPU host, one pinned), for the
+whole of a variant's runs. The program works on a 256 KiB table (a contest program's working set,
+so that a neighbour on its core shows in its time), sized to about `--seconds` of CPU on this host.
+The variants run one after the other (bare, off, on); the target is a coefficient of variation
+(stdev / mean) of at most 2 % with pinning.
+
+    sudo .venv/bin/python benchmarks/pinning.py [--runs 30] [--seconds 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from _common import ROOT
+
+from cutor_spool.config import load_config
+from cutor_spool.cpus import format_cpu_list
+from cutor_spool.limits import Limits
+from cutor_spool.runner.backend import make_backend
+from cutor_spool.runner.sandbox import Backend, StageProcess
+from cutor_spool.runner.slots import DEFAULT_STATE_DIR, Slot, SlotPool, pinned_cpus
+from cutor_spool.runner.stage import StageSpec, StageStatus
+
+UID_BASE = 61300  # a range of its own (slot locks are host-wide): tests/test_pinning.py has 61200
+SLOTS = 4
+TARGET_CV = 0.02
+
+PROGRAM = r"""
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static unsigned table[1 << 16];  /* 256 KiB */
+int main(int argc, char **argv) {
+    if (argv[1][0] == 'h') {  /* hog: one busy process per CPU this process may use, until killed */
+        cpu_set_t set;
+        sched_getaffinity(0, sizeof set, &set);
+        for (int i = 1; i < CPU_COUNT(&set); i++)
+            if (fork() == 0) break;
+        for (volatile unsigned long n = 0;; n++) {}
+    }
+    long rounds = atol(argv[2]);
+    unsigned x = 1;
+    for (long i = 0; i < rounds; i++) {
+        x = x * 1103515245u + 12345u;
+        table[(x >> 8) & 0xffff] += x;
+    }
+    printf("%u\n", table[x & 0xffff]);
+    return 0;
+}
+"""
+
+LIMITS = Limits(
+    cpu_time=60, wall_time=120, memory=64 << 20, processes=64, file_size=1 << 20, open_files=64, stack=8 << 20,
+    output=1 << 16,
+)  # fmt: skip
+HOG_LIMITS = Limits(
+    cpu_time=7200, wall_time=7200, memory=64 << 20, processes=64, file_size=1 << 20, open_files=64, stack=8 << 20,
+    output=1 << 16,
+)  # fmt: skip
+
+
+@dataclass
+class Spread:
+    name: str
+    times: list[float]
+    where: str  # the CPUs of the program and of the hog
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.times)
+
+    @property
+    def stdev(self) -> float:
+        return statistics.stdev(self.times)
+
+    @property
+    def cv(self) -> float:
+        return self.stdev / self.mean
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<16} mean {self.mean:6.3f} s  stdev {self.stdev * 1000:6.1f} ms  CV {self.cv * 100:5.2f} %"
+            f"  min {min(self.times):6.3f}  max {max(self.times):6.3f}   {self.where}"
+        )
+
+
+def bare_cpu(argv: list[str]) -> float:
+    """The CPU time (user + system) of one bare run of `argv`, from its rusage."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv} exited {proc.returncode}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def calibrate(binary: Path, seconds: float) -> int:
+    """Rounds of the program for about `seconds` of CPU on this host (bare)."""
+    rounds = 10_000_000
+    while (took := bare_cpu([str(binary), "w", str(rounds)])) < 0.2:
+        rounds *= 4
+    return int(rounds * seconds / took)
+
+
+def run_bare(binary: Path, rounds: int, runs: int) -> Spread:
+    hog = subprocess.Popen([binary, "h"], start_new_session=True)
+    try:
+        times = [bare_cpu([str(binary), "w", str(rounds)]) for _ in range(runs)]
+    finally:
+        _kill_tree(hog)
+    return Spread("bare", times, "program and hog unpinned")
+
+
+def _kill_tree(hog: subprocess.Popen[bytes]) -> None:
+    """The bare hog and its forked children (they share its process group: it was started in a
+    session of its own)."""
+    try:
+        os.killpg(hog.pid, 9)
+    except ProcessLookupError:
+        pass
+    hog.wait()
+
+
+class Slots:
+    """A backend, its CPUs and a slot pool, made from spool.yaml as the executor makes them."""
+
+    def __init__(self, pinning: bool, state: Path) -> None:
+        spool = Path(tempfile.mkdtemp(prefix="cutor-bench-pinning-"))
+        config = {"version": 1, "sandbox": {"uid_base": UID_BASE, "slots": SLOTS, "pinning": {"enabled": pinning}}}
+        (spool / "spool.yaml").write_text(yaml.safe_dump(config))
+        try:
+            self.config = load_config(spool)
+        finally:
+            shutil.rmtree(spool)
+        box = self.config.sandbox
+        self.backend: Backend = make_backend("bubblewrap", self.config, state)
+        cpus = pinned_cpus(box.pinning, self.backend.cpus())
+        self.pool = SlotPool(
+            uid_base=box.uid_base, count=box.slots, work_size=box.work_size, state_dir=state, cpus=cpus
+        )
+
+    @contextmanager
+    def slot(self, binary: Path) -> Iterator[Slot]:
+        slot = self.pool.acquire()
+        try:
+            target = slot.writable("work") / "cpu"
+            shutil.copy(binary, target)
+            os.chown(target, slot.uid, slot.gid)
+            yield slot
+        finally:
+            self.pool.release(slot)
+
+
+def run_sandboxed(slots: Slots, binary: Path, rounds: int, runs: int, name: str) -> Spread:
+    with slots.slot(binary) as hog_slot, slots.slot(binary) as slot:
+        hog_box = slots.backend.open(hog_slot, "bench-hog")
+        box = slots.backend.open(slot, "bench-cpu")
+        hog: StageProcess = hog_box.spawn(StageSpec("hog", ("/work/cpu", "h"), HOG_LIMITS), stdout=None)
+        times = []
+        try:
+            for _ in range(runs):
+                out = box.run(StageSpec("run", ("/work/cpu", "w", str(rounds)), LIMITS))
+                if out.status != StageStatus.OK:
+                    raise RuntimeError(f"the program's stage ended {out.status}: {out.message} {out.stderr!r}")
+                times.append(out.cpu_time)
+        finally:
+            hog.kill()
+            hog.wait()
+            box.close()
+            hog_box.close()
+        where = _where(slot.cpu, hog_slot.cpu)
+    return Spread(name, times, where)
+
+
+def _where(cpu: int | None, hog: int | None) -> str:
+    if cpu is None:
+        return "program and hog unpinned"
+    return f"program on CPU {cpu}, hog on CPU {hog}"
+
+
+def measure(runs: int, seconds: float) -> tuple[int, list[Spread]]:
+    work = Path(tempfile.mkdtemp(prefix="cutor-bench-pinning-"))
+    state = DEFAULT_STATE_DIR
+    try:
+        (work / "cpu.c").write_text(PROGRAM)
+        subprocess.run(["cc", "-O2", "-o", work / "cpu", work / "cpu.c"], check=True)
+        rounds = calibrate(work / "cpu", seconds)
+        variants: list[Callable[[], Spread]] = [
+            lambda: run_bare(work / "cpu", rounds, runs),
+            lambda: run_sandboxed(Slots(False, state), work / "cpu", rounds, runs, "pinning off"),
+            lambda: run_sandboxed(Slots(True, state), work / "cpu", rounds, runs, "pinning on"),
+        ]
+        return rounds, [variant() for variant in variants]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=1.0, help="the program's CPU time, about")
+    args = parser.parse_args()
+    cpus = format_cpu_list(os.sched_getaffinity(0))
+    rounds, spreads = measure(args.runs, args.seconds)
+    load = os.getloadavg()
+    print(f"CPU time of one program ({rounds} rounds), {args.runs} runs beside a CPU hog; CPUs {cpus}")
+    for spread in spreads:
+        print(spread.line())
+    pinned = spreads[-1].cv
+    verdict = "met" if pinned <= TARGET_CV else "NOT met"
+    print(f"CV with pinning {pinned * 100:.2f} %   target: at most {TARGET_CV * 100:.0f} %   {verdict}")
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (other work on the host counts)")
+    print(f"(this process's own CPU: {resource.getrusage(resource.RUSAGE_SELF).ru_utime:.1f} s user)")
+
+
+if __name__ == "__main__":
+    assert ROOT  # _common puts the checkout first on sys.path
+    main()
