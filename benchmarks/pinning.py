@@ -23,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,10 +81,22 @@ HOG_LIMITS = Limits(
 
 
 @dataclass
+class Run:
+    cpu: float  # the program's CPU time
+    wall: float
+    others: float  # CPU time others used meanwhile (on the program's CPU when pinned, else on all): / wall
+    steal: float  # the hypervisor's steal time meanwhile, all CPUs: / wall
+
+
+@dataclass
 class Spread:
     name: str
-    times: list[float]
+    runs: list[Run]
     where: str  # the CPUs of the program and of the hog
+
+    @property
+    def times(self) -> list[float]:
+        return [r.cpu for r in self.runs]
 
     @property
     def mean(self) -> float:
@@ -99,9 +112,46 @@ class Spread:
 
     def line(self) -> str:
         return (
-            f"{self.name:<16} mean {self.mean:6.3f} s  stdev {self.stdev * 1000:6.1f} ms  CV {self.cv * 100:5.2f} %"
+            f"{self.name:<22} mean {self.mean:6.3f} s  stdev {self.stdev * 1000:5.1f} ms  CV {self.cv * 100:5.2f} %"
             f"  min {min(self.times):6.3f}  max {max(self.times):6.3f}   {self.where}"
         )
+
+    def diagnosis(self) -> str:
+        others = [r.others for r in self.runs]
+        wall = statistics.fmean(r.wall / r.cpu for r in self.runs)
+        steal = statistics.fmean(r.steal for r in self.runs)
+        r = statistics.correlation(self.times, others) if len(set(others)) > 1 else float("nan")
+        return (
+            f"{'':<22} wall/cpu {wall:4.2f}  others busy {statistics.fmean(others):4.2f} CPU"
+            f" ({'its CPU' if 'CPU ' in self.where else 'all CPUs'}, besides program and hog)"
+            f"  steal {steal * 100:4.1f} %  corr(cpu time, others) {r:+.2f}"
+        )
+
+
+class CpuStat:
+    """/proc/stat's busy and steal time per CPU (proc(5)), in seconds."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self) -> None:
+        self.busy: dict[int, float] = {}
+        self.steal = 0.0
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *fields = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+                self.busy[int(name[3:])] = (user + nice + system + irq + softirq) / self.TICK
+                self.steal += steal / self.TICK
+
+    def others(self, before: CpuStat, cpu: int | None, ours: float) -> float:
+        """CPU time used since `before` on `cpu` (all CPUs if None) beyond `ours`."""
+        cpus = [cpu] if cpu is not None else list(self.busy)
+        return max(0.0, sum(self.busy[c] - before.busy[c] for c in cpus) - ours)
+
+
+def measured(cpu: float, wall: float, before: CpuStat, where: int | None, ours: float) -> Run:
+    after = CpuStat()
+    return Run(cpu, wall, after.others(before, where, ours) / wall, (after.steal - before.steal) / wall)
 
 
 def bare_cpu(argv: list[str]) -> float:
@@ -122,13 +172,31 @@ def calibrate(binary: Path, seconds: float) -> int:
     return int(rounds * seconds / took)
 
 
+def group_cpu(pgid: int) -> float:
+    """The CPU time of the processes of group `pgid` (the bare hog and its children)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / CpuStat.TICK
+
+
 def run_bare(binary: Path, rounds: int, runs: int) -> Spread:
     hog = subprocess.Popen([binary, "h"], start_new_session=True)
+    found = []
     try:
-        times = [bare_cpu([str(binary), "w", str(rounds)]) for _ in range(runs)]
+        for _ in range(runs):
+            before, hog_before, start = CpuStat(), group_cpu(hog.pid), time.perf_counter()
+            cpu = bare_cpu([str(binary), "w", str(rounds)])
+            wall = time.perf_counter() - start
+            found.append(measured(cpu, wall, before, None, cpu + group_cpu(hog.pid) - hog_before))
     finally:
         _kill_tree(hog)
-    return Spread("bare", times, "program and hog unpinned")
+    return Spread("bare", found, "program and hog unpinned")
 
 
 def _kill_tree(hog: subprocess.Popen[bytes]) -> None:
@@ -171,31 +239,36 @@ class Slots:
             self.pool.release(slot)
 
 
-def run_sandboxed(slots: Slots, binary: Path, rounds: int, runs: int, name: str) -> Spread:
+def run_sandboxed(slots: Slots, binary: Path, rounds: int, runs: int, name: str, hog: bool = True) -> Spread:
     with slots.slot(binary) as hog_slot, slots.slot(binary) as slot:
         hog_box = slots.backend.open(hog_slot, "bench-hog")
         box = slots.backend.open(slot, "bench-cpu")
-        hog: StageProcess = hog_box.spawn(StageSpec("hog", ("/work/cpu", "h"), HOG_LIMITS), stdout=None)
-        times = []
+        hogging: StageProcess | None = None
+        if hog:
+            hogging = hog_box.spawn(StageSpec("hog", ("/work/cpu", "h"), HOG_LIMITS), stdout=None)
+        found = []
         try:
             for _ in range(runs):
+                before, hog_before = CpuStat(), (hogging.cpu_seconds() or 0.0) if hogging else 0.0
                 out = box.run(StageSpec("run", ("/work/cpu", "w", str(rounds)), LIMITS))
                 if out.status != StageStatus.OK:
                     raise RuntimeError(f"the program's stage ended {out.status}: {out.message} {out.stderr!r}")
-                times.append(out.cpu_time)
+                hog_used = (hogging.cpu_seconds() or 0.0) - hog_before if hogging and slot.cpu is None else 0.0
+                found.append(measured(out.cpu_time, out.wall_time, before, slot.cpu, out.cpu_time + hog_used))
         finally:
-            hog.kill()
-            hog.wait()
+            if hogging is not None:
+                hogging.kill()
+                hogging.wait()
             box.close()
             hog_box.close()
-        where = _where(slot.cpu, hog_slot.cpu)
-    return Spread(name, times, where)
+        where = _where(slot.cpu, hog_slot.cpu if hog else None)
+    return Spread(name, found, where)
 
 
 def _where(cpu: int | None, hog: int | None) -> str:
     if cpu is None:
         return "program and hog unpinned"
-    return f"program on CPU {cpu}, hog on CPU {hog}"
+    return f"program on CPU {cpu}, " + (f"hog on CPU {hog}" if hog is not None else "no hog")
 
 
 def measure(runs: int, seconds: float) -> tuple[int, list[Spread]]:
@@ -209,6 +282,7 @@ def measure(runs: int, seconds: float) -> tuple[int, list[Spread]]:
             lambda: run_bare(work / "cpu", rounds, runs),
             lambda: run_sandboxed(Slots(False, state), work / "cpu", rounds, runs, "pinning off"),
             lambda: run_sandboxed(Slots(True, state), work / "cpu", rounds, runs, "pinning on"),
+            lambda: run_sandboxed(Slots(True, state), work / "cpu", rounds, runs, "pinning on, no hog", hog=False),
         ]
         return rounds, [variant() for variant in variants]
     finally:
@@ -226,7 +300,8 @@ def main() -> None:
     print(f"CPU time of one program ({rounds} rounds), {args.runs} runs beside a CPU hog; CPUs {cpus}")
     for spread in spreads:
         print(spread.line())
-    pinned = spreads[-1].cv
+        print(spread.diagnosis())
+    pinned = spreads[2].cv
     verdict = "met" if pinned <= TARGET_CV else "NOT met"
     print(f"CV with pinning {pinned * 100:.2f} %   target: at most {TARGET_CV * 100:.0f} %   {verdict}")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (other work on the host counts)")
