@@ -136,7 +136,7 @@ def test_two_slots_at_once_run_on_different_cpus(backend: BubblewrapBackend, poo
     slots = [pool.acquire(), pool.acquire()]
     seen: dict[int, bytes] = {}
     try:
-        assert {s.cpu for s in slots} == set(CPUS[:2])
+        assert len({s.cpu for s in slots}) == 2 and {s.cpu for s in slots} <= set(CPUS)  # two cores, if it has them
         # At the same time: the first cannot end before the test writes to its stdin, which it
         # does once the second has ended.
         first = backend.open(slots[0], "a").spawn(sh(f"{ALLOWED}; read go"), stdin=PIPE, stdout=None)
@@ -153,11 +153,16 @@ def test_two_slots_at_once_run_on_different_cpus(backend: BubblewrapBackend, poo
     assert pool.holders() == dict.fromkeys(CPUS, 0)
 
 
-def test_more_slots_than_cpus_share_the_least_used(pool: SlotPool) -> None:
-    slots = [pool.acquire() for _ in range(2 * len(CPUS) + 1)]
+def test_more_slots_than_cpus_share_the_least_used() -> None:
+    # At most three of the host's CPUs (so that twice as many slots and one more fit in SLOTS), each
+    # a core of its own (as here), whatever the host: the rule for siblings is tested below.
+    cpus = CPUS[:3]
+    alone = {cpu: frozenset({cpu}) for cpu in cpus}
+    pool = SlotPool(uid_base=UID_BASE, count=SLOTS, work_size=32 << 20, cpus=cpus, siblings=alone)
+    slots = [pool.acquire() for _ in range(2 * len(cpus) + 1)]
     try:
         counts = pool.holders()
-        assert sorted(counts) == list(CPUS) and max(counts.values()) - min(counts.values()) <= 1, counts
+        assert sorted(counts) == list(cpus) and max(counts.values()) - min(counts.values()) <= 1, counts
         pool.release(slots.pop(0))  # a CPU freed is the next one given
         freed = min(pool.holders(), key=lambda c: (pool.holders()[c], c))
         slots.append(pool.acquire())
@@ -310,14 +315,14 @@ def test_an_executor_pins_two_submissions_apart_and_says_where(spool: Path, tmp_
     running = wait_until(lambda: two_running(spool), 30, "both submissions running, each with its CPU")
     beat = heartbeat(spool)
     assert beat is not None and beat["cpus"] == list(CPUS)
-    assert sorted(c["cpu"] for c in running) == list(CPUS[:2])
+    assert len({c["cpu"] for c in running}) == 2 and {c["cpu"] for c in running} <= set(CPUS)
     wait_done(spool, ["a", "b"])
     for name in ("a", "b"):
         status = result(spool, name)
         assert status["outcome"] == "ok", status
         assert lines(stage(spool, name, "run")["stdout"].encode()) == [str(status["sandbox_cpu"])]
         assert {c["id"]: c["cpu"] for c in running}[name] == status["sandbox_cpu"]
-    assert {result(spool, n)["sandbox_cpu"] for n in ("a", "b")} == set(CPUS[:2])
+    assert len({result(spool, n)["sandbox_cpu"] for n in ("a", "b")}) == 2
 
 
 @pytest.mark.slow
