@@ -9,7 +9,12 @@ use (one busy process per CPU of its affinity: two unpinned on a 2-CPU host, one
 whole of a variant's runs. The program works on a 256 KiB table (a contest program's working set,
 so that a neighbour on its core shows in its time), sized to about `--seconds` of CPU on this host.
 The variants run one after the other (bare, off, on); the target is a coefficient of variation
-(stdev / mean) of at most 2 % with pinning.
+(stdev / mean) of at most 2 % with pinning. Two more variants help read the figures: pinning on
+with no hog (the host's own noise), and pinning on with one CPU to hand out (`cpus: [N]`: the hog
+and the program share it, as slots do when there are more than CPUs). Below each line: wall time
+over CPU time, the CPU others used meanwhile (on the program's CPU when pinned, else on all CPUs,
+less the program and the hog: the host's other work), the hypervisor's steal time, and how the
+program's CPU time follows that other work (Pearson's r over the runs).
 
     sudo .venv/bin/python benchmarks/pinning.py [--runs 30] [--seconds 1.0]
 """
@@ -51,13 +56,17 @@ PROGRAM = r"""
 #include <stdlib.h>
 #include <unistd.h>
 static unsigned table[1 << 16];  /* 256 KiB */
+static char buffer[16 << 20];     /* the cache hog's: past a core's L2 */
 int main(int argc, char **argv) {
-    if (argv[1][0] == 'h') {  /* hog: one busy process per CPU this process may use, until killed */
+    if (argv[1][0] == 'h' || argv[1][0] == 'c') {  /* a hog: one busy process per CPU it may use, until killed */
         cpu_set_t set;
         sched_getaffinity(0, sizeof set, &set);
         for (int i = 1; i < CPU_COUNT(&set); i++)
             if (fork() == 0) break;
-        for (volatile unsigned long n = 0;; n++) {}
+        if (argv[1][0] == 'h')
+            for (volatile unsigned long n = 0;; n++) {}  /* spin: registers only */
+        for (unsigned long n = 0;; n++)  /* cache: writes a line of the buffer after another */
+            ((volatile char *)buffer)[(n * 64) % sizeof buffer] += 1;
     }
     long rounds = atol(argv[2]);
     unsigned x = 1;
@@ -185,8 +194,8 @@ def group_cpu(pgid: int) -> float:
     return total / CpuStat.TICK
 
 
-def run_bare(binary: Path, rounds: int, runs: int) -> Spread:
-    hog = subprocess.Popen([binary, "h"], start_new_session=True)
+def run_bare(binary: Path, rounds: int, runs: int, hog_kind: str) -> Spread:
+    hog = subprocess.Popen([binary, hog_kind[0]], start_new_session=True)
     found = []
     try:
         for _ in range(runs):
@@ -212,9 +221,10 @@ def _kill_tree(hog: subprocess.Popen[bytes]) -> None:
 class Slots:
     """A backend, its CPUs and a slot pool, made from spool.yaml as the executor makes them."""
 
-    def __init__(self, pinning: bool, state: Path) -> None:
+    def __init__(self, pinning: bool, state: Path, cpus: list[int] | None = None) -> None:
         spool = Path(tempfile.mkdtemp(prefix="cutor-bench-pinning-"))
-        config = {"version": 1, "sandbox": {"uid_base": UID_BASE, "slots": SLOTS, "pinning": {"enabled": pinning}}}
+        pin: dict[str, object] = {"enabled": pinning, **({"cpus": cpus} if cpus else {})}
+        config = {"version": 1, "sandbox": {"uid_base": UID_BASE, "slots": SLOTS, "pinning": pin}}
         (spool / "spool.yaml").write_text(yaml.safe_dump(config))
         try:
             self.config = load_config(spool)
@@ -239,13 +249,14 @@ class Slots:
             self.pool.release(slot)
 
 
-def run_sandboxed(slots: Slots, binary: Path, rounds: int, runs: int, name: str, hog: bool = True) -> Spread:
+def run_sandboxed(slots: Slots, binary: Path, rounds: int, runs: int, name: str, hog: str | None) -> Spread:
+    """`hog`: "spin" or "cache" (the hog's kind), None for none."""
     with slots.slot(binary) as hog_slot, slots.slot(binary) as slot:
         hog_box = slots.backend.open(hog_slot, "bench-hog")
         box = slots.backend.open(slot, "bench-cpu")
         hogging: StageProcess | None = None
         if hog:
-            hogging = hog_box.spawn(StageSpec("hog", ("/work/cpu", "h"), HOG_LIMITS), stdout=None)
+            hogging = hog_box.spawn(StageSpec("hog", ("/work/cpu", hog[0]), HOG_LIMITS), stdout=None)
         found = []
         try:
             for _ in range(runs):
@@ -253,7 +264,8 @@ def run_sandboxed(slots: Slots, binary: Path, rounds: int, runs: int, name: str,
                 out = box.run(StageSpec("run", ("/work/cpu", "w", str(rounds)), LIMITS))
                 if out.status != StageStatus.OK:
                     raise RuntimeError(f"the program's stage ended {out.status}: {out.message} {out.stderr!r}")
-                hog_used = (hogging.cpu_seconds() or 0.0) - hog_before if hogging and slot.cpu is None else 0.0
+                shared = slot.cpu is None or slot.cpu == hog_slot.cpu  # the hog's time is in the CPU's busy time
+                hog_used = (hogging.cpu_seconds() or 0.0) - hog_before if hogging and shared else 0.0
                 found.append(measured(out.cpu_time, out.wall_time, before, slot.cpu, out.cpu_time + hog_used))
         finally:
             if hogging is not None:
@@ -271,18 +283,20 @@ def _where(cpu: int | None, hog: int | None) -> str:
     return f"program on CPU {cpu}, " + (f"hog on CPU {hog}" if hog is not None else "no hog")
 
 
-def measure(runs: int, seconds: float) -> tuple[int, list[Spread]]:
+def measure(runs: int, seconds: float, hog: str) -> tuple[int, list[Spread]]:
     work = Path(tempfile.mkdtemp(prefix="cutor-bench-pinning-"))
     state = DEFAULT_STATE_DIR
     try:
         (work / "cpu.c").write_text(PROGRAM)
         subprocess.run(["cc", "-O2", "-o", work / "cpu", work / "cpu.c"], check=True)
         rounds = calibrate(work / "cpu", seconds)
+        last = max(os.sched_getaffinity(0))  # spool.yaml `cpus: [last]`: hog and program share it
         variants: list[Callable[[], Spread]] = [
-            lambda: run_bare(work / "cpu", rounds, runs),
-            lambda: run_sandboxed(Slots(False, state), work / "cpu", rounds, runs, "pinning off"),
-            lambda: run_sandboxed(Slots(True, state), work / "cpu", rounds, runs, "pinning on"),
-            lambda: run_sandboxed(Slots(True, state), work / "cpu", rounds, runs, "pinning on, no hog", hog=False),
+            lambda: run_bare(work / "cpu", rounds, runs, hog),
+            lambda: run_sandboxed(Slots(False, state), work / "cpu", rounds, runs, "pinning off", hog),
+            lambda: run_sandboxed(Slots(True, state), work / "cpu", rounds, runs, "pinning on", hog),
+            lambda: run_sandboxed(Slots(True, state), work / "cpu", rounds, runs, "pinning on, no hog", None),
+            lambda: run_sandboxed(Slots(True, state, [last]), work / "cpu", rounds, runs, "pinning on, one CPU", hog),
         ]
         return rounds, [variant() for variant in variants]
     finally:
@@ -293,11 +307,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=1.0, help="the program's CPU time, about")
+    parser.add_argument(
+        "--hog", choices=("spin", "cache"), default="spin",
+        help="spin: a loop in registers; cache: writes through 16 MiB, evicting a core's caches",
+    )  # fmt: skip
     args = parser.parse_args()
     cpus = format_cpu_list(os.sched_getaffinity(0))
-    rounds, spreads = measure(args.runs, args.seconds)
+    rounds, spreads = measure(args.runs, args.seconds, args.hog)
     load = os.getloadavg()
-    print(f"CPU time of one program ({rounds} rounds), {args.runs} runs beside a CPU hog; CPUs {cpus}")
+    print(f"CPU time of one program ({rounds} rounds), {args.runs} runs beside a CPU hog ({args.hog}); CPUs {cpus}")
     for spread in spreads:
         print(spread.line())
         print(spread.diagnosis())
