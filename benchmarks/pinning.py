@@ -48,6 +48,7 @@ from cutor_spool.runner.stage import StageSpec, StageStatus
 UID_BASE = 61300  # a range of its own (slot locks are host-wide): tests/test_pinning.py has 61200
 SLOTS = 4
 TARGET_CV = 0.02
+HOGS = {"spin": "h", "cache": "c"}  # --hog: the program's argument
 
 PROGRAM = r"""
 #define _GNU_SOURCE
@@ -95,6 +96,7 @@ class Run:
     wall: float
     others: float  # CPU time others used meanwhile (on the program's CPU when pinned, else on all): / wall
     steal: float  # the hypervisor's steal time meanwhile, all CPUs: / wall
+    hog: float  # the hog's CPU time meanwhile: / wall
 
 
 @dataclass
@@ -131,7 +133,8 @@ class Spread:
         steal = statistics.fmean(r.steal for r in self.runs)
         r = statistics.correlation(self.times, others) if len(set(others)) > 1 else float("nan")
         return (
-            f"{'':<22} wall/cpu {wall:4.2f}  others busy {statistics.fmean(others):4.2f} CPU"
+            f"{'':<22} wall/cpu {wall:4.2f}  hog {statistics.fmean(r.hog for r in self.runs):4.2f} CPU"
+            f"  others {statistics.fmean(others):4.2f} CPU"
             f" ({'its CPU' if 'CPU ' in self.where else 'all CPUs'}, besides program and hog)"
             f"  steal {steal * 100:4.1f} %  corr(cpu time, others) {r:+.2f}"
         )
@@ -158,9 +161,10 @@ class CpuStat:
         return max(0.0, sum(self.busy[c] - before.busy[c] for c in cpus) - ours)
 
 
-def measured(cpu: float, wall: float, before: CpuStat, where: int | None, ours: float) -> Run:
+def measured(cpu: float, wall: float, before: CpuStat, where: int | None, ours: float, hog: float) -> Run:
+    """`ours`: the CPU time of the program, and of the hog where it shares the CPU(s) counted."""
     after = CpuStat()
-    return Run(cpu, wall, after.others(before, where, ours) / wall, (after.steal - before.steal) / wall)
+    return Run(cpu, wall, after.others(before, where, ours) / wall, (after.steal - before.steal) / wall, hog / wall)
 
 
 def bare_cpu(argv: list[str]) -> float:
@@ -195,14 +199,17 @@ def group_cpu(pgid: int) -> float:
 
 
 def run_bare(binary: Path, rounds: int, runs: int, hog_kind: str) -> Spread:
-    hog = subprocess.Popen([binary, hog_kind[0]], start_new_session=True)
+    hog = subprocess.Popen([binary, HOGS[hog_kind]], start_new_session=True)
     found = []
     try:
         for _ in range(runs):
             before, hog_before, start = CpuStat(), group_cpu(hog.pid), time.perf_counter()
             cpu = bare_cpu([str(binary), "w", str(rounds)])
             wall = time.perf_counter() - start
-            found.append(measured(cpu, wall, before, None, cpu + group_cpu(hog.pid) - hog_before))
+            hogged = group_cpu(hog.pid) - hog_before
+            if hog.poll() is not None:
+                raise RuntimeError(f"the hog ended: {hog.returncode}")
+            found.append(measured(cpu, wall, before, None, cpu + hogged, hogged))
     finally:
         _kill_tree(hog)
     return Spread("bare", found, "program and hog unpinned")
@@ -256,7 +263,7 @@ def run_sandboxed(slots: Slots, binary: Path, rounds: int, runs: int, name: str,
         box = slots.backend.open(slot, "bench-cpu")
         hogging: StageProcess | None = None
         if hog:
-            hogging = hog_box.spawn(StageSpec("hog", ("/work/cpu", hog[0]), HOG_LIMITS), stdout=None)
+            hogging = hog_box.spawn(StageSpec("hog", ("/work/cpu", HOGS[hog]), HOG_LIMITS), stdout=None)
         found = []
         try:
             for _ in range(runs):
@@ -264,9 +271,14 @@ def run_sandboxed(slots: Slots, binary: Path, rounds: int, runs: int, name: str,
                 out = box.run(StageSpec("run", ("/work/cpu", "w", str(rounds)), LIMITS))
                 if out.status != StageStatus.OK:
                     raise RuntimeError(f"the program's stage ended {out.status}: {out.message} {out.stderr!r}")
+                hogged = 0.0
+                if hogging is not None:
+                    if (hog_now := hogging.cpu_seconds()) is None:
+                        raise RuntimeError(f"the hog ended: {hogging.wait()}")
+                    hogged = hog_now - hog_before
                 shared = slot.cpu is None or slot.cpu == hog_slot.cpu  # the hog's time is in the CPU's busy time
-                hog_used = (hogging.cpu_seconds() or 0.0) - hog_before if hogging and shared else 0.0
-                found.append(measured(out.cpu_time, out.wall_time, before, slot.cpu, out.cpu_time + hog_used))
+                ours = out.cpu_time + (hogged if shared else 0.0)
+                found.append(measured(out.cpu_time, out.wall_time, before, slot.cpu, ours, hogged))
         finally:
             if hogging is not None:
                 hogging.kill()
