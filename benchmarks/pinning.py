@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 from _common import ROOT
 
-from cutor_spool.config import load_config
+from cutor_spool.config import BackendName, load_config
 from cutor_spool.cpus import format_cpu_list
 from cutor_spool.limits import Limits
 from cutor_spool.runner.backend import make_backend
@@ -238,10 +238,10 @@ class Slots:
         finally:
             shutil.rmtree(spool)
         box = self.config.sandbox
-        self.backend: Backend = make_backend("bubblewrap", self.config, state)
-        cpus = pinned_cpus(box.pinning, self.backend.cpus())
+        self.backend: Backend = make_backend(BackendName.BUBBLEWRAP, self.config, state)
+        given = pinned_cpus(box.pinning, self.backend.cpus())
         self.pool = SlotPool(
-            uid_base=box.uid_base, count=box.slots, work_size=box.work_size, state_dir=state, cpus=cpus
+            uid_base=box.uid_base, count=box.slots, work_size=box.work_size, state_dir=state, cpus=given
         )
 
     @contextmanager

@@ -13,7 +13,8 @@ inside whatever accounts for the worker). It holds every process of the stage, w
 - a kill that leaves nothing behind: v2 `cgroup.kill`, or freeze, SIGKILL every member, thaw;
 - with CPU pinning (spool.yaml `sandbox.pinning`), the one CPU of the stage's slot: `cpuset.cpus`
   (v1 also needs `cpuset.mems`, copied from the parent). A process cannot widen its affinity past
-  its cpuset (sched_setaffinity fails with EINVAL), so the job's children stay on the CPU too.
+  its cpuset (sched_setaffinity narrows a mask to it, and fails with EINVAL when nothing is
+  left), so the job's children stay on the CPU too.
 
 v1 is what this development host has. Its unified hierarchy has no memory, pids or cpu
 controller, so v2's limits, peak and OOM counter follow the kernel's cgroup-v2 documentation
