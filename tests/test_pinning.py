@@ -223,6 +223,23 @@ def test_a_cpu_outside_the_stages_cpuset_is_refused_and_leaves_no_cgroup(backend
     assert not [b / "pintest-absent" for b in backend.cgroups.bases.values() if (b / "pintest-absent").exists()]
 
 
+def test_a_pinned_stage_s_cgroup_left_by_a_killed_worker_is_swept_with_pinning_off(backend: BubblewrapBackend) -> None:
+    # What a pinned executor killed mid-stage leaves: the stage's cgroup in every hierarchy, the
+    # cpuset one included. The next executor on the host may run without pinning.
+    pool = SlotPool(uid_base=UID_BASE, count=SLOTS, work_size=32 << 20)
+    slot = pool.acquire()
+    try:
+        left = backend.cgroups.create(f"{slot.name}-deadbeef", str(CPUS[0]))
+        cpuset = backend.cgroups.bases["cpuset"] / left.name
+        assert cpuset.is_dir()
+        unpinned = BubblewrapBackend(state_dir=DEFAULT_STATE_DIR, uid_base=UID_BASE, slots=SLOTS, tmp_size=16 << 20)
+        unpinned.open(slot, "after").close()
+    finally:
+        pool.release(slot)
+    assert not cpuset.exists()
+    assert not [b / left.name for b in backend.cgroups.bases.values() if (b / left.name).exists()]
+
+
 def test_on_cgroup_v2_a_cpu_the_kernel_does_not_grant_is_refused(tmp_path: Path) -> None:
     # v2 takes any CPU list into cpuset.cpus and silently gives the parent's CPUs when none of
     # them is granted. This host's unified hierarchy has no cpuset controller (v1 holds it), so

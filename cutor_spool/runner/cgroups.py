@@ -288,10 +288,15 @@ class CgroupHost:
     """Creates stage cgroups on this host, under the worker's own cgroup; with `cpuset`, in the
     cpuset controller too (CPU pinning), each confined to the CPUs `create` is given."""
 
-    def __init__(self, version: int, bases: dict[str, Path], cpuset: bool = False) -> None:
+    def __init__(
+        self, version: int, bases: dict[str, Path], cpuset: bool = False, swept: dict[str, Path] | None = None
+    ) -> None:
         self.version = version
         self.bases = bases  # controller -> <own cgroup>/cutor-spool (v2: key "")
         self.cpuset = cpuset
+        # where leftovers are looked for: the bases, and on v1 the cpuset hierarchy's even without
+        # pinning (a pinned worker that was killed leaves its stage's cgroup there too)
+        self.swept = swept if swept is not None else bases
 
     @classmethod
     def detect(cls, *, cpuset: bool = False) -> CgroupHost:
@@ -301,19 +306,21 @@ class CgroupHost:
             if fstype == "cgroup2" and controllers.exists() and {"memory", "pids"} <= set(_read(controllers).split()):
                 return cls._setup_v2(_under(root, point, own.get("", "/")), cpuset)
         bases = {}
-        for controller in V1_CONTROLLERS + (("cpuset",) if cpuset else ()):
+        for controller in (*V1_CONTROLLERS, "cpuset"):
             for root, point, fstype, options in mounts:
                 if fstype == "cgroup" and controller in options.split(","):
                     bases[controller] = _under(root, point, own.get(controller, "/")) / PARENT
                     break
             else:
-                raise SandboxError(f"no cgroup v1 '{controller}' hierarchy and no cgroup v2 memory controller")
+                if controller != "cpuset" or cpuset:
+                    raise SandboxError(f"no cgroup v1 '{controller}' hierarchy and no cgroup v2 memory controller")
+        swept, bases = bases, {c: b for c, b in bases.items() if c != "cpuset" or cpuset}
         for base in bases.values():
             base.mkdir(exist_ok=True)
         if cpuset:  # the parent's CPUs and memory nodes, every start (they may have changed since)
             for name in ("cpuset.cpus", "cpuset.mems"):
                 _write(bases["cpuset"] / name, _read(bases["cpuset"].parent / name).strip())
-        return cls(1, bases, cpuset)
+        return cls(1, bases, cpuset, swept)
 
     @classmethod
     def _setup_v2(cls, own: Path, cpuset: bool = False) -> CgroupHost:
@@ -370,12 +377,14 @@ class CgroupHost:
         return cgroup
 
     def existing(self, prefix: str) -> list[Cgroup]:
-        """Cgroups left behind (by a worker that was killed) whose name starts with `prefix`."""
-        first = next(iter(self.bases.values()))
-        try:
-            names = [p.name for p in first.iterdir() if p.is_dir() and p.name.startswith(prefix)]
-        except FileNotFoundError:
-            return []
+        """Cgroups left behind (by a worker that was killed) whose name starts with `prefix`, in
+        any hierarchy (`remove` passes over those it is not in)."""
+        names: set[str] = set()
+        for base in self.swept.values():
+            try:
+                names.update(p.name for p in base.iterdir() if p.is_dir() and p.name.startswith(prefix))
+            except FileNotFoundError:
+                continue
         if self.version == 2:
-            return [CgroupV2(n, self.bases[""] / n) for n in names]
-        return [CgroupV1(n, {c: base / n for c, base in self.bases.items()}) for n in names]
+            return [CgroupV2(n, self.bases[""] / n) for n in sorted(names)]
+        return [CgroupV1(n, {c: base / n for c, base in self.swept.items()}) for n in sorted(names)]
