@@ -11,8 +11,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cutor_spool.cpus import parse_cpu_list
 from cutor_spool.errors import ConfigError
 from cutor_spool.languages import LanguagesConfig
 from cutor_spool.limits import Duration, Limits, LimitsSpec, Size, within
@@ -106,6 +107,27 @@ class SeccompConfig(_Strict):
     deny: list[str] = Field(default_factory=list, description="more system calls to deny")
 
 
+class PinningConfig(_Strict):
+    """CPU pinning of slots (README, "CPU pinning"): off by default, because a pinned
+    stage has one CPU, whatever threads it starts (on a 2-core host, half the machine)."""
+
+    enabled: bool = Field(default=False, description="run each slot's stages on one CPU of their own")
+    cpus: tuple[int, ...] | None = Field(
+        default=None,
+        description='the CPUs slots may be given, as "0-3,8" or [0, 1, 2, 3]; default: every CPU the executor may use',
+    )
+
+    @field_validator("cpus", mode="before")
+    @classmethod
+    def _cpu_list(cls, value: object) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        cpus = parse_cpu_list(value)
+        if not cpus:
+            raise ValueError("an empty CPU list: leave `cpus` out to use every CPU")
+        return cpus
+
+
 class SandboxConfig(_Strict):
     uid_base: int = Field(default=61000, ge=1000, le=2**31 - 70000)
     slots: int = Field(default=64, ge=1, le=65536)
@@ -113,6 +135,7 @@ class SandboxConfig(_Strict):
     tmp_size: Size = 64 * 2**20
     ro_binds: list[str] = Field(default_factory=list, description="extra host paths mounted read-only")
     seccomp: SeccompConfig = SeccompConfig()
+    pinning: PinningConfig = PinningConfig()
     # The default: what Debian 12's toolchains read from /etc. OpenJDK's conf/ files are symlinks
     # from /usr/lib/jvm into /etc/java-17-openjdk (without java.security javac dies "Error loading
     # java.security file"); Free Pascal reads /etc/fpc.cfg (through alternatives, fpc-<version>.cfg).
@@ -346,6 +369,9 @@ sandbox:
   slots: 64
   work_size: 512MiB          # the submission's /work (a tmpfs; counts towards memory)
   tmp_size: 64MiB            # its /tmp
+  pinning:                   # each slot's stages on a CPU of their own (README: "CPU pinning")
+    enabled: false           # off: a pinned stage gets one CPU, however many threads it runs
+    cpus: null               # the CPUs to hand out, as "0-3" or [0, 1]; null: all the executor may use
   etc: [java-*, fpc.cfg, fpc-*.cfg]  # host /etc paths stages see besides the base (docs/security.md)
   seccomp:                   # the system calls no stage may make (README: "System calls")
     action: errno            # a denied call fails with EPERM; `kill`: the stage ends security_violation

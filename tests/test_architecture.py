@@ -5,12 +5,15 @@ scripts/test.sh; these are the rules it cannot state."""
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import grimp
 from radon.complexity import cc_rank, cc_visit
 
-PACKAGE = Path(__file__).resolve().parent.parent / "cutor_spool"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "cutor_spool"
 MAX_LINES = 450
 
 
@@ -58,3 +61,26 @@ def test_no_function_is_graded_d_or_worse() -> None:
         if cc_rank(block.complexity) not in "ABC"
     ]
     assert complex_ == []
+
+
+def test_every_root_module_is_in_the_kernel_contract() -> None:
+    """A root module is the shared kernel (docs/architecture.md): import-linter must hold it to
+    importing no part, which it does only for the modules its contract lists."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    kernel = next(c for c in contracts if c["name"].startswith("The shared kernel"))
+    roots = {f"cutor_spool.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__")}
+    assert roots - set(kernel["source_modules"]) == set()
+
+
+def test_every_section_the_code_points_to_exists() -> None:
+    """`README, "CPU pinning"` or `docs/judge.md, "Graders"` in a docstring or comment (spool.yaml's
+    default text included) names a heading of that document."""
+    missing = []
+    for source in PACKAGE.rglob("*.py"):
+        text = source.read_text()
+        for document, section in re.findall(r'(README|docs/[\w-]+\.md)[,:] "([^"]+)"', text):
+            path = ROOT / ("README.md" if document == "README" else document)
+            headings = {line.lstrip("#").strip() for line in path.read_text().splitlines() if line.startswith("#")}
+            if section not in headings:
+                missing.append(f"{source.relative_to(ROOT)}: {document}, {section!r}")
+    assert missing == []

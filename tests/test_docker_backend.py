@@ -173,6 +173,30 @@ def test_container_settings_as_the_engine_reports_them(sandbox: DockerSandbox) -
     assert not mounts["/run/cutor"]["RW"] and mounts["/run/cutor"]["Source"] == str(sandbox.slot.io)
 
 
+def test_a_pinned_slot_s_container_and_its_children_keep_to_its_cpu(backend: DockerBackend, state_dir: Path) -> None:
+    """CPU pinning: the slot's CPU is the container's cpuset; a child cannot widen its affinity."""
+    cpus = backend.cpus()
+    pool = SlotPool(uid_base=UID_BASE, count=SLOTS, work_size=128 * MiB, state_dir=state_dir, cpus=cpus[-1:])
+    slot = pool.acquire()
+    cpu = slot.cpu
+    box = backend.open(slot, "pinned")
+    try:
+        script = (
+            "grep Cpus_allowed_list /proc/self/status | cut -f2; nproc; "
+            "python3 -c 'import os; os.sched_setaffinity(0, range(os.cpu_count())); print(*os.sched_getaffinity(0))'"
+        )
+        out = run(box, script)
+        (container_id,) = containers_of(box)
+        host = box.api.inspect_container(container_id)["HostConfig"]
+    finally:
+        box.close()
+        pool.release(slot)
+    assert cpu == cpus[-1]
+    assert out.status == StageStatus.OK, out
+    assert out.stdout.decode().split() == [str(cpu), "1", str(cpu)]
+    assert host["CpusetCpus"] == str(cpu)
+
+
 def test_a_launcher_built_ahead_is_used(
     docker_image: str,  # noqa: F811
     tmp_path: Path,

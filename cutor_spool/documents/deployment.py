@@ -1,4 +1,4 @@
-"""The documents of deployments (docs/deployments.md, "Deploy and invoke"):
+"""The documents of deployments (docs/deployments.md, "Deploy and invoke: the design"):
 
 - `spec.json`, a blob of the content store (`cas/`) whose CID is the deployment's id. Written once
   by `cutor-spool deploy`, signed by its owner, never changed; read by every executor that builds

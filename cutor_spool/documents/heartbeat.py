@@ -6,8 +6,9 @@ of the worker's leases (`watcher/lost.py`: did the worker die, and what else did
 Liveness is judged from the file's mtime on the filesystem's clock, never from `heartbeat_at` (the
 worker's own clock).
 Besides its identity, a worker tells what it runs with: an executor its backend and, while its
-host cannot run stages, `sandbox` (why claiming is paused); a builder its store and Nix settings;
-a pilot (a batch engine's job, watcher/pilot.py) the limits after which it leaves by itself.
+host cannot run stages, `sandbox` (why claiming is paused), with CPU pinning the CPUs it pins
+slots to (`cpus`, and each current claim's `cpu`); a builder its store and Nix settings; a pilot
+(a batch engine's job, watcher/pilot.py) the limits after which it leaves by itself.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from cutor_spool.documents.base import Document, Number
 
 
 class CurrentWork(Document):
-    """A claim the worker holds: its entry, its state, since when, which attempt."""
+    """A claim the worker holds: its entry, its state, since when, which attempt, and with CPU
+    pinning the CPU its slot's stages run on (once it has a slot)."""
 
     id: str
     state: str
     since: str
     attempt: int
+    cpu: int | None = None
 
 
 class UnexpectedError(Document):
@@ -59,6 +62,7 @@ class Heartbeat(Document):
     concurrency: int | None = None
     poll: bool | None = None
     backend: str | None = None  # an executor's
+    cpus: list[int] | None = None  # an executor's with CPU pinning: the CPUs it gives its slots
     sandbox: str | None = None  # an executor whose host cannot run stages: why it does not claim
     store: str | None = None  # a builder's
     nix: NixInfo | None = None

@@ -60,6 +60,7 @@ class StatusDocument(Document):
     stages: dict[str, StageSummary] = {}
     updated_at: str | None = None
     sandbox_uid: int | None = None
+    sandbox_cpu: int | None = None  # with CPU pinning (spool.yaml sandbox.pinning): the CPU its stages ran on
     submitter: int | None = None  # the uid that owned the dropped directory
     original_name: str | None = None  # a drop whose name is not a valid id
     duplicate_of: str | None = None

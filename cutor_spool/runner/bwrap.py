@@ -87,10 +87,12 @@ class BubblewrapBackend:
         launcher: bool = True,
         seccomp: SeccompConfig | None = None,
         etc: tuple[str, ...] = TOOLCHAIN_ETC,
+        pin: bool = False,
     ) -> None:
         """`launcher=False` uses `prlimit` and `setpriv` even where the static launcher builds;
         `seccomp` is the spool's system call filter (on, with the default policy, when not given);
-        `etc` the patterns of sandbox.etc (sandbox_etc.py)."""
+        `etc` the patterns of sandbox.etc (sandbox_etc.py); `pin`: stages get a cpuset, their
+        slot's CPU (CPU pinning)."""
         if shutil.which("bwrap") is None:
             raise SandboxError("bubblewrap is not installed (apt install bubblewrap)")
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +123,7 @@ class BubblewrapBackend:
         self._refresh_etc()
         if self.launcher is not None:  # on the /etc tmpfs: the sandbox's mountinfo names no host path
             self.layout = dataclasses.replace(self.layout, launcher=publish(self.launcher, self._etc_base))
-        self.cgroups = CgroupHost.detect()
+        self.cgroups = CgroupHost.detect(cpuset=pin)
         seccomp = seccomp or SeccompConfig()  # the filter is on unless a spool turns it off
         self.seccomp = write_filter(state_dir / "seccomp", policy(seccomp)) if seccomp.enabled else None
 
@@ -154,7 +156,13 @@ class BubblewrapBackend:
                     swept += 1
         return swept
 
+    def cpus(self) -> tuple[int, ...]:
+        own = set(os.sched_getaffinity(0))
+        return tuple(sorted(own & set(self.cgroups.allowed_cpus()))) if self.cgroups.cpuset else tuple(sorted(own))
+
     def open(self, slot: Slot, label: str) -> BwrapSandbox:
+        if slot.cpu is not None and not self.cgroups.cpuset:
+            raise SandboxError(f"slot {slot.name} is pinned to CPU {slot.cpu}; this backend was made without pinning")
         self._refresh_etc()
         for stale in self.cgroups.existing(f"{slot.name}-"):  # left by a worker that was killed
             stale.remove()
@@ -211,7 +219,8 @@ class BwrapSandbox:
         slot.reset_io()
         for name, data in spec.files.items():
             (slot.io / name).write_bytes(data)
-        cgroup = self.backend.cgroups.create(f"{slot.name}-{secrets.token_hex(4)}")
+        pinned = None if slot.cpu is None else str(slot.cpu)
+        cgroup = self.backend.cgroups.create(f"{slot.name}-{secrets.token_hex(4)}", pinned)
         try:
             cgroup.set_limits(memory=spec.limits.memory, pids=spec.limits.processes + OVERHEAD_PROCESSES)
             return BwrapStage.start(self, spec, cgroup, cancel, stdin=stdin, stdout=stdout)

@@ -10,7 +10,11 @@ inside whatever accounts for the worker). It holds every process of the stage, w
 - pids: a cap that stops a fork bomb;
 - CPU time of all processes summed (v1 `cpuacct.usage`, v2 `cpu.stat`), so a job that forks N busy
   children cannot get N times its CPU limit: the supervisor watches the total;
-- a kill that leaves nothing behind: v2 `cgroup.kill`, or freeze, SIGKILL every member, thaw.
+- a kill that leaves nothing behind: v2 `cgroup.kill`, or freeze, SIGKILL every member, thaw;
+- with CPU pinning (spool.yaml `sandbox.pinning`), the one CPU of the stage's slot: `cpuset.cpus`
+  (v1 also needs `cpuset.mems`, copied from the parent). A process cannot widen its affinity past
+  its cpuset (sched_setaffinity narrows a mask to it, and fails with EINVAL when nothing is
+  left), so the job's children stay on the CPU too.
 
 v1 is what this development host has. Its unified hierarchy has no memory, pids or cpu
 controller, so v2's limits, peak and OOM counter follow the kernel's cgroup-v2 documentation
@@ -29,6 +33,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+from cutor_spool.cpus import parse_cpu_list
 from cutor_spool.errors import SandboxError
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,10 @@ class Cgroup(ABC):
 
     @abstractmethod
     def set_limits(self, *, memory: int, pids: int) -> None: ...
+
+    @abstractmethod
+    def set_cpus(self, cpus: str) -> None:
+        """Confines the cgroup to `cpus` (a CPU list), before any process joins it."""
 
     @abstractmethod
     def cpu_seconds(self) -> float: ...
@@ -153,6 +162,16 @@ class CgroupV1(Cgroup):
             _write(mem / "memory.memsw.limit_in_bytes", str(memory))
         _write(self.dirs["pids"] / "pids.max", str(pids))
 
+    def set_cpus(self, cpus: str) -> None:
+        cpuset = self.dirs["cpuset"]  # v1 starts a cpuset empty: no process may join until both are set
+        try:
+            _write(cpuset / "cpuset.cpus", cpus)
+        except OSError as exc:  # EINVAL: not the parent's; ERANGE: past the host's last CPU
+            if exc.errno in (errno.EINVAL, errno.ERANGE):
+                raise _not_granted(cpus, _read(cpuset.parent / "cpuset.effective_cpus")) from exc
+            raise
+        _write(cpuset / "cpuset.mems", _read(cpuset.parent / "cpuset.mems").strip())
+
     def cpu_seconds(self) -> float:
         return int(_read(self.dirs["cpuacct"] / "cpuacct.usage")) / 1e9
 
@@ -191,6 +210,14 @@ class CgroupV2(Cgroup):
         if (self.path / "memory.swap.max").exists():
             _write(self.path / "memory.swap.max", "0")
         _write(self.path / "pids.max", str(pids))
+
+    def set_cpus(self, cpus: str) -> None:
+        """v2 takes any list, and gives the parent's CPUs when it cannot grant those asked for
+        (cgroup-v2.rst, "Cpuset Interface Files"): what the kernel granted is read back."""
+        _write(self.path / "cpuset.cpus", cpus)  # cpuset.mems left empty: the parent's
+        granted = _read(self.path / "cpuset.cpus.effective")
+        if parse_cpu_list(granted) != parse_cpu_list(cpus):
+            raise _not_granted(cpus, granted)
 
     def cpu_seconds(self) -> float:
         return _keyed(self.path / "cpu.stat").get("usage_usec", 0) / 1e6
@@ -248,38 +275,59 @@ def _under(mount_root: str, mount_point: str, own: str) -> Path:
     return Path(mount_point) / relative.lstrip("/")
 
 
-class CgroupHost:
-    """Creates stage cgroups on this host, under the worker's own cgroup."""
+def _not_granted(cpus: str, allowed: str) -> SandboxError:
+    """A slot's CPU the kernel refuses: the host's cpuset shrank since the executor started (or a
+    CPU went offline). Its stages cannot run pinned; restart the executor to take the new set."""
+    return SandboxError(
+        f"CPU {cpus} is not among the CPUs stages may use ({allowed.strip() or 'none'}): the host's cpuset changed "
+        "since the executor started; restart it"
+    )
 
-    def __init__(self, version: int, bases: dict[str, Path]) -> None:
+
+class CgroupHost:
+    """Creates stage cgroups on this host, under the worker's own cgroup; with `cpuset`, in the
+    cpuset controller too (CPU pinning), each confined to the CPUs `create` is given."""
+
+    def __init__(
+        self, version: int, bases: dict[str, Path], cpuset: bool = False, swept: dict[str, Path] | None = None
+    ) -> None:
         self.version = version
         self.bases = bases  # controller -> <own cgroup>/cutor-spool (v2: key "")
+        self.cpuset = cpuset
+        # where leftovers are looked for: the bases, and on v1 the cpuset hierarchy's even without
+        # pinning (a pinned worker that was killed leaves its stage's cgroup there too)
+        self.swept = swept if swept is not None else bases
 
     @classmethod
-    def detect(cls) -> CgroupHost:
+    def detect(cls, *, cpuset: bool = False) -> CgroupHost:
         mounts, own = _mounts(), _own_paths()
         for root, point, fstype, _ in mounts:
             controllers = Path(point, "cgroup.controllers")
             if fstype == "cgroup2" and controllers.exists() and {"memory", "pids"} <= set(_read(controllers).split()):
-                return cls._setup_v2(_under(root, point, own.get("", "/")))
+                return cls._setup_v2(_under(root, point, own.get("", "/")), cpuset)
         bases = {}
-        for controller in V1_CONTROLLERS:
+        for controller in (*V1_CONTROLLERS, "cpuset"):
             for root, point, fstype, options in mounts:
                 if fstype == "cgroup" and controller in options.split(","):
                     bases[controller] = _under(root, point, own.get(controller, "/")) / PARENT
                     break
             else:
-                raise SandboxError(f"no cgroup v1 '{controller}' hierarchy and no cgroup v2 memory controller")
+                if controller != "cpuset" or cpuset:
+                    raise SandboxError(f"no cgroup v1 '{controller}' hierarchy and no cgroup v2 memory controller")
+        swept, bases = bases, {c: b for c, b in bases.items() if c != "cpuset" or cpuset}
         for base in bases.values():
             base.mkdir(exist_ok=True)
-        return cls(1, bases)
+        if cpuset:  # the parent's CPUs and memory nodes, every start (they may have changed since)
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                _write(bases["cpuset"] / name, _read(bases["cpuset"].parent / name).strip())
+        return cls(1, bases, cpuset, swept)
 
     @classmethod
-    def _setup_v2(cls, own: Path) -> CgroupHost:
+    def _setup_v2(cls, own: Path, cpuset: bool = False) -> CgroupHost:
         """v2 forbids processes in a cgroup whose controllers are delegated to children, so the
         worker moves itself into a `supervisor` leaf first (systemd: run it with Delegate=yes)."""
         base = own / PARENT
-        wanted = {"memory", "pids", "cpu"}
+        wanted = {"memory", "pids", "cpu"} | ({"cpuset"} if cpuset else set())
         enabled = set(_read(own / "cgroup.subtree_control").split())
         if not wanted <= enabled:
             if _read(own / "cgroup.procs").split():
@@ -294,10 +342,20 @@ class CgroupHost:
                     "of its own (systemd: Delegate=yes)"
                 ) from exc
         base.mkdir(exist_ok=True)
-        _write(base / "cgroup.subtree_control", "+memory +pids +cpu")
-        return cls(2, {"": base})
+        _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
+        return cls(2, {"": base}, cpuset)
 
-    def create(self, name: str) -> Cgroup:
+    def allowed_cpus(self) -> tuple[int, ...]:
+        """The CPUs the cgroup the stages are made under may use (its effective cpuset)."""
+        if self.version == 2:
+            path = self.bases[""] / "cpuset.cpus.effective"
+        else:
+            path = self.bases["cpuset"] / "cpuset.effective_cpus"
+        return parse_cpu_list(_read(path))
+
+    def create(self, name: str, cpus: str | None = None) -> Cgroup:
+        """A fresh cgroup; pinned to `cpus` when the host was detected with `cpuset` (all the
+        allowed CPUs if None: a v1 cpuset must name some)."""
         cgroup: Cgroup
         if self.version == 2:
             cgroup = CgroupV2(name, self.bases[""] / name)
@@ -306,21 +364,27 @@ class CgroupHost:
         try:
             for directory in cgroup._dirs():
                 os.mkdir(directory)
-        except OSError as exc:
+            if self.cpuset:
+                cgroup.set_cpus(cpus if cpus is not None else ",".join(map(str, self.allowed_cpus())))
+        except (OSError, SandboxError) as exc:
             try:
                 cgroup.remove()
             except SandboxError:
                 pass
+            if isinstance(exc, SandboxError):
+                raise
             raise SandboxError(f"cannot create cgroup {name}: {exc.strerror}") from exc
         return cgroup
 
     def existing(self, prefix: str) -> list[Cgroup]:
-        """Cgroups left behind (by a worker that was killed) whose name starts with `prefix`."""
-        first = next(iter(self.bases.values()))
-        try:
-            names = [p.name for p in first.iterdir() if p.is_dir() and p.name.startswith(prefix)]
-        except FileNotFoundError:
-            return []
+        """Cgroups left behind (by a worker that was killed) whose name starts with `prefix`, in
+        any hierarchy (`remove` passes over those it is not in)."""
+        names: set[str] = set()
+        for base in self.swept.values():
+            try:
+                names.update(p.name for p in base.iterdir() if p.is_dir() and p.name.startswith(prefix))
+            except FileNotFoundError:
+                continue
         if self.version == 2:
-            return [CgroupV2(n, self.bases[""] / n) for n in names]
-        return [CgroupV1(n, {c: base / n for c, base in self.bases.items()}) for n in names]
+            return [CgroupV2(n, self.bases[""] / n) for n in sorted(names)]
+        return [CgroupV1(n, {c: base / n for c, base in self.swept.items()}) for n in sorted(names)]

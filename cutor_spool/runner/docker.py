@@ -15,7 +15,8 @@ The container (created lazily, at a submission's first stage that needs it):
   root, a size-capped tmpfs /tmp and /dev/shm, no network (`network_mode="none"`) unless the
   stage may use it, logging off (json-file cannot keep up with a flood: output comes through the
   exec's attach stream, cut at the stage's cap), pids and memory (+ swap) limits that each stage
-  then narrows through the container's host cgroup (`docker_cgroup.py`);
+  then narrows through the container's host cgroup (`docker_cgroup.py`); with CPU pinning, the
+  slot's CPU as the container's cpuset (`cpuset_cpus`);
 - the host's prepared /etc/passwd and /etc/group (the slot users, as with bubblewrap), and for
   stages without network an /etc/hosts and an empty /etc/resolv.conf;
 - the static `cutor-launch` (`launcher.py`), through which every exec sets its rlimits and
@@ -167,6 +168,11 @@ class DockerBackend:
             wanted.append(f"{LABEL}.slot={uid}")
         found: list[dict[str, Any]] = api.containers(all=True, filters={"label": wanted})
         return found
+
+    def cpus(self) -> tuple[int, ...]:
+        """The executor's own CPUs (the engine refuses a cpuset it does not have: the container's
+        creation fails, a SandboxError)."""
+        return tuple(sorted(os.sched_getaffinity(0)))
 
     def open(self, slot: Slot, label: str) -> DockerSandbox:
         sandbox = DockerSandbox(self, slot, label)

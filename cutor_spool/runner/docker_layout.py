@@ -124,6 +124,8 @@ def host_config(layout: Layout, slot: Slot, key: ContainerKey) -> dict[str, Any]
         "log_config": LogConfig(type="none"),
         "mounts": mounts(layout, slot, key),
         "ulimits": [Ulimit(name=name, soft=value, hard=value) for name, value in layout.ulimits],
+        # CPU pinning: the slot's CPU, for every process of the container (the engine's cpuset)
+        **({"cpuset_cpus": str(slot.cpu)} if slot.cpu is not None else {}),
     }
 
 

@@ -23,7 +23,7 @@ from cutor_spool.runner.health import SandboxHealth
 from cutor_spool.runner.pipeline import Environments, Pipeline
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.sandbox import Backend
-from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool
+from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool, pinned_cpus
 from cutor_spool.watcher.callbacks import Outbox
 from cutor_spool.watcher.endings import Ending
 from cutor_spool.watcher.maintenance import Active
@@ -78,8 +78,19 @@ class Executor(QueueWorker[Reporter]):
 
     def setup(self) -> None:
         box = self.config.sandbox
-        slots = SlotPool(uid_base=box.uid_base, count=box.slots, work_size=box.work_size, state_dir=self.state_dir)
         self.backend = make_backend(self.backend_name, self.config, self.state_dir)
+        cpus = pinned_cpus(box.pinning, self.backend.cpus())
+        slots = SlotPool(
+            uid_base=box.uid_base, count=box.slots, work_size=box.work_size, state_dir=self.state_dir, cpus=cpus
+        )
+        if cpus:
+            self.maintenance.info["cpus"] = list(cpus)
+            busiest = self.concurrency + sum(c.concurrency for c in self.companions)
+            if busiest > len(cpus):
+                log.warning(
+                    "CPU pinning: up to %d slots at once on %d CPU(s): slots share CPUs (the least used first)",
+                    busiest, len(cpus),
+                )  # fmt: skip
         if self.environments is None and self.config.nix.nixpkgs and self.make_environments is not None:
             self.environments = self.make_environments(self.paths, self.config, self.poll)
         self.pipeline = Pipeline(self.config, self.backend, slots, environments=self.environments)
@@ -142,7 +153,10 @@ class Executor(QueueWorker[Reporter]):
         def on_state(state: str) -> None:
             active.state = state
 
-        return Reporter(claim, self.identity, backend=str(self.backend_name), on_state=on_state)
+        def on_cpu(cpu: int | None) -> None:
+            active.cpu = cpu
+
+        return Reporter(claim, self.identity, backend=str(self.backend_name), on_state=on_state, on_cpu=on_cpu)
 
     def handle(self, claim: Claim, job: Reporter, active: Active) -> None:
         job.start()

@@ -157,7 +157,7 @@ class Pipeline:
         clean = False
         try:
             if reporter is not None:
-                reporter.note(sandbox_uid=slot.uid)
+                reporter.slot_taken(slot.uid, slot.cpu)
             sandbox = self.backend.open(slot, label)
             try:
                 yield sandbox

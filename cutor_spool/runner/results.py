@@ -51,15 +51,23 @@ def stage_summary(output: StageOutput) -> StageSummary:
 
 
 class Reporter:
-    """Writes one claim's results. `on_state` lets the worker show what it is doing."""
+    """Writes one claim's results. `on_state` and `on_cpu` let the worker show what it is doing
+    (its heartbeat: the state, and with CPU pinning the slot's CPU)."""
 
     def __init__(
-        self, claim: Claim, worker: WorkerIdentity, *, backend: str = "", on_state: Callable[[str], None] | None = None
+        self,
+        claim: Claim,
+        worker: WorkerIdentity,
+        *,
+        backend: str = "",
+        on_state: Callable[[str], None] | None = None,
+        on_cpu: Callable[[int | None], None] | None = None,
     ) -> None:
         self.claim = claim
         self.dir = claim.path / RESULT_DIR
         self.anchor = claim.anchor
         self._on_state = on_state
+        self._on_cpu = on_cpu
         self.before_final: Callable[[State], None] | None = None  # runner/invocations/payment.py
         queued_at = claim.queued_at
         self.status = StatusDocument(
@@ -74,6 +82,13 @@ class Reporter:
             stages={},
             submitter=claim.submitter,
         )
+
+    def slot_taken(self, uid: int, cpu: int | None) -> None:
+        """The claim's slot: its uid (`sandbox_uid`) and, with CPU pinning, its CPU
+        (`sandbox_cpu`) in status.json from its next write on, and the CPU in the heartbeat."""
+        self.note(sandbox_uid=uid, **({"sandbox_cpu": cpu} if cpu is not None else {}))
+        if self._on_cpu is not None:
+            self._on_cpu(cpu)
 
     def note(self, **fields: Any) -> None:
         """Adds fields to status.json from its next write on (`sandbox_uid`, say)."""

@@ -69,6 +69,10 @@ class Backend(Protocol):
 
     def open(self, slot: Slot, label: str) -> Sandbox: ...
 
+    def cpus(self) -> tuple[int, ...]:
+        """The CPUs this backend can pin a slot's stages to (CPU pinning: `Slot.cpu`)."""
+        ...
+
     def sweep(self, pool: SlotPool) -> int:
         """Cleans up what dead workers on this host left behind (for slots nobody holds)."""
         ...

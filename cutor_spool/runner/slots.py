@@ -15,6 +15,13 @@ A slot is private to its uid: `slots/<uid>` is root's, mode 0710, group the slot
 root (the executor) and the slot's uid (bubblewrap binds from it as that uid) may enter it, and the
 slot uid cannot rename or replace what the executor put there. Another local user cannot list or
 read a running job's files, its stdin or its stage files by their predictable host paths.
+
+With CPU pinning (spool.yaml `sandbox.pinning`) a slot is also given one CPU when it is taken: the
+one the fewest of this pool's slots hold, so two slots share a CPU only when more slots run than
+there are CPUs; among those, the one whose core's other hyperthreads hold the fewest (siblings share
+a core's execution units and caches, so a neighbour there slows a program down), then the lowest.
+The backend confines the slot's stages to it (a cpuset). Executors on one host do not see each
+other's choices: run one per host (the invocations share their executor's pool).
 """
 
 from __future__ import annotations
@@ -28,13 +35,16 @@ import os
 import random
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cutor_spool.errors import SandboxError
+from cutor_spool.config import PinningConfig
+from cutor_spool.cpus import format_cpu_list, thread_siblings
+from cutor_spool.errors import ConfigError, SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +109,29 @@ def slot_accounts(uid_base: int, slots: int) -> dict[str, str]:
         + "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
         "group": "root:x:0:\n" + groups + "nogroup:x:65534:\n",
     }
+
+
+def pinned_cpus(pinning: PinningConfig, available: tuple[int, ...]) -> tuple[int, ...]:
+    """The CPUs slots are given on this host: `sandbox.pinning.cpus` (all if not given) that are
+    `available` (the executor's own affinity and the CPUs of the cgroup stages are made in).
+    None when pinning is off. A list that names no CPU of this host is a ConfigError; one that
+    names some is used for those, with a warning for the rest (spool.yaml is shared by hosts)."""
+    if not pinning.enabled:
+        return ()
+    wanted = pinning.cpus if pinning.cpus is not None else available
+    cpus = tuple(sorted(set(wanted) & set(available)))
+    missing = sorted(set(wanted) - set(available))
+    if not cpus:
+        raise ConfigError(
+            f"sandbox.pinning.cpus: none of {format_cpu_list(wanted)} is a CPU this executor may use "
+            f"(it may use {format_cpu_list(available)})"
+        )
+    if missing:
+        log.warning(
+            "sandbox.pinning.cpus: CPUs %s are not this executor's to use (it may use %s); pinning to %s",
+            format_cpu_list(missing), format_cpu_list(available), format_cpu_list(cpus),
+        )  # fmt: skip
+    return cpus
 
 
 @dataclass(frozen=True)
@@ -169,6 +202,7 @@ class Slot:
     gid: int
     root: Path
     lock_fd: int
+    cpu: int | None = None  # the one CPU its stages run on, with CPU pinning
     mount_aux: Callable[[], None] = lambda: None
     aux_ready: bool = False
     suspect: bool = False  # a backend could not be sure its processes are gone: scan at the next acquire
@@ -209,7 +243,18 @@ class Slot:
 
 
 class SlotPool:
-    def __init__(self, *, uid_base: int, count: int, work_size: int, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    def __init__(
+        self,
+        *,
+        uid_base: int,
+        count: int,
+        work_size: int,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        cpus: tuple[int, ...] = (),
+        siblings: dict[int, frozenset[int]] | None = None,
+    ) -> None:
+        """`cpus`: with CPU pinning, the CPUs slots are given (see the module's docstring);
+        `siblings`: each one's hyperthread siblings (default: the host's topology)."""
         if os.geteuid() != 0:
             raise SandboxError(
                 "the sandbox needs root to run jobs as per-slot uids and create cgroups; "
@@ -217,6 +262,12 @@ class SlotPool:
             )
         self.uid_base, self.count, self.work_size = uid_base, count, work_size
         self.state_dir = state_dir
+        self.cpus = cpus
+        self._holders: dict[int, int] = dict.fromkeys(cpus, 0)  # CPU -> slots of this pool on it
+        self._siblings = {
+            cpu: same - {cpu} for cpu, same in (siblings if siblings is not None else thread_siblings(cpus)).items()
+        }
+        self._cpu_lock = threading.Lock()
         self.lock_dir = LOCK_DIR
         self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (state_dir / "slots").mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -242,6 +293,7 @@ class SlotPool:
             except BaseException:
                 os.close(fd)
                 raise
+            slot.cpu = self._take_cpu()
             return slot
         raise SandboxError(f"all {self.count} sandbox slots on this host are busy")
 
@@ -305,12 +357,33 @@ class SlotPool:
         finally:
             os.close(fd)
 
+    def _take_cpu(self) -> int | None:
+        if not self.cpus:
+            return None
+        with self._cpu_lock:
+            cpu = min(self.cpus, key=lambda c: (self._holders[c], self._on_core(c), c))
+            self._holders[cpu] += 1
+        return cpu
+
+    def _on_core(self, cpu: int) -> int:
+        """Slots of this pool on the other hyperthreads of `cpu`'s core (they share its units)."""
+        return sum(self._holders.get(other, 0) for other in self._siblings.get(cpu, ()))
+
+    def holders(self) -> dict[int, int]:
+        """CPU -> how many of this pool's slots hold it now."""
+        with self._cpu_lock:
+            return dict(self._holders)
+
     def release(self, slot: Slot, *, clean: bool = False) -> None:
         """Frees the slot. `clean`: its holder ended every stage and closed its sandbox without an
         error, so the stages' cgroups were emptied and removed (an rmdir the kernel refuses while
         a process is left): the next `acquire` may skip its scan of /proc. Otherwise (an error,
         or a holder killed before it got here) the lock file still says "in use" and the next
         holder scans, kills and reaps before it reuses the uid."""
+        if slot.cpu is not None:
+            with self._cpu_lock:
+                self._holders[slot.cpu] -= 1
+            slot.cpu = None
         try:
             for which in ("work", "aux", "io"):
                 _umount(slot.root / which)

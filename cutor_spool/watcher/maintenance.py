@@ -46,6 +46,7 @@ class Active:
     cancel: Cancelled
     state: str = "claimed"
     since: float = field(default_factory=time.time)
+    cpu: int | None = None  # with CPU pinning, its slot's CPU
 
 
 class Maintenance:
@@ -186,7 +187,9 @@ class Maintenance:
                 processed=self.processed,
                 **self.info,
                 current=[
-                    CurrentWork(id=a.claim.entry_id, state=a.state, since=iso(a.since), attempt=a.claim.attempt)
+                    CurrentWork(
+                        id=a.claim.entry_id, state=a.state, since=iso(a.since), attempt=a.claim.attempt, cpu=a.cpu
+                    )
                     for a in current
                 ],
             )

@@ -88,6 +88,7 @@ class WarmPool:
             cold = started if started is not None else cold
             with instance.busy:
                 if instance.stopped is None and not instance.ended.is_set():
+                    reporter.slot_taken(instance.slot.uid, instance.slot.cpu)
                     reporter.transition(State.RUNNING)
                     response, outcome, record = self._request(instance, request, grader.body)
                     grader.wall = record["wall_time"]  # what the request is charged for (payment.py)

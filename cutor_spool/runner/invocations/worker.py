@@ -133,7 +133,11 @@ class InvocationWorker(QueueWorker[InvocationJob]):
         def on_state(state: str) -> None:
             active.state = state
 
-        reporter = Reporter(claim, self.identity, backend=str(self.executor.backend_name), on_state=on_state)
+        def on_cpu(cpu: int | None) -> None:
+            active.cpu = cpu
+
+        backend = str(self.executor.backend_name)
+        reporter = Reporter(claim, self.identity, backend=backend, on_state=on_state, on_cpu=on_cpu)
         return InvocationJob(reporter)
 
     def handle(self, claim: Claim, job: InvocationJob, active: Active) -> None:
