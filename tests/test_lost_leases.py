@@ -289,3 +289,52 @@ def test_chaos_with_the_defaults_ends_every_innocent_job_done_and_the_poison_in_
     assert status["state"] == "error"
     assert lost["poison"] == defaults.max_lost_leases and fleet.kills["poison"] >= 1
     assert f"gave up after {defaults.max_lost_leases} claims whose worker died" in status["reason"]
+
+
+@pytest.mark.parametrize("b_lists", ["before", "after"])
+def test_two_reapers_at_once_expire_a_lease_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, b_lists: str) -> None:
+    """CI saw one dead worker's lease expired twice at the same instant, by two executors' reapers:
+    the second found the lease already removed by the first but the entry not yet requeued, and
+    logged a second `expired` (had it read the lease a moment earlier, a second death). Reaper A
+    is paused between its unlink of the lease and its log line (a fault only a test can time);
+    reaper B either listed the entry before A's unlink (the lease it listed is gone: not its to
+    expire) or lists it after (the unlink made the entry's ctime fresh: not expired to B)."""
+    import cutor_spool.watcher.queue as queue_module
+
+    timeout = 0.2
+    paths, clock = setup_queue(tmp_path)
+    (paths.submissions.incoming / "job").mkdir()
+    assert worker_queue(paths, "w-dead").claim("job") is not None
+    lease = next(paths.submissions.active.glob("job.*")) / ".lease"
+    os.utime(lease, (clock.now() - 10,) * 2)
+    wait_until(lambda: clock.now() - lease.parent.stat().st_ctime > timeout, 10, "the claim older than the timeout")
+    beat(paths, "w-dead", ["job"], 10, clock.now())
+    b = worker_queue(paths, "reaper-b")
+    if b_lists == "before":
+        listed = b.leases()
+        monkeypatch.setattr(b, "leases", lambda: listed)
+    unlinked, go_on = threading.Event(), threading.Event()
+    real_append = queue_module.append_line
+
+    def paused_append(path: Path, value: object, **kwargs: object) -> None:
+        if threading.current_thread().name == "reaper-a":
+            unlinked.set()
+            go_on.wait(30)
+        real_append(path, value, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(queue_module, "append_line", paused_append)
+    results: dict[str, list[str]] = {}
+    first = threading.Thread(
+        target=lambda: results.update(a=worker_queue(paths, "reaper-a").reap(clock.now(), lease_timeout=timeout)),
+        name="reaper-a",
+    )
+    first.start()
+    assert unlinked.wait(30)
+    results["b"] = b.reap(clock.now(), lease_timeout=timeout)
+    go_on.set()
+    first.join(30)
+    assert (results["a"], results["b"]) == (["job"], [])
+    claim = worker_queue(paths, "w-next").claim("job")
+    assert claim is not None and claim.lost_leases == 1
+    expired = [r for r in read_lines(claim.log_path) if r["event"] == "expired"]
+    assert [(r["by"], r["worker_died"]) for r in expired] == [("reaper-a", True)]

@@ -366,11 +366,13 @@ class SpoolQueue:
                 continue
             path = self.dirs.active / active_name(entry_id, token)
             lease = own_lease(path / LEASE, token)
-            try:
+            try:  # the arbiter between reapers: the one whose unlink of the listed lease succeeds
                 os.unlink(path / LEASE)
             except FileNotFoundError:
-                if not path.exists():
-                    continue  # another reaper got there first
+                # A lease was listed and is gone: another reaper is expiring it (between its
+                # unlink and its rename). None was listed: its claimer died before writing one.
+                if lease_mtime is not None or not path.exists():
+                    continue
             except OSError as exc:
                 log.warning("%s: cannot expire lease: %s", entry_id, exc)
                 continue
