@@ -150,13 +150,7 @@ class Executor(QueueWorker[Reporter]):
 
     # -- one submission ----------------------------------------------------------------------
     def begin(self, claim: Claim, active: Active) -> Reporter:
-        def on_state(state: str) -> None:
-            active.state = state
-
-        def on_cpu(cpu: int | None) -> None:
-            active.cpu = cpu
-
-        return Reporter(claim, self.identity, backend=str(self.backend_name), on_state=on_state, on_cpu=on_cpu)
+        return Reporter(claim, self.identity, backend=str(self.backend_name), active=active)
 
     def handle(self, claim: Claim, job: Reporter, active: Active) -> None:
         job.start()

@@ -7,7 +7,7 @@ are rewritten every `INTERVAL` seconds by one thread of the process (for all its
 the supervisor's loop, so a stage that writes fast is not slowed by it, and a stage over before
 the first tick writes no file at all; both go when the stage ends (its whole
 output is then in `<stage>.json` of the result). Judged tests and checkers have none: a test is
-over in milliseconds, and a thread per test would cost more than it shows.
+over in milliseconds, before the writer's first tick.
 """
 
 from __future__ import annotations

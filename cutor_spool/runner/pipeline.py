@@ -174,15 +174,8 @@ class Pipeline:
         (see health.py)."""
         limits = self.config.limits.stage_default(StageKind.RUN)
         try:
-            slot = self.slots.acquire()
-            try:
-                sandbox = self.backend.open(slot, "probe")
-                try:
-                    output = sandbox.run(StageSpec(name="probe", command=("true",), limits=limits))
-                finally:
-                    sandbox.close()
-            finally:
-                self.slots.release(slot)
+            with self._slot_sandbox("probe", None) as sandbox:
+                output = sandbox.run(StageSpec(name="probe", command=("true",), limits=limits))
         except SandboxError as exc:
             return str(exc)
         if output.status == StageStatus.INTERNAL_ERROR:

@@ -26,6 +26,7 @@ from cutor_spool.documents.states import RESULT_DIR, TERMINAL, Outcome, State
 from cutor_spool.documents.status import StageSummary, StatusDocument
 from cutor_spool.nofollow import opened_dir, relative
 from cutor_spool.runner.stage import StageOutput, StageStatus
+from cutor_spool.watcher.maintenance import Active
 from cutor_spool.watcher.queue import Claim, WorkerIdentity, iso
 
 STAGE_OUTCOME = {
@@ -51,8 +52,8 @@ def stage_summary(output: StageOutput) -> StageSummary:
 
 
 class Reporter:
-    """Writes one claim's results. `on_state` and `on_cpu` let the worker show what it is doing
-    (its heartbeat: the state, and with CPU pinning the slot's CPU)."""
+    """Writes one claim's results. `active` is the worker's record of the claim, which its
+    heartbeat shows: the reporter keeps its state, and with CPU pinning its slot's CPU, current."""
 
     def __init__(
         self,
@@ -60,14 +61,12 @@ class Reporter:
         worker: WorkerIdentity,
         *,
         backend: str = "",
-        on_state: Callable[[str], None] | None = None,
-        on_cpu: Callable[[int | None], None] | None = None,
+        active: Active | None = None,
     ) -> None:
         self.claim = claim
         self.dir = claim.path / RESULT_DIR
         self.anchor = claim.anchor
-        self._on_state = on_state
-        self._on_cpu = on_cpu
+        self._active = active
         self.before_final: Callable[[State], None] | None = None  # runner/invocations/payment.py
         queued_at = claim.queued_at
         self.status = StatusDocument(
@@ -87,8 +86,8 @@ class Reporter:
         """The claim's slot: its uid (`sandbox_uid`) and, with CPU pinning, its CPU
         (`sandbox_cpu`) in status.json from its next write on, and the CPU in the heartbeat."""
         self.note(sandbox_uid=uid, **({"sandbox_cpu": cpu} if cpu is not None else {}))
-        if self._on_cpu is not None:
-            self._on_cpu(cpu)
+        if self._active is not None:
+            self._active.cpu = cpu
 
     def note(self, **fields: Any) -> None:
         """Adds fields to status.json from its next write on (`sandbox_uid`, say)."""
@@ -135,8 +134,8 @@ class Reporter:
             if k in ("success", "outcome", "test", "verdict", "reason") and v is not None
         }
         self.event(state.value, **({"message": message} if message else {}), **extra)
-        if self._on_state is not None:
-            self._on_state(state.value)
+        if self._active is not None:
+            self._active.state = state.value
 
     def stage(self, name: str, output: StageOutput, *, fsync: bool = True, **extra: Any) -> None:
         """Writes a stage's output; `extra` adds fields (a test's verdict, its checker's message).

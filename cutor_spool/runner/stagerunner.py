@@ -46,7 +46,7 @@ def exec_simple(text: bytes) -> bytes:
 _PLAIN_WORDS = re.compile(r"[A-Za-z0-9_./+,:=@%^-]+([ \t]+[A-Za-z0-9_./+,:=@%^-]+)*")
 # Commands a shell runs as its own builtins, which may differ from the program of the same name
 # (dash's `echo -e` prints "-e", coreutils' interprets it).
-_SHELL_BUILTINS = frozenset({"echo", "printf", "test", "[", "pwd", "true", "false"})
+_SHELL_BUILTINS = frozenset({"printf", "test", "[", "pwd", "true", "false"})  # `echo`: see plain_argv
 
 
 def plain_argv(text: str) -> tuple[str, ...] | None:
@@ -60,8 +60,8 @@ def plain_argv(text: str) -> tuple[str, ...] | None:
     if not _PLAIN_WORDS.fullmatch(line) or _NOT_SIMPLE_START.match(line):
         return None
     words = tuple(line.split())
-    if words[0] == "echo" and not any(word.startswith("-") for word in words[1:]):
-        return words
+    if words[0] == "echo":
+        return None if any(word.startswith("-") for word in words[1:]) else words
     return None if words[0] in _SHELL_BUILTINS or "=" in words[0] else words
 
 

@@ -130,15 +130,7 @@ class InvocationWorker(QueueWorker[InvocationJob]):
 
     # -- one entry ---------------------------------------------------------------------------
     def begin(self, claim: Claim, active: Active) -> InvocationJob:
-        def on_state(state: str) -> None:
-            active.state = state
-
-        def on_cpu(cpu: int | None) -> None:
-            active.cpu = cpu
-
-        backend = str(self.executor.backend_name)
-        reporter = Reporter(claim, self.identity, backend=backend, on_state=on_state, on_cpu=on_cpu)
-        return InvocationJob(reporter)
+        return InvocationJob(Reporter(claim, self.identity, backend=str(self.executor.backend_name), active=active))
 
     def handle(self, claim: Claim, job: InvocationJob, active: Active) -> None:
         assert self.services is not None
