@@ -19,7 +19,7 @@ from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapSandbox
 from cutor_spool.runner.bwrap_layout import BwrapLayout, bwrap_argv, stage_launch_argv
-from cutor_spool.runner.cgroups import CgroupHost, CgroupV1
+from cutor_spool.runner.cgroups import Cgroup, CgroupHost, CgroupV1
 from cutor_spool.runner.launcher import (
     MOUNT_POINT,
     REPORT_ENV,
@@ -239,6 +239,28 @@ def test_sweep_removes_what_a_dead_worker_left_but_not_a_live_slot(pool: SlotPoo
             cgroup.remove()
             proc.wait()
         pool.release(live)
+
+
+def test_sweep_passes_over_a_cgroup_its_holder_removed_after_the_listing(
+    pool: SlotPool, backend: BubblewrapBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another executor on the same state directory lists a live stage's cgroup, the stage ends
+    (cgroup removed, slot released), then the sweep takes the slot's lock: it must pass over the
+    vanished cgroup, not fail the whole sweep (seen as 'cleaning up after dead workers failed').
+    The interleaving is injected by removing the cgroup right after the real listing."""
+    uid = _idle_uid(pool, -1)
+    cgroup = backend.cgroups.create(f"u{uid}-gone")
+    listing = backend.cgroups.existing
+
+    def listed_then_removed(prefix: str) -> list[Cgroup]:
+        found = listing(prefix)
+        cgroup.remove()
+        return found
+
+    monkeypatch.setattr(backend.cgroups, "existing", listed_then_removed)
+    assert any(c.name == cgroup.name for c in listing("u"))
+    assert backend.sweep(pool) == 0
+    assert not any(c.name == cgroup.name for c in listing("u"))
 
 
 def test_bwrap_argv_mounts_only_what_the_stage_may_write() -> None:

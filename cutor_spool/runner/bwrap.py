@@ -148,12 +148,15 @@ class BubblewrapBackend:
             if not uid_text.isdigit():
                 continue
             with pool.idle(int(uid_text)) as free:
-                if free:
-                    log.warning(
-                        "removing cgroup %s left by a dead worker (processes: %s)", cgroup.name, cgroup.pids() or "none"
-                    )
-                    cgroup.remove()
-                    swept += 1
+                if not free:
+                    continue
+                try:  # its holder may have removed it and let the slot go since it was listed
+                    pids = cgroup.pids()
+                except FileNotFoundError:
+                    continue
+                log.warning("removing cgroup %s left by a dead worker (processes: %s)", cgroup.name, pids or "none")
+                cgroup.remove()
+                swept += 1
         return swept
 
     def cpus(self) -> tuple[int, ...]:
