@@ -89,7 +89,12 @@ def write_json(path: Path, value: Any, *, fsync: bool = True, beneath: Path | No
 def append_line(path: Path, value: Any, *, beneath: Path | None = None) -> None:
     """Appends one JSON line (O_APPEND, one write, closed at once). Lines under PIPE_BUF-ish sizes
     land whole; readers skip a torn last line left by a crash."""
-    line = (json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    append_lines(path, [value], beneath=beneath)
+
+
+def append_lines(path: Path, values: list[Any], *, beneath: Path | None = None) -> None:
+    """`append_line` for several lines at once, in one write."""
+    line = "".join(json.dumps(v, ensure_ascii=False, separators=(",", ":")) + "\n" for v in values).encode()
     try:
         fd = _open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, beneath)
     except OSError as exc:

@@ -6,7 +6,11 @@ The state machine (DESIGN section 4, the seeds' status flow and the judge diagra
            -> [compiling -> compiled] -> running | testing -> done | invalid | error
 
 `status.json` is rewritten atomically at each transition, with a timestamp per state reached;
-`events.jsonl` is append-only (transitions and messages, every attempt's). All writes go through
+`events.jsonl` is append-only (transitions and messages, every attempt's). The claim itself is not
+written on its own: `claimed` (its timestamp and its event line) goes to disk with the next write,
+which for every flow comes at once (the next state, or a hand-back's event): one status.json and
+one append fewer per submission, on a path where each new file costs (docs/benchmarks.md, "Where
+the time goes"). All writes go through
 paths that contain the claim's token, so a worker that lost its lease cannot write into the next
 claim (see `atomic.py`), and every one is opened below active/ without following a symlink: the
 claim made `result/` itself, in an entry its client can no longer change (`watcher/custody.py`).
@@ -20,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cutor_spool.atomic import append_line, clear_unless_regular, make_dir, write_json
+from cutor_spool.atomic import append_lines, clear_unless_regular, make_dir, write_json
 from cutor_spool.documents.dependencies import DependenciesDocument
 from cutor_spool.documents.states import RESULT_DIR, TERMINAL, Outcome, State
 from cutor_spool.documents.status import StageSummary, StatusDocument
@@ -67,6 +71,7 @@ class Reporter:
         self.dir = claim.path / RESULT_DIR
         self.anchor = claim.anchor
         self._active = active
+        self._pending: list[dict[str, Any]] = []  # event lines held back with the claimed state
         self.before_final: Callable[[State], None] | None = None  # runner/invocations/payment.py
         queued_at = claim.queued_at
         self.status = StatusDocument(
@@ -116,7 +121,8 @@ class Reporter:
 
     def event(self, kind: str, **fields: Any) -> None:
         record = {"at": iso(time.time()), "event": kind, "attempt": self.claim.attempt, **fields}
-        append_line(self.dir / "events.jsonl", record, beneath=self.anchor)
+        lines, self._pending = [*self._pending, record], []
+        append_lines(self.dir / "events.jsonl", lines, beneath=self.anchor)
 
     def transition(self, state: State, *, message: str | None = None, **fields: Any) -> None:
         now = time.time()
@@ -124,6 +130,12 @@ class Reporter:
         self._update(
             {"state": state, "states": {**self.status.states, state.value: iso(now)}, "updated_at": iso(now), **given}
         )
+        if self._active is not None:
+            self._active.state = state.value
+        if state is State.CLAIMED:  # written with the next state or event (see the module's docstring)
+            line = {"message": message} if message else {}
+            self._pending.append({"at": iso(now), "event": state.value, "attempt": self.claim.attempt, **line})
+            return
         # Every write is atomic (readers never see half a file); only a terminal state is also
         # fsynced: it is what gets committed. An intermediate state lost in a crash is moot, as
         # the lease expires and the submission runs again.
@@ -134,8 +146,6 @@ class Reporter:
             if k in ("success", "outcome", "test", "verdict", "reason") and v is not None
         }
         self.event(state.value, **({"message": message} if message else {}), **extra)
-        if self._active is not None:
-            self._active.state = state.value
 
     def stage(self, name: str, output: StageOutput, *, fsync: bool = True, **extra: Any) -> None:
         """Writes a stage's output; `extra` adds fields (a test's verdict, its checker's message).
