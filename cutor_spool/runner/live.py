@@ -16,13 +16,15 @@ import contextlib
 import threading
 import time
 from pathlib import Path
+from typing import Protocol
 
 from cutor_spool.atomic import make_dir, write_bytes, write_json
 from cutor_spool.errors import CutorError
 
 LIVE_DIR = "live"
 LIVE_CAP = 64 * 1024
-INTERVAL = 0.5
+INTERVAL = 0.5  # a live view is rewritten at most this often
+TICK = 0.1  # the background writer's period (a status held back waits at most this: results.py)
 LIVE_STAGES = frozenset({"compile", "run"})
 
 
@@ -38,12 +40,13 @@ class LiveOutput:
         self._tail = bytearray()
         self._total = 0
         self._written = -1
+        self._due = time.monotonic() + INTERVAL
         self._lock = threading.Lock()  # the buffer: feed() against write_now()
         self._files = threading.Lock()  # the files: write_now() against close()
         self._closed = False
 
     def start(self) -> LiveOutput:
-        _WRITER.add(self)
+        BACKGROUND.add(self)
         return self
 
     def feed(self, data: bytes) -> None:
@@ -55,6 +58,10 @@ class LiveOutput:
                 del self._tail[: len(self._tail) - LIVE_CAP]
 
     def write_now(self) -> None:
+        now = time.monotonic()
+        if now < self._due:
+            return
+        self._due = now + INTERVAL
         with self._files:
             if self._closed:
                 return
@@ -73,7 +80,7 @@ class LiveOutput:
                 self._closed = True
 
     def close(self) -> None:
-        _WRITER.discard(self)
+        BACKGROUND.discard(self)
         with self._files:
             self._closed = True
             if self._written < 0:
@@ -83,23 +90,28 @@ class LiveOutput:
                     (self.dir / name).unlink()
 
 
+class View(Protocol):
+    def write_now(self) -> None: ...
+
+
 class _Writer:
-    """The process's one live-output thread, started with the first view, for every slot."""
+    """The process's one background writer thread, started with the first view, for every slot:
+    live outputs, and statuses held back (results.Reporter)."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self._views: set[LiveOutput] = set()
+        self._views: set[View] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def add(self, view: LiveOutput) -> None:
+    def add(self, view: View) -> None:
         with self._lock:
             self._views.add(view)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="live-output", daemon=True)
                 self._thread.start()
 
-    def discard(self, view: LiveOutput) -> None:
+    def discard(self, view: View) -> None:
         with self._lock:
             self._views.discard(view)
 
@@ -112,4 +124,4 @@ class _Writer:
                 view.write_now()
 
 
-_WRITER = _Writer(INTERVAL)
+BACKGROUND = _Writer(TICK)

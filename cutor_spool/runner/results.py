@@ -6,11 +6,12 @@ The state machine (DESIGN section 4, the seeds' status flow and the judge diagra
            -> [compiling -> compiled] -> running | testing -> done | invalid | error
 
 `status.json` is rewritten atomically at each transition, with a timestamp per state reached;
-`events.jsonl` is append-only (transitions and messages, every attempt's). The claim itself is not
-written on its own: `claimed` (its timestamp and its event line) goes to disk with the next write,
-which for every flow comes at once (the next state, or a hand-back's event): one status.json and
-one append fewer per submission, on a path where each new file costs (docs/benchmarks.md, "Where
-the time goes"). All writes go through
+`events.jsonl` is append-only (transitions and messages, every attempt's). Some states are
+held back (`defer`): `claimed`, and the judge's `testing` of each test. Their status.json and event
+line go to disk with the next write, or at the next tick of the process's background writer
+(live.py, every `live.TICK`), so a reader lags at most that much behind a slow step, while a
+fast one costs no file of its own: one status.json and one append fewer per submission and per
+judged test, on a path where every new file costs (docs/benchmarks.md, "Where the time goes"). All writes go through
 paths that contain the claim's token, so a worker that lost its lease cannot write into the next
 claim (see `atomic.py`), and every one is opened below active/ without following a symlink: the
 claim made `result/` itself, in an entry its client can no longer change (`watcher/custody.py`).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,7 +30,9 @@ from cutor_spool.atomic import append_lines, clear_unless_regular, make_dir, wri
 from cutor_spool.documents.dependencies import DependenciesDocument
 from cutor_spool.documents.states import RESULT_DIR, TERMINAL, Outcome, State
 from cutor_spool.documents.status import StageSummary, StatusDocument
+from cutor_spool.errors import CutorError
 from cutor_spool.nofollow import opened_dir, relative
+from cutor_spool.runner.live import BACKGROUND
 from cutor_spool.runner.stage import StageOutput, StageStatus
 from cutor_spool.watcher.maintenance import Active
 from cutor_spool.watcher.queue import Claim, WorkerIdentity, iso
@@ -71,7 +75,9 @@ class Reporter:
         self.dir = claim.path / RESULT_DIR
         self.anchor = claim.anchor
         self._active = active
-        self._pending: list[dict[str, Any]] = []  # event lines held back with the claimed state
+        self._pending: list[dict[str, Any]] = []  # event lines held back (see `transition`)
+        self._held = False  # a status held back, to be written
+        self._lock = threading.Lock()  # the work thread's writes against the background writer's
         self.before_final: Callable[[State], None] | None = None  # runner/invocations/payment.py
         queued_at = claim.queued_at
         self.status = StatusDocument(
@@ -121,31 +127,55 @@ class Reporter:
 
     def event(self, kind: str, **fields: Any) -> None:
         record = {"at": iso(time.time()), "event": kind, "attempt": self.claim.attempt, **fields}
-        lines, self._pending = [*self._pending, record], []
-        append_lines(self.dir / "events.jsonl", lines, beneath=self.anchor)
+        with self._lock:
+            self._append(record)
 
-    def transition(self, state: State, *, message: str | None = None, **fields: Any) -> None:
+    def _append(self, record: dict[str, Any] | None) -> None:
+        lines, self._pending = [*self._pending, *([record] if record else [])], []
+        if lines:
+            append_lines(self.dir / "events.jsonl", lines, beneath=self.anchor)
+
+    def transition(self, state: State, *, message: str | None = None, defer: bool = False, **fields: Any) -> None:
+        """Moves to `state`. `defer` (always for `claimed`) holds its writes back: see the module's
+        docstring; a terminal state is never held back."""
         now = time.time()
         given = {k: v for k, v in fields.items() if v is not None}
-        self._update(
-            {"state": state, "states": {**self.status.states, state.value: iso(now)}, "updated_at": iso(now), **given}
-        )
-        if self._active is not None:
-            self._active.state = state.value
-        if state is State.CLAIMED:  # written with the next state or event (see the module's docstring)
-            line = {"message": message} if message else {}
-            self._pending.append({"at": iso(now), "event": state.value, "attempt": self.claim.attempt, **line})
-            return
+        extra = {k: v for k, v in given.items() if k in ("success", "outcome", "test", "verdict", "reason")}
+        record = {"at": iso(now), "event": state.value, "attempt": self.claim.attempt}
+        record.update({"message": message} if message else {}, **extra)
+        with self._lock:
+            states = {**self.status.states, state.value: iso(now)}
+            self._update({"state": state, "states": states, "updated_at": iso(now), **given})
+            if self._active is not None:
+                self._active.state = state.value
+            if (defer or state is State.CLAIMED) and state not in TERMINAL:
+                self._pending.append(record)
+                if not self._held:
+                    self._held = True
+                    BACKGROUND.add(self)
+                return
+            self._write_status(fsync=state in TERMINAL)
+            self._append(record)
+
+    def _write_status(self, *, fsync: bool) -> None:
         # Every write is atomic (readers never see half a file); only a terminal state is also
         # fsynced: it is what gets committed. An intermediate state lost in a crash is moot, as
         # the lease expires and the submission runs again.
-        write_json(self.dir / "status.json", self.status.dump(), fsync=state in TERMINAL, beneath=self.anchor)
-        extra = {
-            k: v
-            for k, v in fields.items()
-            if k in ("success", "outcome", "test", "verdict", "reason") and v is not None
-        }
-        self.event(state.value, **({"message": message} if message else {}), **extra)
+        if self._held:
+            self._held = False
+            BACKGROUND.discard(self)
+        write_json(self.dir / "status.json", self.status.dump(), fsync=fsync, beneath=self.anchor)
+
+    def write_now(self) -> None:
+        """The background writer's tick: a status held back is written."""
+        with self._lock:
+            if not self._held:
+                return
+            try:
+                self._write_status(fsync=False)
+                self._append(None)
+            except CutorError:  # the claim is gone: its work thread finds out by itself
+                pass
 
     def stage(self, name: str, output: StageOutput, *, fsync: bool = True, **extra: Any) -> None:
         """Writes a stage's output; `extra` adds fields (a test's verdict, its checker's message).

@@ -3,7 +3,7 @@
 The message flow is the seeds' (003), in `events.jsonl` and, as it happens, in `status.json`:
 
     claimed ("executing") -> compiling -> compiled {success} -> [checker_compiled {success}]
-      -> testing {test} -> tested {test, verdict, score, ...}   (for each test)
+      -> testing {test} (held back: see results.py) -> tested {test, verdict, score, ...}   (for each test)
       -> done {outcome, score, max_score, failed_subtasks} | error {reason}
 
 `status.json` shows the test being judged (`test`), how far judging is (`tests_done`,
@@ -70,6 +70,7 @@ class JudgeReport:
         elif isinstance(event, TestStarted):
             self.reporter.transition(
                 State.TESTING,
+                defer=True,
                 test=event.case.name,
                 tests_done=len(self.results),
                 tests_total=self.total,
