@@ -11,10 +11,11 @@ held back (`defer`): `claimed`, and the judge's `testing` of each test. Their st
 line go to disk with the next write, or at the next tick of the process's background writer
 (live.py, every `live.TICK`), so a reader lags at most that much behind a slow step, while a
 fast one costs no file of its own: one status.json and one append fewer per submission and per
-judged test, on a path where every new file costs (docs/benchmarks.md, "Where the time goes"). All writes go through
-paths that contain the claim's token, so a worker that lost its lease cannot write into the next
-claim (see `atomic.py`), and every one is opened below active/ without following a symlink: the
-claim made `result/` itself, in an entry its client can no longer change (`watcher/custody.py`).
+judged test, on a path where every new file costs
+(docs/benchmarks.md, "The files of a submission"). All writes go through paths that contain the
+claim's token, so a worker that lost its lease cannot write into the next claim (see
+`atomic.py`), and every one is opened below active/ without following a symlink: the claim made
+`result/` itself, in an entry its client can no longer change (`watcher/custody.py`).
 """
 
 from __future__ import annotations
