@@ -279,19 +279,20 @@ def _data_files(sub: Submission, files: _Files) -> None:
             files.problems.append(Problem(f"tests.{i}", "needs `output` or `output_file` (or a program checker)"))
 
 
-def _checker_files(sub: Submission, tree: Tree, files: _Files, where: str = "checker") -> set[str]:
-    """The files of the checker (or of the `generator`, the `function`: `where`), all hidden."""
+def _program_files(sub: Submission, tree: Tree, files: _Files, where: str) -> set[str]:
+    """The files of a problem's program (`where`: the `checker`, the `generator`, the `function`
+    grader), all hidden from the submission's own stages."""
     program = sub.checker_spec() if where == "checker" else getattr(sub, where)
-    checker_files: set[str] = set()
+    found: set[str] = set()
     for i, name in enumerate(program.files if program is not None else []):
         if name in tree.dirs:  # a directory stands for every file under it
             inside = {n for n in files.names if n.startswith(name + "/")}
             files.hidden.update(inside)
-            checker_files.update(inside)
+            found.update(inside)
         else:
             files.must_exist(f"{where}.files.{i}", name)
-            checker_files.add(name)
-    return checker_files
+            found.add(name)
+    return found
 
 
 def _language(sub: Submission, config: SpoolConfig, every: set[str], problems: list[Problem]) -> Submission:
@@ -348,8 +349,8 @@ def _plan(
     inline = _inline_files(sub, tree, problems)
     _data_files(sub, files)
     checker = sub.checker_spec()
-    checker_files = _checker_files(sub, tree, files)
-    program_files = _checker_files(sub, tree, files, "generator") | _checker_files(sub, tree, files, "function")
+    checker_files = _program_files(sub, tree, files, "checker")
+    program_files = _program_files(sub, tree, files, "generator") | _program_files(sub, tree, files, "function")
     program_files -= checker_files  # shared with the checker: placed in aux once, by the checker
     hidden = files.hidden
 
