@@ -133,6 +133,10 @@ class SandboxConfig(_Strict):
     slots: int = Field(default=64, ge=1, le=65536)
     work_size: Size = 512 * 2**20
     tmp_size: Size = 64 * 2**20
+    generated_cache: Size = Field(
+        default=1 << 30,
+        description="the most the host's cache of generated test inputs keeps (runner/judge/generated.py)",
+    )
     ro_binds: list[str] = Field(default_factory=list, description="extra host paths mounted read-only")
     seccomp: SeccompConfig = SeccompConfig()
     pinning: PinningConfig = PinningConfig()
@@ -369,6 +373,7 @@ sandbox:
   slots: 64
   work_size: 512MiB          # the submission's /work (a tmpfs; counts towards memory)
   tmp_size: 64MiB            # its /tmp
+  generated_cache: 1GiB      # generated test inputs kept per host (the least recently used go first)
   pinning:                   # each slot's stages on a CPU of their own (README: "CPU pinning")
     enabled: false           # off: a pinned stage gets one CPU, however many threads it runs
     cpus: null               # the CPUs to hand out, as "0-3" or [0, 1]; null: all the executor may use

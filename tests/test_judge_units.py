@@ -4,6 +4,10 @@ test_judge_cases.py and test_judge_flow.py."""
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -13,10 +17,11 @@ import yaml
 from pydantic import ValidationError
 
 from cutor_spool.config import SpoolConfig, StageKind
-from cutor_spool.documents.states import Outcome
+from cutor_spool.documents.states import Outcome, State
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.limits import Limits, LimitsSpec
 from cutor_spool.runner.intake import Script, read_submission
+from cutor_spool.runner.judge import generated
 from cutor_spool.runner.judge.batches import BatchPlan
 from cutor_spool.runner.judge.checkers import BUILTIN
 from cutor_spool.runner.judge.checkers.program import interpret
@@ -332,9 +337,15 @@ def test_a_new_attempt_starts_without_the_last_attempts_test_results(spool: Path
     identity = WorkerIdentity.make("executor")
     claim = SpoolQueue(paths.submissions, identity, log_name="result/attempts.jsonl").claim("again")
     assert claim is not None
-    Reporter(claim, identity).start()
+    reporter = Reporter(claim, identity)
+    reporter.start()
     left = sorted(p.relative_to(claim.path).as_posix() for p in (claim.path / "result").rglob("*") if p.is_file())
-    assert left == ["result/attempts.jsonl", "result/events.jsonl", "result/status.json"]
+    assert left == ["result/attempts.jsonl"]  # `claimed` is held back until the next write
+    reporter.transition(State.RUNNING)
+    status = json.loads((claim.path / "result" / "status.json").read_text())
+    assert status["state"] == "running" and list(status["states"]) == ["queued", "claimed", "running"]
+    events = [json.loads(line)["event"] for line in (claim.path / "result" / "events.jsonl").read_text().splitlines()]
+    assert events == ["claimed", "running"]
 
 
 @pytest.mark.parametrize(
@@ -509,3 +520,27 @@ def test_a_long_chain_of_prerequisites_needs_no_recursion() -> None:
     chain += [{"name": f"s{i}", "points": 1, "tests": ["t1"], "depends_on": [f"s{i - 1}"]} for i in range(1, 5000)]
     sub = submission({"tests": make_tests(1), "subtasks": chain})
     assert score(sub, results(sub, {"t1": 0})).subtasks[-1].skipped_for == "s4998"
+
+
+def test_the_generated_inputs_cache_keeps_under_its_cap_dropping_the_least_recently_used(tmp_path: Path) -> None:
+    cache = tmp_path / "generated"
+    cache.mkdir()
+    now = time.time()
+    for age, name in enumerate(["newest", "middle", "oldest", "used"]):
+        (cache / name).write_bytes(b"x" * 1000)
+        os.utime(cache / name, (now - 100 * age, now - 100 * age))
+        (cache / f"{name}.lock").touch()
+    assert generated._cached(cache / "used", 2000) == b"x" * 1000  # a hit: used now, the last to go
+    (cache / ".stale.tmp").write_bytes(b"half")  # a killed generator's temporary
+    os.utime(cache / ".stale.tmp", (now - 2 * generated.ABANDONED,) * 2)
+    (cache / ".fresh.tmp").write_bytes(b"being written")
+    (cache / "gone.lock").touch()  # its entry was pruned; nobody holds it
+    held = os.open(cache / "made-now.lock", os.O_RDWR | os.O_CREAT)  # a generator at work
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        assert generated.prune(cache, 2500) == 2
+        left = sorted(p.name for p in cache.iterdir())
+    finally:
+        os.close(held)
+    assert left == [".fresh.tmp", "made-now.lock", "newest", "newest.lock", "used", "used.lock"], left
+    assert generated.prune(cache, 2500) == 0 and generated.prune(tmp_path / "none", 0) == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from cutor_spool.errors import CutorError, SandboxError
 from cutor_spool.layout import SUBMISSIONS, SpoolPaths
 from cutor_spool.runner.backend import make_backend
 from cutor_spool.runner.health import SandboxHealth
+from cutor_spool.runner.judge import generated
 from cutor_spool.runner.pipeline import Environments, Pipeline
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.sandbox import Backend
@@ -31,6 +33,8 @@ from cutor_spool.watcher.queue import Claim
 from cutor_spool.watcher.worker import QueueWorker
 
 log = logging.getLogger(__name__)
+
+PRUNE_GENERATED = 60.0  # seconds between two prunings of the generated inputs
 
 # Makes the executor's source of Nix environments (the builder's, given by the command that starts
 # the executor: the runner does not depend on the builder).
@@ -74,7 +78,18 @@ class Executor(QueueWorker[Reporter]):
         # after this one, run in threads of their own, stopped by the same signals, and waited
         # for before the backend closes.
         self.companions: list[QueueWorker[Any]] = []
+        self._next_prune = 0.0
         self._companion_threads: list[threading.Thread] = []
+
+    def _prune_generated(self) -> None:
+        """At most every PRUNE_GENERATED seconds: the host's generated inputs, under their cap."""
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_GENERATED
+        removed = generated.prune(self.state_dir / "generated", self.config.sandbox.generated_cache)
+        if removed:
+            log.info("generated inputs: %d least recently used removed (sandbox.generated_cache)", removed)
 
     def setup(self) -> None:
         box = self.config.sandbox
@@ -104,6 +119,7 @@ class Executor(QueueWorker[Reporter]):
         except Exception:
             log.exception("cleaning up after dead workers failed; retrying every heartbeat")
         self.maintenance.periodic.append(sweep)
+        self.maintenance.periodic.append(self._prune_generated)
         for companion in self.companions:
             companion.setup()
             companion.ready = True

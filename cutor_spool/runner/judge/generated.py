@@ -12,15 +12,20 @@ is written to a temporary name, fsynced and renamed into place, so a reader neve
 a per-key lock file (flock) makes concurrent executors of one host generate it once: the second
 waits, then reads the first's. It is not shared through the spool: a spool on NFS has no flock that
 holds across hosts, and its clients can write to it, so an entry there could be planted; each host
-generates once instead. Entries are never changed, so the directory can be emptied at any time.
+generates once instead. Entries are never changed, so the directory can be emptied at any time;
+each executor's housekeeping (`prune`) keeps it under `sandbox.generated_cache` bytes, removing the
+least recently used entries first (a hit touches its entry's mtime): the state directory is on
+/run, a tmpfs, by default, so an unbounded cache would be memory.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +134,73 @@ class Generator:
 def _cached(path: Path, limit: int) -> bytes | None:
     try:
         with open(path, "rb") as file:
-            return file.read(limit + 1)
+            data = file.read(limit + 1)
     except FileNotFoundError:
         return None
+    try:
+        os.utime(path)  # used now: the last to be pruned
+    except FileNotFoundError:
+        pass  # pruned since it was opened: what was read is whole all the same
+    return data
+
+
+ABANDONED = 3600.0  # seconds after which a temporary left by a killed generator is removed
+
+
+def prune(directory: Path, cap: int) -> int:
+    """Removes the least recently used entries until the cache holds at most `cap` bytes, with
+    temporaries older than ABANDONED and the lock files of entries no longer there that nobody
+    holds. Returns how many entries went. A reader that opened an entry keeps reading it."""
+    try:
+        listing = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    now, entries, locks = time.time(), [], []
+    for item in listing:
+        try:
+            st = item.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if item.name.endswith(".lock"):
+            locks.append(item.name)
+        elif item.name.startswith("."):
+            if now - st.st_mtime > ABANDONED:
+                _unlink(directory / item.name)
+        else:
+            entries.append((st.st_mtime, st.st_size, item.name))
+    total, removed = sum(size for _, size, _ in entries), 0
+    for _, size, name in sorted(entries):
+        if total <= cap:
+            break
+        _unlink(directory / name)
+        total, removed = total - size, removed + 1
+    for lock in locks:  # one removed while another executor opens it: that key is made twice, alike
+        if not (directory / lock.removesuffix(".lock")).exists():
+            _unlink_unheld(directory / lock)
+    return removed
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _unlink_unheld(path: Path) -> None:
+    """A lock file nobody holds (a generator at work holds its key's)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
