@@ -127,6 +127,9 @@ def test_the_example_is_accepted_with_the_dialogue_in_its_transcript(spool: Path
     assert small["transcript"] == "> 10\n< ? 5\n> >\n< ? 8\n> <\n< ? 6\n> >\n< ! 7\n= found 7 in 3 queries\n"
     assert small["feedback"] == "found 7 in 3 queries"
     assert small["interactor"]["status"] == "ok" and small["status"] == "ok"
+    # The interactor's slot is recorded beside the submission's own: another uid.
+    assert set(status["helper_sandboxes"]) == {"interactor"}, status
+    assert status["helper_sandboxes"]["interactor"]["uid"] not in (status["sandbox_uid"], 0)
 
 
 def test_a_wrong_answer_is_the_interactors_verdict(spool: Path) -> None:
@@ -244,6 +247,9 @@ def test_a_three_process_communication_task(communication: Path) -> None:
 def test_the_communication_example_is_accepted(communication: Path) -> None:
     status = result(communication, "example")
     assert (status["state"], status["outcome"], status["score"]) == ("done", "accepted", 2), status
+    helpers = status["helper_sandboxes"]
+    assert set(helpers) == {"manager", "process-1", "process-2"}, status  # copy 0 runs in its own slot
+    assert len({h["uid"] for h in helpers.values()} | {status["sandbox_uid"]}) == 4
     negative = stage(communication, "example", "tests/negative")
     assert negative["feedback"] == "3 copies doubled [-5, 0, 40000]"
     assert negative["processes"][1]["stderr"] == "copy 2 got 40000\n"

@@ -342,6 +342,40 @@ def test_an_executor_pins_two_submissions_apart_and_says_where(spool: Path, tmp_
     assert len({result(spool, n)["sandbox_cpu"] for n in ("a", "b")}) == 2
 
 
+INTERACTOR = (Path(__file__).parent.parent / "examples" / "interactive" / "interactor.py").read_text()
+
+
+@needs_two
+@pytest.mark.slow
+def test_an_interactors_slot_is_pinned_too_and_shown_in_the_heartbeat_and_status(
+    spool: Path, tmp_path: Path, executors: Any
+) -> None:
+    """The interactor runs in a second slot: its CPU is in the heartbeat's `helper_cpus` while it
+    runs, and both slots are in status.json, on two CPUs (an idle core before a busy one's)."""
+    write_config(spool, sandbox={"uid_base": UID_BASE, "slots": SLOTS, "pinning": {"enabled": True}})
+    job = {
+        "grader": "interactive",
+        "run": "read n; timeout 3 sh -c 'while :; do :; done'; echo '! 7'",  # busy: no idleness limit
+        "checker": {"type": "program", "files": ["interactor.py"], "run": 'python3 interactor.py "$@"'},
+        "tests": [{"name": "t", "input": "10 7 4"}],
+    }
+    drop(spool, make_submission(tmp_path, "game", job, {"interactor.py": INTERACTOR}), "game")
+    executors(spool)
+
+    def helper_running() -> dict[str, Any] | None:
+        current = (heartbeat(spool) or {}).get("current", [])
+        return next((c for c in current if c.get("helper_cpus")), None)
+
+    running = wait_until(helper_running, 30, "the interactor's CPU in the heartbeat")
+    wait_done(spool, "game")
+    status = result(spool, "game")
+    assert (status["state"], status["outcome"]) == ("done", "accepted"), status
+    interactor = status["helper_sandboxes"]["interactor"]
+    assert running["helper_cpus"] == [interactor["cpu"]] and running["cpu"] == status["sandbox_cpu"]
+    assert interactor["cpu"] != status["sandbox_cpu"] and interactor["uid"] != status["sandbox_uid"]
+    wait_until(lambda: not (heartbeat(spool) or {"current": [1]}).get("current"), 30, "the heartbeat with nothing held")
+
+
 @pytest.mark.slow
 def test_an_executor_with_pinning_off_runs_stages_on_every_cpu(spool: Path, tmp_path: Path, executors: Any) -> None:
     write_config(spool, sandbox={"uid_base": UID_BASE, "slots": SLOTS, "pinning": {"enabled": False}})

@@ -25,6 +25,7 @@ class CurrentWork(Document):
     since: str
     attempt: int
     cpu: int | None = None
+    helper_cpus: list[int] | None = None  # the CPUs of its other slots (an interactor's), pinned
 
 
 class UnexpectedError(Document):

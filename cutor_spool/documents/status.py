@@ -46,6 +46,15 @@ class SubtaskResult(Document):
     skipped_for: str | None = None  # the failed prerequisite (`depends_on`) that made it score 0
 
 
+class HelperSlot(Document):
+    """A slot a submission used besides its own (an interactive problem's interactor, a
+    communication task's manager and processes), by its role: its uid and, with CPU pinning,
+    its CPU."""
+
+    uid: int
+    cpu: int | None = None
+
+
 class StatusDocument(Document):
     nullable: ClassVar[frozenset[str]] = frozenset({"outcome"})
 
@@ -61,6 +70,7 @@ class StatusDocument(Document):
     updated_at: str | None = None
     sandbox_uid: int | None = None
     sandbox_cpu: int | None = None  # with CPU pinning (spool.yaml sandbox.pinning): the CPU its stages ran on
+    helper_sandboxes: dict[str, HelperSlot] | None = None  # the other slots it used: an interactor's...
     submitter: int | None = None  # the uid that owned the dropped directory
     original_name: str | None = None  # a drop whose name is not a valid id
     duplicate_of: str | None = None

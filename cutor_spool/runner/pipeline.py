@@ -9,6 +9,7 @@ lease (`LeaseLost`) or a shutdown (`Shutdown`); the executor decides what they m
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterator, Mapping
@@ -135,7 +136,8 @@ class Pipeline:
                 self._invalid(reporter, problems)
                 return
             runner = StageRunner(plan, sandbox, reporter, cancel)
-            self._stages(grader, GradingContext(runner, source, self.helper_sandbox))
+            helpers = functools.partial(self.helper_sandbox, reporter=reporter)
+            self._stages(grader, GradingContext(runner, source, helpers))
 
     @contextmanager
     def sandbox(self, reporter: Reporter) -> Iterator[Sandbox]:
@@ -144,19 +146,22 @@ class Pipeline:
             yield sandbox
 
     @contextmanager
-    def helper_sandbox(self, label: str) -> Iterator[Sandbox]:
-        """A second free slot's sandbox beside a submission's (an interactor's: another uid)."""
-        with self._slot_sandbox(label, None) as sandbox:
+    def helper_sandbox(self, label: str, reporter: Reporter | None = None) -> Iterator[Sandbox]:
+        """A second free slot's sandbox beside a submission's (an interactor's: another uid),
+        recorded by the submission's `reporter` under the label's last part (`interactor`)."""
+        with self._slot_sandbox(label, reporter, helper=True) as sandbox:
             yield sandbox
 
     @contextmanager
-    def _slot_sandbox(self, label: str, reporter: Reporter | None) -> Iterator[Sandbox]:
+    def _slot_sandbox(self, label: str, reporter: Reporter | None, *, helper: bool = False) -> Iterator[Sandbox]:
         """A slot and its sandbox for the block; the slot released clean (no scan of /proc by its
         next holder) only when the block and the sandbox's close ended without an exception."""
         slot = self.slots.acquire()
-        clean = False
+        clean, cpu = False, slot.cpu
         try:
-            if reporter is not None:
+            if reporter is not None and helper:
+                reporter.helper_slot(label.rpartition("/")[2], slot.uid, cpu)
+            elif reporter is not None:
                 reporter.slot_taken(slot.uid, slot.cpu)
             sandbox = self.backend.open(slot, label)
             try:
@@ -166,6 +171,8 @@ class Pipeline:
             clean = True
         finally:
             self.slots.release(slot, clean=clean)
+            if reporter is not None and helper:
+                reporter.helper_slot(label.rpartition("/")[2], slot.uid, cpu, taken=False)
 
     def probe(self) -> str | None:
         """Can this host run a stage at all? `true` in a fresh sandbox of a free slot, with the

@@ -101,6 +101,18 @@ class Reporter:
         if self._active is not None:
             self._active.cpu = cpu
 
+    def helper_slot(self, role: str, uid: int, cpu: int | None, *, taken: bool = True) -> None:
+        """A slot the submission uses besides its own, by role (`interactor`): in status.json's
+        `helper_sandboxes` from its next write on, and while it is held, its CPU in the heartbeat."""
+        if taken:
+            helpers = {**(self.status.helper_sandboxes or {}), role: {"uid": uid, "cpu": cpu}}
+            self.note(helper_sandboxes=helpers)
+        if self._active is not None and cpu is not None:
+            if taken:
+                self._active.helper_cpus.append(cpu)
+            elif cpu in self._active.helper_cpus:
+                self._active.helper_cpus.remove(cpu)
+
     def note(self, **fields: Any) -> None:
         """Adds fields to status.json from its next write on (`sandbox_uid`, say)."""
         self._update(fields)

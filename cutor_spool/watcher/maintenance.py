@@ -47,6 +47,7 @@ class Active:
     state: str = "claimed"
     since: float = field(default_factory=time.time)
     cpu: int | None = None  # with CPU pinning, its slot's CPU
+    helper_cpus: list[int] = field(default_factory=list)  # and its other slots' (an interactor's)
 
 
 class Maintenance:
@@ -188,7 +189,12 @@ class Maintenance:
                 **self.info,
                 current=[
                     CurrentWork(
-                        id=a.claim.entry_id, state=a.state, since=iso(a.since), attempt=a.claim.attempt, cpu=a.cpu
+                        id=a.claim.entry_id,
+                        state=a.state,
+                        since=iso(a.since),
+                        attempt=a.claim.attempt,
+                        cpu=a.cpu,
+                        helper_cpus=list(a.helper_cpus) or None,
                     )
                     for a in current
                 ],
