@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -207,3 +207,54 @@ def bare_exec_ms(argv: list[str], n: int = 50) -> float:
         subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         times.append((time.perf_counter() - start) * 1000)
     return median(times)
+
+
+TRIVIAL = {"run": "echo hi"}
+
+
+def one_at_a_time(
+    count: int,
+    *,
+    mode: str = "--inotify",
+    baselines: dict[str, Callable[[], object]] | None = None,
+    tool: list[str] | None = None,
+) -> tuple[dict[str, list[float]], float]:
+    """`count` trivial submissions dropped one at a time into a fresh spool with one executor
+    (one slot, `mode`), after five to warm up: milliseconds from each drop to its done/<id>
+    (under "spool"), each baseline timed once per round beside it, and the seconds the counted
+    part took. With `tool` (a command that takes the executor's pid as its last argument), the
+    tool is attached to the executor while they run, and sent SIGINT after."""
+    baselines = baselines or {}
+    samples: dict[str, list[float]] = {"spool": [], **{name: [] for name in baselines}}
+    with scratch_spool() as spool:
+        source = make_source(spool.parent, "trivial", TRIVIAL)
+        watch = DoneWatch(spool / "done")
+        try:
+            with executors(spool, 1, "--concurrency", "1", mode) as procs:
+                for i in range(5):
+                    drop(spool, source, f"warm-{i}")
+                    watch.wait(f"warm-{i}")
+                for fn in baselines.values():
+                    fn()
+                attached = None
+                if tool is not None:
+                    attached = subprocess.Popen([*tool, str(procs[0].pid)], stderr=subprocess.DEVNULL)
+                    time.sleep(1.0)  # let the tool attach (strace, py-spy print nothing to wait on)
+                started = time.perf_counter()
+                for i in range(count):
+                    name = f"lat-{i:05d}"
+                    t0 = time.perf_counter()
+                    drop(spool, source, name)
+                    samples["spool"].append((watch.wait(name) - t0) * 1000)
+                    for key, fn in baselines.items():
+                        t0 = time.perf_counter()
+                        fn()
+                        samples[key].append((time.perf_counter() - t0) * 1000)
+                elapsed = time.perf_counter() - started
+                if attached is not None:
+                    attached.send_signal(signal.SIGINT)
+                    attached.wait(60)
+            check_done(spool, ["warm-0", f"lat-{count - 1:05d}"])
+        finally:
+            watch.close()
+    return samples, elapsed

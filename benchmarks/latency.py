@@ -19,9 +19,19 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from _common import DoneWatch, check_done, drop, executors, make_source, median, percentile, scratch_spool
+from _common import (
+    TRIVIAL,
+    DoneWatch,
+    check_done,
+    drop,
+    executors,
+    make_source,
+    median,
+    one_at_a_time,
+    percentile,
+    scratch_spool,
+)
 
-TRIVIAL = {"run": "echo hi"}
 COMMAND = ["/bin/sh", "-c", "echo hi"]
 
 
@@ -33,32 +43,7 @@ def latency(
     count: int, *, poll: bool, baselines: dict[str, Callable[[], object]] | None = None
 ) -> dict[str, list[float]]:
     """Milliseconds from drop to done/, under "spool"; each baseline timed once per round."""
-    baselines = baselines or {}
-    samples: dict[str, list[float]] = {"spool": [], **{name: [] for name in baselines}}
-    with scratch_spool() as spool:
-        source = make_source(spool.parent, "trivial", TRIVIAL)
-        watch = DoneWatch(spool / "done")
-        mode = ["--poll"] if poll else ["--inotify"]
-        try:
-            with executors(spool, 1, "--concurrency", "1", *mode):
-                for i in range(5):  # warm-up
-                    drop(spool, source, f"warm-{i}")
-                    watch.wait(f"warm-{i}")
-                for fn in baselines.values():
-                    fn()
-                for i in range(count):
-                    name = f"lat-{i:05d}"
-                    start = time.perf_counter()
-                    drop(spool, source, name)
-                    samples["spool"].append((watch.wait(name) - start) * 1000)
-                    for key, fn in baselines.items():
-                        start = time.perf_counter()
-                        fn()
-                        samples[key].append((time.perf_counter() - start) * 1000)
-            check_done(spool, ["warm-0", f"lat-{count - 1:05d}"])
-        finally:
-            watch.close()
-    return samples
+    return one_at_a_time(count, mode="--poll" if poll else "--inotify", baselines=baselines)[0]
 
 
 def throughput(count: int, workers: int, concurrency: int = 2) -> float:

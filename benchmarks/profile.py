@@ -21,15 +21,12 @@ from __future__ import annotations
 import argparse
 import collections
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from _common import DoneWatch, check_done, drop, executors, make_source, median, percentile, scratch_spool
+from _common import median, one_at_a_time, percentile
 
-TRIVIAL = {"run": "echo hi"}
 COMMAND = ["/bin/sh", "-c", "echo hi"]
 RATE = 250  # py-spy samples per second (--nonblocking: it never stops the executor)
 
@@ -57,41 +54,12 @@ def bare_exec() -> None:
     subprocess.run(COMMAND, stdout=subprocess.DEVNULL, check=True)
 
 
-def _round(count: int, tool: list[str] | None, out: Path | None) -> tuple[list[float], list[float], float]:
+def _round(count: int, tool: list[str] | None) -> tuple[list[float], list[float], float]:
     """Runs `count` trivial submissions one at a time; with `tool` (a command that takes the
     executor's pid as its last argument) attached to the executor while they run. Returns the
     drop-to-final and bare fork/exec samples (ms) and the seconds the counted part took."""
-    spool_ms: list[float] = []
-    bare_ms: list[float] = []
-    with scratch_spool() as spool:
-        source = make_source(spool.parent, "trivial", TRIVIAL)
-        watch = DoneWatch(spool / "done")
-        try:
-            with executors(spool, 1, "--concurrency", "1", "--inotify") as procs:
-                for i in range(5):  # warm-up
-                    drop(spool, source, f"warm-{i}")
-                    watch.wait(f"warm-{i}")
-                attached = None
-                if tool is not None:
-                    attached = subprocess.Popen([*tool, str(procs[0].pid)], stderr=subprocess.DEVNULL)
-                    time.sleep(1.0)  # let the tool attach (strace, py-spy print nothing to wait on)
-                started = time.perf_counter()
-                for i in range(count):
-                    name = f"p-{i:05d}"
-                    t0 = time.perf_counter()
-                    drop(spool, source, name)
-                    spool_ms.append((watch.wait(name) - t0) * 1000)
-                    t0 = time.perf_counter()
-                    bare_exec()
-                    bare_ms.append((time.perf_counter() - t0) * 1000)
-                elapsed = time.perf_counter() - started
-                if attached is not None:
-                    attached.send_signal(signal.SIGINT)
-                    attached.wait(60)
-            check_done(spool, ["warm-0", f"p-{count - 1:05d}"])
-        finally:
-            watch.close()
-    return spool_ms, bare_ms, elapsed
+    samples, elapsed = one_at_a_time(count, baselines={"bare": bare_exec}, tool=tool)
+    return samples["spool"], samples["bare"], elapsed
 
 
 def phases(spy_file: Path, count: int, seconds: float) -> dict[str, float]:
@@ -135,7 +103,7 @@ def main() -> None:
     parser.add_argument("--no-strace", action="store_true")
     args = parser.parse_args()
 
-    spool_ms, bare_ms, _ = _round(args.count, None, None)
+    spool_ms, bare_ms, _ = _round(args.count, None)
     stage_floor = median(bare_ms)
     print(f"## Drop to final of `echo hi`, {args.count} one at a time (no tool attached)\n")
     print(f"- drop-to-final: median {median(spool_ms):.2f} ms, p95 {percentile(spool_ms, 0.95):.2f} ms")
@@ -146,7 +114,7 @@ def main() -> None:
             out = Path(scratch) / "spy.txt"
             tool = [args.py_spy, "record", "--format", "raw", "--threads", "--idle", "--nonblocking"]
             tool += ["-r", str(RATE), "-o", str(out), "-p"]
-            spy_ms, _, seconds = _round(args.count, tool, out)
+            spy_ms, _, seconds = _round(args.count, tool)
             under = f"drop-to-final under it: median {median(spy_ms):.2f} ms"
             print(f"\n## Phases of the work thread (py-spy, {RATE}/s; {under})\n")
             print("| phase | ms per submission |\n|---|---|")
@@ -156,7 +124,7 @@ def main() -> None:
             print("\n(phases left out: py-spy not found; `pip install py-spy` or --py-spy PATH)")
         if not args.no_strace and shutil.which("strace"):
             out = Path(scratch) / "strace.txt"
-            _round(args.count, ["strace", "-c", "-f", "-o", str(out), "-p"], out)
+            _round(args.count, ["strace", "-c", "-f", "-o", str(out), "-p"])
             print("\n## System calls per submission (strace -c -f: the executor and all it starts)\n")
             print("| syscall | calls | strace's ms |\n|---|---|---|")
             rows = syscalls(out, args.count)
