@@ -43,9 +43,12 @@ class QueueKind:
     folder: str
     attempts_log: str
     private: bool = False  # in a shared spool, an entry is sealed for its submitter (sharing.py)
+    prioritised: bool = False  # claimed by priority lane (watcher/priority.py), and so counted per lane
 
 
-SUBMISSIONS = QueueKind("", ATTEMPTS_LOG, private=True)  # the log in result/, where clients read results
+SUBMISSIONS = QueueKind(
+    "", ATTEMPTS_LOG, private=True, prioritised=True
+)  # the log in result/, where clients read results
 BUILDS = QueueKind("builds", "attempts.jsonl")
 # Deployments' builds and invocations. Their log is in result/, as a submission's: the claim then
 # makes result/ itself (setting aside one the client planted), where the executor writes results.

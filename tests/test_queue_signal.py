@@ -19,13 +19,12 @@ from conftest import CLI, make_submission, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from cutor_spool.config import SpoolConfig, StatusPageConfig
-from cutor_spool.layout import SpoolPaths
+from cutor_spool.layout import QUEUES, SpoolPaths
 from cutor_spool.runner.executor import Executor
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.queue import WorkerIdentity
 from cutor_spool.watcher.worker import Maintenance
 from cutor_spool.web_status import regenerate
-from cutor_spool.web_status.queues import PRIORITISED
 
 PAGE = StatusPageConfig(interval=1.0, recent=50)
 
@@ -149,7 +148,7 @@ def test_a_lane_above_max_priority_counts_at_the_cap(tmp_path: Path) -> None:
 
 def test_only_the_executor_claims_by_lane() -> None:
     """The signal counts lanes for exactly the queues whose worker orders claims by them."""
-    assert {Executor.queue_kind} == set(PRIORITISED) and Executor.prioritised
+    assert [kind for kind in QUEUES if kind.prioritised] == [Executor.queue_kind]
 
 
 def test_list_json_gives_the_same_figures_and_keeps_its_fields(lanes: tuple[SpoolPaths, dict[str, list[Path]]]) -> None:

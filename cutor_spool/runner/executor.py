@@ -45,7 +45,6 @@ class Executor(QueueWorker[Reporter]):
     kind = "executor"
     queue_kind = SUBMISSIONS
     cancellable = True
-    prioritised = True
 
     def __init__(
         self,

@@ -71,7 +71,6 @@ class QueueWorker(ABC, Generic[Job]):
     kind: ClassVar[str]  # the worker's kind: "executor", "builder"
     queue_kind: ClassVar[QueueKind]  # the queue it takes work from
     cancellable: ClassVar[bool] = False  # honours `cutor-spool cancel` (cancel/<id>, watcher/cancel.py)
-    prioritised: ClassVar[bool] = False  # claims by priority lane (watcher/priority.py)
 
     def __init__(
         self,
@@ -103,7 +102,7 @@ class QueueWorker(ABC, Generic[Job]):
         for directory in (self.queue.dirs.incoming, self.queue.dirs.active, self.queue.dirs.done):
             directory.mkdir(parents=True, exist_ok=True)  # `init` makes those of layout.QUEUES only
         interval = self.config.poll_interval if self.poll else self.config.rescan
-        lanes = self._lane if self.prioritised else None
+        lanes = self._lane if self.queue_kind.prioritised else None
         self.finder = Finder(self.queue, poll=self.poll, interval=interval, priority=lanes)
         self.signals: Signals
         self.maintenance: Maintenance

@@ -7,7 +7,7 @@ so that KEDA, a HorizontalPodAutoscaler, the Nomad Autoscaler or a cron job can 
 them (docs/deploy.md, "Autoscaling signal").
 
 Every queue of `layout.QUEUES` is counted. Only submissions are claimed by priority lane
-(`runner.executor.Executor.prioritised`): their entries are counted in the lane their `.ready`
+(`layout.QueueKind.prioritised`): their entries are counted in the lane their `.ready`
 asks for, capped at spool.yaml's `max_priority` as the executor caps it (watcher/priority.py);
 builds and invocations have the one lane `normal`. The named lanes (high, normal, low) always have
 a series, zeros included; a numeric lane (`priority: 5`) has one while an entry waits in it.
@@ -26,13 +26,12 @@ from typing import Any
 
 from cutor_spool.config import load_config
 from cutor_spool.errors import CutorError
-from cutor_spool.layout import QUEUES, SUBMISSIONS, QueueKind, SpoolPaths
+from cutor_spool.layout import QUEUES, QueueKind, SpoolPaths
 from cutor_spool.watcher.arrivals import scan_arrivals
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.priority import LANES, lane_value, marker_priority
 from cutor_spool.web_status import live
 
-PRIORITISED = frozenset({SUBMISSIONS})  # the queues whose worker claims by lane (Executor.prioritised)
 LANE_NAMES = {value: name for name, value in LANES.items()}
 NAMED_LANES = tuple(sorted(LANES, key=LANES.__getitem__, reverse=True))  # high, normal, low
 WORKER_KINDS = ("executor", "builder")
@@ -76,13 +75,24 @@ def _scan(incoming: Path, lanes: bool, cap: int) -> dict[str, tuple[float, int]]
     return found
 
 
+_CAPS: dict[Path, tuple[tuple[int, int, int], int]] = {}  # spool.yaml -> (its stat, its cap)
+
+
 def max_priority(paths: SpoolPaths) -> int:
-    """spool.yaml's cap on lanes; the highest lane when spool.yaml cannot be read (the workers say
-    why: they refuse to start)."""
+    """spool.yaml's cap on lanes, read again only when the file changed (a regeneration comes
+    every few seconds); the highest lane when spool.yaml cannot be read (the workers say why:
+    they refuse to start)."""
     try:
-        return lane_value(load_config(paths.root).max_priority)
+        st = paths.config.stat()
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = _CAPS.get(paths.config)
+        if cached is not None and cached[0] == seen:
+            return cached[1]
+        cap = lane_value(load_config(paths.root).max_priority)
     except (CutorError, OSError, ValueError):
         return 100
+    _CAPS[paths.config] = (seen, cap)
+    return cap
 
 
 def queue_lanes(paths: SpoolPaths, now: float) -> dict[str, dict[str, Lane]]:
@@ -91,7 +101,7 @@ def queue_lanes(paths: SpoolPaths, now: float) -> dict[str, dict[str, Lane]]:
     cap = max_priority(paths)
     out: dict[str, dict[str, Lane]] = {}
     for kind in QUEUES:
-        prioritised = kind in PRIORITISED
+        prioritised = kind.prioritised
         entries = _scan(paths.queue(kind).incoming, prioritised, cap)
         oldest: dict[int, float] = {}
         depth: dict[int, int] = {}
