@@ -172,6 +172,57 @@ def test_more_slots_than_cpus_share_the_least_used() -> None:
             pool.release(slot)
 
 
+@needs_two
+def test_two_executors_pools_on_one_host_spread_their_slots_over_the_cpus() -> None:
+    """Two pools stand for two executors of one host: each sees the other's slots, so their
+    first slots go to different CPUs (they used to both take the lowest)."""
+    cpus = CPUS[:2]
+    alone = {cpu: frozenset({cpu}) for cpu in cpus}
+    first, second = (
+        SlotPool(uid_base=UID_BASE, count=SLOTS, work_size=32 << 20, cpus=cpus, siblings=alone) for _ in "12"
+    )
+    slots = [first.acquire(), second.acquire()]
+    try:
+        assert {s.cpu for s in slots} == set(cpus)
+        assert first.holders() == second.holders() == dict.fromkeys(cpus, 1)
+        slots.append(second.acquire())
+        assert second.holders()[slots[-1].cpu] == 2
+    finally:
+        for slot, pool in zip(slots, (first, second, second), strict=True):
+            pool.release(slot)
+    assert first.holders() == dict.fromkeys(cpus, 0)
+
+
+KEEPS_A_SLOT = """
+import sys
+from cutor_spool.runner.slots import SlotPool
+pool = SlotPool(uid_base=int(sys.argv[1]), count=int(sys.argv[2]), work_size=32 << 20, cpus=(int(sys.argv[3]),))
+print(pool.acquire().cpu, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_killed_executors_cpu_seat_is_free_again() -> None:
+    cpu = CPUS[0]
+    pool = SlotPool(uid_base=UID_BASE, count=SLOTS, work_size=32 << 20, cpus=(cpu,))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", KEEPS_A_SLOT, str(UID_BASE), str(SLOTS), str(cpu)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == str(cpu)
+        assert pool.holders() == {cpu: 1}
+    finally:
+        holder.kill()
+        holder.wait()
+    assert pool.holders() == {cpu: 0}  # the kernel dropped its seat with its descriptors
+    slot = pool.acquire()
+    try:
+        assert slot.cpu == cpu and pool.holders() == {cpu: 1}
+    finally:
+        pool.release(slot)
+
+
 def test_without_pinning_a_stage_sees_every_cpu_and_no_cpuset() -> None:
     backend = BubblewrapBackend(state_dir=DEFAULT_STATE_DIR, uid_base=UID_BASE, slots=SLOTS, tmp_size=16 << 20)
     pool = SlotPool(uid_base=UID_BASE, count=SLOTS, work_size=32 << 20)

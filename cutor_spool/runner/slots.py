@@ -17,11 +17,11 @@ slot uid cannot rename or replace what the executor put there. Another local use
 read a running job's files, its stdin or its stage files by their predictable host paths.
 
 With CPU pinning (spool.yaml `sandbox.pinning`) a slot is also given one CPU when it is taken: the
-one the fewest of this pool's slots hold, so two slots share a CPU only when more slots run than
-there are CPUs; among those, the one whose core's other hyperthreads hold the fewest (siblings share
-a core's execution units and caches, so a neighbour there slows a program down), then the lowest.
-The backend confines the slot's stages to it (a cpuset). Executors on one host do not see each
-other's choices: run one per host (the invocations share their executor's pool).
+one the fewest slots of the host hold, every executor's (runner/cpuseats.py), so two slots share a
+CPU only when more slots run than there are CPUs; among those, the one whose core's other
+hyperthreads hold the fewest (siblings share a core's execution units and caches, so a neighbour
+there slows a program down), then the lowest. The backend confines the slot's stages to it (a
+cpuset).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import os
 import random
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +44,7 @@ from pathlib import Path
 from cutor_spool.config import PinningConfig
 from cutor_spool.cpus import format_cpu_list, thread_siblings
 from cutor_spool.errors import ConfigError, SandboxError
+from cutor_spool.runner.cpuseats import CpuSeats, Seat
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,7 @@ class Slot:
     root: Path
     lock_fd: int
     cpu: int | None = None  # the one CPU its stages run on, with CPU pinning
+    seat: Seat | None = None  # holds its place on that CPU (runner/cpuseats.py)
     mount_aux: Callable[[], None] = lambda: None
     aux_ready: bool = False
     suspect: bool = False  # a backend could not be sure its processes are gone: scan at the next acquire
@@ -263,13 +264,10 @@ class SlotPool:
         self.uid_base, self.count, self.work_size = uid_base, count, work_size
         self.state_dir = state_dir
         self.cpus = cpus
-        self._holders: dict[int, int] = dict.fromkeys(cpus, 0)  # CPU -> slots of this pool on it
-        self._siblings = {
-            cpu: same - {cpu} for cpu, same in (siblings if siblings is not None else thread_siblings(cpus)).items()
-        }
-        self._cpu_lock = threading.Lock()
         self.lock_dir = LOCK_DIR
         self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        found = siblings if siblings is not None else thread_siblings(cpus)
+        self._seats = CpuSeats(self.lock_dir / "cpus", cpus, {cpu: same - {cpu} for cpu, same in found.items()})
         (state_dir / "slots").mkdir(parents=True, exist_ok=True, mode=0o711)
 
     def acquire(self) -> Slot:
@@ -293,7 +291,13 @@ class SlotPool:
             except BaseException:
                 os.close(fd)
                 raise
-            slot.cpu = self._take_cpu()
+            if self.cpus:
+                try:
+                    slot.seat = self._seats.take()
+                except BaseException:
+                    self.release(slot)
+                    raise
+                slot.cpu = slot.seat.cpu
             return slot
         raise SandboxError(f"all {self.count} sandbox slots on this host are busy")
 
@@ -357,22 +361,9 @@ class SlotPool:
         finally:
             os.close(fd)
 
-    def _take_cpu(self) -> int | None:
-        if not self.cpus:
-            return None
-        with self._cpu_lock:
-            cpu = min(self.cpus, key=lambda c: (self._holders[c], self._on_core(c), c))
-            self._holders[cpu] += 1
-        return cpu
-
-    def _on_core(self, cpu: int) -> int:
-        """Slots of this pool on the other hyperthreads of `cpu`'s core (they share its units)."""
-        return sum(self._holders.get(other, 0) for other in self._siblings.get(cpu, ()))
-
     def holders(self) -> dict[int, int]:
-        """CPU -> how many of this pool's slots hold it now."""
-        with self._cpu_lock:
-            return dict(self._holders)
+        """CPU -> how many slots of this host hold it now (every executor's)."""
+        return self._seats.holders()
 
     def release(self, slot: Slot, *, clean: bool = False) -> None:
         """Frees the slot. `clean`: its holder ended every stage and closed its sandbox without an
@@ -380,10 +371,9 @@ class SlotPool:
         a process is left): the next `acquire` may skip its scan of /proc. Otherwise (an error,
         or a holder killed before it got here) the lock file still says "in use" and the next
         holder scans, kills and reaps before it reuses the uid."""
-        if slot.cpu is not None:
-            with self._cpu_lock:
-                self._holders[slot.cpu] -= 1
-            slot.cpu = None
+        if slot.seat is not None:
+            CpuSeats.release(slot.seat)
+            slot.seat, slot.cpu = None, None
         try:
             for which in ("work", "aux", "io"):
                 _umount(slot.root / which)
