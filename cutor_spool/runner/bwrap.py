@@ -62,7 +62,7 @@ from cutor_spool.runner.bwrap_layout import (
 from cutor_spool.runner.bwrap_pipes import StagePipes
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
-from cutor_spool.runner.keeper import TreeKey, Trees, eligible, tree_args, warm_argv
+from cutor_spool.runner.keeper import NetPool, TreeKey, Trees, eligible, tree_args, warm_argv
 from cutor_spool.runner.launcher import ExitReport, build_launcher, launcher_dir, publish
 from cutor_spool.runner.sandbox import PIPE
 from cutor_spool.runner.sandbox_etc import TOOLCHAIN_ETC, etc_stamp, prepare_etc
@@ -134,9 +134,9 @@ class BubblewrapBackend:
         seccomp = seccomp or SeccompConfig()  # the filter is on unless a spool turns it off
         pol = policy(seccomp) if seccomp.enabled else None
         self.seccomp = write_filter(state_dir / "seccomp", pol) if pol is not None else None
-        self.trees = None
+        self.trees, self.netns = None, None
         if warm and self.launcher is not None and eligible(self.launcher, pol):
-            self.trees = Trees(self.launcher, state_dir / "trees")
+            self.trees, self.netns = Trees(self.launcher, state_dir / "trees"), NetPool(self.launcher)
         if warm and self.trees is None:
             log.warning("warm slots need the launcher and a seccomp filter that refuses namespaces: stages use bwrap")
 
@@ -182,8 +182,9 @@ class BubblewrapBackend:
         return BwrapSandbox(self, slot, label)
 
     def close(self) -> None:
-        if self.trees is not None:
+        if self.trees is not None and self.netns is not None:
             self.trees.close()
+            self.netns.close()
 
 
 @dataclass
@@ -278,7 +279,7 @@ class BwrapStage:
         pipes = StagePipes()
         seccomp_fd = None if backend.seccomp is None else os.open(backend.seccomp, os.O_RDONLY)
         report = ExitReport.open(slot.io) if backend.layout.launcher is not None else None
-        marker, tree, ns_fd = "stdout" if stdout is None else "stderr", None, None
+        marker, tree, ns_fd, net_fd = "stdout" if stdout is None else "stderr", None, None, None
         try:
             pipes.wire(slot.root / "stdin", spec.stdin, stdin=stdin, stdout=stdout)
             pipes.env(env_args({**spec.env, **(report.env() if report is not None else {})}))
@@ -289,6 +290,8 @@ class BwrapStage:
                 ns_fd = backend.trees.take(args)  # None: bwrap says why it cannot be made
             if ns_fd is not None and backend.launcher is not None:
                 fds, tree = {"ns": ns_fd, **fds}, tuple(args)
+                if not spec.network and backend.netns is not None and (net_fd := backend.netns.take()) is not None:
+                    fds["netns"] = net_fd
                 argv = warm_argv(
                     backend.launcher, procs_files=cgroup.procs_files, limits=spec.limits, uid=slot.uid, gid=slot.gid,
                     fds=fds, work=slot.root / spec.workdir, io=slot.io, tmp_size=backend.layout.tmp_size,
@@ -313,7 +316,7 @@ class BwrapStage:
                 report.close()
             raise
         finally:
-            for fd in (seccomp_fd, ns_fd):
+            for fd in (seccomp_fd, ns_fd, net_fd):
                 if fd is not None:
                     os.close(fd)
         pipes.started()

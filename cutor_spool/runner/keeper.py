@@ -14,7 +14,8 @@ launcher's `ns=FD` mode, as root on the host, in the stage's cgroups and with it
    while it still sees the host's tree: a slot's tmpfs mounts are new at each acquire, so they
    cannot be part of the shared tree;
 2. enters the environment's tree and copies it (`unshare(CLONE_NEWNS)`), with new ipc, uts, pid,
-   cgroup and (unless the stage has network) net namespaces;
+   cgroup namespaces, and enters a new network namespace made ahead (`NetPool`; unless the stage
+   has network);
 3. mounts a fresh /tmp, /dev/shm (size-capped tmpfs) and /dev/pts (a new devpts instance) and
    attaches /work and /run/cutor (read-only) (`move_mount`);
 4. forks the stage's pid 1, which mounts /proc (the host's tunables under it read-only), starts a
@@ -49,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 import threading
 from collections import OrderedDict
@@ -63,6 +65,7 @@ from cutor_spool.runner.seccomp import Policy
 
 log = logging.getLogger(__name__)
 
+NETNS_BATCH = 16  # network namespaces made ahead at once (see NetPool)
 TREES = 16  # environments whose trees are kept open at once (least recently used dropped first)
 TreeKey = tuple[str, ...]
 
@@ -180,3 +183,65 @@ class Trees:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self._open.clear()
+
+
+class NetPool:
+    """New network namespaces (loopback up) made ahead, in batches, by the launcher's `netns` mode
+    in a thread of their own: making one is a third of a warm stage's work in the kernel
+    (copy_net_ns), done here off the stage's path. Each is handed to one stage only and closed
+    by the caller once the stage's launcher has it; none is ever entered twice. Empty (at the
+    start, or when stages outrun it), a stage makes its own as before."""
+
+    def __init__(self, launcher: Path) -> None:
+        self.launcher = launcher
+        self._ready: list[int] = []
+        self._lock = threading.Lock()
+        self._filling = False
+        self._closed = False
+
+    def take(self) -> int | None:
+        with self._lock:
+            fd = self._ready.pop() if self._ready else None
+            refill = len(self._ready) < NETNS_BATCH // 2 and not self._filling and not self._closed
+            self._filling |= refill
+        if refill:
+            threading.Thread(target=self._fill, name="netns", daemon=True).start()
+        return fd
+
+    def _fill(self) -> None:
+        fds: list[int] = []
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            with ours:
+                proc = subprocess.Popen(
+                    [str(self.launcher), "netns", str(NETNS_BATCH)],
+                    stdin=subprocess.DEVNULL, stdout=theirs.fileno(), stderr=subprocess.PIPE, env={},
+                )  # fmt: skip
+                theirs.close()
+                size = socket.CMSG_SPACE(NETNS_BATCH * 4)
+                _, ancillary, _, _ = ours.recvmsg(1, size, socket.MSG_CMSG_CLOEXEC)
+                for level, kind, data in ancillary:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        fds += [int.from_bytes(data[i : i + 4], "little") for i in range(0, len(data) - 3, 4)]
+                _, error = proc.communicate()
+            if proc.returncode != 0:
+                log.warning("network namespaces made ahead: %s", error.decode("utf-8", "replace").strip())
+        except OSError as exc:
+            log.warning("network namespaces made ahead: %s", exc)
+        finally:
+            with self._lock:
+                self._filling = False
+                if self._closed:
+                    fds, kept = [], fds
+                else:
+                    self._ready += fds
+                    kept = []
+            for fd in kept:
+                os.close(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            fds, self._ready = self._ready, []
+        for fd in fds:
+            os.close(fd)
