@@ -62,7 +62,7 @@ from cutor_spool.runner.bwrap_layout import (
 from cutor_spool.runner.bwrap_pipes import StagePipes
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
-from cutor_spool.runner.keeper import NetPool, TreeKey, Trees, eligible, tree_args, warm_argv
+from cutor_spool.runner.keeper import NetPool, TreeKey, Trees, eligible, keyring_open, tree_args, warm_argv
 from cutor_spool.runner.launcher import ExitReport, build_launcher, launcher_dir, publish
 from cutor_spool.runner.sandbox import PIPE
 from cutor_spool.runner.sandbox_etc import TOOLCHAIN_ETC, etc_stamp, prepare_etc
@@ -134,7 +134,7 @@ class BubblewrapBackend:
         seccomp = seccomp or SeccompConfig()  # the filter is on unless a spool turns it off
         pol = policy(seccomp) if seccomp.enabled else None
         self.seccomp = write_filter(state_dir / "seccomp", pol) if pol is not None else None
-        self.trees, self.netns = None, None
+        self.trees, self.netns, self.keyring = None, None, pol is None or keyring_open(pol)
         if warm and self.launcher is not None and eligible(self.launcher, pol):
             self.trees, self.netns = Trees(self.launcher, state_dir / "trees"), NetPool(self.launcher)
         if warm and self.trees is None:
@@ -295,7 +295,7 @@ class BwrapStage:
                 argv = warm_argv(
                     backend.launcher, procs_files=cgroup.procs_files, limits=spec.limits, uid=slot.uid, gid=slot.gid,
                     fds=fds, work=slot.root / spec.workdir, io=slot.io, tmp_size=backend.layout.tmp_size,
-                    network=spec.network, marker=marker, command=spec.sandbox_command(),
+                    network=spec.network, keyring=backend.keyring, marker=marker, command=spec.sandbox_command(),
                 )  # fmt: skip
             else:
                 launch = stage_launch_argv(cgroup.procs_files, spec.limits, slot.uid, slot.gid, backend.launcher)

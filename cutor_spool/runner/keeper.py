@@ -76,6 +76,12 @@ def eligible(launcher: Path | None, pol: Policy | None) -> bool:
     return launcher is not None and pol is not None and {"unshare", "setns", "clone"} <= set(pol.denied)
 
 
+def keyring_open(pol: Policy) -> bool:
+    """Whether the filter lets a job use the kernel's keyrings (a spool's `allow: [keyring]`): the
+    launcher then gives each stage a new session keyring and empties the uid's (see above)."""
+    return not {"keyctl", "add_key", "request_key"} <= set(pol.denied)
+
+
 def tree_args(layout: BwrapLayout, *, network: bool, ro_binds: Sequence[str]) -> list[str]:
     """The read-only tree's contents for the launcher's `root` mode (bubblewrap's syntax). Pure."""
     assert layout.launcher is not None
@@ -100,6 +106,7 @@ def warm_argv(
     io: Path,
     tmp_size: int,
     network: bool,
+    keyring: bool,
     marker: str,
     command: Sequence[str],
 ) -> list[str]:
@@ -110,7 +117,8 @@ def warm_argv(
         str(launcher), OOM, *(f"cgroup={path}" for path in procs_files),
         *rlimit_options(limits, limits.processes + OVERHEAD_PROCESSES),
         *(f"{name}={fd}" for name, fd in fds.items()),
-        f"work={work}", f"io={io}", f"tmp={tmp_size}", f"net={'yes' if network else 'no'}", f"user={uid}:{gid}",
+        f"work={work}", f"io={io}", f"tmp={tmp_size}", f"net={'yes' if network else 'no'}",
+        f"keyring={'yes' if keyring else 'no'}", f"user={uid}:{gid}",
         "--", *parent_options("stderr" if marker == "stderr" else ""), "--", *command,
     ]  # fmt: skip
 

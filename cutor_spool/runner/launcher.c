@@ -286,7 +286,7 @@ static int make_netns(const char *count) {
 }
 
 struct warm {
-    int ns, env, status, seccomp, net, netns;
+    int ns, env, status, seccomp, net, netns, keyring;
     const char *work, *io, *tmp;
     unsigned long uid, gid;
 };
@@ -338,30 +338,28 @@ static int attach(int tree, const char *where) {
     return (int)syscall(SYS_move_mount, tree, "", AT_FDCWD, where, MOVE_MOUNT_F_EMPTY_PATH);
 }
 
-/* In pid 1 of the stage's new pid namespace, as root still: /proc of that namespace, the host's
-   tunables under it read-only (as bubblewrap does), a session of its own, loopback up. */
+/* In pid 1 of the stage's new pid namespace, as root still: /proc of that namespace, a session
+   of its own, loopback up. (bubblewrap binds /proc/sys, /proc/irq and /proc/bus read-only over
+   themselves, for a job that has capabilities in its user namespace; this one has none anywhere,
+   and those files are root's: it may write there only what any user of the host may.) */
 static int inside(const struct warm *w) {
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) return fail("mount", "/proc", errno);
-    static const char *cover[] = {"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus"};
-    for (size_t k = 0; k < sizeof cover / sizeof cover[0]; k++) {
-        if (access(cover[k], F_OK) != 0) continue;
-        if (mount(cover[k], cover[k], NULL, MS_BIND | MS_REC, NULL) != 0 ||
-            mount(NULL, cover[k], NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
-            return fail("cover", cover[k], errno);
-    }
     if (setsid() < 0) return fail("setsid", "stage", errno);
     if (!w->net && w->netns < 0 && loopback_up() != 0) return fail("loopback", "up", errno);
     if (chdir("/work") != 0) return fail("chdir", "/work", errno);
     if (w->env >= 0 && read_env(w->env)) return 125;
     if (drop_user(w->uid, w->gid, "stage")) return 125;
-    /* Keyrings are the uid's across the host (no user namespace here): a new session keyring, and
-       the user's, user-session and persistent keyrings emptied of what an earlier stage left. */
-    if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0) return fail("keyctl", "session", errno);
-    syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING);
-    syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_SESSION_KEYRING);
-    long persistent = syscall(SYS_keyctl, KEYCTL_GET_PERSISTENT, -1, KEY_SPEC_SESSION_KEYRING);
-    if (persistent > 0) syscall(SYS_keyctl, KEYCTL_CLEAR, persistent);
-    if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0) return fail("keyctl", "session", errno);
+    /* keyring=yes (a filter that lets the job use keyrings): they are the uid's across the host (no
+       user namespace here), so a new session keyring (not the worker's), and the user's,
+       user-session and persistent keyrings emptied of what an earlier stage left. */
+    if (w->keyring) {
+        if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0) return fail("keyctl", "session", errno);
+        syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_KEYRING);
+        syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_USER_SESSION_KEYRING);
+        long persistent = syscall(SYS_keyctl, KEYCTL_GET_PERSISTENT, -1, KEY_SPEC_SESSION_KEYRING);
+        if (persistent > 0) syscall(SYS_keyctl, KEYCTL_CLEAR, persistent);
+        if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0) return fail("keyctl", "session", errno);
+    }
     if (w->seccomp >= 0 && load_seccomp(w->seccomp)) return 125;
     return 0;
 }
@@ -379,9 +377,9 @@ static int enter(const struct warm *w, int *status) {
     if (!w->work || !w->io || !w->tmp || !w->uid || w->status < 0) return *status = fail("usage", "ns= needs work, io, tmp, status, user", 0), 1;
     pid_t parent = getppid();
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) return *status = fail("pdeathsig", "stage", errno), 1;
-    int work = (int)syscall(SYS_open_tree, AT_FDCWD, w->work, OPEN_TREE_CLONE | O_CLOEXEC);
+    int work = (int)syscall(SYS_open_tree, AT_FDCWD, w->work, OPEN_TREE_CLONE | O_CLOEXEC | AT_SYMLINK_NOFOLLOW);
     if (work < 0) return *status = fail("open_tree", w->work, errno), 1;
-    int io = (int)syscall(SYS_open_tree, AT_FDCWD, w->io, OPEN_TREE_CLONE | O_CLOEXEC);
+    int io = (int)syscall(SYS_open_tree, AT_FDCWD, w->io, OPEN_TREE_CLONE | O_CLOEXEC | AT_SYMLINK_NOFOLLOW);
     if (io < 0) return *status = fail("open_tree", w->io, errno), 1;
     if (setns(w->ns, CLONE_NEWNS) != 0) return *status = fail("setns", "mount", errno), 1;
     if (!w->net && w->netns >= 0 && setns(w->netns, CLONE_NEWNET) != 0) return *status = fail("setns", "net", errno), 1;
@@ -404,11 +402,12 @@ static int enter(const struct warm *w, int *status) {
     if (child < 0) return *status = fail("fork", "stage", errno), 1;
     if (child == 0) {
         close(alive[1]);
+        close(w->status); /* the worker sees its end once the parent has written the child's pid */
         struct pollfd gone = {.fd = alive[0], .events = POLLIN};
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || poll(&gone, 1, 0) != 0) return *status = 125, 1;
         close(alive[0]);
         if ((*status = inside(w)) != 0) return 1;
-        close(w->ns), close(w->status), close(w->env), close(w->seccomp), close(w->netns);
+        close(w->ns), close(w->env), close(w->seccomp), close(w->netns);
         return 0;
     }
     close(alive[0]);
@@ -475,6 +474,7 @@ int main(int argc, char **argv) {
         if (strcmp(argv[i], "io") == 0) { w.io = value; continue; }
         if (strcmp(argv[i], "tmp") == 0) { w.tmp = value; continue; }
         if (strcmp(argv[i], "net") == 0) { w.net = strcmp(value, "yes") == 0; continue; }
+        if (strcmp(argv[i], "keyring") == 0) { w.keyring = strcmp(value, "yes") == 0; continue; }
         if (strcmp(argv[i], "user") == 0 && w.ns >= 0) { /* dropped in the stage's pid 1, after its mounts */
             char *end;
             errno = 0;
