@@ -56,7 +56,7 @@ def _read(path: Path) -> str:
 
 
 def _write(path: Path, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)  # as open(path, "w")
     try:
         os.write(fd, value.encode("ascii"))
     finally:
