@@ -162,9 +162,11 @@ class BubblewrapBackend:
                 continue
             with pool.idle(int(uid_text)) as free:
                 if free:
-                    log.warning(
-                        "removing cgroup %s left by a dead worker (processes: %s)", cgroup.name, cgroup.pids() or "none"
-                    )
+                    try:
+                        left = cgroup.pids()
+                    except FileNotFoundError:  # half removed already, by another executor's sweep
+                        left = []
+                    log.warning("removing cgroup %s left by a dead worker (processes: %s)", cgroup.name, left or "none")
                     cgroup.remove()
                     swept += 1
         return swept

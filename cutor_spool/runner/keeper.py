@@ -18,10 +18,10 @@ launcher's `ns=FD` mode, as root on the host, in the stage's cgroups and with it
    has network);
 3. mounts a fresh /tmp, /dev/shm (size-capped tmpfs) and /dev/pts (a new devpts instance) and
    attaches /work and /run/cutor (read-only) (`move_mount`);
-4. forks the stage's pid 1, which mounts /proc (the host's tunables under it read-only), starts a
-   session, brings loopback up, reads the environment, drops to the slot's uid (no groups,
-   no_new_privs), joins a new session keyring and empties the uid's user, user-session and
-   persistent keyrings, loads the seccomp filter, and goes on as the stage's init (`init=yes`).
+4. forks the stage's pid 1, which mounts /proc, starts a session, reads the environment, drops
+   to the slot's uid (no groups, no_new_privs), renews the keyrings if the filter lets the job use
+   them (`keyring_open`), loads the seccomp filter, hides its host options from /proc/1/cmdline
+   and goes on as the stage's init (`init=yes`).
 
 Nothing of one stage is visible to the next: every namespace but the read-only tree's is new
 per stage; /tmp, /dev/shm and /dev/pts are new mounts in the stage's own mount namespace, gone
@@ -35,9 +35,9 @@ binary, no file capability). A user namespace is what gave bubblewrap, unprivile
 mount; here the launcher mounts as root, before the drop. bubblewrap's `--disable-userns` is the
 seccomp filter's `namespaces` group here: warm slots are used only when the spool's policy
 refuses unshare, setns and clone's namespace flags (`eligible`), otherwise every stage goes
-through bubblewrap. Keyrings, per user namespace under bubblewrap, are per uid here: hence the
-new session keyring and the emptied user keyrings (the `keyring` group of the filter refuses
-them to the job anyway unless a spool allows it). The read-only tree cannot be changed by a job
+through bubblewrap. Keyrings, per user namespace under bubblewrap, are per uid here: the
+`keyring` group of the filter refuses them to the job, and a spool that allows them gets a new
+session keyring and the uid's keyrings emptied per stage. The read-only tree cannot be changed by a job
 (no capability, and the mounts are read-only in the copy it runs in; mount propagation is
 private), nor can another submission's /work reach it: each stage attaches its own.
 
