@@ -223,15 +223,16 @@ def test_stages_running_at_once_on_one_slot_or_two_see_nothing_of_each_other(bac
     assert other_slot == set()
 
 
-def test_no_process_a_job_can_see_names_a_host_path(backend: BubblewrapBackend) -> None:
+def test_no_process_a_job_can_see_names_a_host_path_and_it_holds_no_descriptor_of_ours(backend: BubblewrapBackend) -> None:
     """On a warm slot the stage's pid 1 is the launcher that entered the tree, not a new exec: the
-    host's options it was started with (cgroup and slot paths) must not be in /proc/1/cmdline.
-    Seen to fail with `hide_host_options` left out of launcher.c."""
+    host's options it was started with (cgroup and slot paths) must not be in /proc/1/cmdline,
+    nor may the job inherit a descriptor it was handed. Seen to fail with `hide_host_options`
+    left out of launcher.c, and with the tree's descriptor left open in the stage's pid 1."""
     pool = _pool(backend, 1)
     slot = pool.acquire()
     box = backend.open(slot, "A")
     try:
-        script = "cat /proc/[0-9]*/cmdline /proc/self/mountinfo | tr '\\0' ' '"
+        script = "cat /proc/[0-9]*/cmdline /proc/self/mountinfo | tr '\\0' ' '; ls /proc/self/fd > /tmp/fds; cat /tmp/fds"
         out = box.run(StageSpec("run", ("/bin/sh", "-c", script), LIMITS))
     finally:
         box.close()
@@ -239,3 +240,5 @@ def test_no_process_a_job_can_see_names_a_host_path(backend: BubblewrapBackend) 
     assert out.ok and b"init" in out.stdout, (out.stdout, out.stderr)
     for host in (b"/run/cutor-spool-test-warm", b"/sys/fs/cgroup", b"cgroup=", b"work="):
         assert host not in out.stdout, out.stdout
+    # and no descriptor of the launcher's (the tree's or a network namespace, the env, the filter)
+    assert out.stdout.endswith(b"\n0\n1\n2\n3\n"), out.stdout[-200:]  # 3: ls's own listing

@@ -393,6 +393,9 @@ static int enter(const struct warm *w, int *status) {
     if (attach(io, "/run/cutor") != 0 ||
         mount(NULL, "/run/cutor", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) != 0)
         return *status = fail("mount", "/run/cutor", errno), 1;
+    /* A clone of a shared mount (a systemd host's) joins its peer group: not the stage's. */
+    if (mount(NULL, "/work", NULL, MS_PRIVATE, NULL) != 0 || mount(NULL, "/run/cutor", NULL, MS_PRIVATE, NULL) != 0)
+        return *status = fail("mount", "private", errno), 1;
     close(work);
     close(io);
     if (sethostname("sandbox", 7) != 0) return *status = fail("sethostname", "sandbox", errno), 1;
