@@ -223,7 +223,9 @@ def test_stages_running_at_once_on_one_slot_or_two_see_nothing_of_each_other(bac
     assert other_slot == set()
 
 
-def test_no_process_a_job_can_see_names_a_host_path_and_it_holds_no_descriptor_of_ours(backend: BubblewrapBackend) -> None:
+def test_no_process_a_job_can_see_names_a_host_path_and_it_holds_no_descriptor_of_ours(
+    backend: BubblewrapBackend,
+) -> None:
     """On a warm slot the stage's pid 1 is the launcher that entered the tree, not a new exec: the
     host's options it was started with (cgroup and slot paths) must not be in /proc/1/cmdline,
     nor may the job inherit a descriptor it was handed. Seen to fail with `hide_host_options`
@@ -232,7 +234,7 @@ def test_no_process_a_job_can_see_names_a_host_path_and_it_holds_no_descriptor_o
     slot = pool.acquire()
     box = backend.open(slot, "A")
     try:
-        script = "cat /proc/[0-9]*/cmdline /proc/self/mountinfo | tr '\\0' ' '; ls /proc/self/fd > /tmp/fds; cat /tmp/fds"
+        script = "cat /proc/[0-9]*/cmdline /proc/self/mountinfo | tr '\\0' ' '; ls /proc/self/fd >/tmp/fd; cat /tmp/fd"
         out = box.run(StageSpec("run", ("/bin/sh", "-c", script), LIMITS))
     finally:
         box.close()
