@@ -167,7 +167,6 @@ def _found(out: StageOutput) -> set[str]:
     return set(json.loads(out.stdout))
 
 
-@pytest.mark.slow
 def test_a_stage_leaves_nothing_for_its_submissions_next_stage_nor_for_the_next_submission(
     backend: BubblewrapBackend,
 ) -> None:
@@ -196,7 +195,6 @@ def test_a_stage_leaves_nothing_for_its_submissions_next_stage_nor_for_the_next_
         pool.release(slot, clean=True)
 
 
-@pytest.mark.slow
 def test_stages_running_at_once_on_one_slot_or_two_see_nothing_of_each_other(backend: BubblewrapBackend) -> None:
     pool = _pool(backend, 2)
     first, second = pool.acquire(), pool.acquire()
