@@ -7,8 +7,11 @@ the machine weighs on all alike:
 - **bwrap, no namespaces**: `bwrap --ro-bind / /`, bubblewrap's own start;
 - **bwrap, every namespace**: user, pid, ipc, uts, net, cgroup, with the product's mounts (/usr,
   /etc, /proc, /dev, tmpfs /tmp and /work): bubblewrap's floor for a fresh sandbox per stage;
-- **the product's stage**: `BwrapSandbox.run` of `echo hi` in a warm slot (cgroups, limits,
-  the launcher, seccomp, capture, the exit report): what `benchmarks/docker_exec.py` times;
+- **the product's stage**: `BwrapSandbox.run` of `echo hi` in a slot held across stages (cgroups,
+  limits, the launcher, seccomp, capture, the exit report), a fresh bubblewrap each time
+  (`sandbox.warm_slots: false`);
+- **the product's stage on a warm slot**: the same through the default construction, each stage
+  entered into a read-only tree made once (runner/keeper.py);
 - **entering made namespaces**: `nsenter` into a sandbox made once (a long-lived bwrap), with a
   fresh ipc and net namespace per run (`unshare`): the floor of a stage forked into a warm slot's
   namespaces, the construction issue 18 names. Two dynamic execs more than a launcher that did
@@ -73,9 +76,11 @@ def main() -> None:
 
     state = state_dir("cutor-bench-floor-")
     pool = SlotPool(uid_base=UID_BASE, count=4, work_size=64 * 2**20, state_dir=state)
-    backend = BubblewrapBackend(state_dir=state, uid_base=UID_BASE, slots=4, tmp_size=16 * 2**20)
+    backend = BubblewrapBackend(state_dir=state, uid_base=UID_BASE, slots=4, tmp_size=16 * 2**20, warm=False)
+    warm_backend = BubblewrapBackend(state_dir=state, uid_base=UID_BASE, slots=4, tmp_size=16 * 2**20)
+    assert warm_backend.trees is not None, "warm slots are off here (see the log)"
     slot = pool.acquire()
-    sandbox = backend.open(slot, "bench")
+    sandbox, warm = backend.open(slot, "bench"), warm_backend.open(slot, "bench-warm")
     keeper, pid = _keeper()
     spec = StageSpec(name="run", command=COMMAND, limits=bench_limits())
     enter = ["/usr/bin/nsenter", "-t", str(pid), "-U", "-m", "-p", "-u", "--preserve-credentials"]
@@ -85,7 +90,8 @@ def main() -> None:
         "bwrap, every namespace and the stage's mounts": _run(
             ["/usr/bin/bwrap", *NAMESPACES, "--unshare-net", "--die-with-parent", *MOUNTS, *ECHO]
         ),
-        "the product's bubblewrap stage (warm slot)": lambda: checked(sandbox.run(spec)),
+        "the product's bubblewrap stage (a fresh bwrap)": lambda: checked(sandbox.run(spec)),
+        "the product's stage on a warm slot": lambda: checked(warm.run(spec)),
         "entering made namespaces + fresh ipc and net": _run([*enter, "/usr/bin/unshare", "--ipc", "--net", *ECHO]),
     }
     samples: dict[str, list[float]] = {name: [] for name in variants}
@@ -101,8 +107,10 @@ def main() -> None:
         keeper.kill()
         keeper.wait()
         sandbox.close()
+        warm.close()
         pool.release(slot)
         backend.close()
+        warm_backend.close()
         remove_state(state)
     bare = statistics.median(samples["bare fork/exec"])
     floor = statistics.median(samples["bwrap, every namespace and the stage's mounts"])

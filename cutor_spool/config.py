@@ -140,6 +140,11 @@ class SandboxConfig(_Strict):
     ro_binds: list[str] = Field(default_factory=list, description="extra host paths mounted read-only")
     seccomp: SeccompConfig = SeccompConfig()
     pinning: PinningConfig = PinningConfig()
+    warm_slots: bool = Field(
+        default=True,
+        description="bubblewrap: each stage enters a read-only tree made once per environment instead of a fresh "
+        "bwrap (runner/keeper.py; about half the stage's cost); false: a fresh bwrap per stage",
+    )
     # The default: what Debian 12's toolchains read from /etc. OpenJDK's conf/ files are symlinks
     # from /usr/lib/jvm into /etc/java-17-openjdk (without java.security javac dies "Error loading
     # java.security file"); Free Pascal reads /etc/fpc.cfg (through alternatives, fpc-<version>.cfg).

@@ -20,5 +20,5 @@ def make_backend(name: BackendName, config: SpoolConfig, state_dir: Path) -> Bac
     box = config.sandbox
     return BubblewrapBackend(
         state_dir=state_dir, uid_base=box.uid_base, slots=box.slots, tmp_size=box.tmp_size, extra_ro=list(box.ro_binds),
-        seccomp=box.seccomp, etc=tuple(box.etc), pin=box.pinning.enabled,
+        seccomp=box.seccomp, etc=tuple(box.etc), pin=box.pinning.enabled, warm=box.warm_slots,
     )  # fmt: skip

@@ -25,6 +25,10 @@ A stage is launched as
 - New user, pid, net, ipc, uts and cgroup namespaces; nested user namespaces disabled; `/usr` and
   the Nix store paths read-only; only /work and a size-capped /tmp writable; / itself read-only.
 
+On a warm slot (the default, `sandbox.warm_slots`) the same sandbox is made without bwrap: the
+launcher enters a read-only tree made once per environment and mounts the stage's own parts
+itself, as root, before it drops to the slot's uid (keeper.py says how, and what differs).
+
 The command line is built by the pure functions of `bwrap_layout.py`; this module runs it: a
 stage's cgroup, its pipes, and the runner's one supervisor (`supervise.py`), in the caller's
 thread (`run`) or a thread of its own (`spawn`, whose stdin and stdout may be another stage's).
@@ -58,6 +62,7 @@ from cutor_spool.runner.bwrap_layout import (
 from cutor_spool.runner.bwrap_pipes import StagePipes
 from cutor_spool.runner.capture import Capture
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost
+from cutor_spool.runner.keeper import NetPool, TreeKey, Trees, eligible, keyring_open, tree_args, warm_argv
 from cutor_spool.runner.launcher import ExitReport, build_launcher, launcher_dir, publish
 from cutor_spool.runner.sandbox import PIPE
 from cutor_spool.runner.sandbox_etc import TOOLCHAIN_ETC, etc_stamp, prepare_etc
@@ -88,11 +93,13 @@ class BubblewrapBackend:
         seccomp: SeccompConfig | None = None,
         etc: tuple[str, ...] = TOOLCHAIN_ETC,
         pin: bool = False,
+        warm: bool = True,
     ) -> None:
         """`launcher=False` uses `prlimit` and `setpriv` even where the static launcher builds;
         `seccomp` is the spool's system call filter (on, with the default policy, when not given);
         `etc` the patterns of sandbox.etc (sandbox_etc.py); `pin`: stages get a cpuset, their
-        slot's CPU (CPU pinning)."""
+        slot's CPU (CPU pinning); `warm`: stages enter a tree made once per environment where
+        they may (keeper.py: warm slots)."""
         if shutil.which("bwrap") is None:
             raise SandboxError("bubblewrap is not installed (apt install bubblewrap)")
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +132,13 @@ class BubblewrapBackend:
             self.layout = dataclasses.replace(self.layout, launcher=publish(self.launcher, self._etc_base))
         self.cgroups = CgroupHost.detect(cpuset=pin)
         seccomp = seccomp or SeccompConfig()  # the filter is on unless a spool turns it off
-        self.seccomp = write_filter(state_dir / "seccomp", policy(seccomp)) if seccomp.enabled else None
+        pol = policy(seccomp) if seccomp.enabled else None
+        self.seccomp = write_filter(state_dir / "seccomp", pol) if pol is not None else None
+        self.trees, self.netns, self.keyring = None, None, pol is None or keyring_open(pol)
+        if warm and self.launcher is not None and eligible(self.launcher, pol):
+            self.trees, self.netns = Trees(self.launcher, state_dir / "trees"), NetPool(self.launcher)
+        if warm and self.trees is None:
+            log.warning("warm slots need the launcher and a seccomp filter that refuses namespaces: stages use bwrap")
 
     def _refresh_etc(self) -> None:
         """Points stages at the prepared /etc for the host's current files, checked cheaply
@@ -148,15 +161,14 @@ class BubblewrapBackend:
             if not uid_text.isdigit():
                 continue
             with pool.idle(int(uid_text)) as free:
-                if not free:
-                    continue
-                try:  # its holder may have removed it and let the slot go since it was listed
-                    pids = cgroup.pids()
-                except FileNotFoundError:
-                    continue
-                log.warning("removing cgroup %s left by a dead worker (processes: %s)", cgroup.name, pids or "none")
-                cgroup.remove()
-                swept += 1
+                if free:
+                    try:
+                        left = cgroup.pids()
+                    except FileNotFoundError:  # half removed already, by another executor's sweep
+                        left = []
+                    log.warning("removing cgroup %s left by a dead worker (processes: %s)", cgroup.name, left or "none")
+                    cgroup.remove()
+                    swept += 1
         return swept
 
     def cpus(self) -> tuple[int, ...]:
@@ -172,7 +184,9 @@ class BubblewrapBackend:
         return BwrapSandbox(self, slot, label)
 
     def close(self) -> None:
-        pass
+        if self.trees is not None and self.netns is not None:
+            self.trees.close()
+            self.netns.close()
 
 
 @dataclass
@@ -247,6 +261,7 @@ class BwrapStage:
     stdin: int | None = None
     stdout: int | None = None
     report: ExitReport | None = None
+    tree: TreeKey | None = None  # the warm slot's tree it entered, if it did
     _thread: threading.Thread | None = None
     _output: StageOutput | None = None
     _error: BaseException | None = None
@@ -266,21 +281,36 @@ class BwrapStage:
         pipes = StagePipes()
         seccomp_fd = None if backend.seccomp is None else os.open(backend.seccomp, os.O_RDONLY)
         report = ExitReport.open(slot.io) if backend.layout.launcher is not None else None
+        marker, tree, ns_fd, net_fd = "stdout" if stdout is None else "stderr", None, None, None
         try:
             pipes.wire(slot.root / "stdin", spec.stdin, stdin=stdin, stdout=stdout)
             pipes.env(env_args({**spec.env, **(report.env() if report is not None else {})}))
-            launch = stage_launch_argv(cgroup.procs_files, spec.limits, slot.uid, slot.gid, backend.launcher)
-            argv = launch + bwrap_argv(
-                backend.layout, slot_root=slot.root, workdir=spec.workdir, network=spec.network,
-                ro_binds=spec.ro_binds, env=spec.env, status_fd=pipes.child["status"],
-                command=spec.sandbox_command(), seccomp_fd=seccomp_fd, marker="stdout" if stdout is None else "stderr",
-                report_token=report.token if report else "", env_fd=pipes.child["env"],
-            )  # fmt: skip
+            fds = {"status": pipes.child["status"], "env": pipes.child["env"]}
+            fds |= {} if seccomp_fd is None else {"seccomp": seccomp_fd}
+            if backend.trees is not None and backend.launcher is not None:  # a warm slot (keeper.py)
+                args = tree_args(backend.layout, network=spec.network, ro_binds=spec.ro_binds)
+                ns_fd = backend.trees.take(args)  # None: bwrap says why it cannot be made
+            if ns_fd is not None and backend.launcher is not None:
+                fds, tree = {"ns": ns_fd, **fds}, tuple(args)
+                if not spec.network and backend.netns is not None and (net_fd := backend.netns.take()) is not None:
+                    fds["netns"] = net_fd
+                argv = warm_argv(
+                    backend.launcher, procs_files=cgroup.procs_files, limits=spec.limits, uid=slot.uid, gid=slot.gid,
+                    fds=fds, work=slot.root / spec.workdir, io=slot.io, tmp_size=backend.layout.tmp_size,
+                    network=spec.network, keyring=backend.keyring, marker=marker, command=spec.sandbox_command(),
+                )  # fmt: skip
+            else:
+                launch = stage_launch_argv(cgroup.procs_files, spec.limits, slot.uid, slot.gid, backend.launcher)
+                argv = launch + bwrap_argv(
+                    backend.layout, slot_root=slot.root, workdir=spec.workdir, network=spec.network,
+                    ro_binds=spec.ro_binds, env=spec.env, status_fd=pipes.child["status"],
+                    command=spec.sandbox_command(), seccomp_fd=seccomp_fd, marker=marker,
+                    report_token=report.token if report else "", env_fd=pipes.child["env"],
+                )  # fmt: skip
             started = time.monotonic()
             proc = subprocess.Popen(
                 argv, stdin=pipes.child["stdin"], stdout=pipes.child["stdout"], stderr=pipes.child["stderr"],
-                pass_fds=(pipes.child["status"], pipes.child["env"], *(() if seccomp_fd is None else (seccomp_fd,))),
-                start_new_session=True, env=HOST_ENV,
+                pass_fds=tuple(fds.values()), start_new_session=True, env=HOST_ENV,
             )  # fmt: skip
         except BaseException:
             pipes.abandon()
@@ -288,11 +318,12 @@ class BwrapStage:
                 report.close()
             raise
         finally:
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
+            for fd in (seccomp_fd, ns_fd, net_fd):
+                if fd is not None:
+                    os.close(fd)
         pipes.started()
         stage = cls._supervised(sandbox, spec, cgroup, cancel, proc, pipes, started, captured=stdout is None)
-        stage.report = report
+        stage.report, stage.tree = report, tree
         return stage
 
     @classmethod
@@ -362,6 +393,8 @@ class BwrapStage:
         )  # fmt: skip
         if not started_ok:
             log.error("%s: %s", self.sandbox.label, output.message)
+            if self.tree is not None and self.sandbox.backend.trees is not None and killed_for not in STOPPED_BY_US:
+                self.sandbox.backend.trees.drop(self.tree)
         return output
 
     def supervise_in_background(self) -> None:
