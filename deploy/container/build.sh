@@ -5,7 +5,7 @@
 #
 # What is in it: the files of python3.11, bubblewrap, util-linux (setpriv, prlimit, choom), procps,
 # coreutils, dash/bash, grep, sed, findutils, mawk, diffutils, libseccomp2 (the stages' seccomp
-# filter), tini, gcc and libc6-dev (the languages' C compile stages), and of everything they depend
+# filter; libc-bin's ldconfig is how ctypes finds it), tini, gcc and libc6-dev (the languages' C compile stages), and of everything they depend
 # on that is installed here (deploy/container/debian-tree.sh); then a virtualenv, /opt/cutor-spool,
 # with requirements/runtime.txt installed from PyPI with --require-hashes and this checkout
 # installed into it (not editable); the static launcher compiled now by runner/launcher.py's
@@ -28,7 +28,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CHECKOUT=$(cd "$HERE/../.." && pwd)
 LIB=$HERE/debian-tree.sh
 PACKAGES=(dash bash coreutils grep sed findutils mawk diffutils procps util-linux bubblewrap tini
-  libseccomp2 python3.11 python3.11-minimal libpython3.11-stdlib python3.11-venv gcc libc6-dev)
+  libseccomp2 libc-bin python3.11 python3.11-minimal libpython3.11-stdlib python3.11-venv gcc libc6-dev)
 # Dependencies left out on purpose: the sanitizer/profiler runtimes (only -fsanitize needs them),
 # dpkg, perl and debconf (no package is ever installed in the image), the init system's helpers.
 SKIP=(libasan8 libtsan2 liblsan0 libubsan1 libhwasan0 libgprofng0 dpkg perl-base debconf
