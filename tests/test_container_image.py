@@ -37,13 +37,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 IMAGE = "cutor-spool:test"
 BUILD = ROOT / "deploy" / "container" / "build.sh"
 # Linux's capabilities by number (linux/capability.h), to name those this host cannot grant.
-CAPABILITIES = (
-    "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE "
-    "NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO SYS_CHROOT "
-    "SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE "
-    "AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ "
-    "PERFMON BPF CHECKPOINT_RESTORE"
-).split()
+CAPABILITIES = [
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE",
+]  # fmt: skip
 HELLO_C = '#include <stdio.h>\n#include <unistd.h>\nint main(void){printf("hello from C as %d\\n", (int)getuid());}\n'
 
 
@@ -80,7 +81,8 @@ def privileges() -> list[str]:
     seccomp and AppArmor unconfined, an unmasked /proc, and a writable cgroup hierarchy (the host's,
     bound read-write: Docker mounts it read-only in an unprivileged container)."""
     last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-    bounding = int(re.search(r"^CapBnd:\s*(\w+)", Path("/proc/self/status").read_text(), re.M)[1], 16)  # type: ignore[index]
+    (line,) = [line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("CapBnd:")]
+    bounding = int(line.split()[1], 16)
     lacking = [CAPABILITIES[bit] for bit in range(last + 1) if not bounding >> bit & 1 and bit < len(CAPABILITIES)]
     if not lacking:
         return ["--privileged"]
@@ -92,12 +94,13 @@ def privileges() -> list[str]:
 
 
 def remove_container(name: str) -> None:
-    """The container and its anonymous volume (the pod's emptyDir), and the cgroups the executor
-    made under the container's own (v1: Docker does not remove a container's cgroup with children)."""
+    """The container and its anonymous volume (the pod's emptyDir)."""
     subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, timeout=120)
 
 
 def remove_cgroups(container_id: str) -> None:
+    """The cgroups the executor made under the container's own, where it saw the host's hierarchy
+    (v1: Docker does not remove a container's cgroup that has children)."""
     for found in sorted(Path("/sys/fs/cgroup").glob(f"*/docker/{container_id}"), reverse=True):
         for directory in sorted((p for p in found.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
             directory.rmdir()
@@ -209,7 +212,7 @@ def test_an_executor_in_the_image_runs_submissions_as_a_slot_uid(
         checked = docker("exec", name, *spec[probe]["exec"]["command"], check=False)
         assert checked.returncode == 0, (probe, checked.stdout, checked.stderr)
     # The status page's liveness probe reads status.json, which the executor regenerates.
-    wait_until(lambda: (host_spool / "status" / "status.json").exists(), 30, "status/status.json")
+    wait_until((host_spool / "status" / "status.json").exists, 30, "status/status.json")
     page_probe = manifest_container("Deployment", "status-page")["livenessProbe"]["exec"]["command"]
     assert docker("exec", name, *page_probe, check=False).returncode == 0
 
