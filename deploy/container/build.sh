@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds cutor-spool's container image, `cutor-spool:latest` (the image deploy/kubernetes and a
-# Docker-driver Nomad task name), from this host's installed Debian 12 packages and this checkout,
+# Builds cutor-spool's container image, `cutor-spool:latest` (the image deploy/kubernetes names; a
+# Nomad `docker` task may use it too), from this host's installed Debian 12 packages and this checkout,
 # without pulling any image (docs/deploy.md, "Container image").
 #
 # What is in it: the files of python3.11, bubblewrap, util-linux (setpriv, prlimit, choom), procps,
