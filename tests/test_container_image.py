@@ -222,6 +222,39 @@ def test_an_executor_in_the_image_runs_submissions_as_a_slot_uid(
     assert (state["ExitCode"], state["OOMKilled"]) == (0, False), logs()
 
 
+def test_the_status_page_runs_in_the_image_as_its_manifest_confines_it(
+    image: str, host_spool: Path, tmp_path: Path, container_names: list[str]
+) -> None:
+    """status-page.yaml's container: a read-only root, every capability dropped but the two that
+    read every result, no privilege escalation, /tmp an emptyDir."""
+    run_init_job(image, host_spool, tmp_path)
+    (host_spool / "status" / "status.json").unlink(missing_ok=True)
+    spec = manifest_container("Deployment", "status-page")
+    context = spec["securityContext"]
+    assert context["readOnlyRootFilesystem"] and context["capabilities"]["drop"] == ["ALL"]
+    assert context["allowPrivilegeEscalation"] is False
+    confinement = [
+        "--read-only", "--user", str(context["runAsUser"]), "--cap-drop", "ALL",
+        *(f"--cap-add={cap}" for cap in context["capabilities"]["add"]), "--security-opt", "no-new-privileges",
+    ]  # fmt: skip
+    mounts = {m["name"]: m["mountPath"] for m in spec["volumeMounts"]}
+    env = [f"--env={e['name']}={e['value']}" for e in spec["env"]]
+    name = f"cutor-image-{uuid.uuid4().hex[:8]}"
+    container_names.append(name)
+    argv = spec["command"]
+    docker(
+        "run", "--detach", "--name", name, "--network", "none", *confinement, *env,
+        "-v", f"{host_spool}:{mounts['spool']}", "-v", mounts["tmp"], "--entrypoint", argv[0], image, *argv[1:],
+    )  # fmt: skip
+    status = host_spool / "status" / "status.json"
+    wait_until(status.exists, 60, "the status page writes status/status.json")
+    assert json.loads(status.read_text())["queues"] is not None
+    probe = docker("exec", name, *spec["livenessProbe"]["exec"]["command"], check=False)
+    assert probe.returncode == 0, probe.stderr
+    docker("stop", "--time", "30", name, timeout=60)
+    assert json.loads(docker("inspect", name).stdout)[0]["State"]["ExitCode"] == 0
+
+
 # -- (3) the manifests' command lines against the image ----------------------------------------------
 CHECK_IN_IMAGE = """
 import json, shutil, subprocess, sys

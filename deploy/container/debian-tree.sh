@@ -11,7 +11,8 @@
 #   finish ROOT                  empty /work /run /proc /sys /dev /tmp, a minimal /etc/passwd and
 #                                /etc/group (root, nobody), an ld.so.cache for the tree
 #   current_hash TAG             the `cutor-spool.build` label of the tagged image, if any
-#   import_tree ROOT TAG HASH [--change ...]   the tree as TAG, labelled with HASH
+#   import_tree ROOT TAG HASH [--change ...]   the tree as TAG, labelled with HASH (the image the
+#                                tag named before is removed when nothing else uses it)
 #
 # Idempotence is the callers': they hash their inputs (their scripts, the closure's versions, ...)
 # and build only when the tagged image's label differs.
@@ -92,7 +93,10 @@ current_hash() {
 }
 
 import_tree() {
-  local root=$1 tag=$2 hash=$3
+  local root=$1 tag=$2 hash=$3 previous
   shift 3
+  previous=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
   tar -C "$root" -cf - . | docker import --change "LABEL cutor-spool.build=$hash" "$@" - "$tag" >/dev/null
+  # The image the tag leaves, unless a container still uses it or another tag names it.
+  if [[ -n "$previous" ]]; then docker image rm "$previous" >/dev/null 2>&1 || true; fi
 }
