@@ -25,47 +25,14 @@ PACKAGES=(dash bash coreutils grep sed findutils mawk diffutils procps util-linu
 SKIP=(libasan8 libtsan2 liblsan0 libubsan1 libhwasan0 libgprofng0 dpkg perl-base debconf
   init-system-helpers)
 
-# The closure of PACKAGES over Depends/Pre-Depends, among installed packages (the first installed
-# alternative of an `a | b` dependency; virtual packages through their installed provider).
-closure=$(python3 - "${PACKAGES[*]}" "${SKIP[*]}" <<'PY'
-import subprocess, sys
+# The tree is made by deploy/container/debian-tree.sh, shared with the product's image.
+LIB=$(cd "$(dirname "$0")/../../deploy/container" && pwd)/debian-tree.sh
+# shellcheck source=../../deploy/container/debian-tree.sh
+source "$LIB"
+closure=$(closure "${PACKAGES[*]}" "${SKIP[*]}") || { echo "build.sh: failed" >&2; exit 1; }
 
-fmt = "${Package}\t${db:Status-Abbrev}\t${Provides}\t${Depends}, ${Pre-Depends}\t${Version}\n"
-rows = subprocess.run(["dpkg-query", "-W", "-f", fmt], capture_output=True, text=True, check=True).stdout
-deps, providers, versions = {}, {}, {}
-for row in rows.splitlines():
-    name, status, provides, depends, version = row.split("\t")
-    if not status.startswith("ii"):
-        continue
-    deps[name], versions[name] = depends, version
-    for item in provides.split(","):
-        if item.strip():
-            providers.setdefault(item.split()[0], name)
-wanted, skip = sys.argv[1].split(), set(sys.argv[2].split())
-missing = [n for n in wanted if n not in deps]
-if missing:
-    sys.exit(f"build.sh: not installed on this host: {' '.join(missing)} (apt-get install them)")
-seen, todo = set(), list(wanted)
-while todo:
-    name = todo.pop().split(":")[0]
-    name = name if name in deps else providers.get(name, "")
-    if not name or name in seen or name in skip:
-        continue
-    seen.add(name)
-    for clause in deps[name].split(","):
-        for alternative in clause.split("|"):
-            dep = alternative.split()[0].split(":")[0] if alternative.strip() else ""
-            if dep in deps or dep in providers:
-                todo.append(dep)
-                break
-for name in sorted(seen):
-    print(name, versions[name])
-PY
-)
-
-hash=$( (cat "$0"; echo "$closure") | sha256sum | cut -c1-16)
-current=$(docker image inspect -f '{{index .Config.Labels "cutor-spool.build"}}' "$TAG" 2>/dev/null || true)
-if [[ "$current" == "$hash" ]]; then
+hash=$( (cat "$0" "$LIB"; echo "$closure") | sha256sum | cut -c1-16)
+if [[ "$(current_hash "$TAG")" == "$hash" ]]; then
   echo "build.sh: $TAG is up to date ($hash)" >&2
   exit 0
 fi
@@ -73,42 +40,18 @@ fi
 work=$(mktemp -d /tmp/cutor-image.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 root=$work/root
-mkdir -p "$root/usr"
-# The host's merged /usr: /bin, /lib... are symlinks into /usr; the tree has the same shape so that
-# dpkg's paths (/bin/dash, /lib/x86_64-linux-gnu/...) land where the host has them.
-for name in bin sbin lib lib32 lib64 libx32; do
-  if [[ -L /$name ]]; then
-    ln -s "$(readlink "/$name")" "$root/$name"
-    mkdir -p "$root/usr/${name}"
-  fi
-done
-
-names=$(awk '{print $1}' <<<"$closure")
-# shellcheck disable=SC2086 # one word per package
-dpkg-query -L $names 2>/dev/null \
-  | grep -v -E '^/usr/share/(doc|man|info|locale|lintian|bug|bash-completion)(/|$)' \
-  | grep -v -E '^/(etc/(init\.d|cron|logrotate)|var)' \
-  | sort -u >"$work/files"
-# --no-recursion: the lists name every file; --keep-directory-symlink: /bin stays a symlink.
-tar -C / --no-recursion --ignore-failed-read -cf - -T "$work/files" 2>/dev/null \
-  | tar -C "$root" --keep-directory-symlink -xf -
+populate "$root" "$closure"
 
 ln -sf gcc "$root/usr/bin/cc"
 ln -sf g++ "$root/usr/bin/c++"
-mkdir -p "$root/etc" "$root/work" "$root/run" "$root/proc" "$root/sys" "$root/dev" "$root/tmp"
-chmod 1777 "$root/tmp"
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' >"$root/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
-ldconfig -r "$root"
+finish "$root"
 
 # Sanity: the suites' programs run in the tree before it becomes an image.
 chroot "$root" /bin/sh -c 'python3 -c "print(1)" >/dev/null && echo "int main(){return 0;}" >/tmp/t.c \
   && cc -o /tmp/t /tmp/t.c && /tmp/t && cp /tmp/t.c /tmp/t.cc && g++ -o /tmp/t /tmp/t.cc && /tmp/t \
   && rm -f /tmp/t /tmp/t.c /tmp/t.cc'
 
-tar -C "$root" -cf - . | docker import \
-  --change "LABEL cutor-spool.build=$hash" \
+import_tree "$root" "$TAG" "$hash" \
   --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
-  --change 'WORKDIR /work' \
-  - "$TAG" >/dev/null
+  --change 'WORKDIR /work'
 echo "build.sh: built $TAG ($hash, $(du -sh "$root" | cut -f1))" >&2

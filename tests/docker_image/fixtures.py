@@ -16,13 +16,21 @@ from conftest import ROOT, need
 IMAGE = "cutor-spool-sandbox:test"
 
 
-def start_engine_and_build() -> str | None:
-    """None when ready, else why not."""
+def start_engine() -> str | None:
+    """None when the engine answers (started by scripts/dockerd.sh if need be), else why not."""
     if shutil.which("docker") is None or shutil.which("dockerd") is None:
         return "docker.io is not installed"
     started = subprocess.run(["bash", str(ROOT / "scripts" / "dockerd.sh")], capture_output=True, text=True)
     if started.returncode != 0:
         return f"dockerd did not start: {started.stderr.strip()[-500:]}"
+    return None
+
+
+def start_engine_and_build() -> str | None:
+    """None when ready, else why not."""
+    problem = start_engine()
+    if problem is not None:
+        return problem
     built = subprocess.run(
         ["bash", str(ROOT / "tests" / "docker_image" / "build.sh"), IMAGE], capture_output=True, text=True
     )
