@@ -238,6 +238,34 @@ def test_a_slot_released_clean_skips_the_scan_but_one_whose_holder_died_is_scann
     assert lock.read_bytes()[:1] == b"u"
 
 
+def test_a_clean_slot_skips_checking_its_mount_points_only_in_the_state_dir_it_was_released_in(
+    run_dir: Path,
+) -> None:
+    """A slot released clean in state directory A says so with A's path: A's next holder mounts at
+    once, but a holder in state directory B still unmounts what a killed worker left there."""
+    uid = 61971
+    first = SlotPool(uid_base=uid, count=1, work_size=16 << 20, state_dir=run_dir / "a")
+    other = SlotPool(uid_base=uid, count=1, work_size=16 << 20, state_dir=run_dir / "b")
+    slot = other.acquire()
+    (slot.work / "planted").write_text("from a worker killed in b")
+    os.close(slot.lock_fd)  # killed: its mounts stay in b
+    slot = first.acquire()
+    first.release(slot, clean=True)
+    assert (LOCK_DIR / f"uid-{uid}.lock").read_bytes() == b"c" + os.fsencode(run_dir / "a")
+    slot = first.acquire()  # the same state directory: its mount points as they were left
+    try:
+        assert slot.clean and list(slot.work.iterdir()) == []
+    finally:
+        first.release(slot, clean=True)
+    slot = other.acquire()  # another: checked, the leftover mount gone
+    try:
+        assert slot.clean and list(slot.work.iterdir()) == []
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        assert mounts.count(str(slot.work)) == 1, "the killed worker's mount is left under the new one"
+    finally:
+        other.release(slot)
+
+
 # bwrap's monitor killed before the sandbox's pid 1 (a fault only a test can inject), in a process
 # of its own that is a child subreaper as the executor's is; then the slot is taken again.
 ORPHAN = """

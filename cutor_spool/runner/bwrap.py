@@ -179,8 +179,9 @@ class BubblewrapBackend:
         if slot.cpu is not None and not self.cgroups.cpuset:
             raise SandboxError(f"slot {slot.name} is pinned to CPU {slot.cpu}; this backend was made without pinning")
         self._refresh_etc()
-        for stale in self.cgroups.existing(f"{slot.name}-"):  # left by a worker that was killed
-            stale.remove()
+        if not slot.clean:  # a worker killed while it held the slot may have left stage cgroups
+            for stale in self.cgroups.existing(f"{slot.name}-"):
+                stale.remove()
         return BwrapSandbox(self, slot, label)
 
     def close(self) -> None:

@@ -54,7 +54,9 @@ DEFAULT_STATE_DIR = Path(os.environ.get("CUTOR_SPOOL_STATE_DIR", "/run/cutor-spo
 # run jobs as the same uid, and each would kill the other's jobs as leftovers).
 LOCK_DIR = Path(os.environ.get("CUTOR_SPOOL_LOCK_DIR", "/run/cutor-spool/locks"))
 # The first byte of a slot's lock file: "c" when its last holder released it clean (no process of
-# the uid can be left), anything else (a new file, "u" in use, a holder that died) means scan.
+# the uid can be left, no stage cgroup of it), anything else (a new file, "u" in use, a holder that
+# died) means scan. After the "c", the state directory it was released in: a holder of the same
+# one finds the slot's mount points as they were left (empty, unmounted) and skips checking them.
 _CLEAN, _IN_USE = b"c", b"u"
 MS_NOSUID, MS_NODEV = 2, 4
 PR_SET_CHILD_SUBREAPER = 36
@@ -207,6 +209,7 @@ class Slot:
     mount_aux: Callable[[], None] = lambda: None
     aux_ready: bool = False
     suspect: bool = False  # a backend could not be sure its processes are gone: scan at the next acquire
+    clean: bool = False  # its last holder released it clean: no process and no stage cgroup of it is left
 
     @property
     def work(self) -> Path:
@@ -264,6 +267,7 @@ class SlotPool:
         self.uid_base, self.count, self.work_size = uid_base, count, work_size
         self.state_dir = state_dir
         self.cpus = cpus
+        self._clean_marker = _CLEAN + os.fsencode(state_dir.absolute())
         self.lock_dir = LOCK_DIR
         self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         found = siblings if siblings is not None else thread_siblings(cpus)
@@ -281,13 +285,15 @@ class SlotPool:
                 os.close(fd)
                 continue
             try:
-                if os.pread(fd, 1, 0) != _CLEAN and not self._evict(uid):
+                marker = os.pread(fd, 4096, 0)
+                if marker[:1] != _CLEAN and not self._evict(uid):
                     log.error("slot uid %d still has processes; skipping it", uid)
                     os.close(fd)
                     continue
                 os.pwrite(fd, _IN_USE, 0)  # until a clean release says otherwise
                 slot = Slot(uid=uid, gid=uid, root=self.state_dir / "slots" / str(uid), lock_fd=fd)
-                self._prepare(slot)
+                slot.clean = marker[:1] == _CLEAN
+                self._prepare(slot, reused=marker == self._clean_marker)
             except BaseException:
                 os.close(fd)
                 raise
@@ -326,12 +332,14 @@ class SlotPool:
                         os.kill(info.pid, signal.SIGKILL)
             time.sleep(0.01)
 
-    def _prepare(self, slot: Slot) -> None:
+    def _prepare(self, slot: Slot, *, reused: bool = False) -> None:
+        """The slot's root and fresh tmpfs mounts. `reused`: released clean in this state
+        directory, so its mount points are the empty directories `release` left."""
         slot.root.mkdir(mode=0o710, exist_ok=True)
         # Set every time: a directory made by an older version, or left by a killed worker.
         os.chown(slot.root, 0, slot.gid, follow_symlinks=False)
         os.chmod(slot.root, 0o710, follow_symlinks=False)  # noqa: S103 - x for the slot's group only
-        for which in ("work", "aux", "io"):
+        for which in () if reused else ("work", "aux", "io"):
             path = slot.root / which
             _umount(path)  # a mount left by a killed worker
             if path.is_symlink() or (path.exists() and not path.is_dir()):
@@ -378,6 +386,7 @@ class SlotPool:
             for which in ("work", "aux", "io"):
                 _umount(slot.root / which)
             if clean and not slot.suspect:
-                os.pwrite(slot.lock_fd, _CLEAN, 0)
+                os.pwrite(slot.lock_fd, self._clean_marker, 0)
+                os.ftruncate(slot.lock_fd, len(self._clean_marker))
         finally:
             os.close(slot.lock_fd)
