@@ -25,13 +25,15 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from cutor_spool.atomic import append_lines, clear_unless_regular, make_dir, write_json
+from cutor_spool.atomic import append_lines, clear_unless_regular, make_dir, write_bytes, write_json
 from cutor_spool.documents.dependencies import DependenciesDocument
 from cutor_spool.documents.states import RESULT_DIR, TERMINAL, Outcome, State
 from cutor_spool.documents.status import StageSummary, StatusDocument
-from cutor_spool.errors import CutorError
+from cutor_spool.errors import CutorError, LeaseLost, SpoolIOError
 from cutor_spool.nofollow import opened_dir, relative
 from cutor_spool.runner.live import BACKGROUND
 from cutor_spool.runner.stage import StageOutput, StageStatus
@@ -78,6 +80,8 @@ class Reporter:
         self._active = active
         self._pending: list[dict[str, Any]] = []  # event lines held back (see `transition`)
         self._held = False  # a status held back, to be written
+        self._unsynced: list[Path] = []  # result files written since the last fsync
+        self._made: set[Path] = set()  # directories of stage results (tests/) made
         self._lock = threading.Lock()  # the work thread's writes against the background writer's
         self.before_final: Callable[[State], None] | None = None  # runner/invocations/payment.py
         queued_at = claim.queued_at
@@ -173,11 +177,18 @@ class Reporter:
     def _write_status(self, *, fsync: bool) -> None:
         # Every write is atomic (readers never see half a file); only a terminal state is also
         # fsynced: it is what gets committed. An intermediate state lost in a crash is moot, as
-        # the lease expires and the submission runs again.
+        # the lease expires and the submission runs again. So are the other result files, which
+        # are written without an fsync and fsynced here, beside the terminal status.json (in a
+        # thread of the process's: two fsyncs at once share a device flush), before the commit.
         if self._held:
             self._held = False
             BACKGROUND.discard(self)
+        pending = None
+        if fsync and self._unsynced:
+            pending, self._unsynced = _SYNCER.submit(_fsync_all, self._unsynced), []
         write_json(self.dir / "status.json", self.status.dump(), fsync=fsync, beneath=self.anchor)
+        if pending is not None:
+            pending.result()
 
     def write_now(self) -> None:
         """The background writer's tick: a status held back is written."""
@@ -190,20 +201,21 @@ class Reporter:
             except CutorError:  # the claim is gone: its work thread finds out by itself
                 pass
 
-    def stage(self, name: str, output: StageOutput, *, fsync: bool = True, **extra: Any) -> None:
+    def stage(self, name: str, output: StageOutput, **extra: Any) -> None:
         """Writes a stage's output; `extra` adds fields (a test's verdict, its checker's message).
-        `fsync=False` is for a writer that fsyncs its files itself before the terminal state (the
-        judge does, for all its tests at once)."""
+        Like every result file, fsynced with the terminal state (see `_write_status`)."""
         path = self.dir / f"{name}.json"
-        if "/" in name:
+        if "/" in name and path.parent not in self._made:
             make_dir(path.parent, beneath=self.anchor)
-        write_json(path, output.document(**extra).dump(), fsync=fsync, beneath=self.anchor)
+            self._made.add(path.parent)
+            self._unsynced.append(path.parent)  # its entries
+        self._write(path, output.document(**extra).dump())
         if "/" not in name:
             self._update({"stages": {**self.status.stages, name: stage_summary(output)}})
 
     def dependencies(self, record: Mapping[str, object]) -> None:
         """Writes `dependencies.json` and lists the stage in the status's `stages`, as every stage."""
-        write_json(self.dir / "dependencies.json", dict(record), beneath=self.anchor)
+        self._write(self.dir / "dependencies.json", dict(record))
         doc = DependenciesDocument.read(dict(record))
         if doc is not None:
             summary = StageSummary(
@@ -216,7 +228,17 @@ class Reporter:
             self._update({"stages": {**self.status.stages, "dependencies": summary}})
 
     def write(self, name: str, data: Any) -> None:
-        write_json(self.dir / name, data, beneath=self.anchor)
+        self._write(self.dir / name, data)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """A result file that is not JSON (`junit.xml`)."""
+        path = self.dir / name
+        write_bytes(path, data, fsync=False, beneath=self.anchor)
+        self._unsynced.append(path)
+
+    def _write(self, path: Path, data: Any) -> None:
+        write_json(path, data, fsync=False, beneath=self.anchor)
+        self._unsynced.append(path)
 
     def finish(self, state: State, outcome: Outcome | None = None, **fields: Any) -> None:
         if self.before_final is not None:  # an invocation's charge: settled before anyone sees the end
@@ -225,3 +247,25 @@ class Reporter:
             kept = self.status.model_dump(exclude_unset=True, exclude={"test"})
             self.status = StatusDocument.model_validate(kept)
         self.transition(state, outcome=outcome.value if outcome else None, **fields)
+
+
+# Its threads start with the first fsync, not at import.
+_SYNCER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fsync")
+
+
+def _fsync_all(paths: list[Path]) -> None:
+    """fsyncs result files (and the directories new ones are in); one that is gone means the
+    claim is no longer ours."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError as exc:
+            raise LeaseLost(f"{path} is gone") from exc
+        except OSError as exc:
+            raise SpoolIOError(f"cannot open {path}: {exc.strerror}") from exc
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise SpoolIOError(f"cannot fsync {path}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)

@@ -23,14 +23,10 @@ asked at the end): the judge could not decide, so no score is given against the 
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from cutor_spool.atomic import write_bytes
 from cutor_spool.documents.states import State
-from cutor_spool.errors import LeaseLost, SpoolIOError
 from cutor_spool.runner.intake import Plan
 from cutor_spool.runner.judge.grading import CheckerCompiled, Event, TestJudged, TestStarted
 from cutor_spool.runner.judge.junit import junit_xml
@@ -61,7 +57,6 @@ class JudgeReport:
         self.results: dict[str, CaseResult] = {}
         self.counts: Counter[str] = Counter()
         self.total = len(plan.submission.tests or [])
-        self.written: list[Path] = []  # tests/<name>.json, fsynced together before the end
 
     def consume(self, event: Event) -> None:
         if isinstance(event, CheckerCompiled):
@@ -98,33 +93,11 @@ class JudgeReport:
             if result.checker is not None:
                 extra["checker"] = result.checker.document()
             extra.update(result.details or {})
-            self.reporter.stage(f"tests/{result.name}", result.output, fsync=False, **extra)
-            self.written.append(self.reporter.dir / "tests" / f"{result.name}.json")
+            self.reporter.stage(f"tests/{result.name}", result.output, **extra)
         self.reporter.event("tested", **{**fields, "feedback": _short(result.feedback)}, **_resources(result.output))
-
-    def _sync(self) -> None:
-        """fsyncs every test's result before the terminal state is written (and then committed).
-        One pass at the end instead of one fsync per test: fsyncs of data already flushed by an
-        earlier one cost little, and a crash before the end reruns the submission anyway."""
-        for path in [*self.written, self.reporter.dir / "tests"]:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except FileNotFoundError as exc:
-                raise LeaseLost(f"{path} is gone") from exc
-            except OSError as exc:
-                raise SpoolIOError(f"cannot open {path}: {exc.strerror}") from exc
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                raise SpoolIOError(f"cannot fsync {path}: {exc.strerror}") from exc
-            finally:
-                os.close(fd)
-        self.written.clear()
 
     def finish(self) -> None:
         reporter, sub = self.reporter, self.plan.submission
-        if self.written:
-            self._sync()
         entry_id = reporter.claim.entry_id
         ordered = [self.results[name] for name in sub.test_names()]
         common: dict[str, Any] = {
@@ -138,7 +111,7 @@ class JudgeReport:
             reason = f"test {failed[0].name}: {failed[0].feedback}"
             if len(failed) > 1:
                 reason += f" (and {len(failed) - 1} more test(s) the judge could not decide)"
-            write_bytes(reporter.dir / "junit.xml", junit_xml(entry_id, sub, ordered, None))
+            reporter.write_bytes("junit.xml", junit_xml(entry_id, sub, ordered, None))
             log.error("%s: judging failed: %s", entry_id, reason)
             reporter.finish(State.ERROR, reason=reason, **common)
             return
@@ -157,6 +130,6 @@ class JudgeReport:
                 message += "; failed subtasks: " + ", ".join(total.failed_subtasks)
         else:
             del fields["subtasks"]
-        write_bytes(reporter.dir / "junit.xml", junit_xml(entry_id, sub, ordered, total))
+        reporter.write_bytes("junit.xml", junit_xml(entry_id, sub, ordered, total))
         log.info("%s: judged: %s, %s", entry_id, total.outcome, message)
         reporter.finish(State.DONE, total.outcome, message=message, **fields)
