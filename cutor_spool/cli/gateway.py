@@ -27,7 +27,22 @@ EXIT_CONFIG = 78  # as the workers: restarting cannot fix it
     type=click.FloatRange(min=0.1),
     default=10.0,
     show_default=True,
-    help="Seconds an invocation may wait for an executor; then 503 and it is withdrawn.",
+    help="Seconds an invocation may wait while no executor takes any invocation (the queue does "
+    "not move); then 503 and it is withdrawn.",
+)
+@click.option(
+    "--queue-timeout",
+    type=click.FloatRange(min=0.1),
+    default=300.0,
+    show_default=True,
+    help="Seconds an invocation may wait in a queue that moves; then 503 and it is withdrawn.",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Refuse new invocations (503, Retry-After) while this many wait unclaimed (0: no limit).",
 )
 @click.option(
     "--timeout",
@@ -46,7 +61,14 @@ EXIT_CONFIG = 78  # as the workers: restarting cannot fix it
 @click.option("--poll", is_flag=True, help="Poll the spool instead of inotify (the automatic choice on NFS).")
 @click.pass_context
 def gateway(
-    ctx: click.Context, listen: str, claim_timeout: float, timeout: float | None, graceful: int, poll: bool
+    ctx: click.Context,
+    listen: str,
+    claim_timeout: float,
+    queue_timeout: float,
+    max_queue: int,
+    timeout: float | None,
+    graceful: int,
+    poll: bool,
 ) -> None:
     """Serve the spool's deployments over HTTP: POST /CID (any method, any /CID/PATH) invokes.
 
@@ -77,7 +99,8 @@ def gateway(
         sys.exit(EXIT_CONFIG)
     waiter = SharedWaiter(paths, poll=True if poll else None)
     payments = SpoolPayments(Store(paths.root), Ledger(paths.root), config)
-    app = GatewayApp(Gateway(paths, settings.max_body, waiter, claim_timeout, timeout, payments))
+    flow = Gateway(paths, settings.max_body, waiter, claim_timeout, timeout, payments, queue_timeout, max_queue)
+    app = GatewayApp(flow)
     serve(app, sock, graceful=graceful)
 
 

@@ -81,8 +81,8 @@ def error_answer(
     return Answer(status, [("Content-Type", "application/json"), *(headers or [])], body, entry_id)
 
 
-def withdrawn(entry_id: str, claim_timeout: float) -> Answer:
-    message = f"no executor took the invocation within {claim_timeout:g}s; it was withdrawn, nothing ran"
+def withdrawn(entry_id: str, why: str) -> Answer:
+    message = f"{why}; it was withdrawn, nothing ran"
     return error_answer(503, message, entry_id, [("Retry-After", RETRY_AFTER)])
 
 

@@ -34,6 +34,7 @@ from cutor_spool.deployments.requests import (
 )
 from cutor_spool.deployments.store import Store
 from cutor_spool.documents.deployment import InvocationRequest
+from cutor_spool.gateway.admission import Admission
 from cutor_spool.gateway.answers import Answer, Refusal, answer_of, withdrawn
 from cutor_spool.gateway.waiting import SharedWaiter
 from cutor_spool.layout import SpoolPaths
@@ -81,9 +82,12 @@ class Gateway:
     claim_timeout: float
     timeout: float
     payments: Payments = field(default_factory=NoPayments)
+    queue_timeout: float = 300.0  # the most an invocation waits in the queue while it moves (admission.py)
+    max_queue: int = 0  # new invocations refused (503) while this many wait unclaimed; 0: no limit
 
     def __post_init__(self) -> None:
         self.store = Store(self.paths.root)
+        self.admission = Admission(self.paths, self.max_queue)
 
     async def handle(self, http: Request, cid: str, path: str) -> Answer:
         invocation = await self._checked(http, cid, path)
@@ -100,6 +104,9 @@ class Gateway:
                 digest = _Fingerprint(invocation)
                 await self._read_body(http, None, digest)
                 return await self.follow(_same(first, digest.hexdigest()), key_file)
+        full = await self.admission.refusal()
+        if full is not None:
+            return full
         entry_id = await self._drop(http, invocation, key_file)
         return await self.follow(entry_id, key_file)
 
@@ -167,11 +174,12 @@ class Gateway:
                 stream.close()
 
     async def follow(self, entry_id: str, key_file: Path | None) -> Answer:
-        """Waits for the entry's end and answers it; 503 when no executor claimed it within the
-        claim timeout (the entry withdrawn, so it never runs unanswered), 504 when our own
-        timeout ran out after the claim."""
+        """Waits for the entry's end and answers it; 503 when no executor claimed it while the
+        queue did not move for the claim timeout, or within the queue timeout (the entry
+        withdrawn, so it never runs unanswered: admission.py), 504 when our own timeout ran out
+        after the claim."""
         started = time.monotonic()
-        claim_deadline = started + self.claim_timeout
+        bound = started + max(self.queue_timeout, self.claim_timeout)
         deadline: float | None = None
         with self.waiter.watching(entry_id) as event:
             while True:
@@ -182,13 +190,21 @@ class Gateway:
                         return await to_thread.run_sync(answer_of, self.paths, status, key_file)
                 elif where == "active" and deadline is None:
                     deadline = time.monotonic() + self.timeout
+                claim_deadline = bound
+                if deadline is None:
+                    moved = await self.waiter.progress.moved_at()
+                    claim_deadline = min(max(started, moved) + self.claim_timeout, bound)
                 now = time.monotonic()
                 if deadline is None and now > claim_deadline:
                     if where == "incoming" and not await to_thread.run_sync(_withdraw, self.paths, entry_id):
                         continue  # claimed just now
                     if key_file is not None:
                         await to_thread.run_sync(idempotency.release, key_file, entry_id)
-                    return withdrawn(entry_id, self.claim_timeout)
+                    if claim_deadline >= bound:
+                        why = f"no executor took the invocation within the queue timeout of {self.queue_timeout:g}s"
+                    else:
+                        why = f"no executor took any invocation for {self.claim_timeout:g}s (the queue did not move)"
+                    return withdrawn(entry_id, why)
                 if deadline is not None and now > deadline:
                     raise Refusal(
                         504,
