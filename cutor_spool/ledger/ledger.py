@@ -267,6 +267,35 @@ class Ledger:
             if seen.last_hold is None:  # a writer died before its hold's record: nothing to keep
                 self._unlink_index(index.hold_id)
 
+    def prune_holds(self, now: float, older_than: float) -> int:
+        """Removes the indexes of holds that ended (settled, released, expired) and were last
+        written more than `older_than` seconds before `now`: the journal keeps their records, and
+        after that time no retry of their entry is expected (an index found gone makes a new hold
+        of the same id a new hold). A live hold's index stays, whatever its age. Idempotent: any
+        number of executors may run it at once. Returns how many it removed."""
+        removed = 0
+        states: dict[str, State | None] = {}
+        for path in _listdir(self.holds):
+            try:
+                if path.lstat().st_mtime >= now - older_than:
+                    continue
+            except FileNotFoundError:
+                continue
+            index = self._read_index(path)
+            if index is None or index.seq is None:
+                continue  # not an index (`ledger audit` says so), or a dead writer's (`_sweep`)
+            if index.account not in states:
+                try:
+                    states[index.account] = self.journal(index.account).load()
+                except LedgerError:
+                    states[index.account] = None
+            state = states[index.account]
+            if state is None or index.hold_id in state.holds or path.name != f"{index.hold_id}.json":
+                continue
+            self._unlink_index(index.hold_id)
+            removed += 1
+        return removed
+
     def audit(self) -> AuditReport:
         from cutor_spool.ledger.audit import audit
 

@@ -112,7 +112,8 @@ class InvocationWorker(QueueWorker[InvocationJob]):
         self.services.warm = WarmPool(pipeline, capacity=spare)
         ttl, paths = self.config.deployments.idempotency_ttl, self.paths
         keys = functools.partial(idempotency.prune, paths, ttl=ttl)
-        self.maintenance.periodic.append(Housekeeping(self.services.ledger, self.services.nonces, keys))
+        housekeeping = Housekeeping(self.services.ledger, self.services.nonces, keys, hold_ttl=ttl)
+        self.maintenance.periodic.append(housekeeping)
 
     def _draining(self) -> None:
         if self.services is not None and self.services.warm is not None:  # warm servers: stopped
