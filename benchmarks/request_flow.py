@@ -59,16 +59,19 @@ def gateway_ms(port: int, cid: str) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def latency(bench: Bench, port: int, cids: dict[str, str], count: int) -> dict[str, float]:
+def latency(bench: Bench, ports: tuple[int, int], cids: dict[str, str], count: int) -> dict[str, float]:
+    """`ports`: the gateway (direct path on) and the one without it (every request via the spool)."""
     samples: dict[str, list[float]] = {f"{how}.{kind}": [] for how in ("drop", "http") for kind in cids}
+    samples["spool.warm"] = []
     exchange: list[float] = []
     for i in range(count):
         for kind, cid in cids.items():
             name = f"lat-{kind}-{i:05d}"
             samples[f"drop.{kind}"].append(bench.one(cid, name))
-            samples[f"http.{kind}"].append(gateway_ms(port, cid))
+            samples[f"http.{kind}"].append(gateway_ms(ports[0], cid))
             if kind == "warm":
                 exchange.append(result(bench.spool, name, "warm.json")["wall_time"] * 1000)
+                samples["spool.warm"].append(gateway_ms(ports[1], cid))
     samples["exchange.warm"] = exchange
     figures: dict[str, float] = {}
     for key, values in samples.items():
@@ -76,10 +79,21 @@ def latency(bench: Bench, port: int, cids: dict[str, str], count: int) -> dict[s
     return figures
 
 
-def rates(paths: SpoolPaths, port: int, cids: dict[str, str], count: int, clients: int) -> dict[str, float]:
+def rates(
+    paths: SpoolPaths, ports: tuple[int, int], cids: dict[str, str], count: int, clients: int
+) -> dict[str, float]:
     figures: dict[str, float] = {}
     for kind, cid in cids.items():
-        for how, call in (("drop", lambda c=cid: dropped(paths, c)), ("http", lambda c=cid: post(port, c))):
+        calls = [("drop", lambda c=cid: dropped(paths, c)), ("http", lambda c=cid: post(ports[0], c))]
+        if kind == "warm":
+            calls.append(("spool", lambda c=cid: post(ports[1], c)))
+            calls.append(("direct", lambda c=cid: post(ports[0], c)))  # again, with 10x the count
+        for how, call in calls:
+            if how == "direct":
+                rate, values = throughput(call, count * 10, clients)
+                figures["rate.direct.warm"], figures["rate.direct.warm.median"] = rate, median(values)
+                figures["rate.direct.warm.p95"] = percentile(values, 0.95)
+                continue
             rate, values = throughput(call, count, clients)
             figures[f"rate.{how}.{kind}"] = rate
             figures[f"rate.{how}.{kind}.median"] = median(values)
@@ -171,9 +185,9 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def memory(port: int, pid: int, cid: str, total: int, clients: int) -> dict[str, float]:
-    """`total` requests (replays, describes, 404s) from `clients` keep-alive connections; RSS
-    sampled every 1% of them."""
+def memory(port: int, pid: int, cid: str, warm: str, total: int, clients: int) -> dict[str, float]:
+    """`total` requests (replays, direct requests to the warm server, describes, 404s) from
+    `clients` keep-alive connections; RSS sampled every 1% of them."""
     unknown = cid_of_bytes(b"no such deployment")
     keys = [f"bench-key-{n}" for n in range(16)]
     for key in keys:  # the first use of each key runs the program; every later one is a replay
@@ -200,6 +214,8 @@ def memory(port: int, pid: int, cid: str, total: int, clients: int) -> dict[str,
                     _expect(connection, "GET", f"/{cid}", 200, b'"cid"')
                 elif kind == 9:
                     _expect(connection, "POST", f"/{unknown}/", 404, b"unknown CID")
+                elif kind >= 4:
+                    _expect(connection, "POST", f"/{warm}/", 200, b"hi\n", {"Content-Length": "0"})
                 else:
                     _keyed(connection, cid, keys[n % len(keys)])
         finally:
@@ -272,6 +288,8 @@ def run(counts: Counts) -> tuple[dict[str, float], Load]:
         cids = {"cgi": deploy(spool, spool.parent / "cgi", CGI), "warm": deploy(spool, spool.parent / "warm", SERVER)}
         watch = DoneWatch(paths.invocations.done)
         gateway, port = start_gateway(spool, spool.parent / "gateway.log")
+        spooled, spool_port = start_gateway(spool, spool.parent / "gateway-spool.log", "--no-direct")
+        ports = (port, spool_port)
         try:
             with executors(spool, 1, "--concurrency", "1", "--invocations", str(counts.invocations)):
                 wait_built(spool, list(cids.values()))
@@ -280,12 +298,15 @@ def run(counts: Counts) -> tuple[dict[str, float], Load]:
                     for kind, cid in cids.items():
                         bench.one(cid, f"warm-up-{kind}-{i}")
                         post(port, cid)
-                figures.update(latency(bench, port, cids, counts.count))
-                figures.update(rates(paths, port, cids, counts.count, counts.clients))
+                        post(spool_port, cid)
+                figures.update(latency(bench, ports, cids, counts.count))
+                figures.update(rates(paths, ports, cids, counts.count, counts.clients))
                 # The memory run before the load test: measured against the RSS of ordinary use,
                 # not against the high-water mark of thousands of requests in flight.
-                figures.update(memory(port, gateway.pid, cids["cgi"], counts.memory, min(counts.clients, 4)))
-                rate = counts.overload * figures["rate.http.warm"]
+                figures.update(
+                    memory(port, gateway.pid, cids["cgi"], cids["warm"], counts.memory, min(counts.clients, 4))
+                )
+                rate = counts.overload * figures["rate.direct.warm"]
                 total = max(1, min(counts.load_cap, round(rate * counts.load_seconds)))
                 load = load_test(paths, port, cids["warm"], rate, total)
                 figures.update(
@@ -293,8 +314,9 @@ def run(counts: Counts) -> tuple[dict[str, float], Load]:
                 )
         finally:
             watch.close()
-            gateway.terminate()
-            gateway.wait(60)
+            for proc in (gateway, spooled):
+                proc.terminate()
+                proc.wait(60)
     return figures, load
 
 
@@ -310,29 +332,50 @@ SPECS = [
     ),
     Spec("lat.cold95", "cold through the gateway: p95", Unit.MS, "plain drop p95"),
     Spec("lat.drop_warm", "plain drop, warm server: median", Unit.MS),
-    Spec("lat.warm", "warm server through the gateway: median", Unit.MS, "plain drop, warm server"),
+    Spec(
+        "lat.spool_warm",
+        "warm server through the gateway, spool path (--no-direct): median",
+        Unit.MS,
+        "plain drop, warm server",
+    ),
+    Spec("lat.spool_warm95", "warm server through the gateway, spool path: p95", Unit.MS, "plain drop p95"),
+    Spec("lat.warm", "warm server through the gateway, direct path: median", Unit.MS, "spool path"),
     Spec(
         "lat.warm95",
-        "warm server through the gateway: p95",
+        "warm server through the gateway, direct path: p95",
         Unit.MS,
-        "plain drop p95",
+        "spool path p95",
         Target(Check.BELOW, 10, "< 10 ms"),
     ),
-    Spec("lat.exchange", "of it: the warm exchange in the executor (socket round trip)", Unit.MS),
+    Spec("lat.exchange", "of the spool path: the warm exchange in the executor (socket round trip)", Unit.MS),
     Spec("lat.spool", "of it: the spool (plain drop minus exchange)", Unit.MS),
-    Spec("lat.gateway", "of it: the gateway (through it minus plain drop)", Unit.MS),
+    Spec("lat.gateway", "of it: the gateway (spool path minus plain drop)", Unit.MS),
     Spec("rate.drop_cgi", "plain drop + wait, CGI, {clients} clients", Unit.RATE),
     Spec("rate.cold", "cold through the gateway, {clients} clients", Unit.RATE, "plain drop + wait, CGI"),
     Spec("rate.cold95", "cold through the gateway, {clients} clients: p95", Unit.MS, "plain drop + wait p95"),
     Spec("rate.drop_warm", "plain drop + wait, warm server, {clients} clients", Unit.RATE),
     Spec(
-        "rate.warm",
-        "warm server through the gateway, {clients} clients",
+        "rate.spool_warm",
+        "warm server through the gateway, spool path, {clients} clients",
         Unit.RATE,
         "plain drop + wait, warm",
+    ),
+    Spec("rate.spool_warm95", "warm, spool path, {clients} clients: p95", Unit.MS, "plain drop + wait p95"),
+    Spec(
+        "rate.warm",
+        "warm server through the gateway, direct path, {clients} clients ({direct} requests)",
+        Unit.RATE,
+        "spool path",
         Target(Check.AT_LEAST, 1000, ">= 1000/s"),
     ),
-    Spec("rate.warm95", "warm server through the gateway, {clients} clients: p95", Unit.MS, "plain drop + wait p95"),
+    Spec("rate.warm50", "warm, direct path, {clients} clients: median", Unit.MS, "spool path median"),
+    Spec(
+        "rate.warm95",
+        "warm, direct path, {clients} clients: p95",
+        Unit.MS,
+        "spool path p95",
+        Target(Check.BELOW, 10, "< 10 ms"),
+    ),
     Spec("load.rate", "load test: open-loop arrivals at {overload:g}x the warm rate, {load} requests", Unit.RATE),
     Spec("load.errors", "load test: error rate", Unit.PERCENT, None, Target(Check.BELOW, 1e-9, "= 0")),
     Spec("load.peak", "load test: peak queue (incoming + active entries)", Unit.COUNT),
@@ -340,7 +383,7 @@ SPECS = [
     Spec("load.p95", "load test: answer p95", Unit.MS),
     Spec(
         "mem.end",
-        "gateway RSS after {memory} requests (replays, describes, 404s)",
+        "gateway RSS after {memory} requests (replays, direct, describes, 404s)",
         Unit.MIB,
         "after the first 10%",
         Target(Check.RATIO_AT_MOST, 1.10, "within 10% (<= 1.10x)"),
@@ -358,17 +401,22 @@ def measured(f: dict[str, float], load: Load) -> dict[str, Measured]:
         "lat.cold": Measured(f["latency.http.cgi.median"], f["latency.drop.cgi.median"]),
         "lat.cold95": Measured(f["latency.http.cgi.p95"], f["latency.drop.cgi.p95"]),
         "lat.drop_warm": Measured(f["latency.drop.warm.median"]),
-        "lat.warm": Measured(f["latency.http.warm.median"], f["latency.drop.warm.median"]),
-        "lat.warm95": Measured(f["latency.http.warm.p95"], f["latency.drop.warm.p95"]),
+        "lat.spool_warm": Measured(f["latency.spool.warm.median"], f["latency.drop.warm.median"]),
+        "lat.spool_warm95": Measured(f["latency.spool.warm.p95"], f["latency.drop.warm.p95"]),
+        "lat.warm": Measured(f["latency.http.warm.median"], f["latency.spool.warm.median"]),
+        "lat.warm95": Measured(f["latency.http.warm.p95"], f["latency.spool.warm.p95"]),
         "lat.exchange": Measured(f["latency.exchange.warm.median"]),
         "lat.spool": Measured(f["latency.drop.warm.median"] - f["latency.exchange.warm.median"]),
-        "lat.gateway": Measured(f["latency.http.warm.median"] - f["latency.drop.warm.median"]),
+        "lat.gateway": Measured(f["latency.spool.warm.median"] - f["latency.drop.warm.median"]),
         "rate.drop_cgi": Measured(f["rate.drop.cgi"]),
         "rate.cold": Measured(f["rate.http.cgi"], f["rate.drop.cgi"]),
         "rate.cold95": Measured(f["rate.http.cgi.p95"], f["rate.drop.cgi.p95"]),
         "rate.drop_warm": Measured(f["rate.drop.warm"]),
-        "rate.warm": Measured(f["rate.http.warm"], f["rate.drop.warm"]),
-        "rate.warm95": Measured(f["rate.http.warm.p95"], f["rate.drop.warm.p95"]),
+        "rate.spool_warm": Measured(f["rate.spool.warm"], f["rate.drop.warm"]),
+        "rate.spool_warm95": Measured(f["rate.spool.warm.p95"], f["rate.drop.warm.p95"]),
+        "rate.warm": Measured(f["rate.direct.warm"], f["rate.spool.warm"]),
+        "rate.warm50": Measured(f["rate.direct.warm.median"], f["rate.spool.warm.median"]),
+        "rate.warm95": Measured(f["rate.direct.warm.p95"], f["rate.spool.warm.p95"]),
         "load.rate": Measured(f["load.rate"]),
         "load.errors": Measured(100 * errors / max(1, answers)),
         "load.peak": Measured(max((i + a for _, i, a in load.samples), default=0)),
@@ -385,7 +433,7 @@ def report(counts: Counts, f: dict[str, float], load: Load) -> str:
     m = measured(f, load)
     notes = {} if load.drained is not None else {"load.drain": "did not drain"}
     fmt = {"count": counts.count, "clients": counts.clients, "overload": counts.overload,
-           "load": int(f["load.count"]), "memory": counts.memory}  # fmt: skip
+           "load": int(f["load.count"]), "memory": counts.memory, "direct": counts.count * 10}  # fmt: skip
     rows = rows_from(SPECS, m, notes, fmt)
     table = render(rows, {"lat": "one at a time", "rate": "throughput", "load": "bounded load test",
                           "mem": "the gateway's memory"})  # fmt: skip

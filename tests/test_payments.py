@@ -272,7 +272,7 @@ def test_a_warm_server_request_through_the_gateway_is_charged_like_any_other(
     assert built(spool, cid).state == DeploymentState.READY
     payer_key = keys.SigningKey.generate()
     _deposit(spool, payer_key.public, "3")
-    gateway = gateways(spool)
+    gateway = gateways(spool, "--no-direct")  # the spool path (test_direct.py: the direct one)
     charges = []
     for n in (1, 2):  # the cold start, then the warm instance
         body = f"request {n}".encode()

@@ -10,6 +10,7 @@ from cutor_spool.config import load_config
 from cutor_spool.deployments.store import Store
 from cutor_spool.errors import ConfigError
 from cutor_spool.gateway.app import GatewayApp
+from cutor_spool.gateway.direct import DirectDoors
 from cutor_spool.gateway.flow import Gateway
 from cutor_spool.gateway.payments import SpoolPayments
 from cutor_spool.gateway.server import bind, parse_listen, serve
@@ -58,6 +59,12 @@ EXIT_CONFIG = 78  # as the workers: restarting cannot fix it
     show_default=True,
     help="Seconds in-flight requests get on SIGTERM.",
 )
+@click.option(
+    "--direct/--no-direct",
+    default=True,
+    show_default=True,
+    help="Send warm deployments' requests straight to the executors of this host (docs/gateway.md).",
+)
 @click.option("--poll", is_flag=True, help="Poll the spool instead of inotify (the automatic choice on NFS).")
 @click.pass_context
 def gateway(
@@ -68,6 +75,7 @@ def gateway(
     max_queue: int,
     timeout: float | None,
     graceful: int,
+    direct: bool,
     poll: bool,
 ) -> None:
     """Serve the spool's deployments over HTTP: POST /CID (any method, any /CID/PATH) invokes.
@@ -99,7 +107,18 @@ def gateway(
         sys.exit(EXIT_CONFIG)
     waiter = SharedWaiter(paths, poll=True if poll else None)
     payments = SpoolPayments(Store(paths.root), Ledger(paths.root), config)
-    flow = Gateway(paths, settings.max_body, waiter, claim_timeout, timeout, payments, queue_timeout, max_queue)
+    doors = DirectDoors(paths) if direct else None
+    flow = Gateway(
+        paths,
+        settings.max_body,
+        waiter,
+        claim_timeout,
+        timeout,
+        payments,
+        direct=doors,
+        queue_timeout=queue_timeout,
+        max_queue=max_queue,
+    )
     app = GatewayApp(flow)
     serve(app, sock, graceful=graceful)
 

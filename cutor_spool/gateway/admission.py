@@ -13,7 +13,7 @@
   invocation is refused before anything is written: 503 with Retry-After. It is the bound a
   serious deployment sets for real overload (arrivals above what its executors can ever serve:
   the queue and the waits would grow without end); the count is one directory listing, shared by
-  the requests of `look_every` seconds.
+  the requests of `look_every` seconds, and made afresh for each request once near the limit.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Admission:
         if self.max_queue <= 0:
             return None
         now = time.monotonic()
-        if now - self._looked >= self.look_every:
+        if now - self._looked >= self.look_every or self._depth + 1 >= self.max_queue:  # near it: look
             self._looked = now
             self._depth = await to_thread.run_sync(_count, self.incoming)
         if self._depth < self.max_queue:

@@ -36,6 +36,7 @@ from cutor_spool.deployments.store import Store
 from cutor_spool.documents.deployment import InvocationRequest
 from cutor_spool.gateway.admission import Admission
 from cutor_spool.gateway.answers import Answer, Refusal, answer_of, withdrawn
+from cutor_spool.gateway.direct import DIRECT_MAX_BODY, DirectDoors
 from cutor_spool.gateway.waiting import SharedWaiter
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.invocations.answer import final_status
@@ -82,6 +83,7 @@ class Gateway:
     claim_timeout: float
     timeout: float
     payments: Payments = field(default_factory=NoPayments)
+    direct: DirectDoors | None = None  # the direct path to the warm pools of this host's executors
     queue_timeout: float = 300.0  # the most an invocation waits in the queue while it moves (admission.py)
     max_queue: int = 0  # new invocations refused (503) while this many wait unclaimed; 0: no limit
 
@@ -92,6 +94,21 @@ class Gateway:
     async def handle(self, http: Request, cid: str, path: str) -> Answer:
         invocation = await self._checked(http, cid, path)
         key = _idempotency_key(http)
+        if key is None and self.direct is not None and _small(http):
+            # The direct path (direct.py): the door checks the payer and charges, in blocks.
+            entry_id = new_request_id()
+            body = await self._body(http)
+            answer = await self.direct.send(entry_id, invocation, body)
+            if answer is not None:
+                return answer
+            return await self._spooled(http, invocation, None, (entry_id, body))
+        return await self._spooled(http, invocation, key, None)
+
+    async def _spooled(
+        self, http: Request, invocation: InvocationRequest, key: str | None, read: tuple[str, bytes] | None
+    ) -> Answer:
+        """The spool path: `read` is the id and body of a request the direct path gave back."""
+        cid = invocation.deployment
         if key is not None:
             invocation = invocation.model_copy(update={"idempotency_key": key})
         payer = await to_thread.run_sync(self.payments.check, Call(http, invocation))
@@ -107,8 +124,18 @@ class Gateway:
         full = await self.admission.refusal()
         if full is not None:
             return full
-        entry_id = await self._drop(http, invocation, key_file)
+        entry_id = await self._drop(http, invocation, key_file, read)
         return await self.follow(entry_id, key_file)
+
+    async def _body(self, http: Request) -> bytes:
+        chunks, size = [], 0
+        async for chunk in http.stream():
+            size += len(chunk)
+            http.state.bytes_in = size
+            if size > self.max_body:
+                raise Refusal(413, f"the request's body is above the spool's maximum of {self.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _checked(self, http: Request, cid: str, path: str) -> InvocationRequest:
         try:
@@ -132,13 +159,18 @@ class Gateway:
             raise Refusal(413, f"the request's body is above the spool's maximum of {self.max_body} bytes")
         return InvocationRequest(deployment=cid, method=http.method, path=path, query=query, headers=headers)
 
-    async def _drop(self, http: Request, invocation: InvocationRequest, key_file: Path | None) -> str:
-        entry_id = new_request_id()
+    async def _drop(
+        self, http: Request, invocation: InvocationRequest, key_file: Path | None, read: tuple[str, bytes] | None
+    ) -> str:
+        entry_id = new_request_id() if read is None else read[0]
         staging = await to_thread.run_sync(new_staging, self.paths, entry_id)
         keyed = False
         try:
             digest = _Fingerprint(invocation)
-            await self._read_body(http, staging / BODY, digest)
+            if read is None:
+                await self._read_body(http, staging / BODY, digest)
+            else:
+                await to_thread.run_sync(_write_body, staging / BODY, read[1])
             await to_thread.run_sync(finish_staging, staging, invocation)
             if key_file is not None:
                 first = await to_thread.run_sync(idempotency.remember, key_file, entry_id, digest.hexdigest())
@@ -242,6 +274,21 @@ def _idempotency_key(http: Request) -> str | None:
     if not key or len(key.encode()) > idempotency.MAX_KEY:
         raise Refusal(400, f"Idempotency-Key must be 1 to {idempotency.MAX_KEY} bytes")
     return key
+
+
+def _small(http: Request) -> bool:
+    """A body the direct path takes: of a known length, at most DIRECT_MAX_BODY (none at all too)."""
+    length = http.headers.get("content-length")
+    if length is None:
+        return "transfer-encoding" not in http.headers
+    return length.isdigit() and int(length) <= DIRECT_MAX_BODY
+
+
+def _write_body(path: Path, body: bytes) -> None:
+    with open(path, "xb") as stream:
+        stream.write(body)
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 def _open_body(path: Path) -> BinaryIO:

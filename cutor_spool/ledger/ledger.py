@@ -143,12 +143,21 @@ class Ledger:
             raise UnknownHold(f"hold {hold_id} is not live (settled, released or expired)")
         self._write_index(index.model_copy(update={"expires": time.time() + ttl, "seq": live.seq}))
 
-    def settle(self, hold_id: str, cost: int, *, note: str = "") -> Record:
+    def settle(self, hold_id: str, cost: int, *, note: str = "", items: list[tuple[str, int]] | None = None) -> Record:
         """Charges min(cost, the hold's amount) and releases the rest. Idempotent: a hold that has
-        ended already (settled, released, expired) returns the record that ended it, charging nothing."""
+        ended already (settled, released, expired) returns the record that ended it, charging
+        nothing. `items`: a block's requests and their charges, which must add up to `cost`."""
         if cost < 0:
             raise LedgerError(f"a cost must not be negative, not {cost}")
-        return self._end(hold_id, lambda held: {"kind": "settle", "amount": min(cost, held), "note": note})
+        if items is not None and sum(c for _, c in items) != cost:
+            raise LedgerError(f"a block's items add up to {sum(c for _, c in items)}, not {cost}")
+
+        def fields(held: int) -> dict[str, Any]:
+            if items is not None and cost > held:
+                raise LedgerError(f"a block's charges ({cost}) are above its hold ({held})")
+            return {"kind": "settle", "amount": min(cost, held), "note": note, "items": items}
+
+        return self._end(hold_id, fields)
 
     def release(self, hold_id: str, *, reason: str) -> Record:
         """Ends the hold charging nothing (the system failed the request). Idempotent."""
