@@ -1,17 +1,19 @@
-"""The request flow end to end (issue 14): one spool, one executor, one gateway, and the same trivial
-program deployed twice, as a per-request CGI program (cold) and as a warm `server:` (warm.py's
-`app.py`, answering `hi`). In one run:
+"""The request flow end to end (issue 14): one spool, one executor, two gateways (one with the
+direct path, the default, and one with `--no-direct`: every request through the spool, the
+baseline), and the same trivial program deployed twice, as a per-request CGI program (cold) and as
+a warm `server:` (warm.py's `app.py`, answering `hi`). In one run:
 
-1. latency, one request at a time, the four kinds interleaved round by round: a plain drop into
+1. latency, one request at a time, the kinds interleaved round by round: a plain drop into
    the spool of each deployment (`drop_request`, timed to its entry in `invocations/done/`, as
    invoke.py and warm.py do), and a `POST /{cid}/` of each through the gateway (a new connection,
-   timed to the answer's last byte); median and p95. The warm request's breakdown: its exchange
-   inside the executor (`warm.json`'s `wall_time`), the spool's share (plain drop minus exchange)
-   and the gateway's (through the gateway minus plain drop);
-2. throughput: `--clients` threads, each making requests one after the other, `--count` requests
-   of each kind: requests/s, p50 and p95;
+   timed to the answer's last byte), the warm one through both gateways; median and p95. The warm
+   spool path's breakdown: its exchange inside the executor (`warm.json`'s `wall_time`), the
+   spool's share (plain drop minus exchange) and the gateway's (spool path minus plain drop);
+2. throughput: `--clients` threads, each making requests one after the other (a new connection
+   each), `--count` requests of each kind (10x as many for the direct path): requests/s, p50, p95;
 3. a bounded load test: open-loop arrivals (asyncio, raw HTTP/1.1 on loopback) at `--overload`
-   times the warm server's measured throughput through the gateway, for `--load-seconds` worth of
+   times the warm server's measured throughput through the gateway's direct path (requests the
+   door cannot take at once take the spool path), for `--load-seconds` worth of
    arrivals (at most `--load-cap` requests); every answer that is not the program's `hi` is an
    error (503 from the claim timeout, 504, a refused connection). The queue (entries in
    `invocations/incoming/` and `active/`) is sampled every 0.1 s; it drains when both are empty
@@ -19,10 +21,11 @@ program deployed twice, as a per-request CGI program (cold) and as a warm `serve
    plus 60 s, and the queue is given 30 s after the last answer to empty;
 4. the gateway's memory (VmRSS of its process; run before the load test, so that it is measured
    against ordinary use, not against the high-water mark of thousands of requests in flight)
-   over `--memory` requests that exercise its code without a spool round trip each: 80% replays
+   over `--memory` requests that exercise its code without a spool round trip each: 40% replays
    of an Idempotency-Key (answered from the first entry's result: the key file, status.json and
-   response.json read, the CGI checks, the payments check, the access log and metrics), 10%
-   `GET /{cid}` (the spec verified and described), 10% `POST` to an unknown CID (404), over up
+   response.json read, the CGI checks, the payments check, the access log and metrics), 40%
+   direct-path requests to the warm server, 10% `GET /{cid}` (the spec verified and described),
+   10% `POST` to an unknown CID (404), over up
    to 4 keep-alive connections, one thread each. RSS after the first 10% (the warm-up) and at
    the end; also after the load test.
 

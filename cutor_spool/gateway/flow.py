@@ -155,10 +155,11 @@ class Gateway:
         return b"".join(chunks)
 
     async def _checked(self, http: Request, cid: str, path: str) -> InvocationRequest:
-        try:
-            parse_cid(cid)
-        except InvalidCid as exc:
-            raise Refusal(400, str(exc)) from None
+        if self._cids.get(cid, 0.0) <= time.monotonic():  # else parsed and found a moment ago
+            try:
+                parse_cid(cid)
+            except InvalidCid as exc:
+                raise Refusal(400, str(exc)) from None
         if not await self._known(cid):
             raise Refusal(404, f"unknown CID {cid}: no such deployment in this spool")
         headers = [

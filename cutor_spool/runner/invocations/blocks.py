@@ -55,6 +55,11 @@ class Block:
 
 
 class BlockBook:
+    """The blocks of one executor's door. The request path only reserves and spends in memory;
+    the ledger's writes (the next block's hold, placed when the open one is half used, and the
+    settlement of a block that ended) are the sweeper's (`sweep`, on the door's thread, woken by
+    `wake`), but for an account's first block, which its first request places itself."""
+
     def __init__(
         self,
         ledger: Ledger,
@@ -72,26 +77,47 @@ class BlockBook:
         self._lock = threading.Lock()
         self._accounts: dict[str, threading.Lock] = {}
         self._open: dict[str, Block] = {}
-        self._closing: list[Block] = []
+        self._spare: dict[str, Block] = {}  # the next block of an account, placed ahead
+        self._wanted: dict[str, tuple[int, float]] = {}  # accounts whose next block is to be placed
+        self._closing: list[Block] = []  # ended, with requests in flight
+        self._due: list[Block] = []  # ended, nothing in flight: to be settled
+        self.wake = threading.Event()
 
     def reserve(self, account: str, most: int, wall_limit: float) -> Block:
-        """The block this request's worst case `most` is reserved in (a new hold when the account's
-        open block has no room). InsufficientFunds when the account cannot cover `most`."""
+        """The block this request's worst case `most` is reserved in. InsufficientFunds when the
+        account cannot cover `most`."""
         with self._lock:
             gate = self._accounts.setdefault(account, threading.Lock())
         with gate:  # one new hold per account at a time
             with self._lock:
-                block = self._open.get(account)
                 now = time.monotonic()
-                if block is not None and block.fits(most, self.size, now, self.life):
+                block = self._open.get(account)
+                if block is not None and not block.fits(most, self.size, now, self.life):
+                    self._retire(block)
+                    block = None
+                if block is None and (spare := self._spare.pop(account, None)) is not None:
+                    if spare.fits(most, self.size, now, self.life):
+                        block = spare
+                    else:
+                        self._retire(spare)
+                if block is not None:
+                    self._open[account] = block
+                    self._ahead(block, most, wall_limit)
                     return self._take(block, most, now)
-                full = self._retire(block) if block is not None else None
-            if full is not None:
-                self._settle(full)
+                ended = [b for b in self._due if b.account == account]
+                self._due = [b for b in self._due if b.account != account]
+            for old in ended:  # their unused funds come back before the new hold is decided
+                self._settle(old)
             block = self._place(account, most, wall_limit)
             with self._lock:
                 self._open[account] = block
                 return self._take(block, most, time.monotonic())
+
+    def _ahead(self, block: Block, most: int, wall_limit: float) -> None:
+        """Asks the sweeper for the account's next block once this one is half used (the lock held)."""
+        if block.taken + 1 >= self.size // 2 and block.account not in self._spare:
+            self._wanted[block.account] = (most, wall_limit)
+            self.wake.set()
 
     def _take(self, block: Block, most: int, now: float) -> Block:
         block.reserved += most
@@ -100,15 +126,16 @@ class BlockBook:
         block.last_used = now
         return block
 
-    def _retire(self, block: Block) -> Block | None:
-        """Closes the block to new requests (the lock held); it, when nothing is in flight in it."""
+    def _retire(self, block: Block) -> None:
+        """Closes the block to new requests (the lock held): settled once nothing is in flight
+        (by the sweeper, or by `reserve` when it must place a hold at once)."""
         block.closing = True
         if self._open.get(block.account) is block:
             del self._open[block.account]
-        if block.in_flight:
-            self._closing.append(block)
-            return None
-        return block
+        if self._spare.get(block.account) is block:
+            del self._spare[block.account]
+        (self._closing if block.in_flight else self._due).append(block)
+        self.wake.set()
 
     def _place(self, account: str, most: int, wall_limit: float) -> Block:
         ttl = self.life + wall_limit + self.margin
@@ -143,23 +170,36 @@ class BlockBook:
             if item is not None:
                 block.items.append(item)
                 block.charged += item[1]
-            done = block.closing and block.in_flight == 0 and block in self._closing
-            if done:
+            if block.closing and block.in_flight == 0 and block in self._closing:
                 self._closing.remove(block)
-        if done:
-            self._settle(block)
+                self._due.append(block)
+                self.wake.set()
 
     def sweep(self, *, everything: bool = False) -> None:
-        """Settles the blocks idle for `idle` or older than `life` (every one, when stopping)."""
+        """The sweeper: places the next blocks asked for, ends the blocks idle for `idle` or older
+        than `life` (every one, when stopping), and settles the ended ones."""
+        self.wake.clear()
+        with self._lock:
+            wanted, self._wanted = self._wanted, {}
+        for account, (most, wall_limit) in [] if everything else wanted.items():
+            gate = self._accounts[account]
+            with gate:
+                if account in self._spare:
+                    continue
+                try:
+                    spare = self._place(account, most, wall_limit)
+                except InsufficientFunds:
+                    continue  # the open block is all the account has: its requests will say 402
+                with self._lock:
+                    self._spare[account] = spare
         now = time.monotonic()
         with self._lock:
-            due = [
-                b
-                for b in self._open.values()
-                if everything or now - b.last_used > self.idle or now - b.made >= self.life
-            ]
-            ready = [r for b in due if (r := self._retire(b)) is not None]
-        for block in ready:
+            for block in [*self._open.values(), *self._spare.values()]:
+                idle = self._spare.get(block.account) is not block and now - block.last_used > self.idle
+                if everything or idle or now - block.made >= self.life:
+                    self._retire(block)
+            due, self._due = self._due, []
+        for block in due:
             self._settle(block)
 
     def _settle(self, block: Block) -> None:

@@ -112,7 +112,8 @@ class DirectDoor:
             os.unlink(self.address)
 
     def _sweep(self) -> None:
-        while not self._closing.wait(_TICK):
+        while not self._closing.is_set():
+            self.book.wake.wait(_TICK)
             try:
                 self.book.sweep()
             except Exception:  # a failed settle is logged by the book; this thread goes on
