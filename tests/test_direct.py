@@ -136,6 +136,7 @@ def test_direct_requests_charge_the_right_account_exactly_in_one_record_per_bloc
     executors(spool, "--server-key", str(server_key))
     status, answer, data = gateway.request("POST", f"/{cid}/again", b"")
     assert status == 200 and (done / answer["X-Request-Id"]).is_dir(), data  # a new instance, via the spool
+    assert len(os.listdir(spool / "invocations" / "doors")) == 1  # the dead one's record removed
 
 
 BOOK = """

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -89,6 +90,7 @@ class DirectDoor:
             thread.start()
             self._threads.append(thread)
         self.record.parent.mkdir(parents=True, exist_ok=True)
+        _forget_dead(self.record.parent)
         write_json(self.record, {**here(), "socket": self.address, "pid": os.getpid()})
         log.info("direct door open on %s", self.address)
 
@@ -219,6 +221,26 @@ class DirectDoor:
                 while len(self._deployments) > 64:
                     self._deployments.popitem(last=False)
         return found
+
+
+def _forget_dead(doors: Path) -> None:
+    """Removes the records of this host's doors whose executor died (SIGKILL, a crash: nobody
+    removed them) or that are from an earlier boot. Gateways skip them anyway (connect fails)."""
+    me = here()
+    for path in doors.glob("*.json"):
+        try:
+            record = json.loads(path.read_bytes())
+            if not isinstance(record, dict) or record.get("host") != me["host"]:
+                continue
+            if record.get("boot_id") == me["boot_id"]:
+                os.kill(int(record["pid"]), 0)
+                continue
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _b64(text: str | None) -> bytes:
