@@ -34,7 +34,7 @@ FEE = 100_000  # the rate is 0 here: every request costs exactly the fee, so amo
 
 
 def _direct_config(spool: Path) -> None:
-    write_config(spool, deployments={"fee": FEE, "rate": 0, "invoke_wall_time": "2s"})
+    write_config(spool, deployments={"fee": FEE, "rate": 0, "invoke_wall_time": "2s", "hold_margin": "1s"})
 
 
 def _settles(spool: Path, account: str) -> list[Record]:
@@ -113,6 +113,9 @@ def test_direct_requests_charge_the_right_account_exactly_in_one_record_per_bloc
 
     _settled(spool, owner)
     _settled(spool, payer.public)
+    metrics = gateway.request("GET", "/metrics")[2].decode()
+    assert 'cutor_gateway_direct_total{outcome="answered"} 10' in metrics  # 5 + 2 + 401 + 402 + 1
+    assert 'cutor_gateway_direct_total{outcome="spool"} 1' in metrics  # the cold start
     owner_items = [item for r in _settles(spool, owner) if r.items for item in r.items]
     payer_items = [item for r in _settles(spool, payer.public) if r.items for item in r.items]
     assert [i for i, _ in payer_items] == signed and all(cost == FEE for _, cost in payer_items)
@@ -133,10 +136,28 @@ def test_direct_requests_charge_the_right_account_exactly_in_one_record_per_bloc
     # The executor is gone (SIGKILL: its door's record and socket stay behind): the spool path.
     executor.signal(signal.SIGKILL)
     assert executor.proc is not None and executor.proc.wait(30) == -signal.SIGKILL
-    executors(spool, "--server-key", str(server_key))
+    second = executors(spool, "--server-key", str(server_key))
     status, answer, data = gateway.request("POST", f"/{cid}/again", b"")
     assert status == 200 and (done / answer["X-Request-Id"]).is_dir(), data  # a new instance, via the spool
     assert len(os.listdir(spool / "invocations" / "doors")) == 1  # the dead one's record removed
+
+    # That executor is SIGKILLed right after direct requests, its block maybe not settled yet: the
+    # block's hold expires (5 s + the wall time + hold_margin), and no request is charged twice.
+    def direct() -> bool:
+        return not (done / gateway.request("POST", f"/{cid}/probe", b"")[1]["X-Request-Id"]).exists()
+
+    wait_until(direct, 30, "the new executor's door in use")
+    before = Ledger(spool).balance(owner)
+    late = [gateway.request("POST", f"/{cid}/late{n}", b"")[1]["X-Request-Id"] for n in range(3)]
+    assert not any((done / entry).exists() for entry in late)
+    second.signal(signal.SIGKILL)
+    assert second.proc is not None and second.proc.wait(30) == -signal.SIGKILL
+    wait_until(lambda: Ledger(spool).expire() or Ledger(spool).balance(owner).held == 0, 30, "the block's expiry")
+    after = Ledger(spool).balance(owner)
+    charged = [i for r in _settles(spool, owner) if r.items for i, _ in r.items]
+    assert after.held == 0 and all(charged.count(entry) <= 1 for entry in charged), charged
+    assert after.charged - before.charged in [FEE * n for n in range(len(late) + 2)]  # (+ the last probe)
+    _audit_agrees(spool, [r.amount for a in (owner, payer.public) for r in _settles(spool, a)])
 
 
 BOOK = """
