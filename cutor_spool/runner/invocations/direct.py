@@ -74,6 +74,7 @@ class DirectDoor:
     def start(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.directory, 0o700)
+        _remove_dead_sockets(self.directory)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.address)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -156,6 +157,8 @@ class DirectDoor:
                 conn.sendall(self.handle(header, body))
         except (OSError, ValueError) as exc:
             log.debug("a direct connection ended: %s", exc)
+        except Exception:  # a bad frame (a missing field), or the system failed the request: the
+            log.exception("a direct request failed")  # gateway sees the connection close: 503
         finally:
             with self._lock:
                 self._connections.discard(conn)
@@ -221,6 +224,18 @@ class DirectDoor:
                 while len(self._deployments) > 64:
                     self._deployments.popitem(last=False)
         return found
+
+
+def _remove_dead_sockets(directory: Path) -> None:
+    """`door-<pid>.sock` of executors that died without closing their door (SIGKILL)."""
+    for path in directory.glob("door-*.sock"):
+        try:
+            os.kill(int(path.name[5:-5]), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        except (ValueError, OSError):
+            continue
 
 
 def _forget_dead(doors: Path) -> None:
