@@ -41,6 +41,7 @@ class Block:
     account: str
     amount: int  # the hold
     made: float
+    wall: float  # the wall-time limit its hold's ttl allows for (a request with a longer one: a new block)
     reserved: int = 0  # worst cases of the requests in flight
     charged: int = 0
     taken: int = 0  # requests that reserved in it
@@ -49,9 +50,15 @@ class Block:
     items: list[tuple[str, int]] = field(default_factory=list)
     closing: bool = False
 
-    def fits(self, most: int, size: int, now: float, life: float) -> bool:
+    @property
+    def key(self) -> tuple[str, float]:
+        return self.account, self.wall
+
+    def fits(self, most: int, wall: float, size: int, now: float, life: float) -> bool:
+        """Room for one more request of this worst case, whose run ends before the hold expires."""
         left = self.amount - self.charged - self.reserved
-        return not self.closing and left >= most and self.taken < size and now - self.made < life
+        young = now - self.made < life and wall <= self.wall
+        return not self.closing and left >= most and self.taken < size and young
 
 
 class BlockBook:
@@ -75,10 +82,12 @@ class BlockBook:
         self._prefix = f"blk-{secrets.token_hex(6)}"
         self._count = 0
         self._lock = threading.Lock()
-        self._accounts: dict[str, threading.Lock] = {}
-        self._open: dict[str, Block] = {}
-        self._spare: dict[str, Block] = {}  # the next block of an account, placed ahead
-        self._wanted: dict[str, tuple[int, float]] = {}  # accounts whose next block is to be placed
+        # Blocks are kept by account and wall-time limit (the hold's ttl allows for it; the same
+        # account paying for deployments of different limits has a block for each).
+        self._accounts: dict[tuple[str, float], threading.Lock] = {}
+        self._open: dict[tuple[str, float], Block] = {}
+        self._spare: dict[tuple[str, float], Block] = {}  # the next block, placed ahead
+        self._wanted: dict[tuple[str, float], int] = {}  # next blocks to be placed: their worst case
         self._closing: list[Block] = []  # ended, with requests in flight
         self._due: list[Block] = []  # ended, nothing in flight: to be settled
         self.wake = threading.Event()
@@ -86,37 +95,43 @@ class BlockBook:
     def reserve(self, account: str, most: int, wall_limit: float) -> Block:
         """The block this request's worst case `most` is reserved in. InsufficientFunds when the
         account cannot cover `most`."""
-        with self._lock:
-            gate = self._accounts.setdefault(account, threading.Lock())
-        with gate:  # one new hold per account at a time
+        key = (account, wall_limit)
+        with self._lock:  # the usual case: room in the open block, no ledger write, no wait
+            gate = self._accounts.setdefault(key, threading.Lock())
+            block = self._open.get(key)
+            now = time.monotonic()
+            if block is not None and block.fits(most, wall_limit, self.size, now, self.life):
+                self._ahead(block, most)
+                return self._take(block, most, now)
+        with gate:  # one new hold per account and limit at a time
             with self._lock:
                 now = time.monotonic()
-                block = self._open.get(account)
-                if block is not None and not block.fits(most, self.size, now, self.life):
+                block = self._open.get(key)
+                if block is not None and not block.fits(most, wall_limit, self.size, now, self.life):
                     self._retire(block)
                     block = None
-                if block is None and (spare := self._spare.pop(account, None)) is not None:
-                    if spare.fits(most, self.size, now, self.life):
+                if block is None and (spare := self._spare.pop(key, None)) is not None:
+                    if spare.fits(most, wall_limit, self.size, now, self.life):
                         block = spare
                     else:
                         self._retire(spare)
                 if block is not None:
-                    self._open[account] = block
-                    self._ahead(block, most, wall_limit)
+                    self._open[key] = block
+                    self._ahead(block, most)
                     return self._take(block, most, now)
-                ended = [b for b in self._due if b.account == account]
+                ended = [b for b in self._due if b.account == account]  # any limit's: funds are the account's
                 self._due = [b for b in self._due if b.account != account]
             for old in ended:  # their unused funds come back before the new hold is decided
                 self._settle(old)
             block = self._place(account, most, wall_limit)
             with self._lock:
-                self._open[account] = block
+                self._open[key] = block
                 return self._take(block, most, time.monotonic())
 
-    def _ahead(self, block: Block, most: int, wall_limit: float) -> None:
-        """Asks the sweeper for the account's next block once this one is half used (the lock held)."""
-        if block.taken + 1 >= self.size // 2 and block.account not in self._spare:
-            self._wanted[block.account] = (most, wall_limit)
+    def _ahead(self, block: Block, most: int) -> None:
+        """Asks the sweeper for the next block once this one is half used (the lock held)."""
+        if block.taken + 1 >= self.size // 2 and block.key not in self._spare:
+            self._wanted[block.key] = most
             self.wake.set()
 
     def _take(self, block: Block, most: int, now: float) -> Block:
@@ -130,10 +145,10 @@ class BlockBook:
         """Closes the block to new requests (the lock held): settled once nothing is in flight
         (by the sweeper, or by `reserve` when it must place a hold at once)."""
         block.closing = True
-        if self._open.get(block.account) is block:
-            del self._open[block.account]
-        if self._spare.get(block.account) is block:
-            del self._spare[block.account]
+        if self._open.get(block.key) is block:
+            del self._open[block.key]
+        if self._spare.get(block.key) is block:
+            del self._spare[block.key]
         (self._closing if block.in_flight else self._due).append(block)
         self.wake.set()
 
@@ -151,7 +166,7 @@ class BlockBook:
                 self.ledger.hold(account, hold_id, count * most, ttl=ttl, holder=self.holder)
             except InsufficientFunds:
                 continue
-            return Block(hold_id, account, count * most, time.monotonic())
+            return Block(hold_id, account, count * most, time.monotonic(), wall_limit)
         available = self.ledger.balance(account).available
         raise InsufficientFunds(account, available, most)
 
@@ -181,21 +196,20 @@ class BlockBook:
         self.wake.clear()
         with self._lock:
             wanted, self._wanted = self._wanted, {}
-        for account, (most, wall_limit) in [] if everything else wanted.items():
-            gate = self._accounts[account]
-            with gate:
-                if account in self._spare:
+        for key, most in [] if everything else wanted.items():
+            with self._accounts[key]:
+                if key in self._spare:
                     continue
                 try:
-                    spare = self._place(account, most, wall_limit)
+                    spare = self._place(key[0], most, key[1])
                 except InsufficientFunds:
                     continue  # the open block is all the account has: its requests will say 402
                 with self._lock:
-                    self._spare[account] = spare
+                    self._spare[key] = spare
         now = time.monotonic()
         with self._lock:
             for block in [*self._open.values(), *self._spare.values()]:
-                idle = self._spare.get(block.account) is not block and now - block.last_used > self.idle
+                idle = self._spare.get(block.key) is not block and now - block.last_used > self.idle
                 if everything or idle or now - block.made >= self.life:
                     self._retire(block)
             due, self._due = self._due, []
