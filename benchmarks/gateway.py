@@ -37,10 +37,10 @@ from cutor_spool.runner.invocations.answer import read_response, wait_for
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_gateway(spool: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_gateway(spool: Path, log: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
     out = open(log, "wb")  # noqa: SIM115 - the process keeps it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cutor_spool", "--spool", str(spool), "gateway", "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "cutor_spool", "--spool", str(spool), "gateway", "--listen", "127.0.0.1:0", *args],
         cwd=ROOT,
         stdout=out,
         stderr=subprocess.STDOUT,

@@ -1,28 +1,31 @@
-"""The request flow end to end (issue 14): one spool, one executor, one gateway, and the same trivial
-program deployed twice, as a per-request CGI program (cold) and as a warm `server:` (warm.py's
-`app.py`, answering `hi`). In one run:
+"""The request flow end to end (issue 14): one spool, one executor, two gateways (one with the
+direct path, the default, and one with `--no-direct`: every request through the spool, the
+baseline), and the same trivial program deployed twice, as a per-request CGI program (cold) and as
+a warm `server:` (warm.py's `app.py`, answering `hi`). In one run:
 
-1. latency, one request at a time, the four kinds interleaved round by round: a plain drop into
+1. latency, one request at a time, the kinds interleaved round by round: a plain drop into
    the spool of each deployment (`drop_request`, timed to its entry in `invocations/done/`, as
    invoke.py and warm.py do), and a `POST /{cid}/` of each through the gateway (a new connection,
-   timed to the answer's last byte); median and p95. The warm request's breakdown: its exchange
-   inside the executor (`warm.json`'s `wall_time`), the spool's share (plain drop minus exchange)
-   and the gateway's (through the gateway minus plain drop);
-2. throughput: `--clients` threads, each making requests one after the other, `--count` requests
-   of each kind: requests/s, p50 and p95;
+   timed to the answer's last byte), the warm one through both gateways; median and p95. The warm
+   spool path's breakdown: its exchange inside the executor (`warm.json`'s `wall_time`), the
+   spool's share (plain drop minus exchange) and the gateway's (spool path minus plain drop);
+2. throughput: `--clients` threads, each making requests one after the other (a new connection
+   each), `--count` requests of each kind (10x as many for the direct path): requests/s, p50, p95;
 3. a bounded load test: open-loop arrivals (asyncio, raw HTTP/1.1 on loopback) at `--overload`
-   times the warm server's measured throughput through the gateway, for `--load-seconds` worth of
+   times the warm server's measured throughput through the gateway's direct path (requests the
+   door cannot take at once take the spool path), for `--load-seconds` worth of
    arrivals (at most `--load-cap` requests); every answer that is not the program's `hi` is an
    error (503 from the claim timeout, 504, a refused connection). The queue (entries in
    `invocations/incoming/` and `active/`) is sampled every 0.1 s; it drains when both are empty
-   and every answer is back. It stops by itself: a request gives up after the claim timeout
-   plus 60 s, and the queue is given 30 s after the last answer to empty;
+   and every answer is back. It stops by itself: a request gives up after the gateway's queue
+   timeout plus 10 s, and the queue is given 30 s after the last answer to empty;
 4. the gateway's memory (VmRSS of its process; run before the load test, so that it is measured
    against ordinary use, not against the high-water mark of thousands of requests in flight)
-   over `--memory` requests that exercise its code without a spool round trip each: 80% replays
+   over `--memory` requests that exercise its code without a spool round trip each: 40% replays
    of an Idempotency-Key (answered from the first entry's result: the key file, status.json and
-   response.json read, the CGI checks, the payments check, the access log and metrics), 10%
-   `GET /{cid}` (the spec verified and described), 10% `POST` to an unknown CID (404), over up
+   response.json read, the CGI checks, the payments check, the access log and metrics), 40%
+   direct-path requests to the warm server, 10% `GET /{cid}` (the spec verified and described),
+   10% `POST` to an unknown CID (404), over up
    to 4 keep-alive connections, one thread each. RSS after the first 10% (the warm-up) and at
    the end; also after the load test.
 
@@ -50,7 +53,7 @@ from warm import CGI, SERVER, Bench, deploy, result, wait_built
 from cutor_spool.deployments.cid import cid_of_bytes
 from cutor_spool.layout import SpoolPaths
 
-CLAIM_TIMEOUT = 10.0  # the gateway's default (`--claim-timeout`)
+QUEUE_TIMEOUT = 300.0  # the gateway's default (`--queue-timeout`): the most a request waits in a moving queue
 
 
 def gateway_ms(port: int, cid: str) -> float:
@@ -59,16 +62,19 @@ def gateway_ms(port: int, cid: str) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def latency(bench: Bench, port: int, cids: dict[str, str], count: int) -> dict[str, float]:
+def latency(bench: Bench, ports: tuple[int, int], cids: dict[str, str], count: int) -> dict[str, float]:
+    """`ports`: the gateway (direct path on) and the one without it (every request via the spool)."""
     samples: dict[str, list[float]] = {f"{how}.{kind}": [] for how in ("drop", "http") for kind in cids}
+    samples["spool.warm"] = []
     exchange: list[float] = []
     for i in range(count):
         for kind, cid in cids.items():
             name = f"lat-{kind}-{i:05d}"
             samples[f"drop.{kind}"].append(bench.one(cid, name))
-            samples[f"http.{kind}"].append(gateway_ms(port, cid))
+            samples[f"http.{kind}"].append(gateway_ms(ports[0], cid))
             if kind == "warm":
                 exchange.append(result(bench.spool, name, "warm.json")["wall_time"] * 1000)
+                samples["spool.warm"].append(gateway_ms(ports[1], cid))
     samples["exchange.warm"] = exchange
     figures: dict[str, float] = {}
     for key, values in samples.items():
@@ -76,10 +82,21 @@ def latency(bench: Bench, port: int, cids: dict[str, str], count: int) -> dict[s
     return figures
 
 
-def rates(paths: SpoolPaths, port: int, cids: dict[str, str], count: int, clients: int) -> dict[str, float]:
+def rates(
+    paths: SpoolPaths, ports: tuple[int, int], cids: dict[str, str], count: int, clients: int
+) -> dict[str, float]:
     figures: dict[str, float] = {}
     for kind, cid in cids.items():
-        for how, call in (("drop", lambda c=cid: dropped(paths, c)), ("http", lambda c=cid: post(port, c))):
+        calls = [("drop", lambda c=cid: dropped(paths, c)), ("http", lambda c=cid: post(ports[0], c))]
+        if kind == "warm":
+            calls.append(("spool", lambda c=cid: post(ports[1], c)))
+            calls.append(("direct", lambda c=cid: post(ports[0], c)))  # again, with 10x the count
+        for how, call in calls:
+            if how == "direct":
+                rate, values = throughput(call, count * 10, clients)
+                figures["rate.direct.warm"], figures["rate.direct.warm.median"] = rate, median(values)
+                figures["rate.direct.warm.p95"] = percentile(values, 0.95)
+                continue
             rate, values = throughput(call, count, clients)
             figures[f"rate.{how}.{kind}"] = rate
             figures[f"rate.{how}.{kind}.median"] = median(values)
@@ -143,14 +160,15 @@ def load_test(paths: SpoolPaths, port: int, cid: str, rate: float, count: int) -
             depth = len(os.listdir(queue.incoming)), len(os.listdir(queue.active))
             at = time.perf_counter() - started
             load.samples.append((at, *depth))
-            if load.last_arrival and load.drained is None and depth == (0, 0):
+            answered = sum(load.statuses.values()) >= count  # (entries the gateway drops come later)
+            if load.last_arrival and load.drained is None and depth == (0, 0) and answered:
                 load.drained = at
             done.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        asyncio.run(_arrivals(port, cid, rate, count, CLAIM_TIMEOUT + 60, load, started))
+        asyncio.run(_arrivals(port, cid, rate, count, QUEUE_TIMEOUT + 10, load, started))
         deadline = time.monotonic() + 30  # every answer is back: the queue has 30 s more to empty
         while load.drained is None and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -171,9 +189,9 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def memory(port: int, pid: int, cid: str, total: int, clients: int) -> dict[str, float]:
-    """`total` requests (replays, describes, 404s) from `clients` keep-alive connections; RSS
-    sampled every 1% of them."""
+def memory(port: int, pid: int, cid: str, warm: str, total: int, clients: int) -> dict[str, float]:
+    """`total` requests (replays, direct requests to the warm server, describes, 404s) from
+    `clients` keep-alive connections; RSS sampled every 1% of them."""
     unknown = cid_of_bytes(b"no such deployment")
     keys = [f"bench-key-{n}" for n in range(16)]
     for key in keys:  # the first use of each key runs the program; every later one is a replay
@@ -200,6 +218,8 @@ def memory(port: int, pid: int, cid: str, total: int, clients: int) -> dict[str,
                     _expect(connection, "GET", f"/{cid}", 200, b'"cid"')
                 elif kind == 9:
                     _expect(connection, "POST", f"/{unknown}/", 404, b"unknown CID")
+                elif kind >= 4:
+                    _expect(connection, "POST", f"/{warm}/", 200, b"hi\n", {"Content-Length": "0"})
                 else:
                     _keyed(connection, cid, keys[n % len(keys)])
         finally:
@@ -272,6 +292,8 @@ def run(counts: Counts) -> tuple[dict[str, float], Load]:
         cids = {"cgi": deploy(spool, spool.parent / "cgi", CGI), "warm": deploy(spool, spool.parent / "warm", SERVER)}
         watch = DoneWatch(paths.invocations.done)
         gateway, port = start_gateway(spool, spool.parent / "gateway.log")
+        spooled, spool_port = start_gateway(spool, spool.parent / "gateway-spool.log", "--no-direct")
+        ports = (port, spool_port)
         try:
             with executors(spool, 1, "--concurrency", "1", "--invocations", str(counts.invocations)):
                 wait_built(spool, list(cids.values()))
@@ -280,12 +302,15 @@ def run(counts: Counts) -> tuple[dict[str, float], Load]:
                     for kind, cid in cids.items():
                         bench.one(cid, f"warm-up-{kind}-{i}")
                         post(port, cid)
-                figures.update(latency(bench, port, cids, counts.count))
-                figures.update(rates(paths, port, cids, counts.count, counts.clients))
+                        post(spool_port, cid)
+                figures.update(latency(bench, ports, cids, counts.count))
+                figures.update(rates(paths, ports, cids, counts.count, counts.clients))
                 # The memory run before the load test: measured against the RSS of ordinary use,
                 # not against the high-water mark of thousands of requests in flight.
-                figures.update(memory(port, gateway.pid, cids["cgi"], counts.memory, min(counts.clients, 4)))
-                rate = counts.overload * figures["rate.http.warm"]
+                figures.update(
+                    memory(port, gateway.pid, cids["cgi"], cids["warm"], counts.memory, min(counts.clients, 4))
+                )
+                rate = counts.overload * figures["rate.direct.warm"]
                 total = max(1, min(counts.load_cap, round(rate * counts.load_seconds)))
                 load = load_test(paths, port, cids["warm"], rate, total)
                 figures.update(
@@ -293,8 +318,9 @@ def run(counts: Counts) -> tuple[dict[str, float], Load]:
                 )
         finally:
             watch.close()
-            gateway.terminate()
-            gateway.wait(60)
+            for proc in (gateway, spooled):
+                proc.terminate()
+                proc.wait(60)
     return figures, load
 
 
@@ -310,37 +336,58 @@ SPECS = [
     ),
     Spec("lat.cold95", "cold through the gateway: p95", Unit.MS, "plain drop p95"),
     Spec("lat.drop_warm", "plain drop, warm server: median", Unit.MS),
-    Spec("lat.warm", "warm server through the gateway: median", Unit.MS, "plain drop, warm server"),
+    Spec(
+        "lat.spool_warm",
+        "warm server through the gateway, spool path (--no-direct): median",
+        Unit.MS,
+        "plain drop, warm server",
+    ),
+    Spec("lat.spool_warm95", "warm server through the gateway, spool path: p95", Unit.MS, "plain drop p95"),
+    Spec("lat.warm", "warm server through the gateway, direct path: median", Unit.MS, "spool path"),
     Spec(
         "lat.warm95",
-        "warm server through the gateway: p95",
+        "warm server through the gateway, direct path: p95",
         Unit.MS,
-        "plain drop p95",
+        "spool path p95",
         Target(Check.BELOW, 10, "< 10 ms"),
     ),
-    Spec("lat.exchange", "of it: the warm exchange in the executor (socket round trip)", Unit.MS),
+    Spec("lat.exchange", "of the spool path: the warm exchange in the executor (socket round trip)", Unit.MS),
     Spec("lat.spool", "of it: the spool (plain drop minus exchange)", Unit.MS),
-    Spec("lat.gateway", "of it: the gateway (through it minus plain drop)", Unit.MS),
+    Spec("lat.gateway", "of it: the gateway (spool path minus plain drop)", Unit.MS),
     Spec("rate.drop_cgi", "plain drop + wait, CGI, {clients} clients", Unit.RATE),
     Spec("rate.cold", "cold through the gateway, {clients} clients", Unit.RATE, "plain drop + wait, CGI"),
     Spec("rate.cold95", "cold through the gateway, {clients} clients: p95", Unit.MS, "plain drop + wait p95"),
     Spec("rate.drop_warm", "plain drop + wait, warm server, {clients} clients", Unit.RATE),
     Spec(
-        "rate.warm",
-        "warm server through the gateway, {clients} clients",
+        "rate.spool_warm",
+        "warm server through the gateway, spool path, {clients} clients",
         Unit.RATE,
         "plain drop + wait, warm",
+    ),
+    Spec("rate.spool_warm95", "warm, spool path, {clients} clients: p95", Unit.MS, "plain drop + wait p95"),
+    Spec(
+        "rate.warm",
+        "warm server through the gateway, direct path, {clients} clients ({direct} requests)",
+        Unit.RATE,
+        "spool path",
         Target(Check.AT_LEAST, 1000, ">= 1000/s"),
     ),
-    Spec("rate.warm95", "warm server through the gateway, {clients} clients: p95", Unit.MS, "plain drop + wait p95"),
+    Spec("rate.warm50", "warm, direct path, {clients} clients: median", Unit.MS, "spool path median"),
+    Spec(
+        "rate.warm95",
+        "warm, direct path, {clients} clients: p95",
+        Unit.MS,
+        "spool path p95",
+        Target(Check.BELOW, 10, "< 10 ms"),
+    ),
     Spec("load.rate", "load test: open-loop arrivals at {overload:g}x the warm rate, {load} requests", Unit.RATE),
     Spec("load.errors", "load test: error rate", Unit.PERCENT, None, Target(Check.BELOW, 1e-9, "= 0")),
     Spec("load.peak", "load test: peak queue (incoming + active entries)", Unit.COUNT),
-    Spec("load.drain", "load test: last arrival to an empty queue", Unit.S),
+    Spec("load.drain", "load test: last arrival to an empty queue, every answer back", Unit.S),
     Spec("load.p95", "load test: answer p95", Unit.MS),
     Spec(
         "mem.end",
-        "gateway RSS after {memory} requests (replays, describes, 404s)",
+        "gateway RSS after {memory} requests (replays, direct, describes, 404s)",
         Unit.MIB,
         "after the first 10%",
         Target(Check.RATIO_AT_MOST, 1.10, "within 10% (<= 1.10x)"),
@@ -358,17 +405,22 @@ def measured(f: dict[str, float], load: Load) -> dict[str, Measured]:
         "lat.cold": Measured(f["latency.http.cgi.median"], f["latency.drop.cgi.median"]),
         "lat.cold95": Measured(f["latency.http.cgi.p95"], f["latency.drop.cgi.p95"]),
         "lat.drop_warm": Measured(f["latency.drop.warm.median"]),
-        "lat.warm": Measured(f["latency.http.warm.median"], f["latency.drop.warm.median"]),
-        "lat.warm95": Measured(f["latency.http.warm.p95"], f["latency.drop.warm.p95"]),
+        "lat.spool_warm": Measured(f["latency.spool.warm.median"], f["latency.drop.warm.median"]),
+        "lat.spool_warm95": Measured(f["latency.spool.warm.p95"], f["latency.drop.warm.p95"]),
+        "lat.warm": Measured(f["latency.http.warm.median"], f["latency.spool.warm.median"]),
+        "lat.warm95": Measured(f["latency.http.warm.p95"], f["latency.spool.warm.p95"]),
         "lat.exchange": Measured(f["latency.exchange.warm.median"]),
         "lat.spool": Measured(f["latency.drop.warm.median"] - f["latency.exchange.warm.median"]),
-        "lat.gateway": Measured(f["latency.http.warm.median"] - f["latency.drop.warm.median"]),
+        "lat.gateway": Measured(f["latency.spool.warm.median"] - f["latency.drop.warm.median"]),
         "rate.drop_cgi": Measured(f["rate.drop.cgi"]),
         "rate.cold": Measured(f["rate.http.cgi"], f["rate.drop.cgi"]),
         "rate.cold95": Measured(f["rate.http.cgi.p95"], f["rate.drop.cgi.p95"]),
         "rate.drop_warm": Measured(f["rate.drop.warm"]),
-        "rate.warm": Measured(f["rate.http.warm"], f["rate.drop.warm"]),
-        "rate.warm95": Measured(f["rate.http.warm.p95"], f["rate.drop.warm.p95"]),
+        "rate.spool_warm": Measured(f["rate.spool.warm"], f["rate.drop.warm"]),
+        "rate.spool_warm95": Measured(f["rate.spool.warm.p95"], f["rate.drop.warm.p95"]),
+        "rate.warm": Measured(f["rate.direct.warm"], f["rate.spool.warm"]),
+        "rate.warm50": Measured(f["rate.direct.warm.median"], f["rate.spool.warm.median"]),
+        "rate.warm95": Measured(f["rate.direct.warm.p95"], f["rate.spool.warm.p95"]),
         "load.rate": Measured(f["load.rate"]),
         "load.errors": Measured(100 * errors / max(1, answers)),
         "load.peak": Measured(max((i + a for _, i, a in load.samples), default=0)),
@@ -385,7 +437,7 @@ def report(counts: Counts, f: dict[str, float], load: Load) -> str:
     m = measured(f, load)
     notes = {} if load.drained is not None else {"load.drain": "did not drain"}
     fmt = {"count": counts.count, "clients": counts.clients, "overload": counts.overload,
-           "load": int(f["load.count"]), "memory": counts.memory}  # fmt: skip
+           "load": int(f["load.count"]), "memory": counts.memory, "direct": counts.count * 10}  # fmt: skip
     rows = rows_from(SPECS, m, notes, fmt)
     table = render(rows, {"lat": "one at a time", "rate": "throughput", "load": "bounded load test",
                           "mem": "the gateway's memory"})  # fmt: skip

@@ -9,6 +9,7 @@ agreeing with the sum of the charges."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -228,6 +229,35 @@ def test_the_executors_housekeeping_gives_back_a_dead_holders_funds_and_forgets_
     assert not [p for p in bucket.rglob("*") if p.is_file()]
 
 
+def test_the_executors_housekeeping_prunes_the_indexes_of_holds_that_ended_long_ago(spool: Path) -> None:
+    # ledger/holds/ grew without end: one index per invocation ever held. Indexes of holds that
+    # ended (settled, released, expired) more than hold_ttl ago go; a live hold's stays, whatever
+    # its age, and can still be settled; the journal (and so `ledger audit`) is untouched.
+    account = keys.SigningKey.generate().public
+    ledger = Ledger(spool)
+    ledger.deposit(account, 1_000_000)
+    for hold_id in ("settled", "released", "live", "recent"):
+        ledger.hold(account, hold_id, 100_000, ttl=3600, holder="me")
+    ledger.settle("settled", 40_000)
+    ledger.release("released", reason="the system failed it")
+    ledger.settle("recent", 10_000)
+    holds = spool / "ledger" / "holds"
+    long_ago = time.time() - 7200
+    for hold_id in ("settled", "released", "live"):
+        os.utime(holds / f"{hold_id}.json", (long_ago, long_ago))
+    (holds / "stray.txt").write_text("not an index")  # left for `ledger audit` to report
+    os.utime(holds / "stray.txt", (long_ago, long_ago))
+    history = ledger.history(account)
+
+    Housekeeping(ledger, NonceStore(spool, max_age=1), interval=0, hold_ttl=3600)()
+    assert sorted(os.listdir(holds)) == ["live.json", "recent.json", "stray.txt"]
+    assert ledger.history(account) == history
+    assert ledger.settle("live", 30_000).amount == 30_000
+    assert ledger.balance(account).available == 1_000_000 - 40_000 - 10_000 - 30_000
+    (holds / "stray.txt").unlink()
+    assert ledger.audit().ok
+
+
 @pytest.mark.slow
 def test_a_warm_server_request_through_the_gateway_is_charged_like_any_other(
     spool: Path,
@@ -242,7 +272,7 @@ def test_a_warm_server_request_through_the_gateway_is_charged_like_any_other(
     assert built(spool, cid).state == DeploymentState.READY
     payer_key = keys.SigningKey.generate()
     _deposit(spool, payer_key.public, "3")
-    gateway = gateways(spool)
+    gateway = gateways(spool, "--no-direct")  # the spool path (test_direct.py: the direct one)
     charges = []
     for n in (1, 2):  # the cold start, then the warm instance
         body = f"request {n}".encode()

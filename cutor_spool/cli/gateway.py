@@ -10,6 +10,7 @@ from cutor_spool.config import load_config
 from cutor_spool.deployments.store import Store
 from cutor_spool.errors import ConfigError
 from cutor_spool.gateway.app import GatewayApp
+from cutor_spool.gateway.direct import DirectDoors
 from cutor_spool.gateway.flow import Gateway
 from cutor_spool.gateway.payments import SpoolPayments
 from cutor_spool.gateway.server import bind, parse_listen, serve
@@ -27,7 +28,22 @@ EXIT_CONFIG = 78  # as the workers: restarting cannot fix it
     type=click.FloatRange(min=0.1),
     default=10.0,
     show_default=True,
-    help="Seconds an invocation may wait for an executor; then 503 and it is withdrawn.",
+    help="Seconds an invocation may wait while no executor takes any invocation (the queue does "
+    "not move); then 503 and it is withdrawn.",
+)
+@click.option(
+    "--queue-timeout",
+    type=click.FloatRange(min=0.1),
+    default=300.0,
+    show_default=True,
+    help="Seconds an invocation may wait in a queue that moves; then 503 and it is withdrawn.",
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Refuse new invocations (503, Retry-After) while this many wait unclaimed (0: no limit).",
 )
 @click.option(
     "--timeout",
@@ -43,10 +59,24 @@ EXIT_CONFIG = 78  # as the workers: restarting cannot fix it
     show_default=True,
     help="Seconds in-flight requests get on SIGTERM.",
 )
+@click.option(
+    "--direct/--no-direct",
+    default=True,
+    show_default=True,
+    help="Send warm deployments' requests straight to the executors of this host (docs/gateway.md).",
+)
 @click.option("--poll", is_flag=True, help="Poll the spool instead of inotify (the automatic choice on NFS).")
 @click.pass_context
 def gateway(
-    ctx: click.Context, listen: str, claim_timeout: float, timeout: float | None, graceful: int, poll: bool
+    ctx: click.Context,
+    listen: str,
+    claim_timeout: float,
+    queue_timeout: float,
+    max_queue: int,
+    timeout: float | None,
+    graceful: int,
+    direct: bool,
+    poll: bool,
 ) -> None:
     """Serve the spool's deployments over HTTP: POST /CID (any method, any /CID/PATH) invokes.
 
@@ -77,7 +107,19 @@ def gateway(
         sys.exit(EXIT_CONFIG)
     waiter = SharedWaiter(paths, poll=True if poll else None)
     payments = SpoolPayments(Store(paths.root), Ledger(paths.root), config)
-    app = GatewayApp(Gateway(paths, settings.max_body, waiter, claim_timeout, timeout, payments))
+    doors = DirectDoors(paths) if direct else None
+    flow = Gateway(
+        paths,
+        settings.max_body,
+        waiter,
+        claim_timeout,
+        timeout,
+        payments,
+        direct=doors,
+        queue_timeout=queue_timeout,
+        max_queue=max_queue,
+    )
+    app = GatewayApp(flow)
     serve(app, sock, graceful=graceful)
 
 

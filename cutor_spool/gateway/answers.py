@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cutor_spool.deployments import idempotency
+from cutor_spool.documents.deployment import Response
 from cutor_spool.documents.status import StatusDocument
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.invocations.answer import Ending, body_of, ending, read_response
@@ -81,9 +82,19 @@ def error_answer(
     return Answer(status, [("Content-Type", "application/json"), *(headers or [])], body, entry_id)
 
 
-def withdrawn(entry_id: str, claim_timeout: float) -> Answer:
-    message = f"no executor took the invocation within {claim_timeout:g}s; it was withdrawn, nothing ran"
+def withdrawn(entry_id: str, why: str) -> Answer:
+    message = f"{why}; it was withdrawn, nothing ran"
     return error_answer(503, message, entry_id, [("Retry-After", RETRY_AFTER)])
+
+
+def response_answer(response: Response, body: bytes, entry_id: str, *, bodiless: bool | None = None) -> Answer:
+    """The program's response as the client gets it (from response.json, or a direct door)."""
+    if response.status < 200:
+        return error_answer(502, f"the program answered with the interim status {response.status}", entry_id)
+    if (not body if bodiless is None else bodiless) and response.status >= 500:
+        return error_answer(response.status, response.reason or "the program gave no answer", entry_id)
+    headers = [(n, v) for n, v in response.headers if n.lower() not in DROPPED]
+    return Answer(response.status, headers, b"" if response.status in (204, 304) else body, entry_id)
 
 
 def answer_of(paths: SpoolPaths, status: StatusDocument, key_file: Path | None) -> Answer:
@@ -94,13 +105,9 @@ def answer_of(paths: SpoolPaths, status: StatusDocument, key_file: Path | None) 
         response = read_response(paths, entry_id)
         if response is None:
             return error_answer(502, f"the invocation ended ({status.outcome}) without a response", entry_id)
-        if response.status < 200:
-            return error_answer(502, f"the program answered with the interim status {response.status}", entry_id)
-        if response.body is None and response.body_base64 is None and response.status >= 500:
-            return error_answer(response.status, response.reason or "the program gave no answer", entry_id)
-        headers = [(n, v) for n, v in response.headers if n.lower() not in DROPPED]
-        body = b"" if response.status in (204, 304) else body_of(response)
-        return Answer(response.status, headers, body, entry_id)
+        return response_answer(
+            response, body_of(response), entry_id, bodiless=response.body is None and response.body_base64 is None
+        )
     if kind == Ending.INVALID:
         problems = [{"where": p.where, "message": p.message} for p in status.errors or []]
         where = problems[0]["where"] if problems else ""

@@ -111,7 +111,10 @@ class GatewayApp:
 
     async def prometheus(self, request: Request) -> Response:
         self.metrics.observe("metrics", 200, 0.0, 0, 0)
-        return PlainTextResponse(self.metrics.text(self.gateway.waiter.waiting), media_type="text/plain; version=0.0.4")
+        doors = self.gateway.direct
+        direct = (doors.served, doors.fell_back) if doors is not None else (0, 0)
+        text = self.metrics.text(self.gateway.waiter.waiting, direct)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def dispatch(self, request: Request) -> Response:
         cid = request.path_params["cid"]

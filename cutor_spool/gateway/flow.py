@@ -34,7 +34,9 @@ from cutor_spool.deployments.requests import (
 )
 from cutor_spool.deployments.store import Store
 from cutor_spool.documents.deployment import InvocationRequest
+from cutor_spool.gateway.admission import Admission
 from cutor_spool.gateway.answers import Answer, Refusal, answer_of, withdrawn
+from cutor_spool.gateway.direct import DIRECT_MAX_BODY, DirectDoors
 from cutor_spool.gateway.waiting import SharedWaiter
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.runner.invocations.answer import final_status
@@ -47,6 +49,8 @@ HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
 IDEMPOTENCY_HEADER = "idempotency-key"
+KNOWN_FOR = 5.0  # seconds a CID found in the store is believed to be there
+_KNOWN_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -81,13 +85,33 @@ class Gateway:
     claim_timeout: float
     timeout: float
     payments: Payments = field(default_factory=NoPayments)
+    direct: DirectDoors | None = None  # the direct path to the warm pools of this host's executors
+    queue_timeout: float = 300.0  # the most an invocation waits in the queue while it moves (admission.py)
+    max_queue: int = 0  # new invocations refused (503) while this many wait unclaimed; 0: no limit
 
     def __post_init__(self) -> None:
         self.store = Store(self.paths.root)
+        self.admission = Admission(self.paths, self.max_queue)
+        self._cids: dict[str, float] = {}  # CIDs the store has, until when we believe it
 
     async def handle(self, http: Request, cid: str, path: str) -> Answer:
         invocation = await self._checked(http, cid, path)
         key = _idempotency_key(http)
+        if key is None and self.direct is not None and _small(http):
+            # The direct path (direct.py): the door checks the payer and charges, in blocks.
+            entry_id = new_request_id()
+            body = await self._body(http)
+            answer = await self.direct.send(entry_id, invocation, body)
+            if answer is not None:
+                return answer
+            return await self._spooled(http, invocation, None, (entry_id, body))
+        return await self._spooled(http, invocation, key, None)
+
+    async def _spooled(
+        self, http: Request, invocation: InvocationRequest, key: str | None, read: tuple[str, bytes] | None
+    ) -> Answer:
+        """The spool path: `read` is the id and body of a request the direct path gave back."""
+        cid = invocation.deployment
         if key is not None:
             invocation = invocation.model_copy(update={"idempotency_key": key})
         payer = await to_thread.run_sync(self.payments.check, Call(http, invocation))
@@ -100,15 +124,43 @@ class Gateway:
                 digest = _Fingerprint(invocation)
                 await self._read_body(http, None, digest)
                 return await self.follow(_same(first, digest.hexdigest()), key_file)
-        entry_id = await self._drop(http, invocation, key_file)
+        full = await self.admission.refusal()
+        if full is not None:
+            return full
+        entry_id = await self._drop(http, invocation, key_file, read)
         return await self.follow(entry_id, key_file)
 
-    async def _checked(self, http: Request, cid: str, path: str) -> InvocationRequest:
-        try:
-            parse_cid(cid)
-        except InvalidCid as exc:
-            raise Refusal(400, str(exc)) from None
+    async def _known(self, cid: str) -> bool:
+        """Whether the store has the CID: a look in a worker thread (the store may be on NFS), the
+        answer kept for KNOWN_FOR seconds when it is yes (a thread hop per request cost the
+        direct path a fifth of its gateway's time; a deployment removed is a 404 that much later)."""
+        now = time.monotonic()
+        if self._cids.get(cid, 0.0) > now:
+            return True
         if not await to_thread.run_sync(self.store.has, cid):
+            return False
+        if len(self._cids) >= _KNOWN_MAX:
+            self._cids.clear()
+        self._cids[cid] = now + KNOWN_FOR
+        return True
+
+    async def _body(self, http: Request) -> bytes:
+        chunks, size = [], 0
+        async for chunk in http.stream():
+            size += len(chunk)
+            http.state.bytes_in = size
+            if size > self.max_body:
+                raise Refusal(413, f"the request's body is above the spool's maximum of {self.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _checked(self, http: Request, cid: str, path: str) -> InvocationRequest:
+        if self._cids.get(cid, 0.0) <= time.monotonic():  # else parsed and found a moment ago
+            try:
+                parse_cid(cid)
+            except InvalidCid as exc:
+                raise Refusal(400, str(exc)) from None
+        if not await self._known(cid):
             raise Refusal(404, f"unknown CID {cid}: no such deployment in this spool")
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))
@@ -125,13 +177,18 @@ class Gateway:
             raise Refusal(413, f"the request's body is above the spool's maximum of {self.max_body} bytes")
         return InvocationRequest(deployment=cid, method=http.method, path=path, query=query, headers=headers)
 
-    async def _drop(self, http: Request, invocation: InvocationRequest, key_file: Path | None) -> str:
-        entry_id = new_request_id()
+    async def _drop(
+        self, http: Request, invocation: InvocationRequest, key_file: Path | None, read: tuple[str, bytes] | None
+    ) -> str:
+        entry_id = new_request_id() if read is None else read[0]
         staging = await to_thread.run_sync(new_staging, self.paths, entry_id)
         keyed = False
         try:
             digest = _Fingerprint(invocation)
-            await self._read_body(http, staging / BODY, digest)
+            if read is None:
+                await self._read_body(http, staging / BODY, digest)
+            else:
+                await to_thread.run_sync(_write_body, staging / BODY, read[1])
             await to_thread.run_sync(finish_staging, staging, invocation)
             if key_file is not None:
                 first = await to_thread.run_sync(idempotency.remember, key_file, entry_id, digest.hexdigest())
@@ -167,11 +224,12 @@ class Gateway:
                 stream.close()
 
     async def follow(self, entry_id: str, key_file: Path | None) -> Answer:
-        """Waits for the entry's end and answers it; 503 when no executor claimed it within the
-        claim timeout (the entry withdrawn, so it never runs unanswered), 504 when our own
-        timeout ran out after the claim."""
+        """Waits for the entry's end and answers it; 503 when no executor claimed it while the
+        queue did not move for the claim timeout, or within the queue timeout (the entry
+        withdrawn, so it never runs unanswered: admission.py), 504 when our own timeout ran out
+        after the claim."""
         started = time.monotonic()
-        claim_deadline = started + self.claim_timeout
+        bound = started + max(self.queue_timeout, self.claim_timeout)
         deadline: float | None = None
         with self.waiter.watching(entry_id) as event:
             while True:
@@ -182,13 +240,21 @@ class Gateway:
                         return await to_thread.run_sync(answer_of, self.paths, status, key_file)
                 elif where == "active" and deadline is None:
                     deadline = time.monotonic() + self.timeout
+                claim_deadline = bound
+                if deadline is None:
+                    moved = await self.waiter.progress.moved_at()
+                    claim_deadline = min(max(started, moved) + self.claim_timeout, bound)
                 now = time.monotonic()
                 if deadline is None and now > claim_deadline:
                     if where == "incoming" and not await to_thread.run_sync(_withdraw, self.paths, entry_id):
                         continue  # claimed just now
                     if key_file is not None:
                         await to_thread.run_sync(idempotency.release, key_file, entry_id)
-                    return withdrawn(entry_id, self.claim_timeout)
+                    if claim_deadline >= bound:
+                        why = f"no executor took the invocation within the queue timeout of {self.queue_timeout:g}s"
+                    else:
+                        why = f"no executor took any invocation for {self.claim_timeout:g}s (the queue did not move)"
+                    return withdrawn(entry_id, why)
                 if deadline is not None and now > deadline:
                     raise Refusal(
                         504,
@@ -226,6 +292,21 @@ def _idempotency_key(http: Request) -> str | None:
     if not key or len(key.encode()) > idempotency.MAX_KEY:
         raise Refusal(400, f"Idempotency-Key must be 1 to {idempotency.MAX_KEY} bytes")
     return key
+
+
+def _small(http: Request) -> bool:
+    """A body the direct path takes: of a known length, at most DIRECT_MAX_BODY (none at all too)."""
+    length = http.headers.get("content-length")
+    if length is None:
+        return "transfer-encoding" not in http.headers
+    return length.isdigit() and int(length) <= DIRECT_MAX_BODY
+
+
+def _write_body(path: Path, body: bytes) -> None:
+    with open(path, "xb") as stream:
+        stream.write(body)
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 def _open_body(path: Path) -> BinaryIO:

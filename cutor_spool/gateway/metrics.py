@@ -32,7 +32,8 @@ class GatewayMetrics:
         self.bytes_in += bytes_in
         self.bytes_out += bytes_out
 
-    def text(self, waiting: int) -> str:
+    def text(self, waiting: int, direct: tuple[int, int] = (0, 0)) -> str:
+        """`direct`: requests the direct path answered, and those it gave to the spool path."""
         out = Exposition()
         out.family(
             "cutor_gateway_requests_total",
@@ -42,6 +43,12 @@ class GatewayMetrics:
         )
         out.family("cutor_gateway_in_flight", "gauge", "invocation requests being handled now", [({}, self.in_flight)])
         out.family("cutor_gateway_waiting", "gauge", "invocations waited for now", [({}, waiting)])
+        out.family(
+            "cutor_gateway_direct_total",
+            "counter",
+            "invocation requests by the direct path: answered by an executor's door, or given to the spool",
+            [({"outcome": "answered"}, direct[0]), ({"outcome": "spool"}, direct[1])],
+        )
         cumulative, samples = 0, []
         for bound, count in zip((*BUCKETS, float("inf")), self.buckets, strict=True):
             cumulative += count

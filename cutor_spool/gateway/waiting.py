@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cutor_spool.gateway.admission import QueueProgress
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.watcher.notify import DirectoryWatch, needs_polling
 
@@ -34,6 +35,7 @@ class SharedWaiter:
         self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watch: DirectoryWatch | None = None
+        self.progress = QueueProgress(paths)  # when the queue last moved (a claim or an ending)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -53,8 +55,10 @@ class SharedWaiter:
     def waiting(self) -> int:
         return sum(len(events) for events in self._events.values())
 
-    def _on_name(self, _directory: Path, name: str) -> None:  # the inotify thread
+    def _on_name(self, directory: Path, name: str) -> None:  # the inotify thread
         if self._loop is not None:
+            if directory == self.paths.invocations.active:
+                self._loop.call_soon_threadsafe(self.progress.moved)
             self._loop.call_soon_threadsafe(self._wake, name.partition(".")[0])
 
     def _on_overflow(self) -> None:

@@ -67,6 +67,8 @@ def _audit_account(journal: Journal, problems: list[str]) -> tuple[State, int, i
         problems.extend(state.apply(record, digest(raw)))
         if record.kind == "settle":
             charged += record.amount
+            if record.items is not None and sum(cost for _, cost in record.items) != record.amount:
+                problems.append(f"{journal.account}: record {seq}: its items do not add up to its charge")
         expected = checkpoints.pop(seq, None)
         if expected is not None and expected != state.to_json():
             problems.append(f"{journal.account}: checkpoint {seq} does not match the journal's state at record {seq}")

@@ -69,7 +69,10 @@ def create_exclusive(tmp_dir: Path, path: Path, data: bytes) -> bool:
 
 
 def encode(record: Record) -> bytes:
-    return (json.dumps(record.model_dump(), sort_keys=True, separators=(",", ":")) + "\n").encode()
+    fields = record.model_dump()
+    if fields.get("items") is None:
+        fields.pop("items", None)  # only a block's settle has them: every other record as it was
+    return (json.dumps(fields, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
 @dataclass

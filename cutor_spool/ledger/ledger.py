@@ -143,12 +143,21 @@ class Ledger:
             raise UnknownHold(f"hold {hold_id} is not live (settled, released or expired)")
         self._write_index(index.model_copy(update={"expires": time.time() + ttl, "seq": live.seq}))
 
-    def settle(self, hold_id: str, cost: int, *, note: str = "") -> Record:
+    def settle(self, hold_id: str, cost: int, *, note: str = "", items: list[tuple[str, int]] | None = None) -> Record:
         """Charges min(cost, the hold's amount) and releases the rest. Idempotent: a hold that has
-        ended already (settled, released, expired) returns the record that ended it, charging nothing."""
+        ended already (settled, released, expired) returns the record that ended it, charging
+        nothing. `items`: a block's requests and their charges, which must add up to `cost`."""
         if cost < 0:
             raise LedgerError(f"a cost must not be negative, not {cost}")
-        return self._end(hold_id, lambda held: {"kind": "settle", "amount": min(cost, held), "note": note})
+        if items is not None and sum(c for _, c in items) != cost:
+            raise LedgerError(f"a block's items add up to {sum(c for _, c in items)}, not {cost}")
+
+        def fields(held: int) -> dict[str, Any]:
+            if items is not None and cost > held:
+                raise LedgerError(f"a block's charges ({cost}) are above its hold ({held})")
+            return {"kind": "settle", "amount": min(cost, held), "note": note, "items": items}
+
+        return self._end(hold_id, fields)
 
     def release(self, hold_id: str, *, reason: str) -> Record:
         """Ends the hold charging nothing (the system failed the request). Idempotent."""
@@ -266,6 +275,35 @@ class Ledger:
             seen = Seen(index.hold_id, index.since, journal).upto(journal.load().seq)
             if seen.last_hold is None:  # a writer died before its hold's record: nothing to keep
                 self._unlink_index(index.hold_id)
+
+    def prune_holds(self, now: float, older_than: float) -> int:
+        """Removes the indexes of holds that ended (settled, released, expired) and were last
+        written more than `older_than` seconds before `now`: the journal keeps their records, and
+        after that time no retry of their entry is expected (an index found gone makes a new hold
+        of the same id a new hold). A live hold's index stays, whatever its age. Idempotent: any
+        number of executors may run it at once. Returns how many it removed."""
+        removed = 0
+        states: dict[str, State | None] = {}
+        for path in _listdir(self.holds):
+            try:
+                if path.lstat().st_mtime >= now - older_than:
+                    continue
+            except FileNotFoundError:
+                continue
+            index = self._read_index(path)
+            if index is None or index.seq is None:
+                continue  # not an index (`ledger audit` says so), or a dead writer's (`_sweep`)
+            if index.account not in states:
+                try:
+                    states[index.account] = self.journal(index.account).load()
+                except LedgerError:
+                    states[index.account] = None
+            state = states[index.account]
+            if state is None or index.hold_id in state.holds or path.name != f"{index.hold_id}.json":
+                continue
+            self._unlink_index(index.hold_id)
+            removed += 1
+        return removed
 
     def audit(self) -> AuditReport:
         from cutor_spool.ledger.audit import audit

@@ -68,7 +68,9 @@ class Record(_Document):
     """One entry of an account's journal, `accounts/<account>/journal/<chunk>/<seq>.json`.
 
     `amount`: a deposit's credit, a hold's reservation, a settlement's charge, 0 for a release.
-    `held`: for a settle or release, the amount of the hold it ends. `prev` is the SHA-256 of the
+    `held`: for a settle or release, the amount of the hold it ends. `items`: a settle of a block
+    of requests (the direct path, runner/invocations/blocks.py): each request's id and charge,
+    which add up to `amount` (`ledger audit` checks). `prev` is the SHA-256 of the
     previous record's bytes ("" for the first), so that an edited record breaks the chain."""
 
     seq: int = Field(ge=1)
@@ -82,6 +84,7 @@ class Record(_Document):
     holder: str = ""
     reason: str = ""
     note: str = ""
+    items: list[tuple[str, int]] | None = None  # a block's settle: (invocation id, its charge) each
     time: float
     after: Totals
 

@@ -173,12 +173,14 @@ class Housekeeping:
     the maintenance thread): holds whose holder died and that nobody needed the funds of are
     expired (their funds come back to the balance: `hold` also expires them on demand), and the
     nonces of signatures too old to be accepted again are forgotten, and so are Idempotency-Keys
-    older than `deployments.idempotency_ttl`. Any executor may run it;
-    both are idempotent, so many doing it at once only repeat each other."""
+    older than `deployments.idempotency_ttl`, and so are the indexes (`ledger/holds/`) of holds
+    that ended more than `hold_ttl` seconds ago (the journal keeps their records). Any executor
+    may run it; all are idempotent, so many doing it at once only repeat each other."""
 
     ledger: Ledger
     nonces: NonceStore
     keys: Callable[[float], object] = lambda _now: None  # forgets old Idempotency-Keys
+    hold_ttl: float | None = None  # None: hold indexes are kept
     interval: float = 60.0
     _next: float = 0.0
 
@@ -190,3 +192,5 @@ class Housekeeping:
         self.ledger.expire(now)
         self.nonces.sweep(now)
         self.keys(now)
+        if self.hold_ttl is not None:
+            self.ledger.prune_holds(now, self.hold_ttl)

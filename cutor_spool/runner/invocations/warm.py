@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from cutor_spool.config import StageKind
 from cutor_spool.deployments.manifest import ServerSpec
@@ -50,6 +50,7 @@ from cutor_spool.watcher.cancel import Cancelled
 log = logging.getLogger(__name__)
 
 WARM_RESULT = "warm.json"
+T = TypeVar("T")
 _TICK = 0.05  # the housekeeping thread: deadlines of requests in flight, idle instances
 
 
@@ -96,6 +97,26 @@ class WarmPool:
                     return
                 self._stop(instance, instance.stopped or "it ended")
         raise SystemFailure(f"no warm instance of {deployment.cid} stayed up long enough to serve the request")
+
+    def exchange_live(
+        self, cid: str, request: InvocationRequest, body: bytes, pay: Callable[[Instance], T], *, wait: float
+    ) -> tuple[Response, dict[str, Any], T] | None:
+        """The direct path (direct.py): one exchange with the deployment's live instance, `pay`
+        called once the instance is this request's (it raises to refuse it, before the exchange).
+        None when there is no live instance or it stayed busy for `wait` seconds: the caller
+        falls back to the spool, which starts one."""
+        with self._lock:
+            inst = self._instances.get(cid)
+        if inst is None or not inst.busy.acquire(timeout=wait):
+            return None
+        try:
+            if inst.stopped is not None or inst.ended.is_set():
+                return None
+            paid = pay(inst)
+            response, _outcome, record = self._request(inst, request, body)
+            return response, record, paid
+        finally:
+            inst.busy.release()
 
     def _answer(self, reporter: Reporter, response: Response, outcome: Outcome, record: dict[str, Any]) -> None:
         reporter.write(WARM_RESULT, record)

@@ -46,6 +46,7 @@ from cutor_spool.errors import ConfigError, CutorError
 from cutor_spool.layout import INVOCATIONS
 from cutor_spool.runner.invocations.build import build, record_build
 from cutor_spool.runner.invocations.context import Refused, Services
+from cutor_spool.runner.invocations.direct import DirectDoor
 from cutor_spool.runner.invocations.payment import Housekeeping, release
 from cutor_spool.runner.invocations.run import BuildPending, invoke
 from cutor_spool.runner.invocations.warm import WarmPool
@@ -88,6 +89,7 @@ class InvocationWorker(QueueWorker[InvocationJob]):
         key = server_key or self.config.deployments.server_key
         self.server_key_path = Path(key) if key else None
         self.services: Services | None = None
+        self.door: DirectDoor | None = None
 
     def setup(self) -> None:
         """After the executor's setup: its pipeline is this worker's."""
@@ -110,11 +112,18 @@ class InvocationWorker(QueueWorker[InvocationJob]):
         # -- warm servers (warm.py): a pool of instances, each holding a slot the queues leave free
         spare = self.config.sandbox.slots - self.executor.concurrency - self.concurrency
         self.services.warm = WarmPool(pipeline, capacity=spare)
+        # -- the direct door (direct.py): gateways on this host reach the live instances directly
+        worker, state_dir = self.executor.identity.worker_id, self.executor.state_dir
+        self.door = DirectDoor(self.services, self.services.warm, worker_id=worker, state_dir=state_dir)
+        self.door.start()
         ttl, paths = self.config.deployments.idempotency_ttl, self.paths
         keys = functools.partial(idempotency.prune, paths, ttl=ttl)
-        self.maintenance.periodic.append(Housekeeping(self.services.ledger, self.services.nonces, keys))
+        housekeeping = Housekeeping(self.services.ledger, self.services.nonces, keys, hold_ttl=ttl)
+        self.maintenance.periodic.append(housekeeping)
 
     def _draining(self) -> None:
+        if self.door is not None:  # before the warm servers: its requests end, its blocks settled
+            self.door.close()
         if self.services is not None and self.services.warm is not None:  # warm servers: stopped
             self.services.warm.close()
 
