@@ -30,7 +30,7 @@ from docker_image.fixtures import IMAGE, start_engine_and_build
 
 from cutor_spool.limits import Limits
 from cutor_spool.runner.execsize import SANDBOX_MARGIN, exec_room, exec_size, own_stack
-from cutor_spool.runner.slots import LOCK_DIR, SlotPool
+from cutor_spool.runner.slots import LOCK_DIR, ProcessInfo, SlotPool, processes_of
 
 OTHER_USER = 65534
 LIMITS = Limits(
@@ -315,3 +315,56 @@ def test_an_orphaned_sandbox_init_is_reaped_at_once_not_left_to_the_hosts_pid_1(
     assert seen["again"] == seen["uid"] and seen["left"] == []
     assert "leftover" not in done.stderr, done.stderr
     assert seen["took"] < 0.5, f"the slot waited {seen['took']:.2f} s for its leftovers"
+
+
+# A worker with a stage running, then SIGKILLed (what Slurm does to a pilot after KillWait): every
+# process of the stage must go with it, as bubblewrap's --die-with-parent makes them.
+DIES_MID_STAGE = """
+import sys, time
+from dataclasses import replace
+from pathlib import Path
+from cutor_spool.config import DEFAULT_LIMITS
+from cutor_spool.limits import Limits
+from cutor_spool.runner.bwrap import BubblewrapBackend
+from cutor_spool.runner.sandbox import PIPE
+from cutor_spool.runner.slots import SlotPool
+from cutor_spool.runner.stage import StageSpec
+
+state, warm = Path(sys.argv[1]), sys.argv[2] == "warm"
+pool = SlotPool(uid_base=61950, count=1, work_size=16 << 20, state_dir=state)
+backend = BubblewrapBackend(state_dir=state, uid_base=61950, slots=1, tmp_size=16 << 20, warm=warm)
+assert (backend.trees is not None) == warm
+slot = pool.acquire()
+box = backend.open(slot, "dies")
+limits = replace(Limits.from_spec(DEFAULT_LIMITS), wall_time=120)
+script = ("/bin/sh", "-c", "sleep 97.25 & touch started; exec sleep 97.5")
+stage = box.spawn(StageSpec("run", script, limits), stdout=PIPE)
+while not (slot.work / "started").exists():
+    time.sleep(0.01)
+print(slot.uid, flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("construction", ["warm", "bwrap"])
+def test_a_stage_dies_with_its_worker_on_either_construction(run_dir: Path, construction: str) -> None:
+    """SIGKILL leaves no handler: what ends the stage is the kernel's parent-death signal, which a
+    change of uid clears (prctl(2)). A warm slot's pid 1 drops to the slot's uid after setting it,
+    so it must set it again: without, the stage's pid 1 and its job outlived the worker (seen with
+    Slurm's SIGKILL of a pilot)."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", DIES_MID_STAGE, str(run_dir), construction], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None
+        uid = int(worker.stdout.readline())
+        assert any(_sleeps(uid)), "the stage's sleeps are running"
+    finally:
+        worker.kill()
+        worker.wait()
+    wait_until(lambda: not any(_sleeps(uid)), 10, "no process of the stage left")
+
+
+def _sleeps(uid: int) -> list[int]:
+    """The slot uid's live (not zombie) processes."""
+    return [pid for pid in processes_of(uid) if (info := ProcessInfo.of(pid)) is not None and info.state != "Z"]

@@ -342,13 +342,18 @@ static int attach(int tree, const char *where) {
    of its own, loopback up. (bubblewrap binds /proc/sys, /proc/irq and /proc/bus read-only over
    themselves, for a job that has capabilities in its user namespace; this one has none anywhere,
    and those files are root's: it may write there only what any user of the host may.) */
-static int inside(const struct warm *w) {
+static int inside(const struct warm *w, int alive) {
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) return fail("mount", "/proc", errno);
     if (setsid() < 0) return fail("setsid", "stage", errno);
     if (!w->net && w->netns < 0 && loopback_up() != 0) return fail("loopback", "up", errno);
     if (chdir("/work") != 0) return fail("chdir", "/work", errno);
     if (w->env >= 0 && read_env(w->env)) return 125;
     if (drop_user(w->uid, w->gid, "stage")) return 125;
+    /* The uid change cleared the parent-death signal (prctl(2)): set it again, then see that the
+       parent (this stage's monitor, which dies with the worker) did not go in between. */
+    struct pollfd gone = {.fd = alive, .events = POLLIN};
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || poll(&gone, 1, 0) != 0) return 125;
+    close(alive);
     /* keyring=yes (a filter that lets the job use keyrings): they are the uid's across the host (no
        user namespace here), so a new session keyring (not the worker's), and the user's,
        user-session and persistent keyrings emptied of what an earlier stage left. */
@@ -408,8 +413,7 @@ static int enter(const struct warm *w, int *status) {
         close(w->status); /* the worker sees its end once the parent has written the child's pid */
         struct pollfd gone = {.fd = alive[0], .events = POLLIN};
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || poll(&gone, 1, 0) != 0) return *status = 125, 1;
-        close(alive[0]);
-        if ((*status = inside(w)) != 0) return 1;
+        if ((*status = inside(w, alive[0])) != 0) return 1;
         close(w->ns), close(w->env), close(w->seccomp), close(w->netns);
         return 0;
     }

@@ -28,6 +28,7 @@ import socket
 import struct
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from cutor_spool.atomic import write_json
 from cutor_spool.deployments.errors import DeploymentError
 from cutor_spool.deployments.spec import Deployment, load_deployment
 from cutor_spool.documents.deployment import InvocationRequest
+from cutor_spool.errors import CutorError
 from cutor_spool.ledger import InsufficientFunds, Ledger, cost_of, format_amount
 from cutor_spool.runner.invocations.blocks import BlockBook
 from cutor_spool.runner.invocations.context import Refused, Services
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 BUSY_WAIT = 1.0  # seconds a request waits for its busy instance before it takes the spool path
 REFUSED_STATUS = {"signature": 401, "payer": 402, "request": 400, "body": 413}
 _TICK = 0.1
+PUBLISH_RETRY = 5.0  # seconds between tries to name the door in a spool that refused it
 _SOCKET_MAX = 100  # sun_path is 108 bytes
 
 
@@ -69,6 +72,8 @@ class DirectDoor:
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._published = False  # its record is in invocations/doors/
+        self._retry_at = 0.0  # when to try naming it again (monotonic)
 
     # -- its life ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -90,10 +95,25 @@ class DirectDoor:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-        self.record.parent.mkdir(parents=True, exist_ok=True)
-        _forget_dead(self.record.parent)
-        write_json(self.record, {**here(), "socket": self.address, "pid": os.getpid()})
+        self._published = self._publish()
         log.info("direct door open on %s", self.address)
+
+    def _publish(self) -> bool:
+        """Names the door in the spool for the gateways of this host. A spool that cannot take it
+        (a full disk, a lost mount) does not stop the executor: requests take the spool path, as
+        with no door, and the sweeper tries again."""
+        try:
+            self.record.parent.mkdir(parents=True, exist_ok=True)
+            _forget_dead(self.record.parent)
+            write_json(self.record, {**here(), "socket": self.address, "pid": os.getpid()})
+        except (OSError, CutorError) as exc:
+            if self._retry_at == 0.0:  # once, not at every try
+                log.warning("the direct door cannot be named in the spool yet (%s): gateways use the spool path", exc)
+            self._retry_at = time.monotonic() + PUBLISH_RETRY
+            return False
+        if self._retry_at:
+            log.info("the direct door is named in the spool now")
+        return True
 
     def close(self) -> None:
         """No new requests; those in flight end; every block settled. Before the pool closes."""
@@ -117,6 +137,8 @@ class DirectDoor:
     def _sweep(self) -> None:
         while not self._closing.is_set():
             self.book.wake.wait(_TICK)
+            if not self._published and time.monotonic() >= self._retry_at:
+                self._published = self._publish()
             try:
                 self.book.sweep()
             except Exception:  # a failed settle is logged by the book; this thread goes on
