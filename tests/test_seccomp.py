@@ -26,7 +26,8 @@ from cutor_spool.config import DEFAULT_LIMITS, SeccompAction, SeccompConfig, Spo
 from cutor_spool.errors import ConfigError
 from cutor_spool.limits import Limits
 from cutor_spool.runner import seccomp
-from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapLayout, bwrap_argv
+from cutor_spool.runner.bwrap import BubblewrapBackend
+from cutor_spool.runner.bwrap_layout import BwrapLayout, bwrap_argv
 from cutor_spool.runner.docker import DockerBackend
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus, classify
