@@ -7,7 +7,7 @@ A stage's limits are layered: the spool's `limits.default`, then the spool's per
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, WithJsonSchema, field_validator
@@ -129,14 +129,14 @@ class Limits:
 
     def over(self, *layers: LimitsSpec | None) -> Limits:
         """These limits with each layer's set keys applied in turn."""
-        merged = asdict(self)
+        merged = dict(self.__dict__)  # its fields: numbers only (asdict's deep copy is 10x slower)
         for layer in layers:
             if layer is not None:
                 merged.update(layer.values())
         return Limits(**merged)
 
     def to_json(self) -> dict[str, float | int]:
-        return asdict(self)
+        return dict(self.__dict__)
 
     @classmethod
     def from_spec(cls, spec: LimitsSpec) -> Limits:
