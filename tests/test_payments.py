@@ -223,7 +223,7 @@ def test_the_executors_housekeeping_gives_back_a_dead_holders_funds_and_forgets_
     bucket = spool / "ledger" / "nonces"
     assert any(bucket.rglob("*")) and ledger.balance(payer_key.public).available == 400_000
     wait_until(lambda: time.time() > ledger.history(payer_key.public)[-1].expires, 5, "the hold's expiry")  # type: ignore[operator]
-    Housekeeping(ledger, nonces, interval=0)()
+    Housekeeping(ledger, nonces)()
     assert ledger.balance(payer_key.public).available == 1_000_000
     assert [r.kind for r in ledger.history(payer_key.public)] == ["deposit", "hold", "release"]
     assert not [p for p in bucket.rglob("*") if p.is_file()]
@@ -249,7 +249,7 @@ def test_the_executors_housekeeping_prunes_the_indexes_of_holds_that_ended_long_
     os.utime(holds / "stray.txt", (long_ago, long_ago))
     history = ledger.history(account)
 
-    Housekeeping(ledger, NonceStore(spool, max_age=1), interval=0, hold_ttl=3600)()
+    Housekeeping(ledger, NonceStore(spool, max_age=1), hold_ttl=3600)()
     assert sorted(os.listdir(holds)) == ["live.json", "recent.json", "stray.txt"]
     assert ledger.history(account) == history
     assert ledger.settle("live", 30_000).amount == 30_000

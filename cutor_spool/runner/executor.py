@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from cutor_spool.runner.sandbox import Backend
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool, pinned_cpus
 from cutor_spool.watcher.callbacks import Outbox
 from cutor_spool.watcher.endings import Ending
-from cutor_spool.watcher.maintenance import Active
+from cutor_spool.watcher.maintenance import Active, Every
 from cutor_spool.watcher.queue import Claim
 from cutor_spool.watcher.worker import QueueWorker
 
@@ -77,15 +76,10 @@ class Executor(QueueWorker[Reporter]):
         # after this one, run in threads of their own, stopped by the same signals, and waited
         # for before the backend closes.
         self.companions: list[QueueWorker[Any]] = []
-        self._next_prune = 0.0
         self._companion_threads: list[threading.Thread] = []
 
     def _prune_generated(self) -> None:
-        """At most every PRUNE_GENERATED seconds: the host's generated inputs, under their cap."""
-        now = time.monotonic()
-        if now < self._next_prune:
-            return
-        self._next_prune = now + PRUNE_GENERATED
+        """The host's generated inputs, under their cap."""
         removed = generated.prune(self.state_dir / "generated", self.config.sandbox.generated_cache)
         if removed:
             log.info("generated inputs: %d least recently used removed (sandbox.generated_cache)", removed)
@@ -118,7 +112,7 @@ class Executor(QueueWorker[Reporter]):
         except Exception:
             log.exception("cleaning up after dead workers failed; retrying every heartbeat")
         self.maintenance.periodic.append(sweep)
-        self.maintenance.periodic.append(self._prune_generated)
+        self.maintenance.periodic.append(Every(PRUNE_GENERATED, self._prune_generated))
         for companion in self.companions:
             companion.setup()
             companion.ready = True

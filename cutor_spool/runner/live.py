@@ -108,7 +108,7 @@ class _Writer:
         with self._lock:
             self._views.add(view)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="live-output", daemon=True)
+                self._thread = threading.Thread(target=self._loop, name="background-writer", daemon=True)
                 self._thread.start()
 
     def discard(self, view: View) -> None:

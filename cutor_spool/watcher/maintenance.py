@@ -41,6 +41,24 @@ MESSAGE_CHARS = 500  # of the last unexpected error's message, in the heartbeat
 
 
 @dataclass
+class Every:
+    """A periodic job run at most once per `interval` seconds (the maintenance thread ticks at
+    every heartbeat): the workers' retention, the executors' housekeeping of payments and of the
+    generated inputs."""
+
+    interval: float
+    job: Callable[[], object]
+    _next: float = 0.0
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval
+        self.job()
+
+
+@dataclass
 class Active:
     claim: Claim
     cancel: Cancelled

@@ -23,7 +23,6 @@ import logging
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,20 +129,16 @@ def _remove_leftovers(paths: SpoolPaths, now: float) -> None:
 
 
 class Retention:
-    """The workers' own pruning: at most once per `interval` seconds per worker, from the
-    maintenance thread. Several workers pruning at once is safe (see the module's docstring)."""
+    """The workers' own pruning, from the maintenance thread (at most once per
+    `retention.interval`: maintenance.Every). Several workers pruning at once is safe (see the
+    module's docstring)."""
 
-    def __init__(self, paths: SpoolPaths, *, older_than: float, keep_failed: bool, interval: float) -> None:
+    def __init__(self, paths: SpoolPaths, *, older_than: float, keep_failed: bool) -> None:
         self.paths = paths
         self.older_than = older_than
         self.keep_failed = keep_failed
-        self.interval = interval
-        self._next = 0.0
 
     def __call__(self) -> None:
-        if time.monotonic() < self._next:
-            return
-        self._next = time.monotonic() + self.interval
         pruned = prune(self.paths, older_than=self.older_than, keep_failed=self.keep_failed)
         if pruned.removed:
             log.info("retention: removed %d finished submission(s), %d bytes", len(pruned.removed), pruned.freed)

@@ -49,7 +49,7 @@ from cutor_spool.watcher.endings import Cause, Ending, refusal
 from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.lifecycle import STRICT_ENV, Signals, spool_paths, strict_mode
 from cutor_spool.watcher.lost import protect_from_oom
-from cutor_spool.watcher.maintenance import Active, Maintenance
+from cutor_spool.watcher.maintenance import Active, Every, Maintenance
 from cutor_spool.watcher.notify import needs_polling
 from cutor_spool.watcher.pilot import Pilot
 from cutor_spool.watcher.priority import lane_value, marker_priority
@@ -124,14 +124,8 @@ class QueueWorker(ABC, Generic[Job]):
             )
             retention = self.config.retention
             if retention.older_than is not None:  # spool.yaml's `retention:`: every process prunes done/
-                self.maintenance.periodic.append(
-                    Retention(
-                        self.paths,
-                        older_than=retention.older_than,
-                        keep_failed=retention.keep_failed,
-                        interval=retention.interval,
-                    )
-                )
+                pruning = Retention(self.paths, older_than=retention.older_than, keep_failed=retention.keep_failed)
+                self.maintenance.periodic.append(Every(retention.interval, pruning))
         if self.cancellable:
             self.maintenance.cancels = self.paths.cancels
         self.ready = False

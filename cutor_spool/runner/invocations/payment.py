@@ -167,10 +167,13 @@ def release(ledger: Ledger, entry_id: str, reason: str) -> bool:
     return True
 
 
+HOUSEKEEPING = 60.0  # seconds between two rounds of Housekeeping
+
+
 @dataclass
 class Housekeeping:
-    """A maintenance job of the executors that serve invocations (every `interval` seconds, on
-    the maintenance thread): holds whose holder died and that nobody needed the funds of are
+    """A maintenance job of the executors that serve invocations (every HOUSEKEEPING seconds,
+    on the maintenance thread: maintenance.Every): holds whose holder died and that nobody needed the funds of are
     expired (their funds come back to the balance: `hold` also expires them on demand), and the
     nonces of signatures too old to be accepted again are forgotten, and so are Idempotency-Keys
     older than `deployments.idempotency_ttl`, and so are the indexes (`ledger/holds/`) of holds
@@ -181,14 +184,9 @@ class Housekeeping:
     nonces: NonceStore
     keys: Callable[[float], object] = lambda _now: None  # forgets old Idempotency-Keys
     hold_ttl: float | None = None  # None: hold indexes are kept
-    interval: float = 60.0
-    _next: float = 0.0
 
     def __call__(self) -> None:
         now = time.time()
-        if now < self._next:
-            return
-        self._next = now + self.interval
         self.ledger.expire(now)
         self.nonces.sweep(now)
         self.keys(now)

@@ -47,13 +47,13 @@ from cutor_spool.layout import INVOCATIONS
 from cutor_spool.runner.invocations.build import build, record_build
 from cutor_spool.runner.invocations.context import Refused, Services
 from cutor_spool.runner.invocations.direct import DirectDoor
-from cutor_spool.runner.invocations.payment import Housekeeping, release
+from cutor_spool.runner.invocations.payment import HOUSEKEEPING, Housekeeping, release
 from cutor_spool.runner.invocations.run import BuildPending, invoke
 from cutor_spool.runner.invocations.warm import WarmPool
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.tree import Problem
 from cutor_spool.watcher.endings import Ending
-from cutor_spool.watcher.maintenance import Active
+from cutor_spool.watcher.maintenance import Active, Every
 from cutor_spool.watcher.queue import Claim
 from cutor_spool.watcher.worker import QueueWorker
 
@@ -119,7 +119,7 @@ class InvocationWorker(QueueWorker[InvocationJob]):
         ttl, paths = self.config.deployments.idempotency_ttl, self.paths
         keys = functools.partial(idempotency.prune, paths, ttl=ttl)
         housekeeping = Housekeeping(self.services.ledger, self.services.nonces, keys, hold_ttl=ttl)
-        self.maintenance.periodic.append(housekeeping)
+        self.maintenance.periodic.append(Every(HOUSEKEEPING, housekeeping))
 
     def _draining(self) -> None:
         if self.door is not None:  # before the warm servers: its requests end, its blocks settled
