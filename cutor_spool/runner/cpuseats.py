@@ -52,7 +52,7 @@ class CpuSeats:
         with self._chosen() as fd:
             counts = self._counts(fd)
             cpu = min(self.cpus, key=lambda c: (counts[c], self._on_core(c, counts), c))
-            mine = os.open(self.table, os.O_RDWR | os.O_CLOEXEC)
+            mine = self._open()  # a descriptor of its own: the seat's lock lives as long as it
             try:
                 for k in range(SEATS):
                     if _lock(mine, cpu * SEATS + k):

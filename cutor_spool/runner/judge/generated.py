@@ -165,26 +165,19 @@ def prune(directory: Path, cap: int) -> int:
             locks.append(item.name)
         elif item.name.startswith("."):
             if now - st.st_mtime > ABANDONED:
-                _unlink(directory / item.name)
+                (directory / item.name).unlink(missing_ok=True)
         else:
             entries.append((st.st_mtime, st.st_size, item.name))
     total, removed = sum(size for _, size, _ in entries), 0
     for _, size, name in sorted(entries):
         if total <= cap:
             break
-        _unlink(directory / name)
+        (directory / name).unlink(missing_ok=True)
         total, removed = total - size, removed + 1
     for lock in locks:  # one removed while another executor opens it: that key is made twice, alike
         if not (directory / lock.removesuffix(".lock")).exists():
             _unlink_unheld(directory / lock)
     return removed
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _unlink_unheld(path: Path) -> None:
@@ -199,8 +192,6 @@ def _unlink_unheld(path: Path) -> None:
         os.close(fd)
         return
     try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+        path.unlink(missing_ok=True)
     finally:
         os.close(fd)
