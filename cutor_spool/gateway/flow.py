@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -145,14 +146,20 @@ class Gateway:
         return True
 
     async def _body(self, http: Request) -> bytes:
-        chunks, size = [], 0
+        return b"".join([chunk async for chunk in self._chunks(http)])
+
+    async def _chunks(self, http: Request) -> AsyncIterator[bytes]:
+        """The body's chunks as they come, counted (`bytes_in`), 413 once above the maximum."""
+        size = 0
         async for chunk in http.stream():
             size += len(chunk)
             http.state.bytes_in = size
             if size > self.max_body:
-                raise Refusal(413, f"the request's body is above the spool's maximum of {self.max_body} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+                raise self._too_large()
+            yield chunk
+
+    def _too_large(self) -> Refusal:
+        return Refusal(413, f"the request's body is above the spool's maximum of {self.max_body} bytes")
 
     async def _checked(self, http: Request, cid: str, path: str) -> InvocationRequest:
         if self._cids.get(cid, 0.0) <= time.monotonic():  # else parsed and found a moment ago
@@ -174,7 +181,7 @@ class Gateway:
             raise Refusal(400, str(exc)) from None
         length = http.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise Refusal(413, f"the request's body is above the spool's maximum of {self.max_body} bytes")
+            raise self._too_large()
         return InvocationRequest(deployment=cid, method=http.method, path=path, query=query, headers=headers)
 
     async def _drop(
@@ -207,13 +214,8 @@ class Gateway:
     async def _read_body(self, http: Request, target: Path | None, digest: _Fingerprint) -> None:
         """Streams the body into `target` (None: only hashes it), 413 once above the maximum."""
         stream = None if target is None else await to_thread.run_sync(_open_body, target)
-        written = 0
         try:
-            async for chunk in http.stream():
-                written += len(chunk)
-                http.state.bytes_in = written
-                if written > self.max_body:
-                    raise Refusal(413, f"the request's body is above the spool's maximum of {self.max_body} bytes")
+            async for chunk in self._chunks(http):
                 digest.body.update(chunk)
                 if chunk and stream is not None:
                     await to_thread.run_sync(stream.write, chunk)
