@@ -173,12 +173,13 @@ HOUSEKEEPING = 60.0  # seconds between two rounds of Housekeeping
 @dataclass
 class Housekeeping:
     """A maintenance job of the executors that serve invocations (every HOUSEKEEPING seconds,
-    on the maintenance thread: maintenance.Every): holds whose holder died and that nobody needed the funds of are
-    expired (their funds come back to the balance: `hold` also expires them on demand), and the
-    nonces of signatures too old to be accepted again are forgotten, and so are Idempotency-Keys
-    older than `deployments.idempotency_ttl`, and so are the indexes (`ledger/holds/`) of holds
-    that ended more than `hold_ttl` seconds ago (the journal keeps their records). Any executor
-    may run it; all are idempotent, so many doing it at once only repeat each other."""
+    on the maintenance thread: maintenance.Every): holds whose holder died and that nobody needed
+    the funds of are expired (their funds come back to the balance: `hold` also expires them on
+    demand), and the nonces of signatures too old to be accepted again are forgotten, and so are
+    Idempotency-Keys older than `deployments.idempotency_ttl`, and so are the indexes
+    (`ledger/holds/`) of holds that ended more than `hold_ttl` seconds ago (the journal keeps
+    their records). Any executor may run it; all are idempotent, so many doing it at once only
+    repeat each other."""
 
     ledger: Ledger
     nonces: NonceStore
