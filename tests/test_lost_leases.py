@@ -197,12 +197,17 @@ def may_lower_oom_score() -> bool:
 
 
 def poison_runner(spool: Path) -> int | None:
-    """The pid of the worker that runs the poison job's stage, if one does."""
+    """The pid of the worker that runs the poison job's stage, if one does. The status must be the
+    lease's own claim's: the entry carries the killed claim's "running" status into its next claim,
+    and a stand-in that acted on it would kill the claim that refuses the poison (past the cap),
+    which no job could do."""
     for claim in (spool / "active").glob("poison.*"):
         try:
-            if json.loads((claim / "result" / "status.json").read_text())["state"] != "running":
+            status = json.loads((claim / "result" / "status.json").read_text())
+            lease = json.loads((claim / ".lease").read_text())
+            if status["state"] != "running" or status["attempts"] != lease["attempt"]:
                 continue
-            return int(json.loads((claim / ".lease").read_text())["pid"])
+            return int(lease["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return None
@@ -287,7 +292,9 @@ def test_chaos_with_the_defaults_ends_every_innocent_job_done_and_the_poison_in_
     # The poison took a worker down at every claim, up to the cap, and then ended in error.
     status = result(spool, "poison")
     assert status["state"] == "error"
-    assert lost["poison"] == defaults.max_lost_leases and fleet.kills["poison"] >= 1
+    # Its stage never ran past the cap; a refusing claim's worker may still be hit by the chaos
+    # killer, which adds a lost lease after the cap (the next claim refuses it again).
+    assert 1 <= fleet.kills["poison"] <= defaults.max_lost_leases <= lost["poison"]
     assert f"gave up after {defaults.max_lost_leases} claims whose worker died" in status["reason"]
 
 
