@@ -93,6 +93,12 @@ def stamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+# A claim already under way when the urgent one is dropped, before the executor has seen it
+# (inotify, then its finder's next look), may still land after the drop: seen 1 ms after it. A
+# backlog that held the urgent one would claim past this, stage after stage (10 ms or more each).
+SEEN = 0.005
+
+
 @pytest.mark.slow
 def test_a_low_backlog_of_10000_does_not_hold_a_new_high_one(spool: Path, tmp_path: Path, executors: Any) -> None:
     marker = json.dumps({"at": 0, "priority": -10})
@@ -121,7 +127,7 @@ def test_a_low_backlog_of_10000_does_not_hold_a_new_high_one(spool: Path, tmp_pa
     for name in os.listdir(spool / "done"):
         if name.startswith("backlog-"):
             states = json.loads((spool / "done" / name / "result" / "status.json").read_text())["states"]
-            if dropped < stamp(states["claimed"]) < claimed:
+            if dropped + SEEN < stamp(states["claimed"]) < claimed:
                 overtook.append(name)
-    assert overtook == []  # only the stage running when it was dropped came before it
+    assert overtook == []  # only the stages running or being claimed when it was dropped came before it
     assert len(os.listdir(spool / "incoming")) > 9000  # the backlog was still there

@@ -13,6 +13,7 @@ over in milliseconds, before the writer's first tick.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Protocol
 
 from cutor_spool.atomic import make_dir, write_bytes, write_json
 from cutor_spool.errors import CutorError
+
+log = logging.getLogger(__name__)
 
 LIVE_DIR = "live"
 LIVE_CAP = 64 * 1024
@@ -116,12 +119,23 @@ class _Writer:
             self._views.discard(view)
 
     def _loop(self) -> None:
+        # Nothing may end this thread: statuses held back would never be written. A failure is
+        # logged once per kind and the next tick tries again. The tick waits on an Event, as the
+        # heartbeat does, not with time.sleep: under libfaketime (tests/test_clock_skew.py) a
+        # sleep's absolute deadline is shifted by the fake offset, and a 0.1 s tick lasted minutes.
+        failed: set[str] = set()
+        tick = threading.Event()
         while True:
-            time.sleep(self.interval)
-            with self._lock:
-                views = list(self._views)
-            for view in views:
-                view.write_now()
+            try:
+                tick.wait(self.interval)
+                with self._lock:
+                    views = list(self._views)
+                for view in views:
+                    view.write_now()
+            except Exception as exc:  # see above
+                if type(exc).__name__ not in failed:
+                    failed.add(type(exc).__name__)
+                    log.exception("the background writer's tick failed; it carries on")
 
 
 BACKGROUND = _Writer(TICK)

@@ -223,7 +223,7 @@ class Pipeline:
         plan, runner, reporter = context.plan, context.runner, context.reporter
         if plan.compile is None:
             return None
-        reporter.transition(State.COMPILING)
+        reporter.transition(State.COMPILING, defer=True)
         command, files = runner.script_command(plan.compile)
         output = runner.run(runner.spec("compile", command, plan.limits[StageKind.COMPILE], files=files))
         reporter.stage("compile", output)

@@ -6,11 +6,12 @@ The state machine (DESIGN section 4, the seeds' status flow and the judge diagra
            -> [compiling -> compiled] -> running | testing -> done | invalid | error
 
 `status.json` is rewritten atomically at each transition, with a timestamp per state reached;
-`events.jsonl` is append-only (transitions and messages, every attempt's). Some states are
-held back (`defer`): `claimed`, and the judge's `testing` of each test. Their status.json and event
-line go to disk with the next write, or at the next tick of the process's background writer
-(live.py, every `live.TICK`), so a reader lags at most that much behind a slow step, while a
-fast one costs no file of its own: one status.json and one append fewer per submission and per
+`events.jsonl` is append-only (transitions and messages, every attempt's). The states that
+mark a step's start are held back (`defer`): `claimed`, `compiling`, `running`, and the judge's
+`testing` of each test. Their status.json and event line go to disk with the next write, or at
+the next tick of the process's background writer (live.py, every `live.TICK`), so a reader lags
+at most that much behind a slow step, while a fast one costs no file of its own: a trivial run
+writes its status.json once, at its end, and the judge one status.json and one append fewer per
 judged test, on a path where every new file costs
 (docs/benchmarks.md, "The files of a submission"). All writes go through paths that contain the
 claim's token, so a worker that lost its lease cannot write into the next claim (see

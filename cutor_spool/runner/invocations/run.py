@@ -82,7 +82,7 @@ class InvokeGrader:
             )
         except DeploymentError as exc:  # the spool's own zip, checked against its CID: not the request's
             raise SystemFailure(f"the compiled work area cannot be unpacked: {exc}") from exc
-        reporter.transition(State.RUNNING)
+        reporter.transition(State.RUNNING, defer=True)
         command, files = runner.script_command(plan.run)
         spec = runner.spec(
             "run", command, plan.limits[StageKind.RUN], stdin=self.body, files=files, env=self.environment

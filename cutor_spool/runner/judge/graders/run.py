@@ -26,7 +26,7 @@ class RunGrader:
         plan, runner, reporter = context.plan, context.runner, context.reporter
         sub = plan.submission
         assert plan.run is not None
-        reporter.transition(State.RUNNING)
+        reporter.transition(State.RUNNING, defer=True)
         stdin = plan.stdin
         if sub.stdin_file is not None:  # from the spool entry, never from /work (the job's by now)
             stdin = read_file(context.entry, sub.stdin_file, plan.tree.files[sub.stdin_file].size)
