@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +80,15 @@ class Reporter:
         self.anchor = claim.anchor
         self._active = active
         self._pending: list[dict[str, Any]] = []  # event lines held back (see `transition`)
-        self._held = False  # a status held back, to be written
+        self._held = False  # a status or event lines held back, to be written
+        self._lazy: dict[str, Any] = {}  # status fields given and not yet validated (see `status`)
+        self._later: list[Future[None]] = []  # result files being written by _WRITER (see `stage`)
         self._unsynced: list[Path] = []  # result files written since the last fsync
         self._made: set[Path] = set()  # directories of stage results (tests/) made
         self._lock = threading.Lock()  # the work thread's writes against the background writer's
         self.before_final: Callable[[State], None] | None = None  # runner/invocations/payment.py
         queued_at = claim.queued_at
-        self.status = StatusDocument(
+        self._doc = StatusDocument(
             id=claim.entry_id,
             state=State.QUEUED,
             outcome=None,
@@ -99,6 +101,21 @@ class Reporter:
             submitter=claim.submitter,
         )
 
+    @property
+    def status(self) -> StatusDocument:
+        """The status as it stands. Fields given since the last read are validated into the
+        document here, once: a judge's held-back `testing` of each test only notes its fields."""
+        if self._lazy:
+            fields, self._lazy = self._lazy, {}
+            # model_validate, not model_copy: the fields are checked against the document (a
+            # writer never emits an undeclared field), and the ones given are marked given.
+            self._doc = StatusDocument.model_validate({**self._doc.model_dump(exclude_unset=True), **fields})
+        return self._doc
+
+    def _current(self, field: str) -> Any:
+        """A field's current value, without validating the fields given since (see `status`)."""
+        return self._lazy[field] if field in self._lazy else getattr(self._doc, field)
+
     def slot_taken(self, uid: int, cpu: int | None) -> None:
         """The claim's slot: its uid (`sandbox_uid`) and, with CPU pinning, its CPU
         (`sandbox_cpu`) in status.json from its next write on, and the CPU in the heartbeat."""
@@ -110,7 +127,7 @@ class Reporter:
         """A slot the submission uses besides its own, by role (`interactor`): in status.json's
         `helper_sandboxes` from its next write on, and while it is held, its CPU in the heartbeat."""
         if taken:
-            helpers = {**(self.status.helper_sandboxes or {}), role: {"uid": uid, "cpu": cpu}}
+            helpers = {**(self._current("helper_sandboxes") or {}), role: {"uid": uid, "cpu": cpu}}
             self.note(helper_sandboxes=helpers)
         if self._active is not None and cpu is not None:
             if taken:
@@ -123,9 +140,7 @@ class Reporter:
         self._update(fields)
 
     def _update(self, fields: dict[str, Any]) -> None:
-        # model_validate, not model_copy: the fields are checked against the document (a writer
-        # never emits an undeclared field), and the ones given are marked given (see base.py).
-        self.status = StatusDocument.model_validate({**self.status.model_dump(exclude_unset=True), **fields})
+        self._lazy.update(fields)
 
     def start(self) -> None:
         """A fresh attempt: stage results of an earlier, unfinished attempt are removed, and so
@@ -143,10 +158,20 @@ class Reporter:
                         os.unlink(entry.name, dir_fd=result)  # a symlink is unlinked, never followed
         self.transition(State.CLAIMED, message=f"attempt {self.claim.attempt}")
 
-    def event(self, kind: str, **fields: Any) -> None:
+    def event(self, kind: str, *, defer: bool = False, **fields: Any) -> None:
+        """Appends an event line; `defer` holds it back like a deferred state (see `transition`)."""
         record = {"at": iso(time.time()), "event": kind, "attempt": self.claim.attempt, **fields}
         with self._lock:
-            self._append(record)
+            if defer:
+                self._hold(record)
+            else:
+                self._append(record)
+
+    def _hold(self, record: dict[str, Any]) -> None:
+        self._pending.append(record)
+        if not self._held:
+            self._held = True
+            BACKGROUND.add(self)
 
     def _append(self, record: dict[str, Any] | None) -> None:
         lines, self._pending = [*self._pending, *([record] if record else [])], []
@@ -162,15 +187,12 @@ class Reporter:
         record = {"at": iso(now), "event": state.value, "attempt": self.claim.attempt}
         record.update({"message": message} if message else {}, **extra)
         with self._lock:
-            states = {**self.status.states, state.value: iso(now)}
+            states = {**self._current("states"), state.value: iso(now)}
             self._update({"state": state, "states": states, "updated_at": iso(now), **given})
             if self._active is not None:
                 self._active.state = state.value
             if (defer or state is State.CLAIMED) and state not in TERMINAL:
-                self._pending.append(record)
-                if not self._held:
-                    self._held = True
-                    BACKGROUND.add(self)
+                self._hold(record)
                 return
             self._write_status(fsync=state in TERMINAL)
             self._append(record)
@@ -184,6 +206,8 @@ class Reporter:
         if self._held:
             self._held = False
             BACKGROUND.discard(self)
+        if fsync:
+            self._written()
         pending = None
         if fsync and self._unsynced:
             pending, self._unsynced = _SYNCER.submit(_fsync_all, self._unsynced), []
@@ -202,17 +226,37 @@ class Reporter:
             except CutorError:  # the claim is gone: its work thread finds out by itself
                 pass
 
-    def stage(self, name: str, output: StageOutput, **extra: Any) -> None:
+    def stage(self, name: str, output: StageOutput, *, later: bool = False, **extra: Any) -> None:
         """Writes a stage's output; `extra` adds fields (a test's verdict, its checker's message).
-        Like every result file, fsynced with the terminal state (see `_write_status`)."""
+        Like every result file, fsynced with the terminal state (see `_write_status`). `later`
+        (a judged test's file) has it written by a thread of the process's while the next test
+        runs; the terminal state waits for it, and a failure (the claim lost, the disk full) is
+        raised there."""
         path = self.dir / f"{name}.json"
         if "/" in name and path.parent not in self._made:
             make_dir(path.parent, beneath=self.anchor)
             self._made.add(path.parent)
             self._unsynced.append(path.parent)  # its entries
-        self._write(path, output.document(**extra).dump())
+        if later:
+            self._later.append(_WRITER.submit(self._write_document, path, output, extra))
+            self._unsynced.append(path)
+        else:
+            self._write(path, output.document(**extra).dump())
         if "/" not in name:
-            self._update({"stages": {**self.status.stages, name: stage_summary(output)}})
+            self._update({"stages": {**self._current("stages"), name: stage_summary(output)}})
+
+    def _write_document(self, path: Path, output: StageOutput, extra: dict[str, Any]) -> None:
+        write_json(path, output.document(**extra).dump(), fsync=False, beneath=self.anchor)
+
+    def _written(self) -> None:
+        """Waits for the files `stage(later=True)` handed over; raises the first one's failure."""
+        later, self._later = self._later, []
+        failure = None
+        for future in later:
+            exc = future.exception()
+            failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def dependencies(self, record: Mapping[str, object]) -> None:
         """Writes `dependencies.json` and lists the stage in the status's `stages`, as every stage."""
@@ -226,7 +270,7 @@ class Reporter:
                 wall_time=round(float(doc.wall_time or doc.waited or 0.0), 6),
                 memory=doc.memory or 0,
             )
-            self._update({"stages": {**self.status.stages, "dependencies": summary}})
+            self._update({"stages": {**self._current("stages"), "dependencies": summary}})
 
     def write(self, name: str, data: Any) -> None:
         self._write(self.dir / name, data)
@@ -246,12 +290,13 @@ class Reporter:
             self.before_final(state)
         if self.status.test is not None:  # the test being judged: nothing once finished
             kept = self.status.model_dump(exclude_unset=True, exclude={"test"})
-            self.status = StatusDocument.model_validate(kept)
+            self._doc = StatusDocument.model_validate(kept)
         self.transition(state, outcome=outcome.value if outcome else None, **fields)
 
 
-# Its threads start with the first fsync, not at import.
+# Their threads start with the first use, not at import.
 _SYNCER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fsync")
+_WRITER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="results")
 
 
 def _fsync_all(paths: list[Path]) -> None:

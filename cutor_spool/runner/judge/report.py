@@ -3,13 +3,15 @@
 The message flow is the seeds' (003), in `events.jsonl` and, as it happens, in `status.json`:
 
     claimed ("executing") -> compiling -> compiled {success} -> [checker_compiled {success}]
-      -> testing {test} (held back: see results.py) -> tested {test, verdict, score, ...}   (for each test)
+      -> testing {test} -> tested {test, verdict, score, ...}   (for each test; both held back: results.py)
       -> done {outcome, score, max_score, failed_subtasks} | error {reason}
 
 `status.json` shows the test being judged (`test`), how far judging is (`tests_done`,
-`tests_total`) and the verdicts so far (`verdicts`: counts); each verdict lands in it at the next
-write (the next test's `testing`, or the end), so a 10,000-test submission rewrites a small file
-per test rather than a growing one. At the end: `tests` (name -> verdict), and when it is `done`:
+`tests_total`) and the verdicts so far (`verdicts`: counts); it and the event lines are written at
+most every `live.TICK` (0.1 s) while tests go by, and at the end: a 10,000-test submission
+rewrites its status.json (a small one: counts, not a growing list) ten times a second, not once
+per test. Each test's `tests/<name>.json` is written by a thread while the next test runs
+(`Reporter.stage(later=True)`). At the end: `tests` (name -> verdict), and when it is `done`:
 `score`, `max_score`, `subtasks` (each one's score, points, rule and whether it passed) and, when
 the problem has subtasks, `failed_subtasks` (seed 003: included unless compilation failed; a
 compile error never reaches the judge).
@@ -93,8 +95,9 @@ class JudgeReport:
             if result.checker is not None:
                 extra["checker"] = result.checker.document()
             extra.update(result.details or {})
-            self.reporter.stage(f"tests/{result.name}", result.output, **extra)
-        self.reporter.event("tested", **{**fields, "feedback": _short(result.feedback)}, **_resources(result.output))
+            self.reporter.stage(f"tests/{result.name}", result.output, later=True, **extra)
+        feedback = _short(result.feedback)
+        self.reporter.event("tested", defer=True, **{**fields, "feedback": feedback}, **_resources(result.output))
 
     def finish(self) -> None:
         reporter, sub = self.reporter, self.plan.submission
