@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.documents.states import Outcome, State
+from cutor_spool.errors import CutorError
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.limits import Limits, LimitsSpec
 from cutor_spool.runner.intake import Script, read_submission
@@ -346,6 +347,46 @@ def test_a_new_attempt_starts_without_the_last_attempts_test_results(spool: Path
     assert status["state"] == "running" and list(status["states"]) == ["queued", "claimed", "running"]
     events = [json.loads(line)["event"] for line in (claim.path / "result" / "events.jsonl").read_text().splitlines()]
     assert events == ["claimed", "running"]
+
+
+def test_a_test_result_written_in_the_background_is_on_disk_before_the_end_and_its_failure_is_the_ends(
+    spool: Path,
+) -> None:
+    """A judged test's file is written by a thread while the next test runs: the terminal state
+    waits for every one, and a write that failed (here the claim's tests/ directory is replaced by
+    a file, as a lost claim or a full disk would fail it) fails the end, which is then not written."""
+    paths = SpoolPaths(spool)
+    identity = WorkerIdentity.make("executor")
+    limits = SpoolConfig().limits.stage_default(StageKind.TEST)
+    for name, sabotage in (("fine", False), ("broken", True)):
+        entry = paths.submissions.incoming / name
+        entry.mkdir()
+        (entry / "submission.yaml").write_text("run: cat\n")
+        claim = SpoolQueue(paths.submissions, identity, log_name="result/attempts.jsonl").claim(name)
+        assert claim is not None
+        reporter = Reporter(claim, identity)
+        reporter.start()
+        tests = claim.path / "result" / "tests"
+        for i in range(50):
+            if sabotage and i == 25:
+                os.rename(tests, claim.path / "result" / "moved")
+                tests.write_text("not a directory")
+            out = StageOutput(f"tests/{i}", StageStatus.OK, 0, None, b"x", b"", b"x", False, False, 0.0, 0.0, 0, limits)
+            reporter.stage(f"tests/{i}", out, later=True, test=str(i), verdict="accepted")
+            reporter.event("tested", defer=True, test=str(i))
+        if not sabotage:
+            reporter.finish(State.DONE, Outcome.OK)
+            written = sorted(int(p.stem) for p in tests.iterdir())
+            assert written == list(range(50))
+            assert json.loads((tests / "49.json").read_text())["verdict"] == "accepted"
+            events = [json.loads(line) for line in (claim.path / "result" / "events.jsonl").read_text().splitlines()]
+            assert [e.get("test") for e in events if e["event"] == "tested"] == [str(i) for i in range(50)]
+            assert json.loads((claim.path / "result" / "status.json").read_text())["state"] == "done"
+        else:
+            with pytest.raises(CutorError):
+                reporter.finish(State.DONE, Outcome.OK)
+            status = claim.path / "result" / "status.json"
+            assert not status.exists() or json.loads(status.read_text())["state"] != "done"
 
 
 @pytest.mark.parametrize(
