@@ -19,7 +19,7 @@ import nacl.public
 from pydantic import ValidationError
 
 from cutor_spool.config import SpoolConfig
-from cutor_spool.deployments.payers import NonceStore
+from cutor_spool.deployments.nonces import NonceStore
 from cutor_spool.deployments.store import Store
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.ledger import Ledger
