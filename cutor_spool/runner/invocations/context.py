@@ -27,7 +27,7 @@ from cutor_spool.runner.intake import validation_problems
 from cutor_spool.runner.pipeline import Pipeline
 from cutor_spool.runner.tree import Problem
 from cutor_spool.submission import Submission
-from cutor_spool.watcher.queue import iso
+from cutor_spool.watcher.claim import iso
 
 # What of a spec's manifest is a submission's setting (`env` is sealed apart, `files` are in the
 # bundle).

@@ -45,7 +45,7 @@ from cutor_spool.runner.stage import StageOutput, StageStatus
 from cutor_spool.runner.tree import Problem, Tree, read_file
 from cutor_spool.submission import NixExpression, ScriptFile, Submission
 from cutor_spool.watcher.cancel import Cancelled
-from cutor_spool.watcher.queue import Claim
+from cutor_spool.watcher.claim import Claim
 
 RESPONSE = "response.json"
 _BUILD_POLL = 0.1
