@@ -54,10 +54,11 @@ from _common import DoneWatch, check_done, drop, executors, make_source, median,
 from cutor_spool.config import load_config
 from cutor_spool.documents.states import ATTEMPTS_LOG
 from cutor_spool.layout import SpoolPaths
+from cutor_spool.watcher.claim import Claim
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.notify import filesystem_type
-from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity
+from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
 from cutor_spool.watcher.readiness import seconds_until_ready
 
 SMALL = 10

@@ -41,7 +41,7 @@ from cutor_spool.layout import SpoolPaths
 from cutor_spool.limits import Limits
 from cutor_spool.runner.results import stage_summary
 from cutor_spool.runner.stage import StageOutput, StageStatus
-from cutor_spool.watcher.queue import iso
+from cutor_spool.watcher.claim import iso
 from cutor_spool.web_status import regenerate
 
 CONFIG = StatusPageConfig(interval=2.0, recent=200)

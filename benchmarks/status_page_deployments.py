@@ -32,7 +32,7 @@ from cutor_spool.deployments.store import Store
 from cutor_spool.deployments.terms import store_terms, write_default_terms
 from cutor_spool.documents.deployment import DeploymentBuild, DeploymentState, InvocationRequest, Response
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.watcher.queue import iso
+from cutor_spool.watcher.claim import iso
 from cutor_spool.web_status import regenerate
 
 CONFIG = StatusPageConfig(interval=2.0, recent=200)

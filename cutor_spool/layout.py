@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cutor_spool.config import CONFIG_NAME, DEFAULT_CONFIG_TEXT, SharedConfig, load_config
+from cutor_spool.config import CONFIG_NAME, SharedConfig, load_config
+from cutor_spool.config_template import DEFAULT_CONFIG_TEXT, shared_config_text
 from cutor_spool.documents.states import ATTEMPTS_LOG
 from cutor_spool.errors import ConfigError
 from cutor_spool.sharing import Sharing
@@ -162,11 +162,3 @@ class SpoolPaths:
         sharing.apply(self.root, [self.builds.root, *self.directories()])
         os.chown(self.config, 0, 0)
         os.chmod(self.config, 0o644)
-
-
-def shared_config_text(shared: SharedConfig) -> str:
-    return (
-        "shared:                      # users who do not trust each other (docs/shared-spool.md)\n"
-        f"  submitters: {json.dumps(shared.submitters)}  # may drop into incoming/ (drop, never list)\n"
-        f"  operators: {json.dumps(shared.operators)}  # may read every result and the status page\n"
-    )

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import need
 
-from cutor_spool.runner.cgroups import CgroupV2, _keyed, _mounts, _own_paths
+from cutor_spool.runner.cgroupfs import cgroup_mounts, own_cgroup_paths, read_keyed
+from cutor_spool.runner.cgroups import CgroupV2
 
 # Reads its stdin before it starts, so that the test can move it into the cgroup first; then
 # starts a busy child that escapes into its own session, and busies itself.
@@ -27,7 +28,7 @@ BUSY = "read go; (setsid sh -c 'while :; do :; done' &); while :; do :; done"
 
 
 def unified_root() -> Path | None:
-    for _, point, fstype, _ in _mounts():
+    for _, point, fstype, _ in cgroup_mounts():
         if fstype == "cgroup2":
             return Path(point)
     return None
@@ -39,7 +40,7 @@ def cgroup() -> Iterator[CgroupV2]:
     need(root is not None and os.geteuid() == 0, "a cgroup2 mount, as root")
     assert root is not None
     need((root / "cgroup.procs").exists(), "the unified hierarchy")
-    path = root / _own_paths()[""].lstrip("/") / f"cutor-spool-v2test-{os.getpid()}"
+    path = root / own_cgroup_paths()[""].lstrip("/") / f"cutor-spool-v2test-{os.getpid()}"
     path.mkdir()
     group = CgroupV2(path.name, path)
     try:
@@ -100,7 +101,7 @@ def test_freeze_stops_every_member_and_the_spared_path_kills_the_rest(cgroup: Cg
     proc = busy_in(cgroup)
     cgroup._freeze(True)
     deadline = time.monotonic() + 5
-    while _keyed(cgroup.path / "cgroup.events").get("frozen") != 1:
+    while read_keyed(cgroup.path / "cgroup.events").get("frozen") != 1:
         assert time.monotonic() < deadline, "never frozen"
         time.sleep(0.01)
     before = cgroup.cpu_seconds()

@@ -31,7 +31,8 @@ from docker_image.fixtures import docker_image  # noqa: F401 - a fixture
 from cutor_spool.config import DEFAULT_LIMITS, SpoolConfig
 from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
-from cutor_spool.runner.docker import DockerBackend, DockerSandbox
+from cutor_spool.runner.docker import DockerBackend
+from cutor_spool.runner.docker_sandbox import DockerSandbox
 from cutor_spool.runner.launcher import SOURCE
 from cutor_spool.runner.slots import SlotPool, processes_of
 from cutor_spool.runner.stage import StageOutput, StageSpec, StageStatus

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from conftest import CLI, ROOT, wait_until
 
 from cutor_spool.cli import cli
-from cutor_spool.config import DEFAULT_CONFIG_TEXT, SpoolConfig
+from cutor_spool.config import SpoolConfig
+from cutor_spool.config_template import DEFAULT_CONFIG_TEXT
 from cutor_spool.deployments import keys
 from cutor_spool.ledger import (
     AlreadySettled,

@@ -24,13 +24,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from http_message_signatures import HTTPMessageSigner, HTTPMessageVerifier, MappingKeyResolver, algorithms
 
 from cutor_spool.deployments import keys
+from cutor_spool.deployments.nonces import CLOCK_SKEW, NonceStore, Replayed
 from cutor_spool.deployments.payers import (
-    CLOCK_SKEW,
     SIGNATURE_LABEL,
     SIGNATURE_TAG,
     BadSignature,
-    NonceStore,
-    Replayed,
     content_digest,
     sign_request,
     signed_path,

@@ -22,7 +22,8 @@ from test_invoke import built, deploy, invoke, server_key  # noqa: F401 (server_
 from test_warm import APP, _server
 
 from cutor_spool.deployments import keys
-from cutor_spool.deployments.payers import NonceStore, content_digest, sign_request, signed_path
+from cutor_spool.deployments.nonces import NonceStore
+from cutor_spool.deployments.payers import content_digest, sign_request, signed_path
 from cutor_spool.deployments.spec import load_deployment
 from cutor_spool.deployments.store import Store
 from cutor_spool.documents.deployment import DeploymentState

@@ -23,7 +23,8 @@ from cutor_spool.cpus import format_cpu_list, parse_cpu_list, thread_siblings
 from cutor_spool.errors import ConfigError, SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.bwrap import BubblewrapBackend
-from cutor_spool.runner.cgroups import CgroupV2, _mounts
+from cutor_spool.runner.cgroupfs import cgroup_mounts
+from cutor_spool.runner.cgroups import CgroupV2
 from cutor_spool.runner.sandbox import PIPE
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool, pinned_cpus
 from cutor_spool.runner.stage import StageSpec, StageStatus
@@ -327,7 +328,9 @@ print(json.dumps({"cpus": cpus, "slot": cpu, "stage": out.stdout.decode().strip(
 @pytest.fixture
 def restricted_cpuset() -> Iterator[tuple[Path, int]]:
     """A v1 cpuset cgroup holding only this host's last CPU."""
-    points = [Path(p) for _, p, fstype, options in _mounts() if fstype == "cgroup" and "cpuset" in options.split(",")]
+    points = [
+        Path(p) for _, p, fstype, options in cgroup_mounts() if fstype == "cgroup" and "cpuset" in options.split(",")
+    ]
     need(bool(points) and len(CPUS) >= 2, "a cgroup v1 cpuset hierarchy and two CPUs")
     path = points[0] / f"cutor-pintest-{os.getpid()}"
     path.mkdir()

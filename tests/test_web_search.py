@@ -27,7 +27,7 @@ from test_web_page import HOSTILE
 
 from cutor_spool.config import StatusPageConfig
 from cutor_spool.layout import SpoolPaths
-from cutor_spool.watcher.queue import iso
+from cutor_spool.watcher.claim import iso
 from cutor_spool.web_status import charts, generate, regenerate
 from cutor_spool.web_status.reading import LIVE_TAIL, read_live_output
 

@@ -23,9 +23,9 @@ from cutor_spool.errors import SystemFailure
 from cutor_spool.layout import QueueKind
 from cutor_spool.runner.executor import Executor
 from cutor_spool.runner.pipeline import Pipeline
+from cutor_spool.watcher.claim import Claim
 from cutor_spool.watcher.endings import Ending
 from cutor_spool.watcher.maintenance import Active
-from cutor_spool.watcher.queue import Claim
 from cutor_spool.watcher.worker import QueueWorker
 
 

@@ -18,8 +18,8 @@ from cutor_spool.atomic import read_json
 from cutor_spool.builder.requests import RESULT_NAME, USES_NAME
 from cutor_spool.documents.build import BuildRecord, BuiltPackage
 from cutor_spool.layout import SpoolPaths
+from cutor_spool.watcher.claim import iso
 from cutor_spool.watcher.ids import split_active
-from cutor_spool.watcher.queue import iso
 
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 

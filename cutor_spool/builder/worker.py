@@ -44,9 +44,9 @@ from cutor_spool.runner.cgroups import CgroupHost
 from cutor_spool.runner.launcher import build_launcher, launcher_dir
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR
 from cutor_spool.runner.stage import StageStatus
+from cutor_spool.watcher.claim import Claim, iso
 from cutor_spool.watcher.endings import Ending
 from cutor_spool.watcher.maintenance import Active
-from cutor_spool.watcher.queue import Claim, iso
 from cutor_spool.watcher.worker import QueueWorker
 
 log = logging.getLogger(__name__)

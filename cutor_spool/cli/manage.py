@@ -19,9 +19,9 @@ from cutor_spool.units import parse_duration
 from cutor_spool.watcher import client
 from cutor_spool.watcher import rerun as reruns
 from cutor_spool.watcher.cancel import request_cancel
+from cutor_spool.watcher.claim import iso
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.prune import prune as prune_done
-from cutor_spool.watcher.queue import iso
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> float:

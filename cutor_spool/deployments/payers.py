@@ -18,7 +18,7 @@ RFC 9421 client can make one. docs/payers.md is the contract; in short:
   `expires` (optional).
 - time: refused when `created` lies more than CLOCK_SKEW (30 s) in the future or more than
   max_age (MAX_AGE, 300 s, by default) + CLOCK_SKEW in the past, or when `expires` has passed.
-- replay: a (keyid, nonce) pair pays once. `NonceStore.use` records it with an atomic, exclusive
+- replay: a (keyid, nonce) pair pays once. `NonceStore.use` (deployments/nonces.py) records it with an atomic, exclusive
   link(2) under `<spool>/ledger/nonces/<minute of created>/`; a second use is `Replayed`, unless it
   is the same spool entry trying again (`entry`: a retry after a lost lease is not a replay).
   Nonces are forgotten once their signature is too old to verify anyway (`sweep`).
@@ -33,15 +33,11 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import os
 import re
 import secrets
-import shutil
-import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import http_sf
@@ -55,19 +51,15 @@ from http_message_signatures import (
 )
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 
-from cutor_spool.atomic import fsync_dir
 from cutor_spool.deployments.errors import BadSignature, KeyFileError
 from cutor_spool.deployments.keys import ED25519, SigningKey, parse_public
+from cutor_spool.deployments.nonces import CLOCK_SKEW, MAX_AGE, NonceStore
 
 __all__ = [
-    "CLOCK_SKEW",
     "COVERED",
-    "MAX_AGE",
     "SIGNATURE_LABEL",
     "SIGNATURE_TAG",
     "BadSignature",
-    "NonceStore",
-    "Replayed",
     "content_digest",
     "new_nonce",
     "sign_request",
@@ -78,18 +70,12 @@ __all__ = [
 SIGNATURE_LABEL = "payer"
 SIGNATURE_TAG = "cutor-spool-payer"
 COVERED = ("@method", "@path", "@query", "content-digest")
-MAX_AGE = 300.0
-CLOCK_SKEW = 30.0
 DIGEST_ALGORITHM = "sha-256"
 NONCE = re.compile(r"[A-Za-z0-9+/=_.~-]{16,128}")
 SIGNATURE_FIELDS = ("content-digest", "signature-input", "signature")
 # Never sent anywhere: the library wants an absolute URL, and no covered component reads its host.
 _ORIGIN = "https://gateway.cutor-spool.invalid"
 _CHUNK = 1 << 20
-
-
-class Replayed(BadSignature):
-    """The signature's nonce paid for another request already."""
 
 
 def signed_path(cid: str, path_info: str) -> str:
@@ -347,72 +333,3 @@ def _digest_of(value: str, what: str = "the Content-Digest") -> bytes:
     if set(parsed) != {DIGEST_ALGORITHM} or not isinstance(member[0], bytes) or len(member[0]) != 32:
         raise BadSignature(f"{what} must hold exactly one sha-256 digest (sha-256=:<32 bytes base64>:)")
     return member[0]
-
-
-# -- nonces
-
-
-class NonceStore:
-    """The nonces that paid already: `<spool>/ledger/nonces/<bucket>/<sha256(keyid, nonce)>`,
-    the bucket being the minute of the signature's `created`. One file per nonce, made whole in a
-    private name and then link(2)ed to its own: link is atomic and exclusive on every file system,
-    NFS included (open(2): "use link(2) to make a link to the lockfile ... check if its link count
-    has increased to 2"), and needs no lock. A bucket is removed whole once every signature it can
-    hold is older than max_age + CLOCK_SKEW (and another CLOCK_SKEW for the hosts' clocks): such a
-    signature is refused by age before its nonce is looked up, so forgetting it lets no replay
-    through."""
-
-    BUCKET = 60
-
-    def __init__(self, spool_root: Path, *, max_age: float = MAX_AGE) -> None:
-        self.root = spool_root / "ledger" / "nonces"
-        self.max_age = max_age
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def use(self, keyid: str, nonce: str, created: int, now: float, *, entry: str | None = None) -> None:
-        """Records the nonce, or raises Replayed if it was used already (by another entry than
-        `entry`). BadSignature if `created` is too old for the store to remember it."""
-        if created + self.max_age + CLOCK_SKEW < now:
-            raise BadSignature(f"the signature is {now - created:.0f} s old: at most {self.max_age:.0f} s are accepted")
-        bucket = self.root / str(created // self.BUCKET)
-        bucket.mkdir(exist_ok=True)
-        name = hashlib.sha256(f"{keyid}\n{nonce}".encode()).hexdigest()
-        record = f"{keyid} {nonce} {created} {entry or '-'}\n".encode()
-        private = bucket / f".{name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}"
-        with open(private, "xb") as out:
-            out.write(record)
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            try:
-                os.link(private, bucket / name)
-                fsync_dir(bucket)  # the link is the record: it must outlive a crash
-            except FileExistsError:
-                if os.stat(private).st_nlink == 2:  # NFS: the link was made, its reply was lost
-                    return
-                if entry is not None and _record_entry(bucket / name) == entry:
-                    return  # the same entry again (a retry after a lost lease): not a replay
-                raise Replayed(f"the nonce {nonce!r} of {keyid} paid for another request already") from None
-        finally:
-            private.unlink(missing_ok=True)
-
-    def sweep(self, now: float) -> int:
-        """Removes the buckets whose signatures are all too old to verify; returns how many nonces
-        went with them."""
-        removed = 0
-        for bucket in self.root.iterdir():
-            if not bucket.name.isdigit():
-                continue
-            # CLOCK_SKEW twice: the sweeper's clock may run ahead of the verifier's, on another host
-            if (int(bucket.name) + 1) * self.BUCKET + self.max_age + 2 * CLOCK_SKEW < now:
-                removed += sum(1 for name in os.listdir(bucket) if not name.startswith("."))
-                shutil.rmtree(bucket, ignore_errors=True)
-        return removed
-
-
-def _record_entry(path: Path) -> str | None:
-    try:
-        fields = path.read_text().split()
-    except OSError:
-        return None
-    return fields[3] if len(fields) == 4 and fields[3] != "-" else None

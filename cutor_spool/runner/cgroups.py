@@ -35,41 +35,19 @@ from pathlib import Path
 
 from cutor_spool.cpus import parse_cpu_list
 from cutor_spool.errors import SandboxError
+from cutor_spool.runner.cgroupfs import (
+    cgroup_mounts,
+    own_cgroup_paths,
+    path_under,
+    read_control,
+    read_keyed,
+    write_control,
+)
 
 log = logging.getLogger(__name__)
 
 V1_CONTROLLERS = ("memory", "pids", "cpuacct", "freezer")
 PARENT = "cutor-spool"
-
-
-def _read(path: Path) -> str:
-    """A control file's text. os.open and os.read, not open(): read several times per stage (the
-    CPU counter at each wake of its supervisor), the buffered text layer cost 3x as much."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        data = bytearray()
-        while chunk := os.read(fd, 65536):
-            data += chunk
-        return data.decode("ascii")
-    finally:
-        os.close(fd)
-
-
-def _write(path: Path, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)  # as open(path, "w")
-    try:
-        os.write(fd, value.encode("ascii"))
-    finally:
-        os.close(fd)
-
-
-def _keyed(path: Path) -> dict[str, int]:
-    out = {}
-    for line in _read(path).splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().lstrip("-").isdigit():
-            out[key] = int(value)
-    return out
 
 
 class Cgroup(ABC):
@@ -176,39 +154,39 @@ class CgroupV1(Cgroup):
 
     def set_limits(self, *, memory: int, pids: int) -> None:
         mem = self.dirs["memory"]
-        _write(mem / "memory.limit_in_bytes", str(memory))
+        write_control(mem / "memory.limit_in_bytes", str(memory))
         if (mem / "memory.memsw.limit_in_bytes").exists():  # no swapping past the limit either
-            _write(mem / "memory.memsw.limit_in_bytes", str(memory))
-        _write(self.dirs["pids"] / "pids.max", str(pids))
+            write_control(mem / "memory.memsw.limit_in_bytes", str(memory))
+        write_control(self.dirs["pids"] / "pids.max", str(pids))
 
     def set_cpus(self, cpus: str) -> None:
         cpuset = self.dirs["cpuset"]  # v1 starts a cpuset empty: no process may join until both are set
         try:
-            _write(cpuset / "cpuset.cpus", cpus)
+            write_control(cpuset / "cpuset.cpus", cpus)
         except OSError as exc:  # EINVAL: not the parent's; ERANGE: past the host's last CPU
             if exc.errno in (errno.EINVAL, errno.ERANGE):
-                raise _not_granted(cpus, _read(cpuset.parent / "cpuset.effective_cpus")) from exc
+                raise _not_granted(cpus, read_control(cpuset.parent / "cpuset.effective_cpus")) from exc
             raise
-        _write(cpuset / "cpuset.mems", _read(cpuset.parent / "cpuset.mems").strip())
+        write_control(cpuset / "cpuset.mems", read_control(cpuset.parent / "cpuset.mems").strip())
 
     def cpu_seconds(self) -> float:
-        return int(_read(self._file("cpuacct", "cpuacct.usage"))) / 1e9
+        return int(read_control(self._file("cpuacct", "cpuacct.usage"))) / 1e9
 
     def memory_peak(self) -> int:
-        return int(_read(self._file("memory", "memory.max_usage_in_bytes")))
+        return int(read_control(self._file("memory", "memory.max_usage_in_bytes")))
 
     def oom_kills(self) -> int:
-        return _keyed(self._file("memory", "memory.oom_control")).get("oom_kill", 0)
+        return read_keyed(self._file("memory", "memory.oom_control")).get("oom_kill", 0)
 
     def pids(self) -> list[int]:
-        return [int(p) for p in _read(self._file("pids", "cgroup.procs")).split()]
+        return [int(p) for p in read_control(self._file("pids", "cgroup.procs")).split()]
 
     def _freeze(self, frozen: bool) -> None:
         state = self.dirs["freezer"] / "freezer.state"
-        _write(state, "FROZEN" if frozen else "THAWED")
+        write_control(state, "FROZEN" if frozen else "THAWED")
         if frozen:
             deadline = time.monotonic() + 1.0
-            while _read(state).strip() != "FROZEN" and time.monotonic() < deadline:
+            while read_control(state).strip() != "FROZEN" and time.monotonic() < deadline:
                 time.sleep(0.0005)
 
 
@@ -225,73 +203,45 @@ class CgroupV2(Cgroup):
         return [self.path]
 
     def set_limits(self, *, memory: int, pids: int) -> None:
-        _write(self.path / "memory.max", str(memory))
+        write_control(self.path / "memory.max", str(memory))
         if (self.path / "memory.swap.max").exists():
-            _write(self.path / "memory.swap.max", "0")
-        _write(self.path / "pids.max", str(pids))
+            write_control(self.path / "memory.swap.max", "0")
+        write_control(self.path / "pids.max", str(pids))
 
     def set_cpus(self, cpus: str) -> None:
         """v2 takes any list, and gives the parent's CPUs when it cannot grant those asked for
         (cgroup-v2.rst, "Cpuset Interface Files"): what the kernel granted is read back."""
-        _write(self.path / "cpuset.cpus", cpus)  # cpuset.mems left empty: the parent's
-        granted = _read(self.path / "cpuset.cpus.effective")
+        write_control(self.path / "cpuset.cpus", cpus)  # cpuset.mems left empty: the parent's
+        granted = read_control(self.path / "cpuset.cpus.effective")
         if parse_cpu_list(granted) != parse_cpu_list(cpus):
             raise _not_granted(cpus, granted)
 
     def cpu_seconds(self) -> float:
-        return _keyed(self.path / "cpu.stat").get("usage_usec", 0) / 1e6
+        return read_keyed(self.path / "cpu.stat").get("usage_usec", 0) / 1e6
 
     def memory_peak(self) -> int:
         peak = self.path / "memory.peak"  # kernel >= 5.19
-        return int(_read(peak if peak.exists() else self.path / "memory.current"))
+        return int(read_control(peak if peak.exists() else self.path / "memory.current"))
 
     def oom_kills(self) -> int:
-        return _keyed(self.path / "memory.events").get("oom_kill", 0)
+        return read_keyed(self.path / "memory.events").get("oom_kill", 0)
 
     def pids(self) -> list[int]:
-        return [int(p) for p in _read(self.path / "cgroup.procs").split()]
+        return [int(p) for p in read_control(self.path / "cgroup.procs").split()]
 
     def _freeze(self, frozen: bool) -> None:
-        _write(self.path / "cgroup.freeze", "1" if frozen else "0")
+        write_control(self.path / "cgroup.freeze", "1" if frozen else "0")
 
     def kill(self, timeout: float = 5.0, spare: int | None = None) -> None:
         if spare is None and (self.path / "cgroup.kill").exists():  # kernel >= 5.14: atomic, fork-proof
             deadline = time.monotonic() + timeout
             while self.pids():
-                _write(self.path / "cgroup.kill", "1")
+                write_control(self.path / "cgroup.kill", "1")
                 if time.monotonic() > deadline:
                     raise SandboxError(f"cgroup {self.name}: processes survive cgroup.kill")
                 time.sleep(0.001)
             return
         super().kill(timeout, spare)
-
-
-def _mounts() -> list[tuple[str, str, str, str]]:
-    """(root, mount point, fstype, super options) of every cgroup mount."""
-    out = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
-        for line in fh:
-            left, _, right = line.partition(" - ")
-            fields, rest = left.split(), right.split()
-            if len(fields) >= 5 and len(rest) >= 3 and rest[0] in ("cgroup", "cgroup2"):
-                out.append((fields[3], fields[4].replace("\\040", " "), rest[0], rest[2]))
-    return out
-
-
-def _own_paths() -> dict[str, str]:
-    """controller (or "" for v2) -> this process's cgroup path, from /proc/self/cgroup."""
-    out = {}
-    with open("/proc/self/cgroup", encoding="utf-8") as fh:
-        for line in fh:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            for controller in controllers.split(",") if controllers else [""]:
-                out[controller] = path
-    return out
-
-
-def _under(mount_root: str, mount_point: str, own: str) -> Path:
-    relative = own[len(mount_root) :] if own.startswith(mount_root) and mount_root != "/" else own
-    return Path(mount_point) / relative.lstrip("/")
 
 
 def _not_granted(cpus: str, allowed: str) -> SandboxError:
@@ -319,16 +269,20 @@ class CgroupHost:
 
     @classmethod
     def detect(cls, *, cpuset: bool = False) -> CgroupHost:
-        mounts, own = _mounts(), _own_paths()
+        mounts, own = cgroup_mounts(), own_cgroup_paths()
         for root, point, fstype, _ in mounts:
             controllers = Path(point, "cgroup.controllers")
-            if fstype == "cgroup2" and controllers.exists() and {"memory", "pids"} <= set(_read(controllers).split()):
-                return cls._setup_v2(_under(root, point, own.get("", "/")), cpuset)
+            if (
+                fstype == "cgroup2"
+                and controllers.exists()
+                and {"memory", "pids"} <= set(read_control(controllers).split())
+            ):
+                return cls._setup_v2(path_under(root, point, own.get("", "/")), cpuset)
         bases = {}
         for controller in (*V1_CONTROLLERS, "cpuset"):
             for root, point, fstype, options in mounts:
                 if fstype == "cgroup" and controller in options.split(","):
-                    bases[controller] = _under(root, point, own.get(controller, "/")) / PARENT
+                    bases[controller] = path_under(root, point, own.get(controller, "/")) / PARENT
                     break
             else:
                 if controller != "cpuset" or cpuset:
@@ -338,7 +292,7 @@ class CgroupHost:
             base.mkdir(exist_ok=True)
         if cpuset:  # the parent's CPUs and memory nodes, every start (they may have changed since)
             for name in ("cpuset.cpus", "cpuset.mems"):
-                _write(bases["cpuset"] / name, _read(bases["cpuset"].parent / name).strip())
+                write_control(bases["cpuset"] / name, read_control(bases["cpuset"].parent / name).strip())
         return cls(1, bases, cpuset, swept)
 
     @classmethod
@@ -347,21 +301,21 @@ class CgroupHost:
         worker moves itself into a `supervisor` leaf first (systemd: run it with Delegate=yes)."""
         base = own / PARENT
         wanted = {"memory", "pids", "cpu"} | ({"cpuset"} if cpuset else set())
-        enabled = set(_read(own / "cgroup.subtree_control").split())
+        enabled = set(read_control(own / "cgroup.subtree_control").split())
         if not wanted <= enabled:
-            if _read(own / "cgroup.procs").split():
+            if read_control(own / "cgroup.procs").split():
                 leaf = own / "supervisor"
                 leaf.mkdir(exist_ok=True)
-                _write(leaf / "cgroup.procs", "0")
+                write_control(leaf / "cgroup.procs", "0")
             try:
-                _write(own / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted - enabled)))
+                write_control(own / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted - enabled)))
             except OSError as exc:
                 raise SandboxError(
                     f"cannot enable {sorted(wanted)} in {own}: {exc.strerror}; run the worker in a cgroup "
                     "of its own (systemd: Delegate=yes)"
                 ) from exc
         base.mkdir(exist_ok=True)
-        _write(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
+        write_control(base / "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
         return cls(2, {"": base}, cpuset)
 
     def allowed_cpus(self) -> tuple[int, ...]:
@@ -370,7 +324,7 @@ class CgroupHost:
             path = self.bases[""] / "cpuset.cpus.effective"
         else:
             path = self.bases["cpuset"] / "cpuset.effective_cpus"
-        return parse_cpu_list(_read(path))
+        return parse_cpu_list(read_control(path))
 
     def create(self, name: str, cpus: str | None = None) -> Cgroup:
         """A fresh cgroup; pinned to `cpus` when the host was detected with `cpuset` (all the

@@ -31,17 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cutor_spool.errors import SandboxError
-from cutor_spool.runner.cgroups import (
-    V1_CONTROLLERS,
-    Cgroup,
-    CgroupV1,
-    CgroupV2,
-    _keyed,
-    _mounts,
-    _read,
-    _under,
-    _write,
-)
+from cutor_spool.runner.cgroupfs import cgroup_mounts, path_under, read_control, read_keyed, write_control
+from cutor_spool.runner.cgroups import V1_CONTROLLERS, Cgroup, CgroupV1, CgroupV2
 
 
 @dataclass(frozen=True)
@@ -103,20 +94,20 @@ def cgroup_of(pid: int, name: str) -> Cgroup:
             _, controllers, path = line.rstrip("\n").split(":", 2)
             for controller in controllers.split(",") if controllers else [""]:
                 paths[controller] = path
-    mounts = _mounts()
+    mounts = cgroup_mounts()
     if "memory" in paths:
         dirs = {}
         for controller in V1_CONTROLLERS:
             for root, point, fstype, options in mounts:
                 if fstype == "cgroup" and controller in options.split(","):
-                    dirs[controller] = _under(root, point, paths.get(controller, "/"))
+                    dirs[controller] = path_under(root, point, paths.get(controller, "/"))
                     break
             else:
                 raise SandboxError(f"no cgroup v1 '{controller}' hierarchy for container {name}")
         return CgroupV1(name, dirs)
     for root, point, fstype, _ in mounts:
         if fstype == "cgroup2":
-            return CgroupV2(name, _under(root, point, paths.get("", "/")))
+            return CgroupV2(name, path_under(root, point, paths.get("", "/")))
     raise SandboxError(f"cannot find the cgroup of container {name}")
 
 
@@ -171,21 +162,21 @@ class ContainerCgroup:
         cg = self.cgroup
         if isinstance(cg, CgroupV1):
             mem = cg.dirs["memory"]
-            usage = int(_read(mem / "memory.usage_in_bytes"))
-            stat = _keyed(mem / "memory.stat")
+            usage = int(read_control(mem / "memory.usage_in_bytes"))
+            stat = read_keyed(mem / "memory.stat")
             reclaimable = stat.get("total_active_file", 0) + stat.get("total_inactive_file", 0)
             _set_v1_memory(mem, memory + max(0, usage - reclaimable))
-            _write(cg.dirs["pids"] / "pids.max", str(pids))
-            _write(mem / "memory.max_usage_in_bytes", "0")  # resets the peak to the current usage
+            write_control(cg.dirs["pids"] / "pids.max", str(pids))
+            write_control(mem / "memory.max_usage_in_bytes", "0")  # resets the peak to the current usage
         else:
             assert isinstance(cg, CgroupV2)
-            usage = int(_read(cg.path / "memory.current"))
-            stat = _keyed(cg.path / "memory.stat")
+            usage = int(read_control(cg.path / "memory.current"))
+            stat = read_keyed(cg.path / "memory.stat")
             reclaimable = stat.get("active_file", 0) + stat.get("inactive_file", 0)
-            _write(cg.path / "memory.max", str(memory + max(0, usage - reclaimable)))
+            write_control(cg.path / "memory.max", str(memory + max(0, usage - reclaimable)))
             if (cg.path / "memory.swap.max").exists():
-                _write(cg.path / "memory.swap.max", "0")
-            _write(cg.path / "pids.max", str(pids))
+                write_control(cg.path / "memory.swap.max", "0")
+            write_control(cg.path / "pids.max", str(pids))
             self._reset_v2_peak(cg.path)
         self._sampled_peak = usage
         return StageStart(cpu=cg.cpu_seconds(), oom_kills=cg.oom_kills(), usage=usage)
@@ -212,7 +203,7 @@ class ContainerCgroup:
     def sample(self) -> None:
         """Where the peak cannot be reset (v2 before 6.12), the supervisor's polls sample usage."""
         if isinstance(self.cgroup, CgroupV2) and self._peak_fd is None:
-            self._sampled_peak = max(self._sampled_peak, int(_read(self.cgroup.path / "memory.current")))
+            self._sampled_peak = max(self._sampled_peak, int(read_control(self.cgroup.path / "memory.current")))
 
     def peak(self) -> int:
         cg = self.cgroup
@@ -232,12 +223,12 @@ def _set_v1_memory(mem: Path, limit: int) -> None:
     last when going down. A limit below what cannot be reclaimed fails with EBUSY."""
     memsw = mem / "memory.memsw.limit_in_bytes"
     has_memsw = memsw.exists()
-    current = int(_read(mem / "memory.limit_in_bytes"))
+    current = int(read_control(mem / "memory.limit_in_bytes"))
     try:
         if has_memsw and limit > current:
-            _write(memsw, str(limit))
-        _write(mem / "memory.limit_in_bytes", str(limit))
+            write_control(memsw, str(limit))
+        write_control(mem / "memory.limit_in_bytes", str(limit))
         if has_memsw:
-            _write(memsw, str(limit))
+            write_control(memsw, str(limit))
     except OSError as exc:
         raise SandboxError(f"cannot set the memory limit of {mem.name[:12]} to {limit}: {exc.strerror}") from exc

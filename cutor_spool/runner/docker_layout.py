@@ -2,7 +2,7 @@
 
 `mounts` and `host_config` are pure functions of the spool's configuration, the slot and the kind
 of container (they can be read and tested as data); `write_etc` prepares, once per state
-directory, the files they bind. Used by `docker.py` when a submission's stage first needs a
+directory, the files they bind. Used by `docker_sandbox.py` when a submission's stage first needs a
 container.
 """
 

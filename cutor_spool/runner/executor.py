@@ -26,9 +26,9 @@ from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.sandbox import Backend
 from cutor_spool.runner.slots import DEFAULT_STATE_DIR, SlotPool, pinned_cpus
 from cutor_spool.watcher.callbacks import Outbox
+from cutor_spool.watcher.claim import Claim
 from cutor_spool.watcher.endings import Ending
 from cutor_spool.watcher.maintenance import Active, Every
-from cutor_spool.watcher.queue import Claim
 from cutor_spool.watcher.worker import QueueWorker
 
 log = logging.getLogger(__name__)

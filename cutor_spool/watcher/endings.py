@@ -17,8 +17,9 @@ from typing import Any
 
 from cutor_spool.documents.states import State
 from cutor_spool.errors import SpoolIOError
+from cutor_spool.watcher.claim import Claim
 from cutor_spool.watcher.ids import duplicate_name
-from cutor_spool.watcher.queue import Claim, SpoolQueue
+from cutor_spool.watcher.queue import SpoolQueue
 
 
 class Cause(StrEnum):

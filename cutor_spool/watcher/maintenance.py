@@ -32,8 +32,9 @@ from cutor_spool.documents.heartbeat import CurrentWork, Heartbeat
 from cutor_spool.errors import CutorError, LeaseLost
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.watcher.cancel import CANCELLED, Cancelled, pending_cancel
+from cutor_spool.watcher.claim import Claim, iso
 from cutor_spool.watcher.clock import FsClock
-from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity, iso
+from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
 
 log = logging.getLogger(__name__)
 

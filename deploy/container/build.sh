@@ -45,17 +45,9 @@ sources() {
 }
 hash=$( (cat "$0" "$LIB" "$CHECKOUT/requirements/runtime.txt"; echo "$closure"
   cd "$CHECKOUT" && sources | xargs sha256sum) | sha256sum | cut -c1-16)
-if [[ "$(current_hash "$TAG")" == "$hash" ]]; then
-  echo "build.sh: $TAG is up to date ($hash)" >&2
-  exit 0
-fi
+up_to_date "$TAG" "$hash" && exit 0
 
-work=$(mktemp -d /tmp/cutor-image.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-root=$work/root
-populate "$root" "$closure"
-ln -sf gcc "$root/usr/bin/cc"
-finish "$root"
+make_tree "$closure"  # sets $work and $root
 mkdir -p "$work/src" "$root$VENV"
 (cd "$CHECKOUT" && sources | tar -cf - -T -) | tar -C "$work/src" -xf -
 
@@ -94,9 +86,7 @@ chroot "$root" /bin/sh -c 'cutor-spool --version >/dev/null && bwrap --version >
   && echo "int main(){return 0;}" >/tmp/t.c && cc -o /tmp/t /tmp/t.c && /tmp/t && rm -f /tmp/t /tmp/t.c'
 
 import_tree "$root" "$TAG" "$hash" \
-  --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
   --change "ENV CUTOR_SPOOL_LAUNCHER=$launcher" \
   --change 'WORKDIR /' \
   --change 'ENTRYPOINT ["/usr/bin/tini", "--", "cutor-spool"]' \
   --change 'CMD ["--help"]'
-echo "build.sh: built $TAG ($hash, $(du -sh "$root" | cut -f1))" >&2

@@ -8,14 +8,19 @@
 #   populate ROOT "CLOSURE"      ROOT gets the files (`dpkg-query -L`) of those packages, less
 #                                documentation, man pages, locales and init/cron files, in the
 #                                host's merged-/usr shape
-#   finish ROOT                  empty /work /run /proc /sys /dev /tmp, a minimal /etc/passwd and
-#                                /etc/group (root, nobody), an ld.so.cache for the tree
+#   finish ROOT                  the compilers' plain names Debian makes outside dpkg's lists
+#                                (cc, c++), empty /work /run /proc /sys /dev /tmp, a minimal
+#                                /etc/passwd and /etc/group (root, nobody), an ld.so.cache
+#   make_tree "CLOSURE"          populate and finish a fresh tree: sets $work (a temporary
+#                                directory, removed when the script exits) and $root ($work/root)
+#   up_to_date TAG HASH          true (and says so) when the tagged image is labelled with HASH
 #   current_hash TAG             the `cutor-spool.build` label of the tagged image, if any
-#   import_tree ROOT TAG HASH [--change ...]   the tree as TAG, labelled with HASH (the image the
-#                                tag named before is removed when nothing else uses it)
+#   import_tree ROOT TAG HASH [--change ...]   the tree as TAG, labelled with HASH, PATH set to
+#                                /usr/local/bin:/usr/bin:/bin (the image the tag named before is
+#                                removed when nothing else uses it); says what it built
 #
 # Idempotence is the callers': they hash their inputs (their scripts, the closure's versions, ...)
-# and build only when the tagged image's label differs.
+# and build only when the tagged image's label differs (`up_to_date "$TAG" "$hash" && exit 0`).
 
 # The first installed alternative of an `a | b` dependency; virtual packages through their
 # installed provider. Exits non-zero naming the packages that are not installed.
@@ -80,12 +85,31 @@ populate() {
 }
 
 finish() {
-  local root=$1
+  local root=$1 compiler alias
+  # Debian makes cc and c++ with update-alternatives, outside dpkg's lists: the tree gets them as
+  # symlinks to the compilers it holds.
+  for compiler in gcc:cc g++:c++; do
+    alias=${compiler#*:} compiler=${compiler%:*}
+    if [[ -e "$root/usr/bin/$compiler" ]]; then ln -sf "$compiler" "$root/usr/bin/$alias"; fi
+  done
   mkdir -p "$root/etc" "$root/work" "$root/run" "$root/proc" "$root/sys" "$root/dev" "$root/tmp"
   chmod 1777 "$root/tmp"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' >"$root/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
   ldconfig -r "$root"
+}
+
+make_tree() {
+  work=$(mktemp -d /tmp/cutor-image.XXXXXX)
+  trap 'rm -rf "$work"' EXIT
+  root=$work/root
+  populate "$root" "$1"
+  finish "$root"
+}
+
+up_to_date() {
+  if [[ "$(current_hash "$1")" != "$2" ]]; then return 1; fi
+  echo "${0##*/}: $1 is up to date ($2)" >&2
 }
 
 current_hash() {
@@ -96,7 +120,9 @@ import_tree() {
   local root=$1 tag=$2 hash=$3 previous
   shift 3
   previous=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
-  tar -C "$root" -cf - . | docker import --change "LABEL cutor-spool.build=$hash" "$@" - "$tag" >/dev/null
+  tar -C "$root" -cf - . | docker import --change "LABEL cutor-spool.build=$hash" \
+    --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' "$@" - "$tag" >/dev/null
   # The image the tag leaves, unless a container still uses it or another tag names it.
   if [[ -n "$previous" ]]; then docker image rm "$previous" >/dev/null 2>&1 || true; fi
+  echo "${0##*/}: built $tag ($hash, $(du -sh "$root" | cut -f1))" >&2
 }

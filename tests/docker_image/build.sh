@@ -32,26 +32,13 @@ source "$LIB"
 closure=$(closure "${PACKAGES[*]}" "${SKIP[*]}") || { echo "build.sh: failed" >&2; exit 1; }
 
 hash=$( (cat "$0" "$LIB"; echo "$closure") | sha256sum | cut -c1-16)
-if [[ "$(current_hash "$TAG")" == "$hash" ]]; then
-  echo "build.sh: $TAG is up to date ($hash)" >&2
-  exit 0
-fi
+up_to_date "$TAG" "$hash" && exit 0
 
-work=$(mktemp -d /tmp/cutor-image.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-root=$work/root
-populate "$root" "$closure"
-
-ln -sf gcc "$root/usr/bin/cc"
-ln -sf g++ "$root/usr/bin/c++"
-finish "$root"
+make_tree "$closure"  # sets $work and $root
 
 # Sanity: the suites' programs run in the tree before it becomes an image.
 chroot "$root" /bin/sh -c 'python3 -c "print(1)" >/dev/null && echo "int main(){return 0;}" >/tmp/t.c \
   && cc -o /tmp/t /tmp/t.c && /tmp/t && cp /tmp/t.c /tmp/t.cc && g++ -o /tmp/t /tmp/t.cc && /tmp/t \
   && rm -f /tmp/t /tmp/t.c /tmp/t.cc'
 
-import_tree "$root" "$TAG" "$hash" \
-  --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
-  --change 'WORKDIR /work'
-echo "build.sh: built $TAG ($hash, $(du -sh "$root" | cut -f1))" >&2
+import_tree "$root" "$TAG" "$hash" --change 'WORKDIR /work'

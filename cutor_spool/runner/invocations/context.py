@@ -19,7 +19,7 @@ import nacl.public
 from pydantic import ValidationError
 
 from cutor_spool.config import SpoolConfig
-from cutor_spool.deployments.payers import NonceStore
+from cutor_spool.deployments.nonces import NonceStore
 from cutor_spool.deployments.store import Store
 from cutor_spool.layout import SpoolPaths
 from cutor_spool.ledger import Ledger
@@ -27,7 +27,7 @@ from cutor_spool.runner.intake import validation_problems
 from cutor_spool.runner.pipeline import Pipeline
 from cutor_spool.runner.tree import Problem
 from cutor_spool.submission import Submission
-from cutor_spool.watcher.queue import iso
+from cutor_spool.watcher.claim import iso
 
 # What of a spec's manifest is a submission's setting (`env` is sealed apart, `files` are in the
 # bundle).

@@ -31,7 +31,8 @@ from typing import Protocol
 
 from cutor_spool.config import SpoolConfig
 from cutor_spool.deployments.errors import BadSignature
-from cutor_spool.deployments.payers import NonceStore, content_digest, signed_path, verify_request
+from cutor_spool.deployments.nonces import NonceStore
+from cutor_spool.deployments.payers import content_digest, signed_path, verify_request
 from cutor_spool.deployments.spec import Deployment
 from cutor_spool.documents.deployment import InvocationRequest
 from cutor_spool.documents.states import State

@@ -35,17 +35,18 @@ from cutor_spool.documents.deployment import DeploymentBuild, DeploymentState, I
 from cutor_spool.documents.states import State
 from cutor_spool.errors import SystemFailure
 from cutor_spool.limits import Limits
-from cutor_spool.runner.intake import CONVENTIONAL, Plan, Script, resolved_limits
+from cutor_spool.runner.intake import CONVENTIONAL, Plan, Script
 from cutor_spool.runner.invocations import cgi
 from cutor_spool.runner.invocations.context import Refused, Services, submission_of
 from cutor_spool.runner.invocations.payment import pay_before_run
 from cutor_spool.runner.judge.graders.base import GradingContext, Stopped
 from cutor_spool.runner.results import STAGE_OUTCOME, Reporter
 from cutor_spool.runner.stage import StageOutput, StageStatus
+from cutor_spool.runner.stage_limits import resolved_limits
 from cutor_spool.runner.tree import Problem, Tree, read_file
 from cutor_spool.submission import NixExpression, ScriptFile, Submission
 from cutor_spool.watcher.cancel import Cancelled
-from cutor_spool.watcher.queue import Claim
+from cutor_spool.watcher.claim import Claim
 
 RESPONSE = "response.json"
 _BUILD_POLL = 0.1

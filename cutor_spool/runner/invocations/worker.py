@@ -52,9 +52,9 @@ from cutor_spool.runner.invocations.run import BuildPending, invoke
 from cutor_spool.runner.invocations.warm import WarmPool
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.tree import Problem
+from cutor_spool.watcher.claim import Claim
 from cutor_spool.watcher.endings import Ending
 from cutor_spool.watcher.maintenance import Active, Every
-from cutor_spool.watcher.queue import Claim
 from cutor_spool.watcher.worker import QueueWorker
 
 if TYPE_CHECKING:
