@@ -38,8 +38,9 @@ from cutor_spool.errors import CutorError, LeaseLost, SpoolIOError
 from cutor_spool.nofollow import opened_dir, relative
 from cutor_spool.runner.live import BACKGROUND
 from cutor_spool.runner.stage import StageOutput, StageStatus
+from cutor_spool.watcher.claim import Claim, iso
 from cutor_spool.watcher.maintenance import Active
-from cutor_spool.watcher.queue import Claim, WorkerIdentity, iso
+from cutor_spool.watcher.queue import WorkerIdentity
 
 STAGE_OUTCOME = {
     StageStatus.OK: Outcome.OK,

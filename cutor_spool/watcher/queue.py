@@ -39,9 +39,7 @@ from cutor_spool.layout import QueueDirs
 from cutor_spool.nofollow import open_beneath
 from cutor_spool.sharing import Sharing
 from cutor_spool.watcher.arrivals import scan_arrivals
-from cutor_spool.watcher.claim import LEASE
-from cutor_spool.watcher.claim import Claim as Claim  # noqa: PLC0414 - re-exported for runner/results.py, watcher/worker.py
-from cutor_spool.watcher.claim import iso as iso  # noqa: PLC0414 - likewise
+from cutor_spool.watcher.claim import LEASE, Claim, iso
 from cutor_spool.watcher.custody import Custody, seal, take
 from cutor_spool.watcher.ids import active_name, misnamed_name, new_token, split_active, valid_id
 from cutor_spool.watcher.lost import own_lease, tally, worker_fate

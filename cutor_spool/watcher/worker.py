@@ -45,6 +45,7 @@ from cutor_spool.errors import CancelRequested, CutorError, LeaseLost, Shutdown
 from cutor_spool.layout import QUEUES, QueueKind
 from cutor_spool.sharing import Sharing
 from cutor_spool.watcher.cancel import clear_cancel, pending_cancel
+from cutor_spool.watcher.claim import Claim
 from cutor_spool.watcher.endings import Cause, Ending, refusal
 from cutor_spool.watcher.finder import Finder
 from cutor_spool.watcher.lifecycle import STRICT_ENV, Signals, spool_paths, strict_mode
@@ -54,7 +55,7 @@ from cutor_spool.watcher.notify import needs_polling
 from cutor_spool.watcher.pilot import Pilot
 from cutor_spool.watcher.priority import lane_value, marker_priority
 from cutor_spool.watcher.prune import Retention
-from cutor_spool.watcher.queue import Claim, SpoolQueue, WorkerIdentity
+from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
 from cutor_spool.watcher.readiness import seconds_until_ready
 
 log = logging.getLogger(__name__)
