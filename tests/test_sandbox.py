@@ -136,6 +136,21 @@ def test_stdout_bytes_stdin_args_and_exit_codes(sandbox: BwrapSandbox) -> None:
     assert out.to_json()["stdout_base64"]  # not UTF-8: the exact bytes are kept
 
 
+def test_a_stage_reads_its_stdin_as_a_seekable_file_it_cannot_change(sandbox: BwrapSandbox) -> None:
+    """stdin is a sealed memory file: readable twice (seek), and every way of writing it fails,
+    so a job cannot grow it (memory charged to the worker) or leave anything to the next stage."""
+    script = (
+        "test -f /dev/stdin && echo regular; cat; cat /dev/stdin; "
+        "(printf evil 1<>/proc/self/fd/0) 2>/dev/null && echo wrote; "
+        "(printf evil >>/proc/self/fd/0) 2>/dev/null && echo appended; "
+        "(truncate -s 0 /proc/self/fd/0) 2>/dev/null && echo truncated; cat /dev/stdin"
+    )
+    out = sh(sandbox, script, stdin=b"original\n")
+    assert out.stdout == b"regular\noriginal\noriginal\noriginal\n", out  # type: ignore[attr-defined]
+    empty = sh(sandbox, "test -f /dev/stdin && echo regular; wc -c")
+    assert empty.stdout == b"regular\n0\n", empty  # type: ignore[attr-defined]
+
+
 def test_a_stage_ends_as_its_job_did_not_as_its_exit_code_suggests(
     sandbox: BwrapSandbox, backend: BubblewrapBackend
 ) -> None:

@@ -3,8 +3,8 @@ closed here once it has them, and ours; the stage's environment in a memory file
 
 from __future__ import annotations
 
+import fcntl
 import os
-from pathlib import Path
 
 from cutor_spool.runner.sandbox import PIPE
 
@@ -22,8 +22,11 @@ class StagePipes:
         self.child[name], self.ours[name] = (read, write) if child_reads else (write, read)
         self.close_after.append(self.child[name])
 
-    def wire(self, stdin_file: Path, stdin_bytes: bytes, *, stdin: int | None, stdout: int | None) -> None:
-        """The child's stdin, stdout, stderr and bwrap's status fd, as `Sandbox.spawn` says."""
+    def wire(self, stdin_bytes: bytes, *, stdin: int | None, stdout: int | None) -> None:
+        """The child's stdin, stdout, stderr and bwrap's status fd, as `Sandbox.spawn` says. A
+        stage's own stdin (`stdin_bytes`) is a sealed memory file: a regular file the job may
+        read and seek, which nothing can change (it was a file in the slot's directory, written
+        and truncated for every stage: 0.3 ms a judged test where that directory is on a disk)."""
         self.pipe("status", child_reads=False)
         self.pipe("stderr", child_reads=False)
         if stdout is None or stdout == PIPE:
@@ -35,8 +38,7 @@ class StagePipes:
         elif stdin is not None:
             self.child["stdin"] = stdin
         else:
-            stdin_file.write_bytes(stdin_bytes)
-            self.child["stdin"] = os.open(stdin_file, os.O_RDONLY | os.O_CLOEXEC)
+            self.child["stdin"] = sealed_file("cutor-stage-stdin", stdin_bytes)
             self.close_after.append(self.child["stdin"])
 
     def env(self, data: bytes) -> None:
@@ -56,3 +58,23 @@ class StagePipes:
         self.started()
         for fd in self.ours.values():
             os.close(fd)
+
+
+SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+
+def sealed_file(name: str, data: bytes) -> int:
+    """A memory file holding `data`, positioned at its start and sealed (memfd_create(2)): its
+    size and bytes can no longer change, through this descriptor or any other (a job that opens
+    /proc/self/fd/0 for writing gets EPERM), and no seal can be taken off."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -71,7 +71,7 @@ class BwrapStage:
         report = ExitReport.open(slot.io) if backend.layout.launcher is not None else None
         marker, tree, ns_fd, net_fd = "stdout" if stdout is None else "stderr", None, None, None
         try:
-            pipes.wire(slot.root / "stdin", spec.stdin, stdin=stdin, stdout=stdout)
+            pipes.wire(spec.stdin, stdin=stdin, stdout=stdout)
             pipes.env(env_args({**spec.env, **(report.env() if report is not None else {})}))
             fds = {"status": pipes.child["status"], "env": pipes.child["env"]}
             fds |= {} if seccomp_fd is None else {"seccomp": seccomp_fd}
