@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from cutor_spool.cpus import parse_cpu_list
 from cutor_spool.errors import ConfigError
@@ -73,14 +73,25 @@ class LimitsConfig(_Strict):
     maximum: LimitsSpec = MAXIMUM_LIMITS
     stages: dict[StageKind, LimitsSpec] = Field(default_factory=lambda: dict(STAGE_DEFAULTS))
 
+    # Worked out once per loaded config (it is frozen), not for every stage of every submission.
+    # (model_copy would share this cache: a changed config is validated anew, never copied.)
+    _resolved: dict[StageKind | None, Limits] = PrivateAttr(default_factory=dict)
+
     def resolved_maximum(self) -> Limits:
-        return Limits.from_spec(MAXIMUM_LIMITS).over(self.maximum)
+        if (found := self._resolved.get(None)) is None:
+            found = self._resolved[None] = Limits.from_spec(MAXIMUM_LIMITS).over(self.maximum)
+        return found
 
     def stage_default(self, stage: StageKind) -> Limits:
+        if (found := self._resolved.get(stage)) is not None:
+            return found
         base = Limits.from_spec(DEFAULT_LIMITS).over(self.default)
         if stage == StageKind.TEST:  # tests default to the run stage's limits
-            return base.over(self.stages.get(StageKind.RUN), self.stages.get(StageKind.TEST))
-        return base.over(self.stages.get(stage))
+            found = base.over(self.stages.get(StageKind.RUN), self.stages.get(StageKind.TEST))
+        else:
+            found = base.over(self.stages.get(stage))
+        self._resolved[stage] = found
+        return found
 
     @model_validator(mode="after")
     def _defaults_within_maximum(self) -> LimitsConfig:

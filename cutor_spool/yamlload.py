@@ -17,7 +17,7 @@ class YamlProblem(ValueError):
         self.line = line
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
 
 
