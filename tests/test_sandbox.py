@@ -18,8 +18,9 @@ from cutor_spool.builder.process import BuildCgroup, start_argv
 from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
 from cutor_spool.runner.bwrap import BubblewrapBackend, BwrapSandbox
-from cutor_spool.runner.bwrap_layout import BwrapLayout, bwrap_argv, stage_launch_argv
+from cutor_spool.runner.bwrap_layout import BwrapLayout, bwrap_argv, stage_launch_argv, system_mounts
 from cutor_spool.runner.cgroups import Cgroup, CgroupHost, CgroupV1
+from cutor_spool.runner.keeper import tree_args
 from cutor_spool.runner.launcher import (
     MOUNT_POINT,
     REPORT_ENV,
@@ -323,6 +324,46 @@ def test_bwrap_argv_mounts_only_what_the_stage_may_write() -> None:
     launch = stage_launch_argv([Path("/cg/a/cgroup.procs")], LIMITS, 61001, 61001)
     assert "--reuid=61001" in launch and "--nproc=34" in launch and "--core=0" in launch
     assert f"--fsize={LIMITS.file_size}" in launch and "--cpu=5:6" in launch
+
+
+def read_only_mounts(argv: list[str]) -> list[tuple[str, str, str]]:
+    """The `--ro-bind SRC DEST` and `--symlink TARGET DEST` mounts of a bubblewrap-syntax argv, in order."""
+    return [(arg, argv[i + 1], argv[i + 2]) for i, arg in enumerate(argv) if arg in ("--ro-bind", "--symlink")]
+
+
+@pytest.mark.parametrize("network", [False, True])
+@pytest.mark.parametrize("extra_ro", [(), ("/opt/tools", "/srv/data set")])
+@pytest.mark.parametrize("store", [(), ("/nix/store/abc-python3", "/nix/store/def-glibc")])
+def test_a_warm_tree_holds_the_same_read_only_mounts_as_a_fresh_stage(
+    network: bool, extra_ro: tuple[str, ...], store: tuple[str, ...]
+) -> None:
+    """A warm slot's tree (keeper.tree_args) is a fresh stage's read-only mounts (bwrap_argv), in
+    the same order, so the two constructions cannot drift apart: the only one the tree lacks is
+    /run/cutor, which each warm stage attaches itself (it is the slot's, new at each acquire)."""
+    layout = BwrapLayout(
+        init="/usr/bin/tini-static",
+        system=tuple(system_mounts()),
+        tmp_size=1 << 20,
+        etc=Path("/state/etc.d/etc-1"),
+        etc_net=Path("/state/etc.d/etc-net-1"),
+        extra_ro=extra_ro,
+        launcher=Path("/state/etc.d/cutor-launch-1"),
+    )
+    tree = tree_args(layout, network=network, ro_binds=store)
+    fresh = bwrap_argv(
+        layout, slot_root=Path("/state/slots/61001"), workdir="work", network=network, ro_binds=store,
+        env={}, status_fd=9, command=("./run",),
+    )  # fmt: skip
+    mounts = read_only_mounts(tree)
+    assert len(tree) == 3 * len(mounts)  # nothing in the tree but read-only mounts
+    fresh_mounts = read_only_mounts(fresh)
+    assert [m for m in fresh_mounts if m in mounts] == mounts
+    assert [m for m in fresh_mounts if m not in mounts] == [("--ro-bind", "/state/slots/61001/io", "/run/cutor")]
+    etc = "/state/etc.d/etc-net-1" if network else "/state/etc.d/etc-1"
+    assert ("--ro-bind", etc, "/etc") in mounts and ("--ro-bind", "/usr", "/usr") in mounts
+    assert ("--ro-bind", "/state/etc.d/cutor-launch-1", MOUNT_POINT) in mounts
+    binds = [("--ro-bind", path, path) for path in (*extra_ro, *store)]
+    assert mounts[len(mounts) - len(binds) :] == binds
 
 
 def test_a_build_starts_through_the_same_launcher_guarded_and_as_root() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +91,22 @@ def tmpfs(dest: str, size: int) -> list[str]:
     return ["--size", str(size), "--tmpfs", dest]
 
 
+def system_and_etc(layout: BwrapLayout, *, network: bool) -> list[str]:
+    """/usr and the top-level links, and the prepared /etc (with name resolution for a stage with
+    network). The first of a stage's read-only mounts, fresh (bwrap_argv) or warm (keeper.tree_args)."""
+    return [*layout.system, *ro_bind(layout.etc_net if network else layout.etc, "/etc")]
+
+
+def pid1_bind(layout: BwrapLayout) -> list[str]:
+    """The sandbox's pid 1: the launcher at launcher.MOUNT_POINT, or tini at /init without it."""
+    return ro_bind(layout.launcher, MOUNT_POINT) if layout.launcher is not None else ro_bind(layout.init, "/init")
+
+
+def store_binds(layout: BwrapLayout, ro_binds: Sequence[str]) -> list[str]:
+    """A read-only bind, at the same path, of each of `sandbox.ro_binds` and the stage's store paths."""
+    return [arg for path in (*layout.extra_ro, *ro_binds) for arg in ro_bind(path)]
+
+
 def setenv(env: Mapping[str, str]) -> list[str]:
     return [arg for key, value in env.items() for arg in ("--setenv", key, value)]
 
@@ -125,7 +141,6 @@ def bwrap_argv(
     nothing else. `report_token` is the launcher's (launcher.ExitReport). With `env_fd` (a
     descriptor holding `env_args(env)`, the report's token included) the environment is read
     from it instead of the command line."""
-    pid1 = ro_bind(layout.launcher, MOUNT_POINT) if layout.launcher is not None else ro_bind(layout.init, "/init")
     report = {REPORT_ENV: report_token} if layout.launcher is not None and report_token else {}
     environment = setenv({**BASE_ENV, **env, **report}) if env_fd is None else ["--args", str(env_fd)]
     namespaces = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -133,15 +148,14 @@ def bwrap_argv(
         namespaces.append("--unshare-net")
     return [
         "bwrap", *namespaces, "--disable-userns", "--die-with-parent", "--new-session", "--hostname", "sandbox",
-        *layout.system,
-        *ro_bind(layout.etc_net if network else layout.etc, "/etc"),
+        *system_and_etc(layout, network=network),
         "--proc", "/proc",
         "--dev", "/dev", *tmpfs("/dev/shm", layout.tmp_size), "--remount-ro", "/dev",
         *tmpfs("/tmp", layout.tmp_size),
         *bind(slot_root / workdir, "/work"),
         *ro_bind(slot_root / "io", "/run/cutor"),
-        *pid1,
-        *[arg for path in (*layout.extra_ro, *ro_binds) for arg in ro_bind(path)],
+        *pid1_bind(layout),
+        *store_binds(layout, ro_binds),
         "--remount-ro", "/", "--chdir", "/work", "--clearenv", *environment,
         "--json-status-fd", str(status_fd), *bwrap_args(seccomp_fd), "--as-pid-1", "--",
         *sandbox_init(layout, command, marker=marker),

@@ -59,8 +59,8 @@ from pathlib import Path
 
 from cutor_spool.errors import SandboxError
 from cutor_spool.limits import Limits
-from cutor_spool.runner.bwrap_layout import OVERHEAD_PROCESSES, BwrapLayout
-from cutor_spool.runner.launcher import MOUNT_POINT, OOM, parent_options, rlimit_options
+from cutor_spool.runner.bwrap_layout import OVERHEAD_PROCESSES, BwrapLayout, pid1_bind, store_binds, system_and_etc
+from cutor_spool.runner.launcher import OOM, parent_options, rlimit_options
 from cutor_spool.runner.seccomp import Policy
 
 log = logging.getLogger(__name__)
@@ -83,15 +83,10 @@ def keyring_open(pol: Policy) -> bool:
 
 
 def tree_args(layout: BwrapLayout, *, network: bool, ro_binds: Sequence[str]) -> list[str]:
-    """The read-only tree's contents for the launcher's `root` mode (bubblewrap's syntax). Pure."""
+    """The read-only tree's contents for the launcher's `root` mode (bubblewrap's syntax): the same
+    read-only mounts as a fresh stage's (bwrap_layout.bwrap_argv), in the same order. Pure."""
     assert layout.launcher is not None
-    binds = [arg for path in (*layout.extra_ro, *ro_binds) for arg in ("--ro-bind", str(path), str(path))]
-    return [
-        *layout.system,
-        *("--ro-bind", str(layout.etc_net if network else layout.etc), "/etc"),
-        *("--ro-bind", str(layout.launcher), MOUNT_POINT),
-        *binds,
-    ]
+    return [*system_and_etc(layout, network=network), *pid1_bind(layout), *store_binds(layout, ro_binds)]
 
 
 def warm_argv(

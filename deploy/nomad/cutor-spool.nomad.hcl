@@ -115,6 +115,10 @@ job "cutor-spool" {
     }
   }
 
+  # The builder group repeats the executor's shape (volume, task, check) with its own values, on
+  # purpose: a `dynamic "group"` over a local map would share it, but what Nomad makes of that
+  # could not be checked here (no `nomad job validate`; python-hcl2 parses without evaluating, so
+  # tests/test_deploy_engines.py would need an HCL evaluator of its own). Keep the two in step.
   group "builder" {
     count = 1
 
