@@ -198,24 +198,6 @@ def test_sigterm_lets_current_work_finish(spool: Path, tmp_path: Path, executors
     assert (status["state"], status["outcome"], status["attempts"]) == ("done", "ok", 1)
 
 
-def test_one_slot_serves_claim_after_claim_though_each_is_released_after_its_commit(
-    spool: Path, tmp_path: Path, executors: Any
-) -> None:
-    """A claim's slot is released by a thread after its commit (runner/release.py): with one slot,
-    the next claim finds it still held, waits for the release and takes it, every time, with no
-    attempt lost to "all slots are busy"."""
-    write_config(spool, sandbox={"slots": 1, "uid_base": 64700})
-    ids = [f"one-{i:02d}" for i in range(30)]
-    for entry_id in ids:
-        drop(spool, make_submission(tmp_path / "sources", entry_id, {"run": f"echo {entry_id}"}), entry_id)
-    executors(spool, "--concurrency", "1")
-    wait_done(spool, ids, timeout=120)
-    for entry_id in ids:
-        status = result(spool, entry_id)
-        assert (status["outcome"], status["attempts"], status["sandbox_uid"]) == ("ok", 1, 64700), status
-        assert stage(spool, entry_id, "run")["stdout"] == f"{entry_id}\n"
-
-
 def settled_threads(pid: int, minimum: int) -> list[int] | None:
     """The ids of `pid`'s threads other than the main one, once the main thread sleeps in a timed
     futex wait (the executor's `stopping.wait(0.5)` loop, reached after every thread started) and

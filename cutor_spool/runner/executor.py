@@ -149,8 +149,6 @@ class Executor(QueueWorker[Reporter]):
                 self.crashed = companion.crashed  # strict mode: `run` re-raises it
 
     def _stopped(self) -> None:
-        if self.pipeline is not None:
-            self.pipeline.close()
         if self.backend is not None:
             self.backend.close()
 

@@ -23,7 +23,6 @@ from cutor_spool.documents.states import Outcome, State
 from cutor_spool.errors import SandboxError, SystemFailure
 from cutor_spool.runner.intake import Plan, read_submission
 from cutor_spool.runner.judge.graders import GRADERS, Grader, GradingContext, Stopped, choose
-from cutor_spool.runner.release import Releaser
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.sandbox import Backend, Sandbox
 from cutor_spool.runner.slots import SlotPool
@@ -97,11 +96,6 @@ class Pipeline:
         self.slots = slots
         self.environments = environments
         self.graders = graders
-        self.releaser = Releaser(slots)
-
-    def close(self) -> None:
-        """Waits for the slots still being released (release.py)."""
-        self.releaser.close()
 
     def process(self, entry: Path, reporter: Reporter, cancel: Cancelled) -> None:
         claim = reporter.claim
@@ -161,16 +155,9 @@ class Pipeline:
     @contextmanager
     def _slot_sandbox(self, label: str, reporter: Reporter | None, *, helper: bool = False) -> Iterator[Sandbox]:
         """A slot and its sandbox for the block; the slot released clean (no scan of /proc by its
-        next holder) only when the block and the sandbox's close ended without an exception. A
-        claim's own slot, at a normal end, is closed and released by the releaser thread, after
-        the commit (release.py); a helper's slot, or any slot at an exception, here."""
-        try:
-            slot = self.slots.acquire()
-        except SandboxError:
-            if not self.releaser.wait():  # every slot busy: some may be ours, being released
-                raise
-            slot = self.slots.acquire()
-        clean, cpu, handed = False, slot.cpu, False
+        next holder) only when the block and the sandbox's close ended without an exception."""
+        slot = self.slots.acquire()
+        clean, cpu = False, slot.cpu
         try:
             if reporter is not None and helper:
                 reporter.helper_slot(label.rpartition("/")[2], slot.uid, cpu)
@@ -179,18 +166,11 @@ class Pipeline:
             sandbox = self.backend.open(slot, label)
             try:
                 yield sandbox
-            except BaseException:
+            finally:
                 sandbox.close()
-                raise
-            if helper:
-                sandbox.close()
-                clean = True
-            else:
-                self.releaser.hand(sandbox, slot)
-                handed = True
+            clean = True
         finally:
-            if not handed:
-                self.slots.release(slot, clean=clean)
+            self.slots.release(slot, clean=clean)
             if reporter is not None and helper:
                 reporter.helper_slot(label.rpartition("/")[2], slot.uid, cpu, taken=False)
 
