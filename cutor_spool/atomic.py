@@ -65,9 +65,7 @@ def _write_in(parent: int, tmp: str, name: str, data: bytes, fsync: bool) -> Non
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=parent)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_fd(fd, data)
             if fsync:
                 os.fsync(fd)
         finally:
@@ -117,6 +115,13 @@ def _open_regular(path: Path, flags: int, beneath: Path | None = None) -> int:
         os.close(fd)
         raise OSError(errno.EINVAL, f"{path} is not a regular file")
     return fd
+
+
+def write_fd(fd: int, data: bytes) -> None:
+    """All of `data` to `fd`: os.write may write less than it is given."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def read_fd(fd: int, limit: int) -> bytes:

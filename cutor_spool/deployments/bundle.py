@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from cutor_spool.atomic import write_fd
 from cutor_spool.deployments.errors import BundleError
 from cutor_spool.nofollow import DIR_FLAGS
 
@@ -383,9 +384,7 @@ def _write_file(archive: zipfile.ZipFile, entry: _Entry, parent: int, base: str,
                 size += len(chunk)
                 if size > declared or size > room:
                     raise BundleError([f"{_shown(entry.name)}: more bytes than it declares ({declared})"])
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_fd(fd, chunk)
         if size != declared:
             raise BundleError([f"{_shown(entry.name)}: {size} bytes, not the {declared} it declares"])
         os.fchmod(fd, 0o755 if entry.executable else 0o644)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from cutor_spool.atomic import fsync_dir, read_fd
+from cutor_spool.atomic import fsync_dir, read_fd, write_fd
 from cutor_spool.deployments.cid import READ_SIZE, BlockSink, DagBuilder, cid_of_bytes, parse_cid
 from cutor_spool.deployments.errors import BlobMismatch, InvalidCid, UnknownCid
 from cutor_spool.errors import SpoolIOError
@@ -71,9 +71,7 @@ class Store:
             try:
                 for chunk in chunks:
                     builder.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    write_fd(fd, chunk)
                 os.fchmod(fd, 0o444)  # immutable: a blob is only ever replaced by the same bytes
                 os.fsync(fd)
             finally:

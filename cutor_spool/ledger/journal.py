@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cutor_spool.atomic import fsync_dir
+from cutor_spool.atomic import fsync_dir, write_fd
 from cutor_spool.errors import SpoolIOError
 from cutor_spool.ledger.models import LedgerCorrupt, Record
 from cutor_spool.ledger.state import State, digest
@@ -42,9 +42,7 @@ def create_exclusive(tmp_dir: Path, path: Path, data: bytes) -> bool:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_fd(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

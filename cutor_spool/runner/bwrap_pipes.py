@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 
+from cutor_spool.atomic import write_fd
 from cutor_spool.runner.sandbox import PIPE
 
 
@@ -42,12 +43,10 @@ class StagePipes:
             self.close_after.append(self.child["stdin"])
 
     def env(self, data: bytes) -> None:
-        """A memory file holding the stage's environment for bwrap's `--args` (see env_args)."""
-        fd = os.memfd_create("cutor-stage-env")
-        self.child["env"] = fd
-        self.close_after.append(fd)
-        os.write(fd, data)
-        os.lseek(fd, 0, os.SEEK_SET)
+        """A memory file holding the stage's environment for bwrap's `--args` (see env_args),
+        made like the stage's stdin (`sealed_file`): written whole, then sealed."""
+        self.child["env"] = sealed_file("cutor-stage-env", data)
+        self.close_after.append(self.child["env"])
 
     def started(self) -> None:
         for fd in self.close_after:
@@ -69,9 +68,7 @@ def sealed_file(name: str, data: bytes) -> int:
     /proc/self/fd/0 for writing gets EPERM), and no seal can be taken off."""
     fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_fd(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
     except BaseException:

@@ -24,7 +24,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from cutor_spool.atomic import read_fd
+from cutor_spool.atomic import read_fd, write_fd
 from cutor_spool.nofollow import DIR_FLAGS, open_beneath, opened_dir
 
 # A rerun's link to the submission it runs again (`cutor-spool rerun`): that one's id.
@@ -251,9 +251,7 @@ def place(dest: Path, name: str, data: bytes, *, executable: bool, uid: int, gid
     mode = 0o755 if executable else 0o644
     fd = os.open(dest / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_fd(fd, data)
         os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)
     finally:
