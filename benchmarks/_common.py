@@ -218,12 +218,15 @@ def one_at_a_time(
     mode: str = "--inotify",
     baselines: dict[str, Callable[[], object]] | None = None,
     tool: list[str] | None = None,
+    gap: float = 0.0,
 ) -> tuple[dict[str, list[float]], float]:
     """`count` trivial submissions dropped one at a time into a fresh spool with one executor
     (one slot, `mode`), after five to warm up: milliseconds from each drop to its done/<id>
     (under "spool"), each baseline timed once per round beside it, and the seconds the counted
     part took. With `tool` (a command that takes the executor's pid as its last argument), the
-    tool is attached to the executor while they run, and sent SIGINT after."""
+    tool is attached to the executor while they run, and sent SIGINT after. With `gap`, the
+    executor is left idle that many seconds before each drop (not counted): a submission that
+    reaches an idle executor, as most do on a judge or behind the gateway."""
     baselines = baselines or {}
     samples: dict[str, list[float]] = {"spool": [], **{name: [] for name in baselines}}
     with scratch_spool() as spool:
@@ -243,6 +246,8 @@ def one_at_a_time(
                 started = time.perf_counter()
                 for i in range(count):
                     name = f"lat-{i:05d}"
+                    if gap:
+                        time.sleep(gap)  # the idle pause itself is what is measured after
                     t0 = time.perf_counter()
                     drop(spool, source, name)
                     samples["spool"].append((watch.wait(name) - t0) * 1000)

@@ -1,7 +1,9 @@
 """Drop-to-final latency and throughput of the spool pipeline, bubblewrap backend, local disk.
 
 Latency: one trivial submission at a time (`run: echo hi`), from the rename into incoming/ to the
-appearance of done/<id>; median and p95, with inotify and with --poll. Throughput: N submissions
+appearance of done/<id>; median and p95, with inotify and with --poll, and with inotify after
+the executor was left idle for 200 ms before each drop (`idle`: how most submissions reach a
+judge or a function behind the gateway; fewer drops, a quarter of --count). Throughput: N submissions
 dropped at once, with 1 and 2 executors (2 slots each).
 
 Baselines, in the same run: a bare fork/exec of the same command from Python, and (when a Docker
@@ -39,11 +41,15 @@ def bare_exec() -> None:
     subprocess.run(COMMAND, stdout=subprocess.DEVNULL, check=True)
 
 
+IDLE = 0.2  # seconds the executor is left idle before each drop of the `idle` round
+
+
 def latency(
-    count: int, *, poll: bool, baselines: dict[str, Callable[[], object]] | None = None
+    count: int, *, poll: bool, baselines: dict[str, Callable[[], object]] | None = None, gap: float = 0.0
 ) -> dict[str, list[float]]:
-    """Milliseconds from drop to done/, under "spool"; each baseline timed once per round."""
-    return one_at_a_time(count, mode="--poll" if poll else "--inotify", baselines=baselines)[0]
+    """Milliseconds from drop to done/, under "spool"; each baseline timed once per round;
+    `gap`: seconds of idleness before each drop."""
+    return one_at_a_time(count, mode="--poll" if poll else "--inotify", baselines=baselines, gap=gap)[0]
 
 
 def throughput(count: int, workers: int, concurrency: int = 2) -> float:
@@ -78,6 +84,8 @@ def run(count: int, tp_count: int, image: str | None = None, docker_runs: int = 
         for name, values in samples.items():
             figures[f"{key}.{name}.median"] = median(values)
             figures[f"{key}.{name}.p95"] = percentile(values, 0.95)
+    idle = latency(max(5, count // 4), poll=False, gap=IDLE)["spool"]
+    figures["idle.spool.median"], figures["idle.spool.p95"] = median(idle), percentile(idle, 0.95)
     for workers in (1, 2):
         figures[f"throughput.{workers}"] = throughput(tp_count, workers)
     if image is not None:
@@ -110,6 +118,11 @@ def main() -> None:
         if docker is not None:
             line += f"; {med / docker:.2f}x docker run {docker:.1f} ms"
         print(line + ")")
+    med, p95, back = f["idle.spool.median"], f["idle.spool.p95"], f["inotify.spool.median"]
+    print(
+        f"drop-to-final, inotify, after {IDLE * 1000:.0f} ms idle: median / p95 {med:6.1f} / {p95:6.1f} ms"
+        f"   ({med / back:.1f}x back to back)"
+    )
     print("target: inotify median under 50 ms")
     for workers in (1, 2):
         rate = f[f"throughput.{workers}"]

@@ -53,6 +53,12 @@ SPECS: list[Spec] = [
         Target(Check.BELOW, 50, "< 50 ms"),
     ),
     Spec("pipeline.inotify.p95", "drop to final, inotify: p95", Unit.MS, DOCKER_RUN + " p95"),
+    Spec(
+        "pipeline.idle.median",
+        "drop to final, inotify, each drop after 200 ms idle: median",
+        Unit.MS,
+        "the same back to back",
+    ),
     Spec("pipeline.poll.median", "drop to final, polling: median", Unit.MS, DOCKER_RUN),
     Spec("pipeline.poll.p95", "drop to final, polling: p95", Unit.MS, DOCKER_RUN + " p95"),
     Spec(
@@ -270,6 +276,7 @@ def pipeline(counts: Counts, engines: Engines) -> Figures:
             out[f"pipeline.{mode}.{stat}"] = Measured(
                 f[f"{mode}.spool.{stat}"], f.get(f"{mode}.docker_run.{stat}"), no_docker
             )
+    out["pipeline.idle.median"] = Measured(f["idle.spool.median"], f["inotify.spool.median"])
     for workers in (1, 2):
         out[f"pipeline.throughput.{workers}"] = Measured(
             f[f"throughput.{workers}"], f.get("throughput.docker_run"), no_docker

@@ -19,6 +19,8 @@ from cutor_spool.config import BackendName, SpoolConfig
 from cutor_spool.errors import CutorError, SandboxError
 from cutor_spool.layout import SUBMISSIONS, SpoolPaths
 from cutor_spool.runner.backend import make_backend
+from cutor_spool.runner.cgroup_moves import check_in_background
+from cutor_spool.runner.cgroups import CgroupHost
 from cutor_spool.runner.health import SandboxHealth
 from cutor_spool.runner.judge import generated
 from cutor_spool.runner.pipeline import Environments, Pipeline
@@ -87,6 +89,9 @@ class Executor(QueueWorker[Reporter]):
     def setup(self) -> None:
         box = self.config.sandbox
         self.backend = make_backend(self.backend_name, self.config, self.state_dir)
+        cgroups = getattr(self.backend, "cgroups", None)  # bubblewrap's: stages move into cgroups it makes
+        if isinstance(cgroups, CgroupHost):
+            check_in_background(cgroups)  # a warning in the log if a move after a pause is slow here
         cpus = pinned_cpus(box.pinning, self.backend.cpus())
         slots = SlotPool(
             uid_base=box.uid_base, count=box.slots, work_size=box.work_size, state_dir=self.state_dir, cpus=cpus
