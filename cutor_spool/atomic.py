@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,45 @@ def _write_in(parent: int, tmp: str, name: str, data: bytes, fsync: bool) -> Non
 def write_json(path: Path, value: Any, *, fsync: bool = True, beneath: Path | None = None) -> None:
     text = json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
     write_bytes(path, text.encode(), fsync=fsync, beneath=beneath)
+
+
+def write_json_in_two(path: Path, value: Any, *, beneath: Path | None = None) -> Callable[[], None]:
+    """`write_json` in two steps: the temporary file is written now, and the step returned
+    fsyncs it and renames it into place (in another thread, say, while the caller goes on).
+    Until that step, readers see the old version; a crash before it leaves the old version."""
+    text = json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    tmp = f"{TEMPORARY_PREFIX}{path.name}-{secrets.token_hex(4)}"
+    where = _parent(path, beneath)
+    try:
+        with opened_dir(*where) as parent:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=parent)
+            try:
+                write_fd(fd, text.encode())
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        _raise(path, exc)
+
+    def finish() -> None:
+        try:
+            with opened_dir(*where) as parent:
+                try:
+                    fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    os.rename(tmp, path.name, src_dir_fd=parent, dst_dir_fd=parent)
+                except BaseException:
+                    try:
+                        os.unlink(tmp, dir_fd=parent)
+                    except OSError:
+                        pass
+                    raise
+        except OSError as exc:
+            _raise(path, exc)
+
+    return finish
 
 
 def append_line(path: Path, value: Any, *, beneath: Path | None = None) -> None:

@@ -80,7 +80,8 @@ def process(spool: Path, backend: BubblewrapBackend, entry_id: str, spec: dict[s
     reporter.start()
     pipeline = Pipeline(load_config(spool), backend, SlotPool(uid_base=UID_BASE, count=SLOTS, work_size=64 << 20))
     pipeline.process(claim.path, reporter, Cancelled())
-    status: dict[str, Any] = json.loads((claim.path / "result" / "status.json").read_text())
+    done = claim.commit()  # as the executor does: the final status is on disk once committed
+    status: dict[str, Any] = json.loads((done / "result" / "status.json").read_text())
     return status
 
 

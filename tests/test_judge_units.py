@@ -376,12 +376,13 @@ def test_a_test_result_written_in_the_background_is_on_disk_before_the_end_and_i
             reporter.event("tested", defer=True, test=str(i))
         if not sabotage:
             reporter.finish(State.DONE, Outcome.OK)
-            written = sorted(int(p.stem) for p in tests.iterdir())
+            result = claim.commit() / "result"
+            written = sorted(int(p.stem) for p in (result / "tests").iterdir())
             assert written == list(range(50))
-            assert json.loads((tests / "49.json").read_text())["verdict"] == "accepted"
-            events = [json.loads(line) for line in (claim.path / "result" / "events.jsonl").read_text().splitlines()]
+            assert json.loads((result / "tests" / "49.json").read_text())["verdict"] == "accepted"
+            events = [json.loads(line) for line in (result / "events.jsonl").read_text().splitlines()]
             assert [e.get("test") for e in events if e["event"] == "tested"] == [str(i) for i in range(50)]
-            assert json.loads((claim.path / "result" / "status.json").read_text())["state"] == "done"
+            assert json.loads((result / "status.json").read_text())["state"] == "done"
         else:
             with pytest.raises(CutorError):
                 reporter.finish(State.DONE, Outcome.OK)

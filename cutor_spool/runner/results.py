@@ -30,7 +30,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from cutor_spool.atomic import append_lines, clear_unless_regular, make_dir, write_bytes, write_json
+from cutor_spool.atomic import (
+    TEMPORARY_PREFIX,
+    append_lines,
+    clear_unless_regular,
+    make_dir,
+    write_bytes,
+    write_json,
+    write_json_in_two,
+)
 from cutor_spool.documents.dependencies import DependenciesDocument
 from cutor_spool.documents.states import RESULT_DIR, TERMINAL, Outcome, State
 from cutor_spool.documents.status import StageSummary, StatusDocument
@@ -84,6 +92,7 @@ class Reporter:
         self._held = False  # a status or event lines held back, to be written
         self._lazy: dict[str, Any] = {}  # status fields given and not yet validated (see `status`)
         self._later: list[Future[None]] = []  # result files being written by _WRITER (see `stage`)
+        self._finals: list[Future[None]] = []  # the terminal status.json being made durable
         self._unsynced: list[Path] = []  # result files written since the last fsync
         self._made: set[Path] = set()  # directories of stage results (tests/) made
         self._lock = threading.Lock()  # the work thread's writes against the background writer's
@@ -145,14 +154,15 @@ class Reporter:
 
     def start(self) -> None:
         """A fresh attempt: stage results of an earlier, unfinished attempt are removed, and so
-        is whatever a client planted under the names written here. Nothing in result/ is
+        is whatever a client planted under the names written here, and the temporary files of
+        writes a lost claim left unfinished (`write_json_in_two`). Nothing in result/ is
         trusted: not a status (a forged "accepted" must never be taken for the spool's), not a
         symlink (a root worker would write or delete through it)."""
         with opened_dir(self.anchor, relative(self.dir, self.anchor)) as result:
             for entry in os.scandir(result):
                 if entry.name in ("events.jsonl", "status.json"):
                     clear_unless_regular(self.dir / entry.name, beneath=self.anchor)  # every attempt's events
-                elif entry.name in {"tests", "junit.xml"} or entry.name.endswith(".json"):
+                elif entry.name in {"tests", "junit.xml"} or entry.name.endswith(".json") or _temporary(entry.name):
                     if entry.is_dir(follow_symlinks=False):
                         shutil.rmtree(entry.name, dir_fd=result)  # does not follow symlinks inside
                     else:
@@ -202,19 +212,29 @@ class Reporter:
         # Every write is atomic (readers never see half a file); only a terminal state is also
         # fsynced: it is what gets committed. An intermediate state lost in a crash is moot, as
         # the lease expires and the submission runs again. So are the other result files, which
-        # are written without an fsync and fsynced here, beside the terminal status.json (in a
-        # thread of the process's: two fsyncs at once share a device flush), before the commit.
+        # are written without an fsync. At the terminal state, status.json's temporary file is
+        # written, and threads of the process's fsync it and rename it into place and fsync the
+        # other result files (two fsyncs at once share a device flush) while the work thread goes
+        # on (it closes the sandbox and releases the slot); the claim's commit waits for them
+        # (`Claim.before_commit`): nothing is committed before it is on disk. A crash before that
+        # leaves the entry in active/, to run again. Readers see the terminal status.json once
+        # it is on disk, at most that long before the commit.
         if self._held:
             self._held = False
             BACKGROUND.discard(self)
-        if fsync:
-            self._written()
-        pending = None
-        if fsync and self._unsynced:
-            pending, self._unsynced = _SYNCER.submit(_fsync_all, self._unsynced), []
-        write_json(self.dir / "status.json", self.status.dump(), fsync=fsync, beneath=self.anchor)
-        if pending is not None:
-            pending.result()
+        for earlier in self._finals:  # a later status (an error after the end) lands after it
+            earlier.exception()  # its failure is the commit's (before_commit), not this write's
+        path = self.dir / "status.json"
+        if not fsync:
+            write_json(path, self.status.dump(), fsync=False, beneath=self.anchor)
+            return
+        self._written()
+        self._finals = [_SYNCER.submit(write_json_in_two(path, self.status.dump(), beneath=self.anchor))]
+        waits = [*self._finals]
+        if self._unsynced:
+            waits.append(_SYNCER.submit(_fsync_all, self._unsynced))
+            self._unsynced = []
+        self.claim.before_commit.extend(wait.result for wait in waits)
 
     def write_now(self) -> None:
         """The background writer's tick: a status held back is written."""
@@ -293,6 +313,10 @@ class Reporter:
             kept = self.status.model_dump(exclude_unset=True, exclude={"test"})
             self._doc = StatusDocument.model_validate(kept)
         self.transition(state, outcome=outcome.value if outcome else None, **fields)
+
+
+def _temporary(name: str) -> bool:
+    return name.startswith(TEMPORARY_PREFIX)
 
 
 # Their threads start with the first use, not at import.

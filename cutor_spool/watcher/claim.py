@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ class Claim:
     submitter: int | None = None  # the uid that owned the dropped directory
     custody_failure: str | None = None  # why the entry could not be taken from its client
     lost_leases: int = 0  # earlier claims whose worker died holding them (max_lost_leases)
+    # Waits `commit` runs first: the fsyncs of the final results, started when they were written
+    # and finished while the worker released the sandbox (runner/results.py, `_write_status`).
+    before_commit: list[Callable[[], object]] = field(default_factory=list)
 
     @property
     def anchor(self) -> Path:
@@ -72,7 +76,11 @@ class Claim:
             raise SpoolIOError(f"{self.entry_id}: cannot touch lease: {exc.strerror}") from exc
 
     def commit(self, final_name: str | None = None) -> Path:
-        """Renames the claim into done/. A name already taken in done/ makes this a duplicate."""
+        """Renames the claim into done/, once every wait in `before_commit` returned (one that
+        raises stops the commit). A name already taken in done/ makes this a duplicate."""
+        waits, self.before_commit = self.before_commit, []
+        for wait in waits:
+            wait()
         name = final_name or self.entry_id
         target = self.dirs.done / name
         try:
