@@ -138,10 +138,16 @@ def make_source(base: Path, name: str, submission: dict[str, Any]) -> Path:
 
 
 def drop(spool: Path, source: Path, entry_id: str) -> None:
+    os.rename(staged(spool, source, entry_id), spool / "incoming" / entry_id)
+
+
+def staged(spool: Path, source: Path, entry_id: str) -> Path:
+    """A copy of `source` in the spool's tmp/, ready: what a client has before its drop (the
+    rename into incoming/)."""
     staging = spool / "tmp" / f"bench-{entry_id}"
     shutil.copytree(source, staging)
     (staging / ".ready").write_text("")
-    os.rename(staging, spool / "incoming" / entry_id)
+    return staging
 
 
 def check_done(spool: Path, names: list[str], stdout: str = "hi\n") -> None:
@@ -221,7 +227,8 @@ def one_at_a_time(
     gap: float = 0.0,
 ) -> tuple[dict[str, list[float]], float]:
     """`count` trivial submissions dropped one at a time into a fresh spool with one executor
-    (one slot, `mode`), after five to warm up: milliseconds from each drop to its done/<id>
+    (one slot, `mode`), after five to warm up: milliseconds from each drop (the rename into
+    incoming/ of a copy the client made in tmp/ before) to its done/<id>
     (under "spool"), each baseline timed once per round beside it, and the seconds the counted
     part took. With `tool` (a command that takes the executor's pid as its last argument), the
     tool is attached to the executor while they run, and sent SIGINT after. With `gap`, the
@@ -246,10 +253,11 @@ def one_at_a_time(
                 started = time.perf_counter()
                 for i in range(count):
                     name = f"lat-{i:05d}"
+                    ready = staged(spool, source, name)  # the client's copy: before the drop
                     if gap:
                         time.sleep(gap)  # the idle pause itself is what is measured after
                     t0 = time.perf_counter()
-                    drop(spool, source, name)
+                    os.rename(ready, spool / "incoming" / name)  # the drop
                     samples["spool"].append((watch.wait(name) - t0) * 1000)
                     for key, fn in baselines.items():
                         t0 = time.perf_counter()
