@@ -63,21 +63,45 @@ def write_bytes(path: Path, data: bytes, *, fsync: bool = True, beneath: Path | 
 
 
 def _write_in(parent: int, tmp: str, name: str, data: bytes, fsync: bool) -> None:
+    _write_temporary(parent, tmp, data, fsync)
+    _place(parent, tmp, name, fsync=False)
+
+
+def _write_temporary(parent: int, tmp: str, data: bytes, fsync: bool) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=parent)
     try:
-        try:
-            write_fd(fd, data)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
-    except BaseException:  # a signal handler's exception too: leave no temporary behind
-        try:
-            os.unlink(tmp, dir_fd=parent)
-        except OSError:
-            pass
+        write_fd(fd, data)
+        if fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(parent, tmp)
         raise
+    os.close(fd)
+
+
+def _place(parent: int, tmp: str, name: str, fsync: bool) -> None:
+    """Renames the temporary `tmp` to `name`, fsynced first if asked (when it was written
+    without); removes it on any failure (a signal handler's exception too: no temporary is
+    left behind)."""
+    try:
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+    except BaseException:
+        _unlink_quietly(parent, tmp)
+        raise
+
+
+def _unlink_quietly(parent: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=parent)
+    except OSError:
+        pass
 
 
 def write_json(path: Path, value: Any, *, fsync: bool = True, beneath: Path | None = None) -> None:
@@ -94,30 +118,14 @@ def write_json_in_two(path: Path, value: Any, *, beneath: Path | None = None) ->
     where = _parent(path, beneath)
     try:
         with opened_dir(*where) as parent:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644, dir_fd=parent)
-            try:
-                write_fd(fd, text.encode())
-            finally:
-                os.close(fd)
+            _write_temporary(parent, tmp, text.encode(), fsync=False)
     except OSError as exc:
         _raise(path, exc)
 
     def finish() -> None:
         try:
             with opened_dir(*where) as parent:
-                try:
-                    fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                    os.rename(tmp, path.name, src_dir_fd=parent, dst_dir_fd=parent)
-                except BaseException:
-                    try:
-                        os.unlink(tmp, dir_fd=parent)
-                    except OSError:
-                        pass
-                    raise
+                _place(parent, tmp, path.name, fsync=True)
         except OSError as exc:
             _raise(path, exc)
 
