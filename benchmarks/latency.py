@@ -6,10 +6,13 @@ the executor was left idle for 200 ms before each drop (`idle`: how most submiss
 judge or a function behind the gateway; fewer drops, a quarter of --count). Throughput: N submissions
 dropped at once, with 1 and 2 executors (2 slots each).
 
-Baselines, in the same run: a bare fork/exec of the same command from Python, and (when a Docker
-engine is up) `docker run --rm IMAGE /bin/sh -c 'echo hi'`, the command a user would otherwise
-run. Both are timed between the latency samples, one of each per round, so that load from
-elsewhere weighs on all alike; for throughput, `docker run` two at a time (one per core).
+Baselines, in the same run: a bare fork/exec of the same command from Python, the product's own
+stage of it on a warm slot held by this script (stage_floor.py's "warm slot" row: the unit of
+issue 18's target for drop-to-final, at most 2x the stage at the median and 4x at p95), and
+(when a Docker engine is up) `docker run --rm IMAGE /bin/sh -c 'echo hi'`, the command a user
+would otherwise run. All are timed between the latency samples of the inotify round, one of each
+per round, so that load from elsewhere weighs on all alike; for throughput, `docker run` two at
+a time (one per core).
 
     sudo .venv/bin/python benchmarks/latency.py [--count 200] [--throughput 1000] [--no-docker]
 """
@@ -19,7 +22,8 @@ from __future__ import annotations
 import argparse
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from _common import (
     TRIVIAL,
@@ -70,20 +74,44 @@ def throughput(count: int, workers: int, concurrency: int = 2) -> float:
         return count / (end - start)
 
 
+@contextmanager
+def warm_stage() -> Iterator[Callable[[], None]]:
+    """Runs `echo hi` as the product's bubblewrap stage on a warm slot this script holds (its
+    own uid range, away from the executor's), checked for its output each time."""
+    from docker_exec import UID_BASE, bench_limits, checked, remove_state, state_dir
+
+    from cutor_spool.runner.bwrap import BubblewrapBackend
+    from cutor_spool.runner.slots import SlotPool
+    from cutor_spool.runner.stage import StageSpec
+
+    state = state_dir("cutor-bench-stage-")
+    pool = SlotPool(uid_base=UID_BASE, count=2, work_size=64 * 2**20, state_dir=state)
+    backend = BubblewrapBackend(state_dir=state, uid_base=UID_BASE, slots=2, tmp_size=16 * 2**20)
+    slot = pool.acquire()
+    sandbox = backend.open(slot, "bench-stage")
+    spec = StageSpec(name="run", command=tuple(COMMAND), limits=bench_limits())
+    try:
+        yield lambda: checked(sandbox.run(spec))
+    finally:
+        sandbox.close()
+        pool.release(slot)
+        backend.close()
+        remove_state(state)
+
+
 def run(count: int, tp_count: int, image: str | None = None, docker_runs: int = 40) -> dict[str, float]:
     """Every figure of this script; the `docker_run*` ones only with an image (engine up)."""
     from docker_exec import docker_run, docker_run_rate
 
-    baselines: dict[str, Callable[[], object]] = {"bare": bare_exec}
-    if image is not None:
-        baselines["docker_run"] = lambda: docker_run(image, COMMAND)
     figures: dict[str, float] = {}
-    for poll in (False, True):
-        key = "poll" if poll else "inotify"
-        samples = latency(count, poll=poll, baselines=baselines)
-        for name, values in samples.items():
-            figures[f"{key}.{name}.median"] = median(values)
-            figures[f"{key}.{name}.p95"] = percentile(values, 0.95)
+    with warm_stage() as stage:
+        baselines: dict[str, Callable[[], object]] = {"bare": bare_exec, "stage": stage}
+        if image is not None:
+            baselines["docker_run"] = lambda: docker_run(image, COMMAND)
+        samples = latency(count, poll=False, baselines=baselines)
+    _figures("inotify", samples, figures)
+    polled = {"bare": bare_exec, **({"docker_run": baselines["docker_run"]} if "docker_run" in baselines else {})}
+    _figures("poll", latency(count, poll=True, baselines=polled), figures)
     idle = latency(max(5, count // 4), poll=False, gap=IDLE)["spool"]
     figures["idle.spool.median"], figures["idle.spool.p95"] = median(idle), percentile(idle, 0.95)
     for workers in (1, 2):
@@ -91,6 +119,12 @@ def run(count: int, tp_count: int, image: str | None = None, docker_runs: int = 
     if image is not None:
         figures["throughput.docker_run"] = docker_run_rate(image, COMMAND, docker_runs, parallel=2)
     return figures
+
+
+def _figures(key: str, samples: dict[str, list[float]], figures: dict[str, float]) -> None:
+    for name, values in samples.items():
+        figures[f"{key}.{name}.median"] = median(values)
+        figures[f"{key}.{name}.p95"] = percentile(values, 0.95)
 
 
 def main() -> None:
@@ -118,6 +152,11 @@ def main() -> None:
         if docker is not None:
             line += f"; {med / docker:.2f}x docker run {docker:.1f} ms"
         print(line + ")")
+    stage, med, p95 = f["inotify.stage.median"], f["inotify.spool.median"], f["inotify.spool.p95"]
+    print(
+        f"drop-to-final, inotify, against the warm stage ({stage:.2f} ms, same rounds): median "
+        f"{med / stage:.2f}x, p95 {p95 / stage:.2f}x   (issue 18: at most 2x and 4x)"
+    )
     med, p95, back = f["idle.spool.median"], f["idle.spool.p95"], f["inotify.spool.median"]
     print(
         f"drop-to-final, inotify, after {IDLE * 1000:.0f} ms idle: median / p95 {med:6.1f} / {p95:6.1f} ms"

@@ -54,6 +54,20 @@ SPECS: list[Spec] = [
     ),
     Spec("pipeline.inotify.p95", "drop to final, inotify: p95", Unit.MS, DOCKER_RUN + " p95"),
     Spec(
+        "pipeline.inotify.stage",
+        "drop to final, inotify: median against the product's warm stage (same rounds)",
+        Unit.MS,
+        "warm stage of `echo hi`",
+        Target(Check.RATIO_AT_MOST, 2.0, "<= 2x (issue 18)"),
+    ),
+    Spec(
+        "pipeline.inotify.stage_p95",
+        "drop to final, inotify: p95 against the warm stage's median",
+        Unit.MS,
+        "warm stage of `echo hi`",
+        Target(Check.RATIO_AT_MOST, 4.0, "<= 4x (issue 18)"),
+    ),
+    Spec(
         "pipeline.idle.median",
         "drop to final, inotify, each drop after 200 ms idle: median",
         Unit.MS,
@@ -276,6 +290,9 @@ def pipeline(counts: Counts, engines: Engines) -> Figures:
             out[f"pipeline.{mode}.{stat}"] = Measured(
                 f[f"{mode}.spool.{stat}"], f.get(f"{mode}.docker_run.{stat}"), no_docker
             )
+    stage = f["inotify.stage.median"]
+    out["pipeline.inotify.stage"] = Measured(f["inotify.spool.median"], stage)
+    out["pipeline.inotify.stage_p95"] = Measured(f["inotify.spool.p95"], stage)
     out["pipeline.idle.median"] = Measured(f["idle.spool.median"], f["inotify.spool.median"])
     for workers in (1, 2):
         out[f"pipeline.throughput.{workers}"] = Measured(
