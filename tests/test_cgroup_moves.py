@@ -87,3 +87,17 @@ def test_a_failed_measurement_changes_nothing_but_a_line(
     assert not thread.is_alive()
     assert [r.levelno for r in caplog.records] == [logging.INFO]
     assert "no cgroup for you" in caplog.records[0].getMessage()
+
+
+def test_cgroups_of_dead_processes_are_found_by_the_pid_after_the_prefix(host: CgroupHost) -> None:
+    """The mechanism the check and the builder's sweep share (`<prefix><pid>-<n>`, the builder's
+    build cgroups): a dead process's are found, a live one's and other names are not."""
+    prefix = f"leftovertest{os.getpid()}-"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    made = [host.create(f"{prefix}{dead.pid}-1"), host.create(f"{prefix}{os.getpid()}-1"), host.create(f"{prefix}x-1")]
+    try:
+        assert [c.name for c in host.left_by_dead(prefix)] == [f"{prefix}{dead.pid}-1"]
+    finally:
+        for cgroup in made:
+            cgroup.remove()

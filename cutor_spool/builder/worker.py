@@ -110,10 +110,7 @@ class Builder(QueueWorker[None]):
     def _sweep_cgroups(self) -> None:
         """Removes build cgroups of builder processes on this host that died (with their Nix)."""
         assert self.cgroups is not None
-        for cgroup in self.cgroups.existing(CGROUP_PREFIX):
-            pid = cgroup.name[len(CGROUP_PREFIX) :].partition("-")[0]
-            if pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid))):
-                continue
+        for cgroup in self.cgroups.left_by_dead(CGROUP_PREFIX):
             log.warning("removing build cgroup %s of a builder that died", cgroup.name)
             try:
                 cgroup.remove()
@@ -282,13 +279,3 @@ class Builder(QueueWorker[None]):
         record = BuildRecord(key=claim.entry_id, status=BuildStatus.REJECTED, message=reason)
         write_json(claim.path / RESULT_NAME, record.dump())
         claim.commit(f"{claim.entry_id}.rejected-{claim.token}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -61,20 +61,8 @@ def move_after_pause(host: CgroupHost, pause: float = PAUSE) -> float:
 
 def _remove_leftovers(host: CgroupHost) -> None:
     """The check's cgroups of executors that died during theirs (a live one's is left alone)."""
-    for cgroup in host.existing(PREFIX):
-        pid = cgroup.name.removeprefix(PREFIX)
-        if pid.isdigit() and not _alive(int(pid)):
-            cgroup.remove()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    for cgroup in host.left_by_dead(PREFIX):
+        cgroup.remove()
 
 
 def advice(cost_ms: float) -> str | None:

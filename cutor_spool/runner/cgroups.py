@@ -349,6 +349,16 @@ class CgroupHost:
             raise SandboxError(f"cannot create cgroup {name}: {exc.strerror}") from exc
         return cgroup
 
+    def left_by_dead(self, prefix: str) -> list[Cgroup]:
+        """Cgroups named `<prefix><pid>` or `<prefix><pid>-...` whose process `pid` is gone: a
+        worker of this host killed before it removed its own."""
+        found = []
+        for cgroup in self.existing(prefix):
+            pid = cgroup.name[len(prefix) :].partition("-")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                found.append(cgroup)
+        return found
+
     def existing(self, prefix: str) -> list[Cgroup]:
         """Cgroups left behind (by a worker that was killed) whose name starts with `prefix`, in
         any hierarchy (`remove` passes over those it is not in)."""
@@ -361,3 +371,13 @@ class CgroupHost:
         if self.version == 2:
             return [CgroupV2(n, self.bases[""] / n) for n in sorted(names)]
         return [CgroupV1(n, {c: base / n for c, base in self.swept.items()}) for n in sorted(names)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
