@@ -17,11 +17,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 from hypothesis import settings
+
+if TYPE_CHECKING:
+    from cutor_spool.runner.results import Reporter
+    from cutor_spool.watcher.claim import Claim
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CUTOR_SPOOL_CI") == "1"
@@ -157,6 +161,21 @@ def result(spool: Path, entry_id: str) -> dict[str, Any]:
 
 def stage(spool: Path, entry_id: str, name: str) -> dict[str, Any]:
     return json.loads((spool / "done" / entry_id / "result" / f"{name}.json").read_text())
+
+
+def started_claim(spool: Path, name: str) -> tuple[Claim, Reporter]:
+    """incoming/<name> claimed by an executor's queue in this process, and its reporter started,
+    as an executor begins a claim."""
+    from cutor_spool.layout import SpoolPaths
+    from cutor_spool.runner.results import Reporter
+    from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
+
+    identity = WorkerIdentity.make("executor")
+    claim = SpoolQueue(SpoolPaths(spool).submissions, identity, log_name="result/attempts.jsonl").claim(name)
+    assert claim is not None
+    reporter = Reporter(claim, identity)
+    reporter.start()
+    return claim, reporter
 
 
 def wait_done(spool: Path, ids: list[str] | str, timeout: float = 60.0) -> None:

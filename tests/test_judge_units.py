@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import started_claim
 from pydantic import ValidationError
 
 from cutor_spool.config import SpoolConfig, StageKind
@@ -31,11 +32,9 @@ from cutor_spool.runner.judge.junit import junit_not_judged, junit_xml
 from cutor_spool.runner.judge.scoring import score
 from cutor_spool.runner.judge.verdicts import Case, CaseResult, Verdict
 from cutor_spool.runner.launcher import rlimit_options
-from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.stage import StageOutput, StageStatus
 from cutor_spool.runner.stagerunner import StageRunner, exec_simple, plain_argv
 from cutor_spool.submission import CheckerKind, CheckerSpec, Submission
-from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
 
 LIMITS = Limits(cpu_time=1, wall_time=2, memory=64 << 20, processes=8, file_size=1 << 20, open_files=16,
                 stack=8 << 20, output=1 << 20)  # fmt: skip
@@ -335,11 +334,7 @@ def test_a_new_attempt_starts_without_the_last_attempts_test_results(spool: Path
     (entry / "submission.yaml").write_text("run: cat\n")
     for stale in ("result/junit.xml", "result/compile.json", "result/tests/1.json"):
         (entry / stale).write_text("from attempt 1")
-    identity = WorkerIdentity.make("executor")
-    claim = SpoolQueue(paths.submissions, identity, log_name="result/attempts.jsonl").claim("again")
-    assert claim is not None
-    reporter = Reporter(claim, identity)
-    reporter.start()
+    claim, reporter = started_claim(spool, "again")
     left = sorted(p.relative_to(claim.path).as_posix() for p in (claim.path / "result").rglob("*") if p.is_file())
     assert left == ["result/attempts.jsonl"]  # `claimed` is held back until the next write
     reporter.transition(State.RUNNING)
@@ -356,16 +351,12 @@ def test_a_test_result_written_in_the_background_is_on_disk_before_the_end_and_i
     waits for every one, and a write that failed (here the claim's tests/ directory is replaced by
     a file, as a lost claim or a full disk would fail it) fails the end, which is then not written."""
     paths = SpoolPaths(spool)
-    identity = WorkerIdentity.make("executor")
     limits = SpoolConfig().limits.stage_default(StageKind.TEST)
     for name, sabotage in (("fine", False), ("broken", True)):
         entry = paths.submissions.incoming / name
         entry.mkdir()
         (entry / "submission.yaml").write_text("run: cat\n")
-        claim = SpoolQueue(paths.submissions, identity, log_name="result/attempts.jsonl").claim(name)
-        assert claim is not None
-        reporter = Reporter(claim, identity)
-        reporter.start()
+        claim, reporter = started_claim(spool, name)
         tests = claim.path / "result" / "tests"
         for i in range(50):
             if sabotage and i == 25:

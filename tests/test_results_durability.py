@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from conftest import started_claim
 
 from cutor_spool.config import SpoolConfig, StageKind
 from cutor_spool.documents.states import Outcome, State
@@ -25,19 +26,13 @@ from cutor_spool.runner import results
 from cutor_spool.runner.results import Reporter
 from cutor_spool.runner.stage import StageOutput, StageStatus
 from cutor_spool.watcher.claim import Claim
-from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
 
 
 def claimed(spool: Path, name: str) -> tuple[Claim, Reporter]:
-    paths = SpoolPaths(spool)
-    identity = WorkerIdentity.make("executor")
-    entry = paths.submissions.incoming / name
+    entry = SpoolPaths(spool).submissions.incoming / name
     entry.mkdir()
     (entry / "submission.yaml").write_text("run: echo hi\n")
-    claim = SpoolQueue(paths.submissions, identity, log_name="result/attempts.jsonl").claim(name)
-    assert claim is not None
-    reporter = Reporter(claim, identity)
-    reporter.start()
+    claim, reporter = started_claim(spool, name)
     limits = SpoolConfig().limits.stage_default(StageKind.RUN)
     out = StageOutput("run", StageStatus.OK, 0, None, b"hi\n", b"", b"hi\n", False, False, 0.0, 0.0, 0, limits)
     reporter.stage("run", out)
@@ -70,10 +65,7 @@ def test_the_commit_waits_for_the_final_fsyncs_and_a_failed_one_commits_nothing(
     # Its temporary file is left in the entry; the next attempt removes it, as any leftover.
     assert [p.name for p in (moved / "result").iterdir() if p.name.startswith(".tmp-")] != []
     os.rename(moved, SpoolPaths(spool).submissions.incoming / "lost")
-    again = SpoolQueue(SpoolPaths(spool).submissions, WorkerIdentity.make("executor"), log_name="result/attempts.jsonl")
-    second = again.claim("lost")
-    assert second is not None
-    Reporter(second, WorkerIdentity.make("executor")).start()
+    second, _ = started_claim(spool, "lost")
     assert [p.name for p in (second.path / "result").iterdir() if p.name.startswith(".tmp-")] == []
 
 
