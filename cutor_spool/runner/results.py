@@ -162,7 +162,11 @@ class Reporter:
             for entry in os.scandir(result):
                 if entry.name in ("events.jsonl", "status.json"):
                     clear_unless_regular(self.dir / entry.name, beneath=self.anchor)  # every attempt's events
-                elif entry.name in {"tests", "junit.xml"} or entry.name.endswith(".json") or _temporary(entry.name):
+                elif (
+                    entry.name in {"tests", "junit.xml"}
+                    or entry.name.endswith(".json")
+                    or entry.name.startswith(TEMPORARY_PREFIX)  # a lost claim's unfinished write
+                ):
                     if entry.is_dir(follow_symlinks=False):
                         shutil.rmtree(entry.name, dir_fd=result)  # does not follow symlinks inside
                     else:
@@ -313,10 +317,6 @@ class Reporter:
             kept = self.status.model_dump(exclude_unset=True, exclude={"test"})
             self._doc = StatusDocument.model_validate(kept)
         self.transition(state, outcome=outcome.value if outcome else None, **fields)
-
-
-def _temporary(name: str) -> bool:
-    return name.startswith(TEMPORARY_PREFIX)
 
 
 # Their threads start with the first use, not at import.
