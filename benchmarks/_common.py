@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -43,9 +44,25 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+# Scratch spools are removed when the process ends, not when each is done with: on a filesystem
+# that allocates a new inode past every one freed in the last minutes (ext4 without a journal, as
+# this machine's root disk: docs/benchmarks.md, "The files of a submission"), removing one round's
+# thousands of files made every file of the next rounds dearer. A round pays for its own files,
+# never for the cleanup of the round before (docs/benchmarks.md, "Scratch spools outlive their
+# round").
+_LEFT: list[Path] = []
+
+
+@atexit.register
+def _remove_scratch() -> None:
+    for base in _LEFT:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @contextmanager
 def scratch_spool(where: Path | None = None, **overrides: Any) -> Iterator[Path]:
-    """A fresh spool under `where` (default: $TMPDIR) with BENCH_CONFIG and `overrides`."""
+    """A fresh spool under `where` (default: $TMPDIR) with BENCH_CONFIG and `overrides`; removed
+    when the process ends (see _LEFT)."""
     base = Path(tempfile.mkdtemp(prefix="cutor-bench-", dir=where))
     spool = base / "spool"
     subprocess.run(
@@ -53,10 +70,8 @@ def scratch_spool(where: Path | None = None, **overrides: Any) -> Iterator[Path]
     )
     config = {**BENCH_CONFIG, **overrides}
     (spool / "spool.yaml").write_text(yaml.safe_dump(config))
-    try:
-        yield spool
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    _LEFT.append(base)
+    yield spool
 
 
 @contextmanager
