@@ -86,6 +86,7 @@ SPECS: list[Spec] = [
         "throughput, 2 executors x 2 slots, {throughput} submissions",
         Unit.RATE,
         DOCKER_RUN + ", 2 at a time",
+        Target(Check.AT_LEAST, 300, ">= 300/s (issue 18)"),
     ),
     # sandbox
     Spec(
@@ -138,6 +139,7 @@ SPECS: list[Spec] = [
         "judging {judge_tests} tests of `cat`, lines checker: per test",
         Unit.MS,
         "same stages, backend only",
+        Target(Check.RATIO_AT_MOST, 1.15, "<= 1.15x (issue 18)"),
     ),
     Spec("judge.program", "judging with a checker program: per test", Unit.MS, "lines checker"),
     Spec(
