@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -264,6 +265,22 @@ def test_a_clean_slot_skips_checking_its_mount_points_only_in_the_state_dir_it_w
         assert mounts.count(str(slot.work)) == 1, "the killed worker's mount is left under the new one"
     finally:
         other.release(slot)
+
+
+def test_a_clean_slot_whose_state_directory_was_removed_is_prepared_again(run_dir: Path) -> None:
+    """The clean mark is kept with the slot's lock (LOCK_DIR), not in the state directory: a state
+    directory removed meanwhile (by an operator, or by a test between two of its runs) must not
+    leave the slot unusable ("cannot mount a tmpfs on .../work: No such file or directory")."""
+    uid = 61972
+    pool = SlotPool(uid_base=uid, count=1, work_size=16 << 20, state_dir=run_dir / "gone")
+    pool.release(pool.acquire(), clean=True)
+    shutil.rmtree(run_dir / "gone")
+    slot = pool.acquire()
+    try:
+        (slot.work / "x").write_text("usable")
+        assert slot.io.is_dir() and (slot.work / "x").read_text() == "usable"
+    finally:
+        pool.release(slot, clean=True)
 
 
 # bwrap's monitor killed before the sandbox's pid 1 (a fault only a test can inject), in a process

@@ -334,7 +334,12 @@ class SlotPool:
 
     def _prepare(self, slot: Slot, *, reused: bool = False) -> None:
         """The slot's root and fresh tmpfs mounts. `reused`: released clean in this state
-        directory, so its mount points are the empty directories `release` left."""
+        directory, so its mount points are the empty directories `release` left, unless that
+        directory was removed since (the mark is kept with the slot's lock, not in it)."""
+        if reused and not all((slot.root / which).is_dir() for which in ("work", "aux", "io")):
+            reused = False
+        if not reused:
+            (self.state_dir / "slots").mkdir(parents=True, exist_ok=True, mode=0o711)
         slot.root.mkdir(mode=0o710, exist_ok=True)
         # Set every time: a directory made by an older version, or left by a killed worker.
         os.chown(slot.root, 0, slot.gid, follow_symlinks=False)
