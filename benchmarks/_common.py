@@ -46,10 +46,9 @@ def median(values: list[float]) -> float:
 
 # Scratch spools are removed when the process ends, not when each is done with: on a filesystem
 # that allocates a new inode past every one freed in the last minutes (ext4 without a journal, as
-# this machine's root disk: docs/benchmarks.md, "The files of a submission"), removing one round's
-# thousands of files made every file of the next rounds dearer. A round pays for its own files,
-# never for the cleanup of the round before (docs/benchmarks.md, "Scratch spools outlive their
-# round").
+# this machine's root disk), removing one round's thousands of files made every file of the next
+# rounds dearer. A round pays for its own files, never for the cleanup of the round before.
+# See docs/benchmarks.md, "Scratch spools outlive their round".
 _LEFT: list[Path] = []
 
 
