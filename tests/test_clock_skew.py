@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,20 @@ import pytest
 from conftest import LEASE_TIMEOUT, drop, make_submission, need, result, stage, wait_done
 
 FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_faketime_segments() -> Iterator[None]:
+    """libfaketime shares its settings through /dev/shm/faketime_shm_<pid> and
+    sem.faketime_sem_<pid>, made by the first process that loads it and removed by its exit
+    handler: an executor these tests kill leaves both behind, and a later process given the same
+    pid fails to start ("shm_open failed: File exists"; libfaketime's README). With pid_max at
+    32768, 74 of them had piled up here in two days. Those of processes that are gone go."""
+    yield
+    for path in Path("/dev/shm").glob("*faketime_s*_*"):
+        pid = path.name.rpartition("_")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            path.unlink(missing_ok=True)
 
 
 def skewed(offset: str) -> dict[str, str]:
