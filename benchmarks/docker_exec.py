@@ -28,7 +28,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,6 +114,15 @@ def run(image: str | None, count: int, containers: int) -> dict[str, list[float]
 
 
 def run_bwrap_only(count: int) -> dict[str, list[float]]:
+    with bwrap_stage() as stage:
+        return interleaved({"bare": bare, "bwrap_stage": stage}, count)
+
+
+@contextmanager
+def bwrap_stage() -> Iterator[Callable[[], None]]:
+    """Runs COMMAND as the product's bubblewrap stage (on a warm slot where the host allows) in a
+    slot this process holds, in a scratch state directory, checked for its output each time;
+    everything is released and removed afterwards. Also `latency.py`'s warm-stage baseline."""
     from cutor_spool.runner.bwrap import BubblewrapBackend
     from cutor_spool.runner.slots import SlotPool
 
@@ -123,8 +133,7 @@ def run_bwrap_only(count: int) -> dict[str, list[float]]:
     slot = pool.acquire()
     sandbox = bwrap.open(slot, "bench")
     try:
-        variants: dict[str, Callable[[], object]] = {"bare": bare, "bwrap_stage": lambda: checked(sandbox.run(spec))}
-        return interleaved(variants, count)
+        yield lambda: checked(sandbox.run(spec))
     finally:
         sandbox.close()
         pool.release(slot)

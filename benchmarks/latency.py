@@ -22,8 +22,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from _common import (
     TRIVIAL,
@@ -74,40 +73,15 @@ def throughput(count: int, workers: int, concurrency: int = 2) -> float:
         return count / (end - start)
 
 
-@contextmanager
-def warm_stage() -> Iterator[Callable[[], None]]:
-    """Runs `echo hi` as the product's bubblewrap stage on a warm slot this script holds (its
-    own uid range, away from the executor's), checked for its output each time."""
-    from docker_exec import UID_BASE, bench_limits, checked, remove_state, state_dir
-
-    from cutor_spool.runner.bwrap import BubblewrapBackend
-    from cutor_spool.runner.slots import SlotPool
-    from cutor_spool.runner.stage import StageSpec
-
-    state = state_dir("cutor-bench-stage-")
-    pool = SlotPool(uid_base=UID_BASE, count=2, work_size=64 * 2**20, state_dir=state)
-    backend = BubblewrapBackend(state_dir=state, uid_base=UID_BASE, slots=2, tmp_size=16 * 2**20)
-    slot = pool.acquire()
-    sandbox = backend.open(slot, "bench-stage")
-    spec = StageSpec(name="run", command=tuple(COMMAND), limits=bench_limits())
-    try:
-        yield lambda: checked(sandbox.run(spec))
-    finally:
-        sandbox.close()
-        pool.release(slot)
-        backend.close()
-        remove_state(state)
-
-
 def run(count: int, tp_count: int, image: str | None = None, docker_runs: int = 40) -> dict[str, float]:
     """Every figure of this script; the `docker_run*` ones only with an image (engine up)."""
-    from docker_exec import docker_run, docker_run_rate
+    from docker_exec import bwrap_stage, docker_run, docker_run_rate
 
     figures: dict[str, float] = {}
     baselines: dict[str, Callable[[], object]] = {"bare": bare_exec}
     if image is not None:
         baselines["docker_run"] = lambda: docker_run(image, COMMAND)
-    with warm_stage() as stage:  # the stage only beside the inotify round: its ratio is issue 18's
+    with bwrap_stage() as stage:  # the stage only beside the inotify round: its ratio is issue 18's
         _figures("inotify", latency(count, poll=False, baselines={**baselines, "stage": stage}), figures)
     _figures("poll", latency(count, poll=True, baselines=baselines), figures)
     idle = latency(max(5, count // 4), poll=False, gap=IDLE)["spool"]
