@@ -68,7 +68,7 @@ def _observe(mode: str, peer: int) -> None:
     from cutor_spool.limits import Limits
     from cutor_spool.runner.bwrap import BubblewrapBackend
     from cutor_spool.runner.slots import SlotPool
-    from cutor_spool.runner.stage import StageSpec
+    from cutor_spool.runner.stage import StageOutput, StageSpec
 
     own_ns = os.readlink("/proc/self/ns/mnt")
     deadline = time.monotonic() + 10
@@ -86,7 +86,7 @@ def _observe(mode: str, peer: int) -> None:
     pool = SlotPool(uid_base=UID_BASE, count=1, work_size=32 << 20, state_dir=STATE)
     slot = pool.acquire()
     box = backend.open(slot, "shared-root")
-    first: dict[str, object] = {}
+    first: dict[str, StageOutput] = {}
     plant = (
         "echo planted > /tmp/p && echo planted > /dev/shm/p && : > /work/inside && "
         "while [ ! -e /work/go ]; do sleep 0.01; done; echo one"
@@ -109,8 +109,8 @@ def _observe(mode: str, peer: int) -> None:
     backend.close()
     seen["own_after"], seen["peer_after"] = _mounts("self"), _mounts(peer)
     out = first["out"]
-    seen["stdout"] = [out.stdout.decode(), second.stdout.decode()]  # type: ignore[attr-defined]
-    seen["stderr"] = [out.stderr.decode(), second.stderr.decode()]  # type: ignore[attr-defined]
+    seen["stdout"] = [out.stdout.decode(), second.stdout.decode()]
+    seen["stderr"] = [out.stderr.decode(), second.stderr.decode()]
     print(json.dumps(seen))
 
 
