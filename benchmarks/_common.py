@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -23,13 +24,14 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+POLL_INTERVAL = 0.1  # seconds: polling executors' interval in the scratch spools
 BENCH_CONFIG: dict[str, Any] = {
     "version": 1,
     "settle": "1s",
     "heartbeat": "1s",
     "lease_timeout": "10s",
     "rescan": "5s",
-    "poll_interval": "0.1s",
+    "poll_interval": f"{POLL_INTERVAL}s",
     "sandbox": {"slots": 32, "work_size": "64MiB", "tmp_size": "16MiB"},
     "status_page": {"enabled": False},
 }
@@ -239,6 +241,7 @@ def one_at_a_time(
     baselines: dict[str, Callable[[], object]] | None = None,
     tool: list[str] | None = None,
     gap: float = 0.0,
+    jitter: float = 0.0,
 ) -> tuple[dict[str, list[float]], float]:
     """`count` trivial submissions dropped one at a time into a fresh spool with one executor
     (one slot, `mode`), after five to warm up: milliseconds from each drop (the rename into
@@ -247,7 +250,12 @@ def one_at_a_time(
     part took. With `tool` (a command that takes the executor's pid as its last argument), the
     tool is attached to the executor while they run, and sent SIGINT after. With `gap`, the
     executor is left idle that many seconds before each drop (not counted): a submission that
-    reaches an idle executor, as most do on a judge or behind the gateway."""
+    reaches an idle executor, as most do on a judge or behind the gateway. With `jitter`, each drop
+    waits a random part of that many seconds first (not counted): a polling executor's drops then
+    fall at random moments of its interval, as clients' do; without it each drop followed the
+    executor's last scan by the same short time and waited nearly a whole interval every time
+    (a median of 99 ms with a 0.1 s interval)."""
+    pause = random.Random(18)
     baselines = baselines or {}
     samples: dict[str, list[float]] = {"spool": [], **{name: [] for name in baselines}}
     with scratch_spool() as spool:
@@ -268,8 +276,8 @@ def one_at_a_time(
                 for i in range(count):
                     name = f"lat-{i:05d}"
                     ready = staged(spool, source, name)  # the client's copy: before the drop
-                    if gap:
-                        time.sleep(gap)  # the idle pause itself is what is measured after
+                    if gap or jitter:
+                        time.sleep(gap + pause.uniform(0, jitter))  # what is measured after
                     t0 = time.perf_counter()
                     os.rename(ready, spool / "incoming" / name)  # the drop
                     samples["spool"].append((watch.wait(name) - t0) * 1000)
