@@ -150,7 +150,12 @@ def rows_from(
     specs: list[Spec], measured: dict[str, Measured], notes: dict[str, str], counts: dict[str, Any]
 ) -> list[Row]:
     return [
-        Row(spec, spec.figure.format(**counts), measured.get(spec.key), notes.get(spec.key, "not measured"))
+        Row(
+            spec,
+            spec.figure.format(**counts),
+            measured.get(spec.key),
+            notes.get(spec.key, "" if spec.key in measured else "not measured"),
+        )
         for spec in specs
     ]
 
