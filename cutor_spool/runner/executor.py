@@ -31,6 +31,7 @@ from cutor_spool.watcher.callbacks import Outbox
 from cutor_spool.watcher.claim import Claim
 from cutor_spool.watcher.endings import Ending
 from cutor_spool.watcher.maintenance import Active, Every
+from cutor_spool.watcher.spool_fs import warn_if_slow
 from cutor_spool.watcher.worker import QueueWorker
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Executor(QueueWorker[Reporter]):
         cgroups = getattr(self.backend, "cgroups", None)  # bubblewrap's: stages move into cgroups it makes
         if isinstance(cgroups, CgroupHost):
             check_in_background(cgroups)  # a warning in the log if a move after a pause is slow here
+        warn_if_slow(self.paths.root)  # and one if the spool's filesystem is (ext4 without a journal)
         cpus = pinned_cpus(box.pinning, self.backend.cpus())
         slots = SlotPool(
             uid_base=box.uid_base, count=box.slots, work_size=box.work_size, state_dir=self.state_dir, cpus=cpus
