@@ -57,9 +57,9 @@ from cutor_spool.layout import SpoolPaths
 from cutor_spool.watcher.claim import Claim
 from cutor_spool.watcher.clock import FsClock
 from cutor_spool.watcher.finder import Finder
-from cutor_spool.watcher.notify import filesystem_type
 from cutor_spool.watcher.queue import SpoolQueue, WorkerIdentity
 from cutor_spool.watcher.readiness import seconds_until_ready
+from cutor_spool.watcher.spool_fs import filesystem_type
 
 SMALL = 10
 TMPFS = Path("/dev/shm")

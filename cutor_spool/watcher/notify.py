@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cutor_spool.watcher.spool_fs import filesystem_type
+
 if TYPE_CHECKING:
     from watchdog.observers.inotify_c import InotifyFD
 
@@ -38,24 +40,6 @@ NETWORK_FILESYSTEMS = frozenset(
         "fuse.s3fs",
     }
 )
-
-
-def filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding `path` (longest mount point prefix in /proc/mounts)."""
-    target = os.path.realpath(path)
-    best, kind = "", ""
-    try:
-        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                mount = fields[1].replace("\\040", " ")
-                if (target == mount or target.startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
-                    best, kind = mount, fields[2]
-    except OSError:
-        return ""
-    return kind
 
 
 def needs_polling(path: Path) -> bool:

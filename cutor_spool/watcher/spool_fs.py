@@ -1,4 +1,5 @@
-"""Whether the spool is on a filesystem known to be slow for it: ext4 without a journal.
+"""The spool's filesystem: its type (`filesystem_type`, which tells notify.py to poll on NFS) and
+whether it is known to be slow for a spool: ext4 without a journal.
 
 Without a journal, ext4 will not reuse an inode freed in the last one to five minutes (the
 kernel's `find_inode_bit` checks `recently_deleted` only when the filesystem has no journal), so
@@ -25,8 +26,9 @@ log = logging.getLogger(__name__)
 ADVICE_SECTION = "docs/deploy.md, 'Host tuning: the spool's filesystem'"
 
 
-def _mount(path: Path) -> tuple[str, str] | None:
-    """(filesystem type, major:minor) of the mount holding `path` (the longest mount point)."""
+def mount_of(path: Path) -> tuple[str, str] | None:
+    """(filesystem type, major:minor) of the mount holding `path` (the longest mount point of
+    /proc/self/mountinfo); None when it cannot be read."""
     target = os.path.realpath(path)
     best: tuple[int, str, str] | None = None
     try:
@@ -45,6 +47,12 @@ def _mount(path: Path) -> tuple[str, str] | None:
     return None if best is None else (best[1], best[2])
 
 
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding `path` ("nfs4", "ext4", ...); "" when unknown."""
+    mount = mount_of(path)
+    return "" if mount is None else mount[0]
+
+
 def _device_name(major_minor: str) -> str | None:
     try:
         return os.path.basename(os.readlink(f"/sys/dev/block/{major_minor}"))
@@ -54,7 +62,7 @@ def _device_name(major_minor: str) -> str | None:
 
 def journal_less_ext4(path: Path) -> str | None:
     """The device's name when `path` is on ext4 without a journal; None otherwise or unknown."""
-    mount = _mount(path)
+    mount = mount_of(path)
     if mount is None or mount[0] != "ext4":
         return None
     device = _device_name(mount[1])
